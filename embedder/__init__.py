@@ -1,0 +1,18 @@
+"""Triplet-loss image embeddings: train on a labelled image folder, index the gallery, predict by kNN."""
+
+from .config import IndexConfig, ModelConfig, PredictConfig, Progress, TrainConfig
+from .data import ImageSet, demo_dataset, load_image, scan_folder, stratified_split
+from .errors import Cancelled, EmbedderError
+from .evaluate import evaluate_run, retrieval_metrics
+from .index import GalleryIndex, build_index, exact_neighbors
+from .predict import Prediction, Predictor, vote
+from .project import Projection, project
+from .run import Run, list_runs, load_run
+from .train import TrainResult, train
+
+__all__ = [
+    "Cancelled", "EmbedderError", "GalleryIndex", "ImageSet", "IndexConfig", "ModelConfig", "Prediction",
+    "PredictConfig", "Predictor", "Progress", "Projection", "Run", "TrainConfig", "TrainResult", "build_index",
+    "demo_dataset", "evaluate_run", "exact_neighbors", "list_runs", "load_image", "load_run", "project",
+    "retrieval_metrics", "scan_folder", "stratified_split", "train", "vote",
+]

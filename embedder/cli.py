@@ -1,0 +1,216 @@
+"""python -m embedder train | predict | evaluate | project. User errors: one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .config import BACKBONES, DEVICES, MINERS, Progress, TrainConfig
+from .errors import EmbedderError
+
+EXIT_USER_ERROR = 2
+HELP = {f.name: f.metadata.get("help") for f in fields(TrainConfig)}
+
+
+def _add_train(sub) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train an embedder on an image folder and write a run bundle")
+    p.add_argument("--data", default=d.data, help='ImageFolder root (root/<label>/<image>), or "demo" for the bundled digits')
+    p.add_argument("--out", default=d.out, help="run folder to write (replaced atomically on success)")
+    p.add_argument("--backbone", default=d.backbone, choices=BACKBONES, help="auto: convnet for tiny images, efficientnet_lite0 for photos")
+    p.add_argument("--pretrained", dest="pretrained", action="store_true", default=None, help="require ImageNet weights (error if missing)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="start from random weights")
+    p.add_argument("--dim", type=int, default=d.dim, help="embedding size")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument("--image-size", type=int, default=d.image_size, help="input side in pixels (default: 32 tiny, 224 photos)")
+    p.add_argument("--margin", type=float, default=d.margin, help="triplet margin (L2 distance between unit vectors)")
+    p.add_argument("--miner", default=d.miner, choices=MINERS, help="online triplet mining strategy")
+    p.add_argument("--classes-per-batch", type=int, default=d.classes_per_batch, help="P: classes in each PxK batch")
+    p.add_argument("--per-class", type=int, default=d.per_class, help="K: images per class in each PxK batch")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the head (and of a from-scratch backbone)")
+    p.add_argument("--backbone-lr", type=float, default=d.backbone_lr, help="learning rate of a pretrained backbone")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay")
+    p.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false", help="let a pretrained backbone's BatchNorm statistics update")
+    p.add_argument("--patience", type=int, default=d.patience, help="early stopping: epochs without a better validation MAP@R")
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share of each class held out as evaluation queries")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of each class used to choose the best epoch")
+    p.add_argument("--queries", default=None, help="a separate ImageFolder of evaluation queries (then nothing is held out for testing)")
+    p.add_argument("--n-trees", type=int, default=d.n_trees, help="Annoy trees")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same run on CPU)")
+    p.add_argument("--device", default=d.device, choices=DEVICES, help="auto uses CUDA when present")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training of the same --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m embedder", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+
+    p = sub.add_parser("predict", help="label images by their nearest gallery neighbours")
+    p.add_argument("run", help="run folder")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--k", type=int, default=5, help="neighbours that vote")
+    p.add_argument("--unknown-threshold", type=float, default=None, help='answer "unknown" when the nearest neighbour is farther than this')
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("evaluate", help="held-out queries against the gallery, next to baselines")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--queries", default=None, help="an ImageFolder of query images (default: the run's held-out split)")
+    p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the baselines")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("project", help="2-D/3-D coordinates of the gallery embeddings")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--method", default="pca", choices=("pca", "tsne", "umap"), help="projection method")
+    p.add_argument("--dims", type=int, default=2, choices=(2, 3), help="output dimensions")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--out", default=None, help="CSV file to write (default: stdout)")
+    return parser
+
+
+class _Bars:
+    """Turns Progress events into tqdm bars on stderr."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.tqdm, self.bar, self.key = tqdm, None, None
+
+    def __call__(self, p: Progress) -> None:
+        if p.stage in ("note", "write", "index", "done") or (p.stage == "evaluate" and not p.total):
+            self.close()
+            if p.message and p.stage != "done":
+                self.tqdm.write(f"{p.stage}: {p.message}", file=sys.stderr)
+            return
+        if p.stage == "epoch":
+            s = p.stats
+            self.close()
+            self.tqdm.write(
+                f"epoch {s.epoch}: loss {s.loss:.4f}  active {s.active_fraction:.2f}  d(a,p) {s.ap_distance:.3f}  "
+                f"d(a,n) {s.an_distance:.3f}  val P@1 {s.val_precision_at_1:.3f}  MAP@R {s.val_map_at_r:.3f}"
+                f"{'  *' if s.best else ''}",
+                file=sys.stderr,
+            )
+            return
+        key = (p.stage, p.epoch, p.message)
+        if key != self.key:
+            self.close()
+            desc = f"epoch {p.epoch}" if p.stage == "train" else (p.message or p.stage)
+            self.bar, self.key = self.tqdm(total=p.total, desc=desc, file=sys.stderr, leave=False), key
+        if p.loss is not None:
+            self.bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
+        self.bar.update(p.done - self.bar.n)  # tqdm throttles redraws itself
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.key = None, None
+
+
+def _fmt(m: dict, key: str) -> str:
+    return f"{m[key]:.3f}" if key in m else "  -  "
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    bars = _Bars()
+    try:
+        result = train(cfg, progress=bars)
+    finally:
+        bars.close()
+    test = result.metrics.get("test")
+    print(f"run written to {result.run_dir}")
+    print(f"kept: {result.kept}")
+    if test:
+        _print_metrics(test)
+    return 0
+
+
+def _print_metrics(m: dict) -> None:
+    rows = [("trained", m)] + list(m.get("baselines", {}).items())
+    print(f"{'model':<12} {'P@1':>6} {'R-Prec':>6} {'MAP@R':>6} {'kNN acc':>7}   ({m.get('n_queries', 0)} queries)")
+    for name, r in rows:
+        print(f"{name:<12} {_fmt(r, 'precision_at_1'):>6} {_fmt(r, 'r_precision'):>6} {_fmt(r, 'map_at_r'):>6} {_fmt(r, 'knn_accuracy'):>7}")
+    if m.get("n_unmatched_queries"):
+        print(f"{m['n_unmatched_queries']} queries have a label with no gallery image and were not scored")
+
+
+def cmd_predict(args) -> int:
+    from .data import load_image
+    from .predict import Predictor
+    from .run import load_run
+
+    predictor = Predictor(load_run(args.run))
+    images, names, errors = [], [], []
+    for path in args.images:
+        try:
+            images.append(load_image(path))
+            names.append(path)
+        except EmbedderError as exc:
+            errors.append(str(exc))
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if not images:
+        return EXIT_USER_ERROR
+    preds = predictor.predict(images, names, k=args.k, unknown_threshold=args.unknown_threshold)
+    if args.json:
+        print(json.dumps([p.to_json() for p in preds], indent=2))
+    else:
+        for p in preds:
+            nn = ", ".join(f"{n.label} {n.distance:.3f}" for n in p.neighbors)
+            print(f"{p.image}: {p.label} ({p.confidence:.0%})  neighbours: {nn}")
+    return EXIT_USER_ERROR if errors else 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_run
+    from .run import load_run
+
+    bars = _Bars()
+    try:
+        result = evaluate_run(load_run(args.run), queries=args.queries, baselines=args.baselines, progress=bars)
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_metrics(result)
+    return 0
+
+
+def cmd_project(args) -> int:
+    from .project import project
+    from .run import load_run
+
+    run = load_run(args.run)
+    coords = project(run.gallery_embeddings, args.method, args.dims, args.seed).coords
+    axes = ["x", "y", "z"][: args.dims]
+    handle = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        writer = csv.writer(handle)
+        writer.writerow([*axes, "path", "label"])
+        for row, path, label in zip(coords, run.gallery_files(), run.gallery_labels):
+            writer.writerow([*(f"{v:.5f}" for v in row), str(path), run.classes[label]])
+    finally:
+        if args.out:
+            handle.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "project": cmd_project}[args.command]
+    try:
+        return command(args)
+    except EmbedderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was overwritten (train again with --resume to continue)", file=sys.stderr)
+        return 130

@@ -1,0 +1,98 @@
+"""Annoy over gallery embeddings: build with a measured recall, save, load, query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from annoy import AnnoyIndex
+
+from .config import IndexConfig
+from .errors import EmbedderError
+
+
+def exact_neighbors(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force kNN by L2 distance: (Q, D), (N, D) -> indices (Q, k) and distances (Q, k), nearest first."""
+    k = min(k, len(gallery))
+    d2 = (queries**2).sum(1)[:, None] - 2 * queries @ gallery.T + (gallery**2).sum(1)[None, :]  # (Q, N)
+    d = np.sqrt(np.clip(d2, 0, None))
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(d, idx, axis=1)
+
+
+@dataclass
+class GalleryIndex:
+    """An Annoy ``angular`` index. For unit vectors its distance sqrt(2 - 2cos) is exactly their L2 distance."""
+
+    annoy: AnnoyIndex
+    dim: int
+    size: int
+    n_trees: int
+    search_k: int
+    recall_at_10: float
+
+    def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Q, D) -> indices (Q, k') and distances (Q, k'), k' = min(k, size), nearest first."""
+        k = min(k, self.size)
+        idx = np.zeros((len(vectors), k), dtype=np.int64)
+        dist = np.zeros((len(vectors), k), dtype=np.float32)
+        for i, v in enumerate(vectors):
+            items, ds = self.annoy.get_nns_by_vector(v.tolist(), k, search_k=self.search_k, include_distances=True)
+            if len(items) != k:
+                raise EmbedderError(
+                    f"Annoy returned {len(items)} of {k} neighbours (a known broken annoy build): "
+                    "reinstall it with pip install --force-reinstall --no-binary annoy annoy==1.17.3"
+                )
+            idx[i], dist[i] = items, ds
+        return idx, dist
+
+    def save(self, path: Path) -> None:
+        self.annoy.save(str(path))
+
+    def stats(self) -> dict:
+        return {"n_trees": self.n_trees, "search_k": self.search_k, "recall_at_10": self.recall_at_10, "size": self.size}
+
+
+def _recall(annoy: AnnoyIndex, probes: np.ndarray, truth: np.ndarray, k: int, search_k: int) -> float:
+    hits = 0
+    for v, true_row in zip(probes, truth):
+        got = annoy.get_nns_by_vector(v.tolist(), k, search_k=search_k)
+        hits += len(set(got) & set(true_row.tolist()))
+    return hits / truth.size
+
+
+def build_index(embeddings: np.ndarray, config: IndexConfig | None = None) -> GalleryIndex:
+    """Build an Annoy index over (N, D) unit vectors, then raise ``search_k`` until recall@10 against
+    exact search on a sample of gallery items reaches ``config.target_recall`` (or search is exhaustive)."""
+    config = config or IndexConfig()
+    n, dim = embeddings.shape
+    if n == 0:
+        raise EmbedderError("cannot build an index over an empty gallery")
+    annoy = AnnoyIndex(dim, "angular")
+    annoy.set_seed(config.seed)
+    for i, v in enumerate(embeddings):
+        annoy.add_item(i, v.tolist())
+    annoy.build(config.n_trees, n_jobs=1)
+
+    k = min(10, n)
+    rng = np.random.default_rng(config.seed)
+    probe_idx = rng.choice(n, size=min(config.recall_sample, n), replace=False)
+    probes = embeddings[probe_idx]
+    truth, _ = exact_neighbors(probes, embeddings, k)
+    exhaustive = n * config.n_trees  # far beyond this Annoy is already visiting every item
+    search_k = max(k * config.n_trees, 100)
+    recall = _recall(annoy, probes, truth, k, search_k)
+    while recall < config.target_recall and search_k < exhaustive:
+        search_k = min(search_k * 2, exhaustive)
+        recall = _recall(annoy, probes, truth, k, search_k)
+    return GalleryIndex(annoy, dim, n, config.n_trees, int(search_k), float(recall))
+
+
+def load_index(path: Path, dim: int, size: int, n_trees: int, search_k: int, recall: float) -> GalleryIndex:
+    annoy = AnnoyIndex(dim, "angular")
+    if not annoy.load(str(path)):
+        raise EmbedderError(f"could not load the Annoy index {path}")
+    if annoy.get_n_items() != size:
+        raise EmbedderError(f"damaged run: index holds {annoy.get_n_items()} items, gallery {size}")
+    return GalleryIndex(annoy, dim, size, n_trees, search_k, recall)

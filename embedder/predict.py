@@ -1,0 +1,108 @@
+"""kNN label prediction: neighbours from the gallery index, a distance-weighted vote, an optional "unknown"."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .embed import embed_images
+from .run import Run
+from .transforms import eval_transform
+
+UNKNOWN = "unknown"
+EPS = 1e-6  # keeps an exact duplicate (distance 0) from dividing by zero; it then wins the vote outright
+
+
+@dataclass
+class Neighbor:
+    path: str
+    label: str
+    distance: float
+    index: int  # row in the run's gallery
+
+
+@dataclass
+class Prediction:
+    image: str
+    label: str
+    confidence: float  # the winning label's share of the vote (0..1)
+    votes: dict[str, float]  # every voting label's share, largest first
+    neighbors: list[Neighbor]
+    nearest_distance: float = float("nan")
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("embedding")
+        d["neighbors"] = [{"path": n.path, "label": n.label, "distance": n.distance} for n in self.neighbors]
+        return d
+
+
+def vote(labels: Sequence[str], distances: Sequence[float]) -> tuple[str, float, dict[str, float]]:
+    """Distance-weighted vote: each neighbour adds 1 / (distance + eps) to its label.
+
+    Returns:
+        (label, confidence, shares): the label with the largest share (ties go to the label of the nearer
+        neighbour), its share, and all shares sorted largest first.
+    """
+    if len(labels) == 0:
+        raise ValueError("vote needs at least one neighbour")
+    weight: dict[str, float] = {}
+    first_seen: dict[str, int] = {}
+    for rank, (label, d) in enumerate(zip(labels, distances)):
+        weight[label] = weight.get(label, 0.0) + 1.0 / (float(d) + EPS)
+        first_seen.setdefault(label, rank)
+    total = sum(weight.values())
+    order = sorted(weight, key=lambda lab: (-weight[lab], first_seen[lab]))
+    shares = {lab: weight[lab] / total for lab in order}
+    return order[0], shares[order[0]], shares
+
+
+class Predictor:
+    """Answers "what is this image?" from a run: embed, find neighbours in the Annoy index, vote."""
+
+    def __init__(self, run: Run, device: str = "cpu") -> None:
+        self.run, self.device = run, device
+        self.model = run.model(device)
+        self.transform = eval_transform(run.model_config)
+        self.index = run.index()
+
+    def embed(self, images: Sequence[Image.Image | str]) -> np.ndarray:
+        """PIL images or paths -> (N, D) unit vectors, exactly as the gallery was embedded."""
+        return embed_images(
+            self.model, images, self.transform,
+            batch_size=self.run.train_config.batch_size_embed, flip_tta=self.run.model_config.flip_tta,
+            device=self.device,
+        )
+
+    def predict_embeddings(
+        self, embeddings: np.ndarray, names: Sequence[str], k: int = 5, unknown_threshold: float | None = None
+    ) -> list[Prediction]:
+        """(Q, D) query embeddings -> one Prediction each. Beyond ``unknown_threshold`` the label is "unknown"."""
+        idx, dist = self.index.query(embeddings, k)
+        out = []
+        for name, row, drow, emb in zip(names, idx, dist, embeddings):
+            neighbors = [
+                Neighbor(
+                    path=str(self.run.resolve(self.run.gallery_paths[j])),
+                    label=self.run.classes[self.run.gallery_labels[j]],
+                    distance=float(d),
+                    index=int(j),
+                )
+                for j, d in zip(row, drow)
+            ]
+            label, confidence, shares = vote([n.label for n in neighbors], [n.distance for n in neighbors])
+            if unknown_threshold is not None and neighbors[0].distance > unknown_threshold:
+                label, confidence = UNKNOWN, 1.0 - confidence
+            out.append(Prediction(name, label, float(confidence), shares, neighbors, neighbors[0].distance, emb))
+        return out
+
+    def predict(
+        self, images: Sequence[Image.Image | str], names: Sequence[str] | None = None, k: int = 5,
+        unknown_threshold: float | None = None,
+    ) -> list[Prediction]:
+        names = names or [str(im) if not isinstance(im, Image.Image) else f"image {i}" for i, im in enumerate(images)]
+        return self.predict_embeddings(self.embed(images), names, k, unknown_threshold)

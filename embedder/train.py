@@ -1,0 +1,344 @@
+"""PxK sampling, online triplet mining, the epoch loop with validation, early stopping and checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .config import EpochStats, IndexConfig, ModelConfig, Progress, TrainConfig
+from .data import ImageSet, resolve_data, scan_folder, stratified_split
+from .embed import ImageDataset, embed_images
+from .errors import Cancelled, EmbedderError
+from .evaluate import evaluate_run, retrieval_metrics
+from .index import build_index
+from .model import (
+    EmbeddingNet, TF_MEAN, TF_STD, IMAGENET_MEAN, IMAGENET_STD, freeze_batchnorm, pretrained_available,
+    missing_weights_message, resolve_device,
+)
+from .run import Run, write_run
+from .transforms import eval_transform, train_transform
+
+TINY_SIDE = 64  # images whose median short side is at most this are "tiny" (digits, icons): small CNN, no flips
+
+
+@dataclass
+class Plan:
+    """What a TrainConfig resolves to for a given data folder: splits, model, batch shape, notes for the user."""
+
+    images: ImageSet
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+    model_config: ModelConfig
+    classes_per_batch: int
+    per_class: int
+    trainable_classes: list[int]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict]
+    metrics: dict
+    kept: str  # which model the run keeps ("trained epoch N", "untrained", "pretrained features") and why
+    notes: list[str]
+
+
+def choose_model(cfg: TrainConfig, images: ImageSet) -> tuple[ModelConfig, list[str]]:
+    """Resolve ``auto`` backbone, pretrained weights and image size from the config and the data."""
+    notes = []
+    short_sides = [min(s) for s in images.sizes] or [224]
+    tiny = float(np.median(short_sides)) <= TINY_SIDE
+    backbone = cfg.backbone
+    if backbone == "auto":
+        backbone = "convnet" if tiny else "efficientnet_lite0"
+        if backbone == "efficientnet_lite0" and not pretrained_available(backbone):
+            notes.append(missing_weights_message(backbone) + "; using the small convnet instead")
+            backbone = "convnet"
+    if cfg.pretrained and not pretrained_available(backbone):
+        raise EmbedderError(missing_weights_message(backbone))
+    pretrained = pretrained_available(backbone) if cfg.pretrained is None else cfg.pretrained
+    if cfg.pretrained is None and backbone != "convnet" and not pretrained:
+        notes.append(missing_weights_message(backbone) + "; starting from random weights")
+    if backbone == "efficientnet_lite0":
+        mean, std = TF_MEAN, TF_STD
+    elif backbone == "convnet":
+        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    default_size = (32 if tiny else 64) if backbone == "convnet" else 224
+    return ModelConfig(
+        backbone=backbone,
+        dim=cfg.dim,
+        image_size=cfg.image_size or default_size,
+        mean=mean,
+        std=std,
+        resize="stretch" if tiny else "crop",
+        augment="small" if tiny else "photo",
+        flip_tta=not tiny,
+        pretrained=pretrained,
+    ), notes
+
+
+def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -> Plan:
+    """Scan the data and decide everything before any training starts (cheap; errors surface here)."""
+    cfg.validate()
+    report = progress or (lambda p: None)
+    root = resolve_data(cfg.data)
+    images = scan_folder(root, progress=lambda d, t: report(Progress(stage="scan", done=d, total=t)))
+    notes = []
+    if images.skipped:
+        notes.append(images.skipped_message())
+    if cfg.queries:
+        rest, test = np.arange(len(images)), np.array([], dtype=np.int64)
+    else:
+        rest, test = stratified_split(images.labels, cfg.test_fraction, cfg.seed)
+    val_share = cfg.val_fraction / max(1e-9, 1 - (0 if cfg.queries else cfg.test_fraction))
+    keep, val = stratified_split(images.labels[rest], val_share, cfg.seed + 1)
+    train_idx, val_idx = rest[keep], rest[val]
+
+    counts = np.bincount(images.labels[train_idx], minlength=len(images.classes))
+    trainable = [c for c in range(len(images.classes)) if counts[c] >= 2]
+    lonely = [images.classes[c] for c in range(len(images.classes)) if counts[c] < 2]
+    if lonely:
+        notes.append(
+            f"{len(lonely)} class(es) have fewer than 2 training images and are left out of mining "
+            f"(they stay in the gallery): {', '.join(lonely[:10])}{' ...' if len(lonely) > 10 else ''}"
+        )
+    if cfg.epochs > 0 and len(trainable) < 2:
+        raise EmbedderError("need at least 2 classes with 2 or more training images to form triplets")
+
+    p = min(cfg.classes_per_batch, len(trainable))
+    k = cfg.per_class if p == cfg.classes_per_batch else max(cfg.per_class, (cfg.classes_per_batch * cfg.per_class) // p)
+    model_config, model_notes = choose_model(cfg, images)
+    return Plan(images, train_idx, val_idx, test, model_config, p, k, trainable, notes + model_notes)
+
+
+def _miner(name: str, margin: float):
+    from pytorch_metric_learning import miners
+
+    if name == "batch-hard":
+        return miners.BatchHardMiner()
+    return miners.TripletMarginMiner(margin=margin, type_of_triplets=name)
+
+
+@torch.no_grad()
+def batch_stats(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -> tuple[float, float, float]:
+    """Over every valid triplet of a batch: the share violating the margin, mean d(a,p) and mean d(a,n)."""
+    d = torch.cdist(embeddings, embeddings)  # (B, B)
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    neg = ~same
+    valid = pos[:, :, None] & neg[:, None, :]  # (B, B, B): anchor, positive, negative
+    active = (d[:, :, None] - d[:, None, :] + margin > 0) & valid
+    n_valid = int(valid.sum())
+    frac = float(active.sum()) / n_valid if n_valid else 0.0
+    ap = float(d[pos].mean()) if pos.any() else 0.0
+    an = float(d[neg].mean()) if neg.any() else 0.0
+    return frac, ap, an
+
+
+def _validate(fn, pl: Plan, transform, cfg: TrainConfig, device, flip: bool) -> dict:
+    """Validation images as queries against the training images: the score that picks the epoch."""
+    if len(pl.val_idx) == 0:
+        return {}
+    paths = [pl.images.paths[i] for i in np.concatenate([pl.val_idx, pl.train_idx])]
+    emb = embed_images(fn, paths, transform, batch_size=cfg.batch_size_embed, flip_tta=flip, device=device)
+    nv = len(pl.val_idx)
+    return retrieval_metrics(emb[:nv], pl.images.labels[pl.val_idx], emb[nv:], pl.images.labels[pl.train_idx])
+
+
+def _score(metrics: dict) -> float:
+    return metrics.get("map_at_r", float("-inf"))
+
+
+def work_dir(out: Path) -> Path:
+    """Where checkpoints of an unfinished training of ``out`` live (beside it, never inside it)."""
+    return out.parent / f".{out.name}.partial"
+
+
+def train(
+    cfg: TrainConfig,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train an embedder, embed the gallery, build the index, evaluate, and write the run bundle.
+
+    Progress goes out through ``progress``; ``should_stop()`` is polled every step and a True answer
+    raises ``Cancelled`` (the previous bundle at ``cfg.out`` is untouched; ``--resume`` continues).
+    """
+    report = progress or (lambda p: None)
+    stop = should_stop or (lambda: False)
+    pl = plan(cfg, report)
+    for note in pl.notes:
+        report(Progress(stage="note", message=note))
+    out = Path(cfg.out).expanduser().resolve()
+    device = resolve_device(cfg.device)
+    mc = pl.model_config
+
+    torch.manual_seed(cfg.seed)
+    model = EmbeddingNet(mc).to(device)
+    head_params = list(model.head.parameters())
+    backbone_lr = cfg.backbone_lr if mc.pretrained else cfg.lr
+    groups = [{"params": list(model.backbone.parameters()), "lr": backbone_lr}]
+    if head_params:
+        groups.append({"params": head_params, "lr": cfg.lr})
+    optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    frozen_bn = mc.pretrained and cfg.freeze_bn
+
+    from pytorch_metric_learning import losses, samplers
+
+    loss_fn = losses.TripletMarginLoss(margin=cfg.margin)
+    miner = _miner(cfg.miner, cfg.margin)
+    eval_tf = eval_transform(mc)
+    images = pl.images
+    train_mask = np.isin(images.labels[pl.train_idx], pl.trainable_classes)
+    fit_idx = pl.train_idx[train_mask]
+    batch = pl.classes_per_batch * pl.per_class
+    dataset = ImageDataset([images.paths[i] for i in fit_idx], images.labels[fit_idx], train_transform(mc))
+    length = max(batch, len(fit_idx) - len(fit_idx) % batch)
+
+    # Candidates for the model to keep, scored on validation: the network before training first.
+    history: list[dict] = []
+    model.eval()
+    start_val = _validate(model, pl, eval_tf, cfg, device, mc.flip_tta)
+    best = {"score": _score(start_val), "state": copy.deepcopy(model.state_dict()), "epoch": 0, "metrics": start_val}
+    pretrained_val = _validate(model.backbone_features, pl, eval_tf, cfg, device, mc.flip_tta) if mc.pretrained else {}
+    start_epoch, bad_epochs = 1, 0
+
+    wd = work_dir(out)
+    ckpt_path = wd / "checkpoint.pt"
+    if cfg.resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"] != {k: v for k, v in cfg.to_dict().items() if k != "resume"}:
+            raise EmbedderError(f"cannot resume: {ckpt_path} was written with other settings; drop --resume to start over")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        best, history, bad_epochs = ckpt["best"], ckpt["history"], ckpt["bad_epochs"]
+        start_epoch = ckpt["epoch"] + 1
+        report(Progress(stage="note", message=f"resumed from epoch {ckpt['epoch']}"))
+    elif cfg.resume:
+        report(Progress(stage="note", message="nothing to resume: starting from the beginning"))
+
+    steps = length // batch
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if bad_epochs >= cfg.patience:
+            break
+        t0 = time.perf_counter()
+        np.random.seed(cfg.seed * 10_007 + epoch)  # MPerClassSampler draws from numpy's global RNG
+        torch.manual_seed(cfg.seed * 10_007 + epoch)  # augmentation; per epoch, so --resume repeats exactly
+        sampler = samplers.MPerClassSampler(
+            dataset.labels, m=pl.per_class, batch_size=batch, length_before_new_iter=length
+        )
+        loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True)
+        model.train()
+        if frozen_bn:
+            freeze_batchnorm(model.backbone)
+        sums = np.zeros(4)
+        for step, (x, y) in enumerate(loader, 1):
+            if stop():
+                raise Cancelled("training cancelled; the previous run is unchanged (use --resume to continue)")
+            x, y = x.to(device), y.to(device)
+            emb = model(x)  # (B, D)
+            loss = loss_fn(emb, y, miner(emb, y))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            sums += (loss.item(), *batch_stats(emb.detach(), y, cfg.margin))
+            report(Progress(stage="train", done=step, total=steps, epoch=epoch, loss=loss.item()))
+        model.eval()
+        val = _validate(model, pl, eval_tf, cfg, device, mc.flip_tta)
+        mean = sums / max(1, steps)
+        improved = _score(val) > best["score"] or not val
+        stats = EpochStats(
+            epoch=epoch, loss=float(mean[0]), active_fraction=float(mean[1]), ap_distance=float(mean[2]),
+            an_distance=float(mean[3]), val_precision_at_1=float(val.get("precision_at_1", float("nan"))),
+            val_map_at_r=float(val.get("map_at_r", float("nan"))), seconds=time.perf_counter() - t0, best=improved,
+        )
+        history.append(stats.to_dict())
+        if improved:
+            best = {"score": _score(val), "state": copy.deepcopy(model.state_dict()), "epoch": epoch, "metrics": val}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        wd.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"config": {k: v for k, v in cfg.to_dict().items() if k != "resume"}, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "best": best, "history": history, "bad_epochs": bad_epochs,
+             "epoch": epoch},
+            wd / "checkpoint.tmp",
+        )
+        (wd / "checkpoint.tmp").replace(ckpt_path)
+        report(Progress(stage="epoch", epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
+
+    # Keep whichever scored best on validation; pretrained features win ties (simpler, no head).
+    if pretrained_val and _score(pretrained_val) >= best["score"]:
+        kept = (
+            f"pretrained features: validation MAP@R {_score(pretrained_val):.3f} >= "
+            f"{best['score']:.3f} of the best trained epoch ({best['epoch']})"
+        )
+        mc = ModelConfig(**{**mc.__dict__, "dim": None})
+        model = EmbeddingNet(mc).to(device)
+    else:
+        model.load_state_dict(best["state"])
+        kept = f"epoch {best['epoch']}" + (
+            f": best validation MAP@R {best['score']:.3f}" if best["metrics"] else " (no validation images)"
+        )
+        if best["epoch"] == 0:
+            kept = f"untrained network: no epoch beat it on validation (MAP@R {best['score']:.3f})"
+        if pretrained_val:
+            kept += f"; pretrained features scored {_score(pretrained_val):.3f}"
+    report(Progress(stage="note", message=f"kept {kept}"))
+    model.eval()
+
+    gallery_idx = np.sort(np.concatenate([pl.train_idx, pl.val_idx]))
+    gallery_paths = [images.paths[i] for i in gallery_idx]
+    g_emb = embed_images(
+        model, gallery_paths, eval_tf, batch_size=cfg.batch_size_embed, flip_tta=mc.flip_tta, device=device,
+        progress=lambda d, t: report(Progress(stage="embed", done=d, total=t)),
+    )
+    report(Progress(stage="index", message="building the Annoy index"))
+    index = build_index(g_emb, IndexConfig(n_trees=cfg.n_trees, seed=cfg.seed))
+
+    rel = lambda p: str(p.relative_to(images.root))  # noqa: E731
+    split = {
+        "test": [[rel(images.paths[i]), images.classes[images.labels[i]]] for i in pl.test_idx],
+        "val": [[rel(images.paths[i]), images.classes[images.labels[i]]] for i in pl.val_idx],
+        "queries_root": str(Path(cfg.queries).expanduser().resolve()) if cfg.queries else None,
+    }
+    info = {"kept": kept, "notes": pl.notes, "skipped": [str(p) for p, _ in images.skipped],
+            "batch": {"classes_per_batch": pl.classes_per_batch, "per_class": pl.per_class}}
+    run = Run(
+        path=out, model_config=mc, train_config=cfg, classes=images.classes, data_root=images.root,
+        gallery_paths=[rel(p) for p in gallery_paths], gallery_labels=images.labels[gallery_idx],
+        gallery_embeddings=g_emb, split=split, info={**info, "index": index.stats()}, history=history,
+        _model=model, _index=index,
+    )
+    metrics = {"index": index.stats(), "validation": best["metrics"], "validation_pretrained": pretrained_val,
+               "validation_untrained": start_val, "kept": kept}
+    if len(pl.test_idx) or cfg.queries:
+        metrics["test"] = evaluate_run(run, queries=cfg.queries, device=str(device), progress=report)
+    report(Progress(stage="write", message=f"writing {out}"))
+    write_run(
+        out, model_state={k: v.cpu() for k, v in model.state_dict().items()}, model_config=mc, train_config=cfg,
+        classes=images.classes, data_root=images.root, gallery_paths=run.gallery_paths,
+        gallery_labels=run.gallery_labels, gallery_embeddings=g_emb, split=split, index=index,
+        history=history, metrics=metrics, info=info,
+    )
+    shutil.rmtree(wd, ignore_errors=True)
+    report(Progress(stage="done", message=str(out)))
+    return TrainResult(out, history, metrics, kept, pl.notes)
+
+
+def load_history(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "history.json").read_text())
