@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+from embedder.config import TrainConfig
+from embedder.errors import Cancelled, EmbedderError
+from embedder.train import _miner, batch_stats, plan, train, work_dir
+
+
+def test_semihard_miner__every_triplet_obeys_the_condition():
+    torch.manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(32, 8), dim=1)
+    labels = torch.arange(8).repeat_interleave(4)
+    a, p, n = _miner("semihard", 0.2)(emb, labels)
+    assert len(a) > 0
+    d = torch.cdist(emb, emb)
+    assert (labels[a] == labels[p]).all() and (labels[a] != labels[n]).all()
+    assert (d[a, p] < d[a, n]).all() and (d[a, n] <= d[a, p] + 0.2 + 1e-6).all()
+
+
+def test_batch_stats__matches_a_triple_loop():
+    torch.manual_seed(1)
+    emb = torch.nn.functional.normalize(torch.randn(9, 4), dim=1)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    frac, ap, an = batch_stats(emb, labels, margin=0.5)
+    d = torch.cdist(emb, emb)
+    a, p, n = lmu.get_all_triplets_indices(labels)
+    want_frac = float((d[a, p] - d[a, n] + 0.5 > 0).float().mean())
+    pos = [(i, j) for i in range(9) for j in range(9) if i != j and labels[i] == labels[j]]
+    neg = [(i, j) for i in range(9) for j in range(9) if labels[i] != labels[j]]
+    assert frac == pytest.approx(want_frac)
+    assert ap == pytest.approx(float(np.mean([d[i, j] for i, j in pos])), rel=1e-5)
+    assert an == pytest.approx(float(np.mean([d[i, j] for i, j in neg])), rel=1e-5)
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=str(data), out=str(out), epochs=1, dim=16, classes_per_batch=3, per_class=4, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_plan__lonely_classes_stay_in_gallery_and_are_named(shapes_folder, tmp_path):
+    (shapes_folder / "star").mkdir()
+    (shapes_folder / "circle" / "000.png").rename(shapes_folder / "star" / "only.png")
+    pl = plan(_cfg(shapes_folder, tmp_path / "run"))
+    assert any("star" in note and "fewer than 2 training images" in note for note in pl.notes)
+    star = pl.images.classes.index("star")
+    assert star not in pl.trainable_classes
+    assert star in pl.images.labels[pl.train_idx]
+    assert pl.model_config.backbone == "convnet" and pl.model_config.image_size == 32  # 48 px images are "tiny"
+
+
+def test_plan__batch_keeps_its_size_when_classes_are_few(shapes_folder, tmp_path):
+    pl = plan(_cfg(shapes_folder, tmp_path / "run", classes_per_batch=8, per_class=4))
+    assert (pl.classes_per_batch, pl.per_class) == (3, 10)
+
+
+def test_plan__bad_settings_are_user_errors(shapes_folder, tmp_path):
+    with pytest.raises(EmbedderError, match="unknown miner"):
+        plan(_cfg(shapes_folder, tmp_path / "run", miner="easy"))
+    with pytest.raises(EmbedderError, match="no pretrained weights"):
+        plan(_cfg(shapes_folder, tmp_path / "run", backbone="convnet", pretrained=True))
+
+
+def test_train__same_seed_same_model(shapes_folder, tmp_path):
+    a = train(_cfg(shapes_folder, tmp_path / "a"))
+    b = train(_cfg(shapes_folder, tmp_path / "b"))
+    sa = torch.load(a.run_dir / "model.pt", weights_only=True)
+    sb = torch.load(b.run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.history[0]["loss"] == b.history[0]["loss"]
+
+
+def test_train__epoch_callback_reports_every_stat(shapes_folder, tmp_path):
+    events = []
+    train(_cfg(shapes_folder, tmp_path / "run", epochs=2, patience=5), progress=events.append)
+    epochs = [e.stats for e in events if e.stage == "epoch"]
+    assert [s.epoch for s in epochs] == [1, 2]
+    for s in epochs:
+        assert s.loss >= 0 and 0 <= s.active_fraction <= 1 and 0 <= s.ap_distance <= 2 and 0 <= s.an_distance <= 2
+        assert 0 <= s.val_precision_at_1 <= 1 and 0 <= s.val_map_at_r <= 1
+    assert [e.stage for e in events][-1] == "done"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_train__cancel_leaves_previous_run_intact_and_resume_finishes(shapes_folder, tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(shapes_folder, out))
+    before = (out / "model.pt").read_bytes()
+
+    calls = {"n": 0}
+
+    def stop_in_second_epoch():
+        calls["n"] += 1
+        return calls["n"] > 2  # 27 training images in batches of 12: two steps an epoch
+
+    with pytest.raises(Cancelled):
+        train(_cfg(shapes_folder, out, epochs=3), should_stop=stop_in_second_epoch)
+    assert (out / "model.pt").read_bytes() == before
+    assert (work_dir(out) / "checkpoint.pt").exists()
+
+    events = []
+    result = train(_cfg(shapes_folder, out, epochs=3, resume=True), progress=events.append)
+    assert any(e.message == "resumed from epoch 1" for e in events)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert not work_dir(out).exists()
+    # Resuming gives the same history as an uninterrupted run with the same seed.
+    straight = train(_cfg(shapes_folder, tmp_path / "straight", epochs=3))
+    assert [h["loss"] for h in straight.history] == pytest.approx([h["loss"] for h in result.history])
+
+
+def test_train__resume_refuses_other_settings(shapes_folder, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Cancelled):
+        train(_cfg(shapes_folder, out, epochs=2), should_stop=lambda: work_dir(out).exists())
+    with pytest.raises(EmbedderError, match="other settings"):
+        train(_cfg(shapes_folder, out, epochs=2, margin=0.3, resume=True))
