@@ -1,0 +1,98 @@
+"""A few mined triplets from a run's current model, so a newcomer can see what "a triplet" is.
+
+The miner is the one training uses (pytorch-metric-learning's TripletMarginMiner), applied to one PxK batch
+of gallery embeddings, exactly as a training step would see it (minus augmentation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import EmbedderError
+
+
+@dataclass
+class Triplet:
+    anchor: int  # row in the embeddings given to mine_triplets
+    positive: int  # same label as the anchor
+    negative: int  # another label
+    ap_distance: float  # L2 distance anchor-positive
+    an_distance: float  # L2 distance anchor-negative
+
+
+@dataclass
+class TripletImages:
+    """A Triplet resolved to gallery files and label names."""
+
+    anchor: Path
+    positive: Path
+    negative: Path
+    label: str  # of anchor and positive
+    negative_label: str
+    ap_distance: float
+    an_distance: float
+    kind: str  # the miner type that found it: "semihard", "hard" or "all"
+
+
+def mine_triplets(
+    embeddings: np.ndarray, labels: np.ndarray, margin: float = 0.2, kind: str = "semihard"
+) -> list[Triplet]:
+    """Every triplet of a batch that TripletMarginMiner selects, in the miner's order.
+
+    Args:
+        embeddings: (B, D) L2-normalised rows.
+        labels: (B,) int labels.
+        margin: the triplet margin.
+        kind: "semihard" (d(a,p) < d(a,n) < d(a,p) + margin), "hard" (d(a,n) < d(a,p)) or "all"
+            (d(a,n) < d(a,p) + margin: every triplet that still has a loss).
+    """
+    from pytorch_metric_learning import miners
+
+    x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    a, p, n = miners.TripletMarginMiner(margin=margin, type_of_triplets=kind)(x, y)
+    d = torch.cdist(x, x)  # (B, B)
+    return [Triplet(int(i), int(j), int(k), float(d[i, j]), float(d[i, k])) for i, j, k in zip(a, p, n)]
+
+
+def sample_triplets(run, n: int = 4, classes_per_batch: int = 8, per_class: int = 4, seed: int = 0) -> list[TripletImages]:
+    """``n`` triplets mined from one random PxK batch of ``run``'s gallery with its stored (current) embeddings.
+
+    Semi-hard triplets are preferred (what training mines by default); when the model already separates this
+    batch too well for any, hard and then any still-active triplets are tried; none at all returns [].
+
+    Raises:
+        EmbedderError: the gallery has fewer than 2 labels with 2 images each.
+    """
+    labels = np.asarray(run.gallery_labels)
+    rng = np.random.default_rng(seed)
+    usable = [c for c in np.unique(labels) if (labels == c).sum() >= 2]
+    if len(usable) < 2:
+        raise EmbedderError("need at least 2 labels with 2 or more gallery images to show triplets")
+    chosen = rng.choice(usable, size=min(classes_per_batch, len(usable)), replace=False)
+    rows = np.concatenate([
+        rng.choice(np.flatnonzero(labels == c), size=min(per_class, int((labels == c).sum())), replace=False)
+        for c in chosen
+    ])
+    emb, lab = run.gallery_embeddings[rows], labels[rows]
+    margin = run.train_config.margin
+    for kind in ("semihard", "hard", "all"):
+        found = mine_triplets(emb, lab, margin, kind)
+        if found:
+            break
+    else:
+        return []
+    picks = rng.choice(len(found), size=min(n, len(found)), replace=False)
+    files = run.gallery_files()
+    out = []
+    for t in (found[i] for i in sorted(picks)):
+        a, p, neg = rows[t.anchor], rows[t.positive], rows[t.negative]
+        out.append(TripletImages(
+            files[a], files[p], files[neg], run.classes[labels[a]], run.classes[labels[neg]],
+            t.ap_distance, t.an_distance, kind,
+        ))
+    return out
