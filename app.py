@@ -1,0 +1,38 @@
+"""The dashboard: `streamlit run app.py`. Pages live in pages/, Streamlit glue in ui/, everything else in embedder/.
+
+On first start with no EMBEDDER_RUN set, the demo run (runs/demo) is trained in the background if it is missing;
+pages show its progress until it is ready. See ui/state.py for the environment variables.
+"""
+
+import os
+
+import streamlit as st
+
+from embedder.config import TrainConfig
+from embedder.run import is_run
+from ui import jobs, state
+
+st.set_page_config(page_title="Embedder", page_icon=":material/explore:", layout="wide")
+
+
+def ensure_demo_run() -> None:
+    """Train runs/demo in the background once per server when nothing else was asked for and it is missing."""
+    demo = state.demo_run_path()
+    if os.environ.get(state.RUN_ENV) or is_run(demo) or jobs.registry().get(demo) is not None:
+        return
+    jobs.registry().start(TrainConfig(data="demo", out=str(demo)))
+
+
+ensure_demo_run()
+pages = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/query.py", title="Query", icon=":material/image_search:"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+]
+page = st.navigation(pages)
+with st.sidebar:
+    active = state.active_run_path()
+    st.caption(f"Active run: **{active.name}**" + ("" if is_run(active) else " (not trained yet)"))
+page.run()

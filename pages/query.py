@@ -1,0 +1,64 @@
+"""Query: upload images, get each one's label from its nearest gallery neighbours, see them on the map."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from embedder.data import load_image
+from embedder.errors import EmbedderError
+from ui import cache, maps, widgets
+
+st.title("Query")
+run = widgets.active_run()
+if run is None:
+    st.stop()
+
+st.caption(f"Upload images; each is labelled by a distance-weighted vote of its nearest images in **{run.name}**'s gallery.")
+left, right = st.columns([3, 1])
+uploads = left.file_uploader("Images to label", accept_multiple_files=True, key="query_files",
+                             help="PNG, JPEG, WebP, … — any number at once")
+k = right.slider("Neighbours (k)", 1, 20, 5, key="query_k", help="How many gallery images vote")
+if not uploads:
+    st.info("Drop one or more images above. Try a digit from the demo set — or a photo of one you drew.", icon=":material/upload:")
+    st.stop()
+
+names, embeddings, images = [], [], []
+for f in uploads:
+    data = f.getvalue()
+    try:
+        embeddings.append(cache.query_embedding(str(run.path), cache.stamp(run.path), cache.digest(data), data))
+        images.append(load_image(data))
+        names.append(f.name)
+    except EmbedderError as exc:
+        # load_image's reason names an in-memory buffer, not the file; the file name says more.
+        unreadable = str(exc).startswith("not a readable image")
+        st.error(f"**{f.name}** is not a readable image; it was skipped." if unreadable else f"**{f.name}**: {exc}")
+if not names:
+    st.stop()
+
+predictions = cache.get_predictor(run.path).predict_embeddings(np.stack(embeddings), names, k)
+for pred, image in zip(predictions, images):
+    with st.container(border=True):
+        info, neighbours = st.columns([1, 4])
+        with info:
+            st.image(cache.fit(image, 112), caption=pred.image)
+            st.metric("Predicted label", pred.label, help="The label with the largest share of the neighbours' vote")
+            st.progress(pred.confidence, text=f"confidence {pred.confidence:.0%}")
+            st.caption(" · ".join(f"{label}: {share:.0%}" for label, share in pred.votes.items()))
+        with neighbours:
+            st.markdown(f"**{len(pred.neighbors)} nearest gallery images**")
+            widgets.thumbnails([n.path for n in pred.neighbors],
+                               [f"{n.label} · d = {n.distance:.3f}" for n in pred.neighbors], columns=min(k, 10))
+
+st.subheader("Where your images land on the map")
+maps.query_map(run, np.stack([p.embedding for p in predictions]), [p.image for p in predictions],
+               np.array([[n.index for n in p.neighbors] for p in predictions]))
+
+rows = [{"file": p.image, "label": p.label, "confidence": round(p.confidence, 4),
+         "votes": json.dumps({k: round(v, 4) for k, v in p.votes.items()}),
+         "nearest_distance": round(p.nearest_distance, 4),
+         "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{n.path}" for n in p.neighbors)} for p in predictions]
+st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=False), file_name="predictions.csv",
+                   mime="text/csv", icon=":material/download:")

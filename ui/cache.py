@@ -1,0 +1,78 @@
+"""Cached loaders. Runs, models and indexes are keyed by (run folder, config.json mtime): ``write_run`` swaps
+a whole new folder into place, so a retrained run gets a new mtime and is loaded afresh."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from embedder.data import load_image
+from embedder.predict import Predictor
+from embedder.project import Projection, project
+from embedder.run import Run, load_run
+
+THUMB = 96  # thumbnail side in pixels
+
+
+def stamp(path: str | Path) -> float:
+    """The run's version: config.json's mtime (0 when missing, so the loader raises its own clear error)."""
+    try:
+        return (Path(path) / "config.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _run(path: str, version: float) -> Run:
+    return load_run(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model and the index…")
+def _predictor(path: str, version: float) -> Predictor:
+    return Predictor(_run(path, version))
+
+
+def get_run(path: str | Path) -> Run:
+    return _run(str(path), stamp(path))
+
+
+def get_predictor(path: str | Path) -> Predictor:
+    return _predictor(str(path), stamp(path))
+
+
+# A resource, not cache_data: the fitted PCA/UMAP places query points later, and cache_data would unpickle a
+# copy of it (UMAP's is large) on every rerun.
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _projection(path: str, version: float, method: str, dims: int, seed: int) -> Projection:
+    return project(_run(path, version).gallery_embeddings, method=method, dims=dims, seed=seed)
+
+
+def get_projection(path: str | Path, method: str, dims: int, seed: int = 0) -> Projection:
+    return _projection(str(path), stamp(path), method, dims, seed)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# Each rerun hands the same uploads back; the key is the bytes' hash, the bytes themselves are left out.
+@st.cache_data(max_entries=512, show_spinner=False)
+def query_embedding(path: str, version: float, key: str, _data: bytes) -> np.ndarray:
+    """(D,) embedding of an uploaded image. Raises EmbedderError for a file that is not an image."""
+    return _predictor(path, version).embed([load_image(_data)])[0]
+
+
+def fit(img: Image.Image, side: int = THUMB) -> Image.Image:
+    """``img`` scaled to fit ``side``; tiny images are enlarged with hard pixel edges, not a blur."""
+    scale = side / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.NEAREST if scale > 1 else Image.LANCZOS)
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail(path: str, side: int = THUMB) -> Image.Image:
+    return fit(load_image(path), side)
