@@ -157,10 +157,11 @@ def _natural(label: str):
     return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
 
 
-def training_curves(history: Sequence[dict], height: int = 300) -> go.Figure:
-    """Per-epoch loss, active-triplet fraction and validation P@1 side by side; the kept (best) epochs marked.
+def training_curves(history: Sequence[dict], height: int = 300, max_epochs: int | None = None) -> go.Figure:
+    """Per-epoch loss, active-triplet fraction and validation P@1 side by side; improving epochs starred.
 
-    ``history`` rows are ``EpochStats.to_dict()`` (as in history.json).
+    ``history`` rows are ``EpochStats.to_dict()`` (as in history.json). ``max_epochs`` fixes the x range, so
+    live curves of a running job grow into a stable frame instead of rescaling every epoch.
     """
     fig = make_subplots(rows=1, cols=3, subplot_titles=("triplet loss", "active triplets (share)", "validation P@1"),
                         horizontal_spacing=0.08)
@@ -178,8 +179,9 @@ def training_curves(history: Sequence[dict], height: int = 300) -> go.Figure:
                                      name="improved", showlegend=False,
                                      hovertemplate="epoch %{x}: %{y:.3f} (improved)<extra></extra>"),
                           row=1, col=col)
-    fig.update_xaxes(title_text="epoch", dtick=1 if len(epochs) <= 15 else None, gridcolor="#EEEEEE")
-    fig.update_yaxes(gridcolor="#EEEEEE")
+    last = max([max_epochs or 0, *epochs, 1])
+    fig.update_xaxes(title_text="epoch", dtick=1 if last <= 15 else None, gridcolor="#EEEEEE", range=[0.5, last + 0.5])
+    fig.update_yaxes(gridcolor="#EEEEEE", rangemode="tozero")
     fig.update_yaxes(range=[0, 1.02], row=1, col=3)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white")
     return fig

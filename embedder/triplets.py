@@ -89,7 +89,7 @@ def sample_triplets(run, n: int = 4, classes_per_batch: int = 8, per_class: int 
     picks = rng.choice(len(found), size=min(n, len(found)), replace=False)
     files = run.gallery_files()
     out = []
-    for t in (found[i] for i in sorted(picks)):
+    for t in (found[i] for i in picks):
         a, p, neg = rows[t.anchor], rows[t.positive], rows[t.negative]
         out.append(TripletImages(
             files[a], files[p], files[neg], run.classes[labels[a]], run.classes[labels[neg]],

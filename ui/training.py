@@ -56,22 +56,27 @@ def triplet_gallery() -> None:
         st.error(str(exc))
         return
     st.caption(
-        f"From **{run.name}**: each row is an *anchor*, a *positive* (same label) and a *negative* (another label). "
+        f"From **{run.name}**: each box is an *anchor*, a *positive* (same label) and a *negative* (another label). "
         "Training pulls the positive closer and pushes the negative away until the negative is farther by at least "
         f"the margin ({run.train_config.margin}). These were mined from one batch as training would pick them."
     )
     if not found:
         st.info("The model separates this batch so well that no triplet still has a loss. Try another batch.")
-    for t in found:
-        hard = "hard: the negative is nearer" if t.an_distance < t.ap_distance else (
-            "semi-hard: inside the margin" if t.an_distance < t.ap_distance + run.train_config.margin else "easy")
-        widgets.thumbnails(
-            [t.anchor, t.positive, t.negative],
-            [f"anchor · {t.label}", f"positive · {t.label} · d = {t.ap_distance:.3f}",
-             f"negative · {t.negative_label} · d = {t.an_distance:.3f}"],
-            columns=3, side=88,
-        )
-        st.caption(f"↑ {hard}")
+    for cell, t in zip(st.columns(len(found) or 1), found):
+        if t.an_distance < t.ap_distance:
+            kind = "hard: the negative is nearer than the positive"
+        elif t.an_distance < t.ap_distance + run.train_config.margin:
+            kind = "semi-hard: the negative is inside the margin"
+        else:
+            kind = "easy: already separated by the margin"
+        with cell.container(border=True):
+            widgets.thumbnails(
+                [t.anchor, t.positive, t.negative],
+                [f"anchor · {t.label}", f"positive · {t.label} · d = {t.ap_distance:.2f}",
+                 f"negative · {t.negative_label} · d = {t.an_distance:.2f}"],
+                columns=3, side=72,
+            )
+            st.caption(kind)
     if st.button("Show other triplets", icon=":material/shuffle:"):
         st.session_state["triplet_seed"] = seed + 1
         st.rerun()

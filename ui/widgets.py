@@ -56,7 +56,7 @@ def _job_view(out: str, show_curves: bool, cancel: bool) -> None:
     else:
         _announce_finish(job)
     if show_curves and job.history:
-        st.plotly_chart(training_curves(job.history, height=260), key=f"curves-{out}-{len(job.history)}",
+        st.plotly_chart(training_curves(job.history, height=260, max_epochs=job.cfg.epochs), key=f"curves-{out}-{len(job.history)}",
                         config={"displayModeBar": False})
     elif show_curves and job.running:
         st.caption("Curves appear after the first epoch.")

@@ -1,0 +1,177 @@
+"""User journeys in a real browser: `streamlit run app.py` on a free port against a small run, driven by
+Playwright through Debian's Chromium. Screenshots land in artifacts/screenshots/ (docs/screenshots/ holds
+the ones the README shows).
+
+Skipped only when `chromium` is not on PATH (CI installs the Debian package).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_app import held_out_digit
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+K = 5  # the Query page's default number of neighbours
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium) - browser tests skipped"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(digits_run, tmp_path_factory):
+    """A streamlit server on the digits run; always stopped at the end, even when a test fails."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "EMBEDDER_RUNS_DIR": str(digits_run.parent), "EMBEDDER_RUN": str(digits_run)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    # Open the entry page first: with a pages/ folder next to app.py, Streamlit runs a deep link of a fresh
+    # server as a plain pages/ script until app.py has called st.navigation once.
+    page.goto(app_url)
+    page.get_by_text("Active run").first.wait_for()
+    yield page
+    context.close()
+
+
+def _open(page, url: str, name: str) -> None:
+    page.goto(url)
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=name).first.wait_for()
+    _settle(page)
+
+
+def _settle(page) -> None:
+    """Wait until the script run is over (the status widget disappears)."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_home_shows_the_active_run(page, app_url, digits_run):
+    page.get_by_text("1,438").wait_for()
+    assert page.get_by_text("Triplets shape the space").is_visible()
+    _settle(page)
+    _shot(page, "home")
+
+
+def test_query_upload_shows_label_and_neighbours(page, app_url, digits_run):
+    data, label = held_out_digit(digits_run)
+    _open(page, f"{app_url}/query", "Query")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        files=[{"name": "digit.png", "mimeType": "image/png", "buffer": data}]
+    )
+    value = page.locator('[data-testid="stMetricValue"]').first
+    value.wait_for()
+    assert value.inner_text().strip() == label
+    neighbours = page.locator('[data-testid="stImageCaption"]', has_text="d = ")
+    assert neighbours.count() >= K
+    page.locator(".js-plotly-plot").first.wait_for()
+    _settle(page)
+    _shot(page, "query")
+
+
+def test_explore_draws_every_point_and_a_lasso_shows_thumbnails(page, app_url, digits_run):
+    from embedder.run import load_run
+
+    n = len(load_run(digits_run).gallery_paths)
+    _open(page, f"{app_url}/explore", "Explore")
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    counts = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.customdata.length)")
+    assert sum(counts) == n
+    _shot(page, "explore")
+
+    # Lasso a square in the middle of the plot area: some points must land in the selection grid.
+    area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    cx, cy, r = area["x"] + area["width"] / 2, area["y"] + area["height"] / 2, area["height"] / 4
+    page.mouse.move(cx - r, cy - r)
+    page.mouse.down()
+    for x, y in [(cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r), (cx - r, cy - r)]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    thumbs = page.locator('[data-testid="stImageCaption"]', has_text="#")
+    thumbs.first.wait_for()
+    _settle(page)
+    assert thumbs.count() > 0
+    page.get_by_text("Show the nearest neighbours of").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "explore-selection.png"))
+
+
+def test_train_and_evaluate_pages_render(page, app_url):
+    _open(page, f"{app_url}/train", "Train")
+    page.get_by_text("What the model learns from").wait_for()
+    page.locator('[data-testid="stImageCaption"]', has_text="anchor").first.wait_for()
+    _shot(page, "train")
+    _open(page, f"{app_url}/evaluate", "Evaluate")
+    page.get_by_text("held-out images queried").wait_for()  # the table itself is a canvas
+    page.locator(".js-plotly-plot").first.wait_for()
+    _settle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    _shot(page, "evaluate")
