@@ -35,10 +35,13 @@ def _add_train(sub) -> None:
     p.add_argument("--backbone-lr", type=float, default=d.backbone_lr, help="learning rate of a pretrained backbone")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay")
     p.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false", help="let a pretrained backbone's BatchNorm statistics update")
+    p.add_argument("--freeze-fraction", type=float, default=d.freeze_fraction, help="share of a pretrained backbone's layers (input side) left frozen")
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping: epochs without a better validation MAP@R")
     p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share of each class held out as evaluation queries")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of each class used to choose the best epoch")
+    p.add_argument("--unseen-classes", type=float, default=None, help="share of classes never trained on, for class-disjoint validation and testing (default: 0.2 from 20 classes up)")
     p.add_argument("--queries", default=None, help="a separate ImageFolder of evaluation queries (then nothing is held out for testing)")
+    p.add_argument("--target-precision", type=float, default=d.target_precision, help='calibrate the "unknown" threshold so accepted answers are right this often')
     p.add_argument("--n-trees", type=int, default=d.n_trees, help="Annoy trees")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same run on CPU)")
     p.add_argument("--device", default=d.device, choices=DEVICES, help="auto uses CUDA when present")
@@ -54,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--k", type=int, default=5, help="neighbours that vote")
-    p.add_argument("--unknown-threshold", type=float, default=None, help='answer "unknown" when the nearest neighbour is farther than this')
+    p.add_argument("--unknown-threshold", type=float, default=None, help='answer "unknown" when the nearest neighbour is farther than this (default: the run\'s calibrated threshold)')
+    p.add_argument("--no-unknown", action="store_true", help='never answer "unknown"')
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("evaluate", help="held-out queries against the gallery, next to baselines")
@@ -92,7 +96,8 @@ class _Bars:
             self.tqdm.write(
                 f"epoch {s.epoch}: loss {s.loss:.4f}  active {s.active_fraction:.2f}  d(a,p) {s.ap_distance:.3f}  "
                 f"d(a,n) {s.an_distance:.3f}  val P@1 {s.val_precision_at_1:.3f}  MAP@R {s.val_map_at_r:.3f}"
-                f"{'  *' if s.best else ''}",
+                + (f"  unseen MAP@R {s.val_unseen_map_at_r:.3f}" if s.val_unseen_map_at_r is not None else "")
+                + ("  *" if s.best else ""),
                 file=sys.stderr,
             )
             return
@@ -158,7 +163,10 @@ def cmd_predict(args) -> int:
         print(f"error: {e}", file=sys.stderr)
     if not images:
         return EXIT_USER_ERROR
-    preds = predictor.predict(images, names, k=args.k, unknown_threshold=args.unknown_threshold)
+    threshold = None if args.no_unknown else (
+        args.unknown_threshold if args.unknown_threshold is not None else predictor.calibrated_threshold
+    )
+    preds = predictor.predict(images, names, k=args.k, unknown_threshold=threshold)
     if args.json:
         print(json.dumps([p.to_json() for p in preds], indent=2))
     else:

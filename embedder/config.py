@@ -28,10 +28,13 @@ class TrainConfig:
     backbone_lr: float = 1e-4  # Adam learning rate of a pretrained backbone: fine-tune it gently
     weight_decay: float = 1e-4  # Adam weight decay
     freeze_bn: bool = True  # keep a pretrained backbone's BatchNorm statistics fixed (small batches distort them)
+    freeze_fraction: float = 0.5  # share of a pretrained backbone's layers, from the input side, left frozen
     patience: int = 5  # early stopping: epochs without a better validation MAP@R
     test_fraction: float = 0.2  # share of each class held out as evaluation queries (0 with --queries)
     val_fraction: float = 0.1  # share of each class used to choose the best epoch (never trained on)
+    unseen_classes: float | None = None  # share of classes never trained on, to validate/test on new classes; None: 0.2 from 20 classes up
     queries: str | None = None  # a separate ImageFolder of evaluation queries instead of a held-out split
+    target_precision: float = 0.95  # "unknown" threshold: answers within it are right this often on validation
     n_trees: int = 20  # Annoy trees; search_k is then raised until recall@10 >= 0.99
     batch_size_embed: int = 64  # images per forward pass when embedding
     seed: int = 0  # same seed, same data -> same run on CPU
@@ -59,6 +62,8 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, "--val-fraction must be in [0, 1)"),
             (self.test_fraction + self.val_fraction < 0.9, "test and validation fractions leave too little to train on"),
             (self.n_trees >= 1, "--n-trees must be at least 1"),
+            (0 <= self.freeze_fraction <= 1, "--freeze-fraction must be in [0, 1]"),
+            (self.unseen_classes is None or 0 <= self.unseen_classes < 0.8, "--unseen-classes must be in [0, 0.8)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -128,6 +133,7 @@ class EpochStats:
     val_precision_at_1: float
     val_map_at_r: float
     seconds: float
+    val_unseen_map_at_r: float | None = None  # classes never trained on (leave-one-out among them)
     best: bool = False
 
     def to_dict(self) -> dict:

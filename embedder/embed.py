@@ -13,29 +13,49 @@ from torch.utils.data import DataLoader, Dataset
 from .data import load_image
 
 
+class DecodedImages:
+    """Decoded images kept in memory, downsized to a short side of ``side`` pixels, for the life of a
+    training job: decoding full-size photos every epoch costs more than the network on 2 cores."""
+
+    def __init__(self, side: int, max_items: int = 5000) -> None:
+        self.side, self.max_items, self.items = side, max_items, {}
+
+    def __call__(self, path) -> Image.Image:
+        img = self.items.get(path)
+        if img is None:
+            img = load_image(path, min_side=self.side)
+            scale = self.side / min(img.size)
+            if scale < 1:
+                img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+            if len(self.items) < self.max_items:
+                self.items[path] = img
+        return img
+
+
 class ImageDataset(Dataset):
     """(paths, labels) -> (transformed image, label). Paths were checked by ``scan_folder``."""
 
-    def __init__(self, paths: Sequence, labels: Sequence[int] | np.ndarray, transform: Callable) -> None:
-        self.paths, self.labels, self.transform = list(paths), np.asarray(labels), transform
+    def __init__(self, paths: Sequence, labels: Sequence[int] | np.ndarray, transform: Callable,
+                 loader: Callable = load_image) -> None:
+        self.paths, self.labels, self.transform, self.loader = list(paths), np.asarray(labels), transform, loader
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(load_image(self.paths[i])), int(self.labels[i])
+        return self.transform(self.loader(self.paths[i])), int(self.labels[i])
 
 
 class _ImageList(Dataset):
-    def __init__(self, images: Sequence[Image.Image | str], transform: Callable) -> None:
-        self.images, self.transform = images, transform
+    def __init__(self, images: Sequence[Image.Image | str], transform: Callable, loader: Callable) -> None:
+        self.images, self.transform, self.loader = images, transform, loader
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         item = self.images[i]
-        return self.transform(item if isinstance(item, Image.Image) else load_image(item))
+        return self.transform(item if isinstance(item, Image.Image) else self.loader(item))
 
 
 @torch.no_grad()
@@ -48,16 +68,17 @@ def embed_images(
     flip_tta: bool = False,
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    loader: Callable = load_image,
 ) -> np.ndarray:
     """Embed PIL images or image paths with ``fn`` (a model in eval mode, or one of its methods).
 
     Returns:
         (N, D) float32 array of L2-normalised rows.
     """
-    loader = DataLoader(_ImageList(images, transform), batch_size=batch_size, shuffle=False)
+    batches = DataLoader(_ImageList(images, transform, loader), batch_size=batch_size, shuffle=False)
     out: list[np.ndarray] = []
     done = 0
-    for batch in loader:  # (B, 3, S, S)
+    for batch in batches:  # (B, 3, S, S)
         batch = batch.to(device)
         z = fn(batch)
         if flip_tta:

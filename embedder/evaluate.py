@@ -34,42 +34,63 @@ def _accuracy_calculator():
     )
 
 
+def neighbors(
+    queries: np.ndarray, gallery: np.ndarray, k: int, leave_one_out: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact kNN (Q, k). With ``leave_one_out`` the queries are the gallery and nobody finds itself."""
+    if not leave_one_out:
+        return exact_neighbors(queries, gallery, k)
+    d = np.sqrt(np.clip(2 - 2 * queries @ gallery.T, 0, None))  # unit vectors: L2 from cosine
+    np.fill_diagonal(d, np.inf)
+    k = min(k, len(gallery) - 1)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(d, idx, axis=1)
+
+
+def knn_predictions(idx: np.ndarray, dist: np.ndarray, gallery_labels: np.ndarray, k: int) -> np.ndarray:
+    """Distance-weighted vote over the first k neighbours of each row -> predicted labels (Q,)."""
+    return np.array([int(vote(gallery_labels[i[:k]].tolist(), d[:k])[0]) for i, d in zip(idx, dist)])
+
+
 def knn_accuracies(
     queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-    ks: Sequence[int] = KNN_KS,
+    ks: Sequence[int] = KNN_KS, leave_one_out: bool = False,
 ) -> dict[int, tuple[float, float]]:
     """Distance-weighted kNN vote for each k -> {k: (accuracy, macro accuracy)} on exact neighbours."""
-    kmax = min(max(ks), len(gallery))
-    idx, dist = exact_neighbors(queries, gallery, kmax)
+    idx, dist = neighbors(queries, gallery, max(ks), leave_one_out)
     out = {}
     for k in ks:
-        if k > kmax:
+        if k > idx.shape[1]:
             continue
-        pred = np.array([int(vote(gallery_labels[i[:k]].tolist(), d[:k])[0]) for i, d in zip(idx, dist)])
-        correct = pred == query_labels
+        correct = knn_predictions(idx, dist, gallery_labels, k) == query_labels
         per_class = [correct[query_labels == c].mean() for c in np.unique(query_labels)]
         out[k] = (float(correct.mean()), float(np.mean(per_class)))
     return out
 
 
 def retrieval_metrics(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
+    leave_one_out: bool = False,
 ) -> dict:
     """Queries (Q, D) against a gallery (N, D), both L2-normalised.
 
-    Queries whose label has no gallery image cannot be answered right by retrieval; they are left out
-    of the metrics and counted in ``n_unmatched_queries``.
+    Queries whose label has no gallery image (with ``leave_one_out``: no other image) cannot be
+    answered right by retrieval; they are left out of the metrics and counted in ``n_unmatched_queries``.
     """
-    present = np.isin(query_labels, np.unique(gallery_labels))
+    labels, counts = np.unique(gallery_labels, return_counts=True)
+    answerable = labels[counts >= (2 if leave_one_out else 1)]
+    present = np.isin(query_labels, answerable)
     q, ql = queries[present], query_labels[present]
+    if leave_one_out:
+        gallery, gallery_labels = q, ql
     result = {"n_queries": int(len(q)), "n_unmatched_queries": int((~present).sum())}
     if len(q) == 0:
         return result
     acc = _accuracy_calculator().get_accuracy(
         torch.from_numpy(q), torch.from_numpy(ql), torch.from_numpy(gallery), torch.from_numpy(gallery_labels),
-        ref_includes_query=False,
+        ref_includes_query=leave_one_out,
     )
-    knn = knn_accuracies(q, ql, gallery, gallery_labels)
+    knn = knn_accuracies(q, ql, gallery, gallery_labels, leave_one_out=leave_one_out)
     best_k = max(knn, key=lambda k: (knn[k][0], -k))
     default_k = DEFAULT_K if DEFAULT_K in knn else max(knn)
     result.update(
@@ -86,6 +107,90 @@ def retrieval_metrics(
     return result
 
 
+def open_set(
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
+    target_precision: float = 0.95, k: int = DEFAULT_K, points: int = 41,
+) -> dict:
+    """How well the nearest-neighbour distance tells known from unknown, and where to cut.
+
+    Each query is asked twice: as itself (a known class: right or wrong by the kNN vote) and as an
+    "unknown" (its own class removed from the gallery: any answer is wrong). The threshold is the
+    largest distance at which accepted answers are still right ``target_precision`` of the time
+    (placed midway to the next observed distance).
+
+    Returns:
+        auroc (known vs unknown by distance), threshold, its precision and coverage of known queries,
+        and a curve of (threshold, coverage, accuracy, unknown_accepted) for a slider.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    present = np.isin(query_labels, gallery_labels)
+    q, ql = queries[present], query_labels[present]
+    if len(q) == 0 or len(np.unique(gallery_labels)) < 2:
+        return {}
+    idx, dist = exact_neighbors(q, gallery, k)
+    correct = knn_predictions(idx, dist, gallery_labels, k) == ql
+    d_known = dist[:, 0]
+    d_all = np.sqrt(np.clip(2 - 2 * q @ gallery.T, 0, None))  # (Q, N), unit vectors
+    d_unknown = np.where(ql[:, None] == gallery_labels[None, :], np.inf, d_all).min(axis=1)
+    auroc = float(roc_auc_score(np.r_[np.zeros(len(q)), np.ones(len(q))], np.r_[d_known, d_unknown]))
+
+    def at(t: float) -> tuple[float, float, float, float]:
+        known = d_known <= t
+        accepted = known.sum() + (d_unknown <= t).sum()
+        precision = correct[known].sum() / accepted if accepted else 1.0
+        accuracy = correct[known].mean() if known.any() else 1.0
+        return float(precision), float(known.mean()), float(accuracy), float((d_unknown <= t).mean())
+
+    candidates = np.unique(np.r_[d_known, d_unknown])
+    ok = [i for i, t in enumerate(candidates) if at(t)[0] >= target_precision]
+    if not ok:
+        threshold = float(candidates.min())
+    elif ok[-1] + 1 < len(candidates):  # midway to the next distance, so the cut is not on a known example
+        threshold = float((candidates[ok[-1]] + candidates[ok[-1] + 1]) / 2)
+    else:
+        threshold = float(candidates[-1])
+    precision, coverage, accuracy, unknown_accepted = at(threshold)
+    grid = np.linspace(0, float(candidates.max()) * 1.05, points)
+    return {
+        "auroc": auroc, "threshold": threshold, "target_precision": target_precision, "precision": precision,
+        "coverage": coverage, "accuracy": accuracy, "unknown_accepted": unknown_accepted,
+        "curve": [dict(zip(("threshold", "coverage", "accuracy", "unknown_accepted"), (float(t), *at(t)[1:])))
+                  for t in grid],
+    }
+
+
+def diagnostics(
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
+    classes: list[str], query_paths: Sequence, gallery_paths: Sequence, k: int = DEFAULT_K, top_pairs: int = 6,
+) -> dict:
+    """Per-class accuracy, the confusion matrix of the kNN vote, and the most confused pairs with examples."""
+    present = np.isin(query_labels, gallery_labels)
+    q, ql = queries[present], query_labels[present]
+    paths = [p for p, ok in zip(query_paths, present) if ok]
+    if len(q) == 0:
+        return {}
+    idx, dist = exact_neighbors(q, gallery, k)
+    pred = knn_predictions(idx, dist, gallery_labels, k)
+    n = len(classes)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (ql, pred), 1)
+    per_class = {
+        classes[c]: {"n": int(matrix[c].sum()), "accuracy": float(matrix[c, c] / matrix[c].sum())}
+        for c in range(n) if matrix[c].sum()
+    }
+    off = [(int(matrix[a, b]), a, b) for a in range(n) for b in range(n) if a != b and matrix[a, b]]
+    pairs = []
+    for count, a, b in sorted(off, reverse=True)[:top_pairs]:
+        rows = np.flatnonzero((ql == a) & (pred == b))[:3]
+        examples = []
+        for r in rows:  # the query and its nearest neighbour of the wrongly predicted class
+            j = next(int(j) for j in idx[r] if gallery_labels[j] == b)
+            examples.append({"query": str(paths[r]), "neighbor": str(gallery_paths[j])})
+        pairs.append({"true": classes[a], "predicted": classes[b], "count": count, "examples": examples})
+    return {"per_class": per_class, "confusion": {"labels": classes, "matrix": matrix.tolist()}, "confused_pairs": pairs}
+
+
 def raw_pixel_embed(paths: Sequence, batch_size: int = 128) -> np.ndarray:
     """The simplest baseline: each image as its 32x32 RGB pixels, flattened and L2-normalised."""
     transform = T.Compose([T.Resize((RAW_PIXELS_SIDE, RAW_PIXELS_SIDE)), T.ToTensor()])
@@ -98,11 +203,16 @@ def evaluate_run(
     baselines: bool = True,
     device: str = "cpu",
     progress: Callable[[Progress], None] | None = None,
+    target_precision: float = 0.95,
 ) -> dict:
-    """Held-out images (or the ImageFolder ``queries``) as queries against the run's gallery.
+    """Evaluate a run with two protocols, each next to its baselines measured the same way:
 
-    Baselines use the same queries, gallery and metrics in the same call: raw pixels, the untrained
-    network, and, for pretrained backbones, the pretrained features without triplet training.
+    - held-out images (or the ImageFolder ``queries``) of the training classes against the gallery;
+    - class-disjoint, when the run held classes out of training: their images retrieve each other
+      (leave-one-out), which is what a user gets by adding a new class without retraining.
+
+    Baselines: raw pixels, the untrained network, and for pretrained backbones the pretrained
+    features without triplet training. Also: open-set "unknown" detection and per-class diagnostics.
     """
     from .model import EmbeddingNet
     from .transforms import eval_transform
@@ -121,6 +231,7 @@ def evaluate_run(
         from .errors import EmbedderError
 
         raise EmbedderError("this run has no held-out queries (trained with --test-fraction 0): pass --queries PATH")
+    u_paths, u_labels = run.queries("unseen_test")
 
     cfg, tcfg = run.model_config, run.train_config
     transform = eval_transform(cfg)
@@ -128,33 +239,52 @@ def evaluate_run(
     g_labels = run.gallery_labels
 
     def embed_with(fn, paths, stage):
+        if len(paths) == 0:
+            return np.zeros((0, 1), dtype=np.float32)
         return embed_images(
             fn, paths, transform, batch_size=tcfg.batch_size_embed, flip_tta=cfg.flip_tta, device=device,
             progress=lambda d, t: report(Progress(stage="evaluate", done=d, total=t, message=stage)),
         )
 
+    def protocols(q_emb, g_emb, u_emb) -> tuple[dict, dict | None]:
+        held = retrieval_metrics(q_emb, q_labels, g_emb, g_labels)
+        disjoint = retrieval_metrics(u_emb, u_labels, u_emb, u_labels, leave_one_out=True) if len(u_paths) else None
+        return held, disjoint
+
     model = run.model(device)
-    result = retrieval_metrics(embed_with(model, q_paths, "queries"), q_labels, run.gallery_embeddings, g_labels)
+    q_emb = embed_with(model, q_paths, "queries")
+    u_emb = embed_with(model, u_paths, "unseen-class images")
+    result, disjoint = protocols(q_emb, run.gallery_embeddings, u_emb)
     result["queries"] = str(queries) if queries is not None else "held-out split"
     if skipped:
         result["skipped"] = skipped
+    result["open_set"] = open_set(q_emb, q_labels, run.gallery_embeddings, g_labels, target_precision)
+    result.update(diagnostics(q_emb, q_labels, run.gallery_embeddings, g_labels, run.classes, q_paths, g_paths))
+    if disjoint is not None:
+        result["class_disjoint"] = disjoint
     if not baselines:
         return result
 
-    base = {}
+    candidates = {}
     report(Progress(stage="evaluate", message="raw pixels baseline"))
-    base["raw_pixels"] = retrieval_metrics(raw_pixel_embed(q_paths), q_labels, raw_pixel_embed(g_paths), g_labels)
+    candidates["raw_pixels"] = (raw_pixel_embed(q_paths), raw_pixel_embed(g_paths),
+                                raw_pixel_embed(u_paths) if len(u_paths) else u_emb)
     torch.manual_seed(tcfg.seed)
     untrained = EmbeddingNet(cfg, load_pretrained=False).eval().to(device)
-    base["untrained"] = retrieval_metrics(
-        embed_with(untrained, q_paths, "untrained queries"), q_labels,
-        embed_with(untrained, g_paths, "untrained gallery"), g_labels,
+    candidates["untrained"] = tuple(
+        embed_with(untrained, paths, f"untrained: {what}")
+        for paths, what in ((q_paths, "queries"), (g_paths, "gallery"), (u_paths, "unseen"))
     )
     if cfg.pretrained:
         pre = EmbeddingNet(cfg, load_pretrained=True).eval().to(device)
-        base["pretrained"] = retrieval_metrics(
-            embed_with(pre.backbone_features, q_paths, "pretrained queries"), q_labels,
-            embed_with(pre.backbone_features, g_paths, "pretrained gallery"), g_labels,
+        candidates["pretrained"] = tuple(
+            embed_with(pre.backbone_features, paths, f"pretrained: {what}")
+            for paths, what in ((q_paths, "queries"), (g_paths, "gallery"), (u_paths, "unseen"))
         )
-    result["baselines"] = base
+    result["baselines"] = {}
+    for name, (qe, ge, ue) in candidates.items():
+        held, dis = protocols(qe, ge, ue)
+        result["baselines"][name] = held
+        if dis is not None:
+            result["class_disjoint"].setdefault("baselines", {})[name] = dis
     return result

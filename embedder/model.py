@@ -163,6 +163,20 @@ def freeze_batchnorm(model: nn.Module) -> None:
                 p.requires_grad_(False)
 
 
+def freeze_leading(backbone: nn.Module, fraction: float) -> int:
+    """Freeze the first ``fraction`` of the backbone's parameter tensors (they run input-first), so
+    fine-tuning adapts the later, more task-specific layers and the backward pass stays short.
+
+    Returns:
+        the number of parameter tensors frozen.
+    """
+    params = list(backbone.parameters())
+    n = int(len(params) * fraction)
+    for p in params[:n]:
+        p.requires_grad_(False)
+    return n
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

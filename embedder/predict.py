@@ -70,6 +70,11 @@ class Predictor:
         self.transform = eval_transform(run.model_config)
         self.index = run.index()
 
+    @property
+    def calibrated_threshold(self) -> float | None:
+        """The run's "unknown" distance threshold, calibrated on validation images at training time."""
+        return self.run.metrics.get("unknown", {}).get("threshold")
+
     def embed(self, images: Sequence[Image.Image | str]) -> np.ndarray:
         """PIL images or paths -> (N, D) unit vectors, exactly as the gallery was embedded."""
         return embed_images(
@@ -96,7 +101,7 @@ class Predictor:
             ]
             label, confidence, shares = vote([n.label for n in neighbors], [n.distance for n in neighbors])
             if unknown_threshold is not None and neighbors[0].distance > unknown_threshold:
-                label, confidence = UNKNOWN, 1.0 - confidence
+                label = UNKNOWN  # the vote shares stay, to show what it resembles most
             out.append(Prediction(name, label, float(confidence), shares, neighbors, neighbors[0].distance, emb))
         return out
 

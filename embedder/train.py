@@ -12,17 +12,18 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .config import EpochStats, IndexConfig, ModelConfig, Progress, TrainConfig
 from .data import ImageSet, resolve_data, scan_folder, stratified_split
-from .embed import ImageDataset, embed_images
+from .embed import DecodedImages, ImageDataset, embed_images
 from .errors import Cancelled, EmbedderError
-from .evaluate import evaluate_run, retrieval_metrics
+from .evaluate import evaluate_run, open_set, retrieval_metrics
 from .index import build_index
 from .model import (
-    EmbeddingNet, TF_MEAN, TF_STD, IMAGENET_MEAN, IMAGENET_STD, freeze_batchnorm, pretrained_available,
-    missing_weights_message, resolve_device,
+    EmbeddingNet, TF_MEAN, TF_STD, IMAGENET_MEAN, IMAGENET_STD, freeze_batchnorm, freeze_leading,
+    pretrained_available, missing_weights_message, resolve_device,
 )
 from .run import Run, write_run
 from .transforms import eval_transform, train_transform
@@ -42,6 +43,8 @@ class Plan:
     classes_per_batch: int
     per_class: int
     trainable_classes: list[int]
+    unseen_val_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    unseen_test_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     notes: list[str] = field(default_factory=list)
 
 
@@ -103,13 +106,29 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
         rest, test = np.arange(len(images)), np.array([], dtype=np.int64)
     else:
         rest, test = stratified_split(images.labels, cfg.test_fraction, cfg.seed)
+    n_classes = len(images.classes)
+    share = cfg.unseen_classes if cfg.unseen_classes is not None else (0.2 if n_classes >= 20 else 0.0)
+    n_unseen = int(round(n_classes * share))
+    unseen_val, unseen_test = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if n_unseen:
+        if n_unseen < 4 or n_classes - n_unseen < 2:
+            raise EmbedderError(f"--unseen-classes {share} of {n_classes} classes leaves too few on either side (need 4 unseen, 2 trained)")
+        picked = np.random.default_rng(cfg.seed + 2).permutation(n_classes)[:n_unseen]
+        val_classes, test_classes = picked[: n_unseen // 2], picked[n_unseen // 2 :]
+        unseen_val = rest[np.isin(images.labels[rest], val_classes)]
+        unseen_test = rest[np.isin(images.labels[rest], test_classes)]
+        rest = rest[~np.isin(images.labels[rest], picked)]
+        notes.append(
+            f"{n_unseen} of {n_classes} classes are never trained on: they validate and test retrieval of new classes"
+        )
     val_share = cfg.val_fraction / max(1e-9, 1 - (0 if cfg.queries else cfg.test_fraction))
     keep, val = stratified_split(images.labels[rest], val_share, cfg.seed + 1)
     train_idx, val_idx = rest[keep], rest[val]
 
-    counts = np.bincount(images.labels[train_idx], minlength=len(images.classes))
-    trainable = [c for c in range(len(images.classes)) if counts[c] >= 2]
-    lonely = [images.classes[c] for c in range(len(images.classes)) if counts[c] < 2]
+    counts = np.bincount(images.labels[train_idx], minlength=n_classes)
+    trainable = [c for c in range(n_classes) if counts[c] >= 2]
+    unseen_labels = set(images.labels[np.concatenate([unseen_val, unseen_test])].tolist())
+    lonely = [images.classes[c] for c in range(n_classes) if counts[c] < 2 and c not in unseen_labels]
     if lonely:
         notes.append(
             f"{len(lonely)} class(es) have fewer than 2 training images and are left out of mining "
@@ -121,7 +140,8 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
     p = min(cfg.classes_per_batch, len(trainable))
     k = cfg.per_class if p == cfg.classes_per_batch else max(cfg.per_class, (cfg.classes_per_batch * cfg.per_class) // p)
     model_config, model_notes = choose_model(cfg, images)
-    return Plan(images, train_idx, val_idx, test, model_config, p, k, trainable, notes + model_notes)
+    return Plan(images, train_idx, val_idx, test, model_config, p, k, trainable, unseen_val, unseen_test,
+                notes + model_notes)
 
 
 def _miner(name: str, margin: float):
@@ -148,18 +168,39 @@ def batch_stats(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -
     return frac, ap, an
 
 
-def _validate(fn, pl: Plan, transform, cfg: TrainConfig, device, flip: bool) -> dict:
-    """Validation images as queries against the training images: the score that picks the epoch."""
-    if len(pl.val_idx) == 0:
-        return {}
-    paths = [pl.images.paths[i] for i in np.concatenate([pl.val_idx, pl.train_idx])]
-    emb = embed_images(fn, paths, transform, batch_size=cfg.batch_size_embed, flip_tta=flip, device=device)
-    nv = len(pl.val_idx)
-    return retrieval_metrics(emb[:nv], pl.images.labels[pl.val_idx], emb[nv:], pl.images.labels[pl.train_idx])
+def _validate(fn, pl: Plan, transform, cfg: TrainConfig, device, loader, split: int | None = None) -> list[dict]:
+    """The score that picks the epoch: validation images as queries against the training images, and,
+    when classes were held out of training, leave-one-out retrieval among those unseen classes.
+
+    ``fn`` may return two embeddings side by side; ``split`` is the column where the second starts,
+    so two candidates (trained head, pretrained features) are scored with one forward pass.
+    """
+    n_parts = 1 if split is None else 2
+    if len(pl.val_idx) == 0 and len(pl.unseen_val_idx) == 0:
+        return [{} for _ in range(n_parts)]
+    order = np.concatenate([pl.val_idx, pl.train_idx, pl.unseen_val_idx])
+    emb = embed_images(fn, [pl.images.paths[i] for i in order], transform, batch_size=cfg.batch_size_embed,
+                       device=device, loader=loader)
+    nv, nt = len(pl.val_idx), len(pl.train_idx)
+    labels = pl.images.labels[order]
+    out = []
+    for e in [emb] if split is None else np.split(emb, [split], axis=1):
+        m = retrieval_metrics(e[:nv], labels[:nv], e[nv:nv + nt], labels[nv:nv + nt]) if nv else {}
+        scores = [m["map_at_r"]] if "map_at_r" in m else []
+        if len(pl.unseen_val_idx):
+            u = retrieval_metrics(e[nv + nt:], labels[nv + nt:], e[nv + nt:], labels[nv + nt:], leave_one_out=True)
+            if "map_at_r" in u:
+                m["unseen_map_at_r"], m["unseen_precision_at_1"] = u["map_at_r"], u["precision_at_1"]
+                scores.append(u["map_at_r"])
+        if scores:
+            m["score"] = float(np.mean(scores))
+        out.append(m)
+    return out
 
 
 def _score(metrics: dict) -> float:
-    return metrics.get("map_at_r", float("-inf"))
+    """Validation MAP@R; the mean of seen-class and unseen-class MAP@R when classes were held out."""
+    return metrics.get("score", float("-inf"))
 
 
 def work_dir(out: Path) -> Path:
@@ -188,9 +229,11 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = EmbeddingNet(mc).to(device)
+    if mc.pretrained:
+        freeze_leading(model.backbone, cfg.freeze_fraction)
     head_params = list(model.head.parameters())
     backbone_lr = cfg.backbone_lr if mc.pretrained else cfg.lr
-    groups = [{"params": list(model.backbone.parameters()), "lr": backbone_lr}]
+    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": backbone_lr}]
     if head_params:
         groups.append({"params": head_params, "lr": cfg.lr})
     optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
@@ -202,18 +245,25 @@ def train(
     miner = _miner(cfg.miner, cfg.margin)
     eval_tf = eval_transform(mc)
     images = pl.images
+    cache = DecodedImages(mc.image_size if mc.resize == "stretch" else round(mc.image_size * 256 / 224))
     train_mask = np.isin(images.labels[pl.train_idx], pl.trainable_classes)
     fit_idx = pl.train_idx[train_mask]
     batch = pl.classes_per_batch * pl.per_class
-    dataset = ImageDataset([images.paths[i] for i in fit_idx], images.labels[fit_idx], train_transform(mc))
+    dataset = ImageDataset([images.paths[i] for i in fit_idx], images.labels[fit_idx], train_transform(mc), loader=cache)
     length = max(batch, len(fit_idx) - len(fit_idx) % batch)
 
     # Candidates for the model to keep, scored on validation: the network before training first.
     history: list[dict] = []
     model.eval()
-    start_val = _validate(model, pl, eval_tf, cfg, device, mc.flip_tta)
+    if mc.pretrained:
+        def head_and_features(x):  # one backbone pass scores both candidates
+            f = model.backbone(x)
+            return torch.cat([F.normalize(model.head(f), dim=1), F.normalize(f, dim=1)], dim=1)
+
+        start_val, pretrained_val = _validate(head_and_features, pl, eval_tf, cfg, device, cache, split=model.dim)
+    else:
+        (start_val,), pretrained_val = _validate(model, pl, eval_tf, cfg, device, cache), {}
     best = {"score": _score(start_val), "state": copy.deepcopy(model.state_dict()), "epoch": 0, "metrics": start_val}
-    pretrained_val = _validate(model.backbone_features, pl, eval_tf, cfg, device, mc.flip_tta) if mc.pretrained else {}
     start_epoch, bad_epochs = 1, 0
 
     wd = work_dir(out)
@@ -257,13 +307,14 @@ def train(
             sums += (loss.item(), *batch_stats(emb.detach(), y, cfg.margin))
             report(Progress(stage="train", done=step, total=steps, epoch=epoch, loss=loss.item()))
         model.eval()
-        val = _validate(model, pl, eval_tf, cfg, device, mc.flip_tta)
+        (val,) = _validate(model, pl, eval_tf, cfg, device, cache)
         mean = sums / max(1, steps)
         improved = _score(val) > best["score"] or not val
         stats = EpochStats(
             epoch=epoch, loss=float(mean[0]), active_fraction=float(mean[1]), ap_distance=float(mean[2]),
             an_distance=float(mean[3]), val_precision_at_1=float(val.get("precision_at_1", float("nan"))),
             val_map_at_r=float(val.get("map_at_r", float("nan"))), seconds=time.perf_counter() - t0, best=improved,
+            val_unseen_map_at_r=val.get("unseen_map_at_r"),
         )
         history.append(stats.to_dict())
         if improved:
@@ -292,16 +343,16 @@ def train(
     else:
         model.load_state_dict(best["state"])
         kept = f"epoch {best['epoch']}" + (
-            f": best validation MAP@R {best['score']:.3f}" if best["metrics"] else " (no validation images)"
+            f": best validation score {best['score']:.3f}" if best["metrics"] else " (no validation images)"
         )
         if best["epoch"] == 0:
-            kept = f"untrained network: no epoch beat it on validation (MAP@R {best['score']:.3f})"
+            kept = f"untrained network: no epoch beat it on validation (score {best['score']:.3f})"
         if pretrained_val:
             kept += f"; pretrained features scored {_score(pretrained_val):.3f}"
     report(Progress(stage="note", message=f"kept {kept}"))
     model.eval()
 
-    gallery_idx = np.sort(np.concatenate([pl.train_idx, pl.val_idx]))
+    gallery_idx = np.sort(np.concatenate([pl.train_idx, pl.val_idx, pl.unseen_val_idx, pl.unseen_test_idx]))
     gallery_paths = [images.paths[i] for i in gallery_idx]
     g_emb = embed_images(
         model, gallery_paths, eval_tf, batch_size=cfg.batch_size_embed, flip_tta=mc.flip_tta, device=device,
@@ -314,6 +365,8 @@ def train(
     split = {
         "test": [[rel(images.paths[i]), images.classes[images.labels[i]]] for i in pl.test_idx],
         "val": [[rel(images.paths[i]), images.classes[images.labels[i]]] for i in pl.val_idx],
+        "unseen_val": [[rel(images.paths[i]), images.classes[images.labels[i]]] for i in pl.unseen_val_idx],
+        "unseen_test": [[rel(images.paths[i]), images.classes[images.labels[i]]] for i in pl.unseen_test_idx],
         "queries_root": str(Path(cfg.queries).expanduser().resolve()) if cfg.queries else None,
     }
     info = {"kept": kept, "notes": pl.notes, "skipped": [str(p) for p, _ in images.skipped],
@@ -324,10 +377,17 @@ def train(
         gallery_embeddings=g_emb, split=split, info={**info, "index": index.stats()}, history=history,
         _model=model, _index=index,
     )
+    # Calibrate "unknown" with the final embedding: validation images against the training images.
+    row = {int(i): r for r, i in enumerate(gallery_idx)}
+    v_rows, t_rows = [row[int(i)] for i in pl.val_idx], [row[int(i)] for i in pl.train_idx]
+    calib = open_set(g_emb[v_rows], images.labels[pl.val_idx], g_emb[t_rows], images.labels[pl.train_idx],
+                     cfg.target_precision) if v_rows else {}
+    unknown = {k: calib[k] for k in ("threshold", "target_precision", "precision", "coverage", "auroc") if k in calib}
     metrics = {"index": index.stats(), "validation": best["metrics"], "validation_pretrained": pretrained_val,
-               "validation_untrained": start_val, "kept": kept}
+               "validation_untrained": start_val, "kept": kept, "unknown": {**unknown, "calibrated_on": "validation"}}
     if len(pl.test_idx) or cfg.queries:
-        metrics["test"] = evaluate_run(run, queries=cfg.queries, device=str(device), progress=report)
+        metrics["test"] = evaluate_run(run, queries=cfg.queries, device=str(device), progress=report,
+                                       target_precision=cfg.target_precision)
     report(Progress(stage="write", message=f"writing {out}"))
     write_run(
         out, model_state={k: v.cpu() for k, v in model.state_dict().items()}, model_config=mc, train_config=cfg,

@@ -29,6 +29,15 @@ def test_digits__trained_beats_untrained_and_predicts_held_out_labels(digits_run
 
     paths, labels = load_run(digits_run).queries("test")
     picks = list(range(0, len(paths), 36))[:10]
-    out = json.loads(_cli("predict", str(digits_run), *(str(paths[i]) for i in picks), "--json"))
+    files = [str(paths[i]) for i in picks]
+    out = json.loads(_cli("predict", str(digits_run), *files, "--json", "--no-unknown"))
     correct = sum(o["label"] == str(labels[i]) for o, i in zip(out, picks))
     assert correct >= 9
+    # By default answers beyond the calibrated distance become "unknown"; nothing else changes.
+    threshold = json.loads((digits_run / "metrics.json").read_text())["unknown"]["threshold"]
+    default = json.loads(_cli("predict", str(digits_run), *files, "--json"))
+    for d, o in zip(default, out):
+        if d["nearest_distance"] > threshold:
+            assert d["label"] == "unknown"
+        else:
+            assert d["label"] == o["label"]

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from embedder.evaluate import diagnostics, knn_accuracies, open_set, retrieval_metrics
+
+
+def _unit(rows):
+    x = np.asarray(rows, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+# Two tight clusters on the unit circle: class 0 near 0 degrees, class 1 near 90 degrees.
+GALLERY = _unit([[1, 0.00], [1, 0.05], [1, -0.05], [0.00, 1], [0.05, 1], [-0.05, 1]])
+G_LABELS = np.array([0, 0, 0, 1, 1, 1])
+
+
+def test_retrieval_metrics__perfect_separation():
+    q = _unit([[1, 0.02], [0.02, 1]])
+    m = retrieval_metrics(q, np.array([0, 1]), GALLERY, G_LABELS)
+    assert (m["precision_at_1"], m["r_precision"], m["map_at_r"], m["knn_accuracy"]) == (1.0, 1.0, 1.0, 1.0)
+    assert m["n_queries"] == 2 and m["n_unmatched_queries"] == 0
+
+
+def test_retrieval_metrics__exact_ranking_values():
+    # A class-0 query a little closer to class 1: its 3 nearest (R = 3) are all class 1.
+    q = _unit([[0.9, 1]])
+    m = retrieval_metrics(q, np.array([0]), GALLERY, G_LABELS)
+    assert m["precision_at_1"] == 0.0 and m["r_precision"] == 0.0 and m["map_at_r"] == 0.0
+
+
+def test_retrieval_metrics__queries_without_gallery_class_are_counted_not_scored():
+    q = _unit([[1, 0.02], [-1, 0]])
+    m = retrieval_metrics(q, np.array([0, 7]), GALLERY, G_LABELS)
+    assert m["n_queries"] == 1 and m["n_unmatched_queries"] == 1 and m["precision_at_1"] == 1.0
+
+
+def test_retrieval_metrics__leave_one_out_never_finds_itself():
+    m = retrieval_metrics(GALLERY, G_LABELS, GALLERY, G_LABELS, leave_one_out=True)
+    assert m["precision_at_1"] == 1.0 and m["map_at_r"] == 1.0  # R = 2 other members each
+    lonely = retrieval_metrics(GALLERY[:4], np.array([0, 0, 0, 1]), GALLERY[:4], np.array([0, 0, 0, 1]),
+                               leave_one_out=True)
+    assert lonely["n_unmatched_queries"] == 1 and lonely["n_queries"] == 3
+
+
+def test_knn_accuracies__vote_outvotes_a_single_close_mistake():
+    gallery = _unit([[1, 0.30], [1, -0.4], [1, 0.45], [0.9, 0.35]])
+    labels = np.array([1, 0, 0, 0])
+    acc = knn_accuracies(_unit([[1, 0.3]]), np.array([0]), gallery, labels, ks=(1, 3))
+    assert acc[1] == (0.0, 0.0)  # 1-NN is the class-1 item sitting on the query
+    assert acc[3][0] == 0.0  # the exact duplicate still dominates a distance-weighted vote
+
+
+def test_open_set__threshold_separates_known_from_unknown():
+    q = _unit([[1, 0.01], [1, -0.02], [0.01, 1], [-0.02, 1]])
+    result = open_set(q, np.array([0, 0, 1, 1]), GALLERY, G_LABELS, target_precision=0.95)
+    assert result["auroc"] == 1.0
+    known = 0.06  # every query is within this of its own cluster ...
+    assert known < result["threshold"] < 1.3  # ... and about 1.4 from the other one
+    assert result["coverage"] == 1.0 and result["precision"] == 1.0
+    assert [p["coverage"] for p in result["curve"]][0] == 0.0 and result["curve"][-1]["coverage"] == 1.0
+
+
+def test_diagnostics__confusion_matrix_and_pairs():
+    q = _unit([[1, 0.01], [0.02, 1], [0.9, 1.1]])  # the third is class 0 but sits with class 1
+    paths = ["q0.png", "q1.png", "q2.png"]
+    g_paths = [f"g{i}.png" for i in range(6)]
+    d = diagnostics(q, np.array([0, 1, 0]), GALLERY, G_LABELS, ["zero", "one"], paths, g_paths)
+    assert d["confusion"]["matrix"] == [[1, 1], [0, 1]]
+    assert d["per_class"] == {"zero": {"n": 2, "accuracy": 0.5}, "one": {"n": 1, "accuracy": 1.0}}
+    assert d["confused_pairs"][0]["true"] == "zero" and d["confused_pairs"][0]["predicted"] == "one"
+    assert d["confused_pairs"][0]["examples"][0]["query"] == "q2.png"
+    assert d["confused_pairs"][0]["examples"][0]["neighbor"] in g_paths[3:]
