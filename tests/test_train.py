@@ -118,3 +118,41 @@ def test_train__resume_refuses_other_settings(shapes_folder, tmp_path):
         train(_cfg(shapes_folder, out, epochs=2), should_stop=lambda: work_dir(out).exists())
     with pytest.raises(EmbedderError, match="other settings"):
         train(_cfg(shapes_folder, out, epochs=2, margin=0.3, resume=True))
+
+
+def _digits_subset(demo_cache, root, per_class=15):
+    import shutil
+
+    for d in range(10):
+        (root / str(d)).mkdir(parents=True)
+        for f in sorted((demo_cache / str(d)).glob("*.png"))[:per_class]:
+            shutil.copy(f, root / str(d) / f.name)
+    return root
+
+
+def test_unseen_classes__never_trained_on_and_evaluated_class_disjoint(demo_cache, tmp_path):
+    from embedder.run import load_run
+
+    root = _digits_subset(demo_cache, tmp_path / "digits")
+    cfg = _cfg(root, tmp_path / "run", unseen_classes=0.4, classes_per_batch=4)
+    pl = plan(cfg)
+    labels = pl.images.labels
+    unseen_val, unseen_test = set(labels[pl.unseen_val_idx]), set(labels[pl.unseen_test_idx])
+    assert len(unseen_val) == 2 and len(unseen_test) == 2 and not unseen_val & unseen_test
+    trained = set(labels[pl.train_idx]) | set(labels[pl.val_idx])
+    assert not trained & (unseen_val | unseen_test)
+    assert len(pl.unseen_test_idx) == 2 * 12  # 15 a class, 3 held out as image queries
+
+    result = train(cfg)
+    disjoint = result.metrics["test"]["class_disjoint"]
+    assert disjoint["n_queries"] == 24
+    assert set(disjoint["baselines"]) == {"raw_pixels", "untrained"}
+    assert result.history[0]["val_unseen_map_at_r"] is not None
+    run = load_run(tmp_path / "run")
+    assert len(run.gallery_paths) == 150 - 30  # every image but the held-out queries is in the gallery
+    assert set(run.gallery_labels.tolist()) == set(range(10))
+
+
+def test_unseen_classes__too_few_is_a_user_error(shapes_folder, tmp_path):
+    with pytest.raises(EmbedderError, match="need 4 unseen"):
+        plan(_cfg(shapes_folder, tmp_path / "run", unseen_classes=0.34))
