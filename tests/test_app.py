@@ -140,3 +140,37 @@ def test_missing_demo_run_starts_training_in_the_background(monkeypatch, tmp_pat
     _wait_for(job)
     assert job.status in ("cancelled", "done")
     assert job.status == "done" or not (tmp_path / "runs" / "demo").exists()
+
+
+def test_train_page_trains_on_an_uploaded_zip(monkeypatch, tmp_path, app_env, shapes_folder):
+    import io
+    import zipfile
+
+    from ui import jobs
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(shapes_folder.rglob("*.png")):
+            zf.write(f, f"shapes/{f.relative_to(shapes_folder).as_posix()}")
+    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(tmp_path / "runs"))
+    at = _app("pages/train.py")
+    at.radio(key="train_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="train_zip").set_value(("shapes.zip", buf.getvalue(), "application/zip"))
+    at.text_input[-1].set_value("zipped")
+    at.number_input[0].set_value(1)
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    job = jobs.registry().get(tmp_path / "runs" / "zipped")
+    _wait_for(job)
+    assert job.status == "done", job.error
+    assert Path(job.cfg.data).parent.parent == (tmp_path / "runs" / ".data").resolve()
+    assert Path(job.cfg.data).name == "shapes"
+
+
+def test_train_page_reports_a_missing_folder_in_one_line(app_env):
+    at = _app("pages/train.py")
+    at.radio(key="train_source").set_value("Folder on the server").run()
+    at.text_input(key="train_folder").set_value("/no/such/folder")
+    at.button[0].click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["data folder not found: /no/such/folder"]
