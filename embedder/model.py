@@ -135,12 +135,7 @@ class EmbeddingNet(nn.Module):
         if config.dim is None:
             self.head = nn.Identity()
         else:
-            self.head = nn.Linear(features, config.dim)
-            if pretrained:
-                # An orthogonal projection keeps the pretrained geometry roughly intact at step 0,
-                # so fine-tuning starts from the pretrained baseline instead of a random scramble of it.
-                nn.init.orthogonal_(self.head.weight)
-                nn.init.zeros_(self.head.bias)
+            self.head = nn.Linear(features, config.dim)  # training starts it as PCA of pretrained features
 
     @property
     def dim(self) -> int:

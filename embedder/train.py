@@ -168,34 +168,54 @@ def batch_stats(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -
     return frac, ap, an
 
 
-def _validate(fn, pl: Plan, transform, cfg: TrainConfig, device, loader, split: int | None = None) -> list[dict]:
+def _validation_order(pl: Plan) -> np.ndarray:
+    """Image rows embedded for validation: validation queries, training gallery, unseen-class images."""
+    return np.concatenate([pl.val_idx, pl.train_idx, pl.unseen_val_idx])
+
+
+def _score_embeddings(emb: np.ndarray, pl: Plan) -> dict:
     """The score that picks the epoch: validation images as queries against the training images, and,
     when classes were held out of training, leave-one-out retrieval among those unseen classes.
-
-    ``fn`` may return two embeddings side by side; ``split`` is the column where the second starts,
-    so two candidates (trained head, pretrained features) are scored with one forward pass.
-    """
-    n_parts = 1 if split is None else 2
-    if len(pl.val_idx) == 0 and len(pl.unseen_val_idx) == 0:
-        return [{} for _ in range(n_parts)]
-    order = np.concatenate([pl.val_idx, pl.train_idx, pl.unseen_val_idx])
-    emb = embed_images(fn, [pl.images.paths[i] for i in order], transform, batch_size=cfg.batch_size_embed,
-                       device=device, loader=loader)
+    ``emb`` holds the rows of ``_validation_order(pl)``."""
     nv, nt = len(pl.val_idx), len(pl.train_idx)
-    labels = pl.images.labels[order]
-    out = []
-    for e in [emb] if split is None else np.split(emb, [split], axis=1):
-        m = retrieval_metrics(e[:nv], labels[:nv], e[nv:nv + nt], labels[nv:nv + nt]) if nv else {}
-        scores = [m["map_at_r"]] if "map_at_r" in m else []
-        if len(pl.unseen_val_idx):
-            u = retrieval_metrics(e[nv + nt:], labels[nv + nt:], e[nv + nt:], labels[nv + nt:], leave_one_out=True)
-            if "map_at_r" in u:
-                m["unseen_map_at_r"], m["unseen_precision_at_1"] = u["map_at_r"], u["precision_at_1"]
-                scores.append(u["map_at_r"])
-        if scores:
-            m["score"] = float(np.mean(scores))
-        out.append(m)
-    return out
+    labels = pl.images.labels[_validation_order(pl)]
+    m = retrieval_metrics(emb[:nv], labels[:nv], emb[nv:nv + nt], labels[nv:nv + nt]) if nv else {}
+    scores = [m["map_at_r"]] if "map_at_r" in m else []
+    if len(pl.unseen_val_idx):
+        u = retrieval_metrics(emb[nv + nt:], labels[nv + nt:], emb[nv + nt:], labels[nv + nt:], leave_one_out=True)
+        if "map_at_r" in u:
+            m["unseen_map_at_r"], m["unseen_precision_at_1"] = u["map_at_r"], u["precision_at_1"]
+            scores.append(u["map_at_r"])
+    if scores:
+        m["score"] = float(np.mean(scores))
+    return m
+
+
+def _validate(fn, pl: Plan, transform, cfg: TrainConfig, device, loader) -> dict:
+    if len(pl.val_idx) == 0 and len(pl.unseen_val_idx) == 0:
+        return {}
+    emb = embed_images(fn, [pl.images.paths[i] for i in _validation_order(pl)], transform,
+                       batch_size=cfg.batch_size_embed, device=device, loader=loader)
+    return _score_embeddings(emb, pl)
+
+
+@torch.no_grad()
+def init_head_pca(head: torch.nn.Linear, features: np.ndarray) -> None:
+    """Start the head as the centred PCA projection of the pretrained features (N, F) -> (N, D).
+
+    Pretrained features share a large common component; centring removes it and PCA keeps the
+    directions where images differ, so training starts from (usually better than) the pretrained
+    geometry instead of a random scramble of it. Components beyond the data's rank start at zero.
+    """
+    from sklearn.decomposition import PCA
+
+    n_out = head.weight.shape[0]
+    k = min(n_out, features.shape[0] - 1, features.shape[1])
+    pca = PCA(n_components=k, random_state=0).fit(features)
+    weight = torch.zeros_like(head.weight)
+    weight[:k] = torch.from_numpy(pca.components_).to(weight)
+    head.weight.copy_(weight)
+    head.bias.copy_(-(weight @ torch.from_numpy(pca.mean_).to(weight)))
 
 
 def _score(metrics: dict) -> float:
@@ -256,13 +276,21 @@ def train(
     history: list[dict] = []
     model.eval()
     if mc.pretrained:
-        def head_and_features(x):  # one backbone pass scores both candidates
-            f = model.backbone(x)
-            return torch.cat([F.normalize(model.head(f), dim=1), F.normalize(f, dim=1)], dim=1)
-
-        start_val, pretrained_val = _validate(head_and_features, pl, eval_tf, cfg, device, cache, split=model.dim)
+        # One pass of the pretrained backbone initialises the head and scores both candidates.
+        order = _validation_order(pl)
+        feats = embed_images(model.backbone, [images.paths[i] for i in order], eval_tf,
+                             batch_size=cfg.batch_size_embed, device=device, loader=cache)  # (N, F), raw
+        nv, nt = len(pl.val_idx), len(pl.train_idx)
+        if isinstance(model.head, torch.nn.Linear):
+            init_head_pca(model.head, feats[nv:nv + nt])
+        with torch.no_grad():
+            start = F.normalize(model.head(torch.from_numpy(feats).to(device)), dim=1).cpu().numpy()
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        has_val = len(pl.val_idx) or len(pl.unseen_val_idx)
+        start_val = _score_embeddings(start, pl) if has_val else {}
+        pretrained_val = _score_embeddings(feats, pl) if has_val else {}
     else:
-        (start_val,), pretrained_val = _validate(model, pl, eval_tf, cfg, device, cache), {}
+        start_val, pretrained_val = _validate(model, pl, eval_tf, cfg, device, cache), {}
     best = {"score": _score(start_val), "state": copy.deepcopy(model.state_dict()), "epoch": 0, "metrics": start_val}
     start_epoch, bad_epochs = 1, 0
 
@@ -307,7 +335,7 @@ def train(
             sums += (loss.item(), *batch_stats(emb.detach(), y, cfg.margin))
             report(Progress(stage="train", done=step, total=steps, epoch=epoch, loss=loss.item()))
         model.eval()
-        (val,) = _validate(model, pl, eval_tf, cfg, device, cache)
+        val = _validate(model, pl, eval_tf, cfg, device, cache)
         mean = sums / max(1, steps)
         improved = _score(val) > best["score"] or not val
         stats = EpochStats(
@@ -335,7 +363,7 @@ def train(
     # Keep whichever scored best on validation; pretrained features win ties (simpler, no head).
     if pretrained_val and _score(pretrained_val) >= best["score"]:
         kept = (
-            f"pretrained features: validation MAP@R {_score(pretrained_val):.3f} >= "
+            f"pretrained features: validation score {_score(pretrained_val):.3f} >= "
             f"{best['score']:.3f} of the best trained epoch ({best['epoch']})"
         )
         mc = ModelConfig(**{**mc.__dict__, "dim": None})
@@ -346,7 +374,8 @@ def train(
             f": best validation score {best['score']:.3f}" if best["metrics"] else " (no validation images)"
         )
         if best["epoch"] == 0:
-            kept = f"untrained network: no epoch beat it on validation (score {best['score']:.3f})"
+            start = "the pretrained backbone with its PCA head" if mc.pretrained else "the untrained network"
+            kept = f"{start}, before triplet training: no epoch beat it on validation (score {best['score']:.3f})"
         if pretrained_val:
             kept += f"; pretrained features scored {_score(pretrained_val):.3f}"
     report(Progress(stage="note", message=f"kept {kept}"))

