@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from embedder.plots import embedding_map
+from embedder.plots import embedding_map, stratified_sample
 from ui import cache, maps, widgets
 
 MAX_GRID = 48  # thumbnails shown for a selection
@@ -40,15 +40,17 @@ counts = {}
 for i in selected:
     counts[names[i]] = counts.get(names[i], 0) + 1
 st.caption(" · ".join(f"**{lab}** × {n}" for lab, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+# A big lasso would otherwise show only the lowest row ids (one label); a stratified pick shows them all.
+shown = [selected[i] for i in stratified_sample(names[selected], MAX_GRID)]
 if len(selected) > MAX_GRID:
-    st.caption(f"Showing the first {MAX_GRID} of {len(selected)}.")
+    st.caption(f"Showing {len(shown)} of {len(selected)}, every selected label in its share.")
 files = run.gallery_files()
-shown = selected[:MAX_GRID]
 widgets.thumbnails([files[i] for i in shown], [f"{names[i]} · #{i}" for i in shown], columns=12, side=72)
 
-pick = st.selectbox("Show the nearest neighbours of", shown, format_func=lambda i: f"#{i} · {names[i]} · {run.gallery_paths[i]}",
+left, right = st.columns([3, 1])
+pick = left.selectbox("Show the nearest neighbours of", shown, format_func=lambda i: f"#{i} · {names[i]} · {run.gallery_paths[i]}",
                     key="map_pick")
-k = st.slider("Neighbours", 1, 20, 8, key="map_k")
+k = right.slider("Neighbours", 1, 20, 8, key="map_k")
 idx, dist = cache.get_predictor(run.path).index.query(run.gallery_embeddings[[pick]], k + 1)
 pairs = [(j, d) for j, d in zip(idx[0], dist[0]) if j != pick][:k]
 widgets.thumbnails([files[pick]] + [files[j] for j, _ in pairs],

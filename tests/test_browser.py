@@ -135,7 +135,8 @@ def test_query_upload_shows_label_and_neighbours(page, app_url, digits_run):
     page.locator(".js-plotly-plot").first.wait_for()
     _settle(page)
     _shot(page, "query")
-    page.get_by_text("Where your images land on the map").scroll_into_view_if_needed()
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "query-map.png"))
 
 
