@@ -35,7 +35,7 @@ def _add_train(sub) -> None:
     p.add_argument("--backbone-lr", type=float, default=d.backbone_lr, help="learning rate of a pretrained backbone")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay")
     p.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false", help="let a pretrained backbone's BatchNorm statistics update")
-    p.add_argument("--freeze-fraction", type=float, default=d.freeze_fraction, help="share of a pretrained backbone's layers (input side) left frozen")
+    p.add_argument("--freeze-fraction", type=float, default=d.freeze_fraction, help="share of a pretrained backbone's stages (input side) left frozen")
     p.add_argument("--patience", type=int, default=d.patience, help="early stopping: epochs without a better validation MAP@R")
     p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share of each class held out as evaluation queries")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of each class used to choose the best epoch")

@@ -28,7 +28,7 @@ class TrainConfig:
     backbone_lr: float = 1e-4  # Adam learning rate of a pretrained backbone: fine-tune it gently
     weight_decay: float = 1e-4  # Adam weight decay
     freeze_bn: bool = True  # keep a pretrained backbone's BatchNorm statistics fixed (small batches distort them)
-    freeze_fraction: float = 0.5  # share of a pretrained backbone's layers, from the input side, left frozen
+    freeze_fraction: float = 0.75  # share of a pretrained backbone's stages, from the input side, left frozen
     patience: int = 5  # early stopping: epochs without a better validation MAP@R
     test_fraction: float = 0.2  # share of each class held out as evaluation queries (0 with --queries)
     val_fraction: float = 0.1  # share of each class used to choose the best epoch (never trained on)

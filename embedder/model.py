@@ -22,7 +22,36 @@ TORCHVISION_WEIGHTS = {
 }
 
 
-class ConvNet(nn.Module):
+class Staged(nn.Module):
+    """A backbone as a sequence of stages followed by global average pooling: (B, 3, H, W) -> (B, F).
+
+    Stages let training freeze a leading part of a pretrained network and cache its output: validation
+    images then only run the trainable stages each epoch.
+    """
+
+    out_features: int
+
+    def stage_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.stage_modules()[i](x)
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stage_modules())
+
+    def run(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Stages ``start..stop`` on a feature map (B, C, H, W)."""
+        for i in range(start, self.n_stages if stop is None else stop):
+            x = self.stage(i, x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x).mean(dim=(2, 3))
+
+
+class ConvNet(Staged):
     """A small CNN for tiny images (digits, icons): three conv blocks and global average pooling."""
 
     out_features = 128
@@ -39,12 +68,12 @@ class ConvNet(nn.Module):
 
         self.features = nn.Sequential(block(3, 32), block(32, 64), block(64, 128))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 128)
-        return self.features(x).mean(dim=(2, 3))
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.features)
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 without its classifier: (B, 3, H, W) -> pooled (B, 1280)."""
+class EfficientNetLite0(Staged):
+    """EfficientNet-Lite0 without its classifier: stem, 16 blocks, head conv, pooled to (B, 1280)."""
 
     out_features = 1280
 
@@ -54,12 +83,35 @@ class EfficientNetLite0(nn.Module):
 
         self.net = EfficientNet.from_name("efficientnet-lite0")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x).mean(dim=(2, 3))
+    def stage_modules(self) -> list[nn.Module]:
+        net = self.net
+        return [nn.ModuleList([net._conv_stem, net._bn0]), *net._blocks, nn.ModuleList([net._conv_head, net._bn1])]
+
+    def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        net, n_blocks = self.net, len(self.net._blocks)
+        if i == 0:
+            return net._swish(net._bn0(net._conv_stem(x)))
+        if i == n_blocks + 1:
+            return net._swish(net._bn1(net._conv_head(x)))
+        rate = net._global_params.drop_connect_rate  # scaled by depth, as the original extract_features does
+        return net._blocks[i - 1](x, drop_connect_rate=rate * (i - 1) / n_blocks if rate else rate)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, 1000); used to prove the weights loaded."""
         return self.net(x)
+
+
+class ResNet(Staged):
+    """A torchvision ResNet without its classifier: stem, layer1..layer4, pooled."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.out_features = net.fc.in_features
+
+    def stage_modules(self) -> list[nn.Module]:
+        n = self.net
+        return [nn.Sequential(n.conv1, n.bn1, n.relu, n.maxpool), n.layer1, n.layer2, n.layer3, n.layer4]
 
 
 def torch_hub_checkpoint_dir() -> Path:
@@ -116,10 +168,7 @@ def build_backbone(name: str, pretrained: bool) -> nn.Module:
             if not path.exists():
                 raise EmbedderError(missing_weights_message(name))
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-        features = net.fc.in_features
-        net.fc = nn.Identity()
-        net.out_features = features
-        return net
+        return ResNet(net)
     raise EmbedderError(f"unknown backbone '{name}'")
 
 
@@ -158,18 +207,24 @@ def freeze_batchnorm(model: nn.Module) -> None:
                 p.requires_grad_(False)
 
 
-def freeze_leading(backbone: nn.Module, fraction: float) -> int:
-    """Freeze the first ``fraction`` of the backbone's parameter tensors (they run input-first), so
-    fine-tuning adapts the later, more task-specific layers and the backward pass stays short.
+def freeze_leading(backbone: Staged, fraction: float) -> int:
+    """Freeze the first ``fraction`` of the backbone's stages, so fine-tuning adapts the later, more
+    task-specific stages, the backward pass stays short, and the frozen part's output can be cached.
 
     Returns:
-        the number of parameter tensors frozen.
+        the number of stages frozen.
     """
-    params = list(backbone.parameters())
-    n = int(len(params) * fraction)
-    for p in params[:n]:
-        p.requires_grad_(False)
+    n = int(round(backbone.n_stages * fraction))
+    for module in backbone.stage_modules()[:n]:
+        for p in module.parameters():
+            p.requires_grad_(False)
     return n
+
+
+def set_frozen_eval(backbone: Staged, n_frozen: int) -> None:
+    """Keep frozen stages in eval mode (fixed BatchNorm statistics, no stochastic depth) while training."""
+    for module in backbone.stage_modules()[:n_frozen]:
+        module.eval()
 
 
 def resolve_device(device: str) -> torch.device:

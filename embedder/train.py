@@ -23,7 +23,7 @@ from .evaluate import evaluate_run, open_set, retrieval_metrics
 from .index import build_index
 from .model import (
     EmbeddingNet, TF_MEAN, TF_STD, IMAGENET_MEAN, IMAGENET_STD, freeze_batchnorm, freeze_leading,
-    pretrained_available, missing_weights_message, resolve_device,
+    pretrained_available, missing_weights_message, resolve_device, set_frozen_eval,
 )
 from .run import Run, write_run
 from .transforms import eval_transform, train_transform
@@ -191,12 +191,45 @@ def _score_embeddings(emb: np.ndarray, pl: Plan) -> dict:
     return m
 
 
-def _validate(fn, pl: Plan, transform, cfg: TrainConfig, device, loader) -> dict:
-    if len(pl.val_idx) == 0 and len(pl.unseen_val_idx) == 0:
-        return {}
-    emb = embed_images(fn, [pl.images.paths[i] for i in _validation_order(pl)], transform,
-                       batch_size=cfg.batch_size_embed, device=device, loader=loader)
-    return _score_embeddings(emb, pl)
+class _Validator:
+    """Embeds the validation images each epoch. The output of the frozen leading stages never changes,
+    so it is computed once and kept (when it fits in ``max_bytes``); each epoch then runs only the
+    trainable stages and the head."""
+
+    def __init__(self, model: EmbeddingNet, n_frozen: int, pl: Plan, transform, cfg: TrainConfig, device, loader,
+                 max_bytes: int = 1 << 30) -> None:
+        self.model, self.n_frozen, self.pl, self.cfg, self.device = model, n_frozen, pl, cfg, device
+        self.paths = [pl.images.paths[i] for i in _validation_order(pl)]
+        self.transform, self.loader = transform, loader
+        self.acts = None
+        if n_frozen and self.paths:
+            side = model.config.image_size
+            with torch.no_grad():
+                probe = model.backbone.run(torch.zeros(1, 3, side, side, device=device), 0, n_frozen)
+            if probe.numel() * 4 * len(self.paths) <= max_bytes:
+                self.acts = embed_images(lambda x: model.backbone.run(x, 0, n_frozen), self.paths, transform,
+                                         batch_size=cfg.batch_size_embed, device=device, loader=loader)
+
+    @torch.no_grad()
+    def features(self) -> np.ndarray:
+        """Pooled backbone features (N, F) of the validation order, not normalised."""
+        if self.acts is None:
+            return embed_images(self.model.backbone, self.paths, self.transform, batch_size=self.cfg.batch_size_embed,
+                                device=self.device, loader=self.loader)
+        b = self.cfg.batch_size_embed
+        out = [self.model.backbone.run(torch.from_numpy(self.acts[i:i + b]).to(self.device), self.n_frozen)
+               .mean(dim=(2, 3)).cpu().numpy() for i in range(0, len(self.acts), b)]
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def embeddings(self) -> np.ndarray:
+        f = torch.from_numpy(self.features()).to(self.device)
+        return F.normalize(self.model.head(f), dim=1).cpu().numpy()
+
+    def score(self) -> dict:
+        if len(self.pl.val_idx) == 0 and len(self.pl.unseen_val_idx) == 0:
+            return {}
+        return _score_embeddings(self.embeddings(), self.pl)
 
 
 @torch.no_grad()
@@ -249,8 +282,7 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = EmbeddingNet(mc).to(device)
-    if mc.pretrained:
-        freeze_leading(model.backbone, cfg.freeze_fraction)
+    n_frozen = freeze_leading(model.backbone, cfg.freeze_fraction) if mc.pretrained else 0
     head_params = list(model.head.parameters())
     backbone_lr = cfg.backbone_lr if mc.pretrained else cfg.lr
     groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": backbone_lr}]
@@ -275,22 +307,21 @@ def train(
     # Candidates for the model to keep, scored on validation: the network before training first.
     history: list[dict] = []
     model.eval()
+    validator = _Validator(model, n_frozen, pl, eval_tf, cfg, device, cache)
+    has_val = len(pl.val_idx) or len(pl.unseen_val_idx)
     if mc.pretrained:
         # One pass of the pretrained backbone initialises the head and scores both candidates.
-        order = _validation_order(pl)
-        feats = embed_images(model.backbone, [images.paths[i] for i in order], eval_tf,
-                             batch_size=cfg.batch_size_embed, device=device, loader=cache)  # (N, F), raw
+        feats = validator.features()  # (N, F) in _validation_order
         nv, nt = len(pl.val_idx), len(pl.train_idx)
         if isinstance(model.head, torch.nn.Linear):
             init_head_pca(model.head, feats[nv:nv + nt])
         with torch.no_grad():
             start = F.normalize(model.head(torch.from_numpy(feats).to(device)), dim=1).cpu().numpy()
         feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-        has_val = len(pl.val_idx) or len(pl.unseen_val_idx)
         start_val = _score_embeddings(start, pl) if has_val else {}
         pretrained_val = _score_embeddings(feats, pl) if has_val else {}
     else:
-        start_val, pretrained_val = _validate(model, pl, eval_tf, cfg, device, cache), {}
+        start_val, pretrained_val = validator.score(), {}
     best = {"score": _score(start_val), "state": copy.deepcopy(model.state_dict()), "epoch": 0, "metrics": start_val}
     start_epoch, bad_epochs = 1, 0
 
@@ -312,6 +343,9 @@ def train(
     for epoch in range(start_epoch, cfg.epochs + 1):
         if bad_epochs >= cfg.patience:
             break
+        if best["score"] >= 1.0:  # only a strictly better epoch is kept, and none can beat perfect
+            report(Progress(stage="note", message=f"validation is perfect at epoch {best['epoch']}: stopping"))
+            break
         t0 = time.perf_counter()
         np.random.seed(cfg.seed * 10_007 + epoch)  # MPerClassSampler draws from numpy's global RNG
         torch.manual_seed(cfg.seed * 10_007 + epoch)  # augmentation; per epoch, so --resume repeats exactly
@@ -322,6 +356,7 @@ def train(
         model.train()
         if frozen_bn:
             freeze_batchnorm(model.backbone)
+        set_frozen_eval(model.backbone, n_frozen)
         sums = np.zeros(4)
         for step, (x, y) in enumerate(loader, 1):
             if stop():
@@ -335,7 +370,7 @@ def train(
             sums += (loss.item(), *batch_stats(emb.detach(), y, cfg.margin))
             report(Progress(stage="train", done=step, total=steps, epoch=epoch, loss=loss.item()))
         model.eval()
-        val = _validate(model, pl, eval_tf, cfg, device, cache)
+        val = validator.score()
         mean = sums / max(1, steps)
         improved = _score(val) > best["score"] or not val
         stats = EpochStats(

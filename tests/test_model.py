@@ -67,4 +67,31 @@ def test_resnet_loads_weights_from_the_hub_cache(tmp_path, monkeypatch):
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
     loaded = build_backbone("resnet18", pretrained=True)
-    torch.testing.assert_close(loaded.conv1.weight, reference.conv1.weight)
+    torch.testing.assert_close(loaded.net.conv1.weight, reference.conv1.weight)
+
+
+@pytest.mark.parametrize("name", ["convnet", "efficientnet_lite0", "resnet18"])
+def test_staged_backbone__stages_compose_to_the_whole(name):
+    torch.manual_seed(0)
+    backbone = build_backbone(name, pretrained=False).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        whole = backbone(x)
+        k = backbone.n_stages // 2
+        split = backbone.run(backbone.run(x, 0, k), k).mean(dim=(2, 3))
+    torch.testing.assert_close(whole, split)
+    assert whole.shape == (2, backbone.out_features)
+    if name == "efficientnet_lite0":  # the stages are exactly the original network's feature extractor
+        with torch.no_grad():
+            torch.testing.assert_close(whole, backbone.net.extract_features(x).mean(dim=(2, 3)))
+
+
+def test_freeze_leading__freezes_whole_stages():
+    from embedder.model import freeze_leading
+
+    backbone = build_backbone("efficientnet_lite0", pretrained=False)
+    n = freeze_leading(backbone, 0.5)
+    assert n == 9  # of 18 stages: stem, 16 blocks, head
+    stages = backbone.stage_modules()
+    assert not any(p.requires_grad for m in stages[:n] for p in m.parameters())
+    assert all(p.requires_grad for m in stages[n:] for p in m.parameters())
