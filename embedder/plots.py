@@ -209,3 +209,70 @@ def metrics_bars(test: dict, height: int = 320) -> go.Figure:
     fig.update_layout(barmode="group", height=height, yaxis=dict(range=[0, 1.1], gridcolor="#EEEEEE"),
                       margin=dict(l=10, r=10, t=20, b=10), plot_bgcolor="white", legend=dict(orientation="h", y=-0.15))
     return fig
+
+
+def confusion_heatmap(confusion: dict, max_labels: int = 40, height: int = 480) -> go.Figure:
+    """The kNN vote's confusion matrix (rows: true label, columns: predicted), as row shares.
+
+    ``confusion`` is ``{"labels": [...], "matrix": [[counts]]}`` from ``metrics.json``. With more than
+    ``max_labels`` labels only the ones with the most errors are drawn, so the cells stay readable.
+    """
+    labels = list(confusion["labels"])
+    m = np.asarray(confusion["matrix"], dtype=float)
+    keep = np.flatnonzero(m.sum(axis=1) + m.sum(axis=0))
+    if len(keep) > max_labels:
+        errors = m.sum(axis=1) - np.diag(m) + m.sum(axis=0) - np.diag(m)
+        keep = np.sort(keep[np.argsort(-errors[keep], kind="stable")[:max_labels]])
+    m = m[np.ix_(keep, keep)]
+    names = [labels[i] for i in keep]
+    shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    fig = go.Figure(go.Heatmap(
+        z=shares, x=names, y=names, customdata=m, colorscale="Blues", zmin=0, zmax=1,
+        hovertemplate="true %{y} → predicted %{x}: %{customdata:.0f} (%{z:.0%})<extra></extra>",
+        colorbar=dict(title="share", tickformat=".0%"),
+    ))
+    if len(names) <= 15:
+        fig.update_traces(text=m.astype(int), texttemplate="%{text}")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white",
+                      xaxis=dict(title="predicted", type="category"),
+                      yaxis=dict(title="true", type="category", autorange="reversed"))
+    return fig
+
+
+def per_class_bars(per_class: dict, height: int = 320) -> go.Figure:
+    """Per-class kNN accuracy, worst first, with each class's number of queries on hover."""
+    items = sorted(per_class.items(), key=lambda kv: (kv[1]["accuracy"], kv[0]))
+    fig = go.Figure(go.Bar(
+        x=[k for k, _ in items], y=[v["accuracy"] for _, v in items], customdata=[v["n"] for _, v in items],
+        marker_color=[PALETTE[3] if v["accuracy"] < 0.9 else PALETTE[0] for _, v in items],
+        hovertemplate="%{x}: %{y:.1%} of %{customdata} queries<extra></extra>",
+    ))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white",
+                      xaxis=dict(type="category"), yaxis=dict(range=[0, 1.02], tickformat=".0%", gridcolor="#EEEEEE"))
+    return fig
+
+
+def threshold_curve(curve: Sequence[dict], threshold: float, chosen: float | None = None, height: int = 320) -> go.Figure:
+    """Accuracy and coverage of known queries, and unknowns wrongly accepted, against the distance threshold."""
+    t = [p["threshold"] for p in curve]
+    fig = go.Figure()
+    for key, name, color in (("accuracy", "accuracy of answered queries", PALETTE[2]),
+                             ("coverage", "coverage (queries answered)", PALETTE[0]),
+                             ("unknown_accepted", "unknown images accepted", PALETTE[3])):
+        fig.add_trace(go.Scatter(x=t, y=[p[key] for p in curve], name=name, mode="lines", line=dict(color=color),
+                                 hovertemplate="threshold %{x:.3f}: %{y:.1%}<extra>" + name + "</extra>"))
+    fig.add_vline(x=threshold, line=dict(color="#555555", dash="dash"), annotation_text="calibrated",
+                  annotation_position="top left")
+    if chosen is not None:
+        fig.add_vline(x=chosen, line=dict(color=QUERY_COLOR, width=3), annotation_text="chosen",
+                      annotation_position="top right")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white",
+                      xaxis=dict(title="nearest-neighbour distance threshold", gridcolor="#EEEEEE"),
+                      yaxis=dict(range=[0, 1.02], tickformat=".0%", gridcolor="#EEEEEE"),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def at_threshold(curve: Sequence[dict], value: float) -> dict:
+    """The curve point nearest ``value`` (the slider's reading)."""
+    return min(curve, key=lambda p: abs(p["threshold"] - value))

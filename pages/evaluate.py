@@ -1,9 +1,11 @@
-"""Evaluate: held-out retrieval metrics of the active run next to its baselines, and its training history."""
+"""Evaluate: the run's metrics next to its baselines, where it goes wrong, and the "unknown" trade-off."""
 
 import pandas as pd
 import streamlit as st
 
-from embedder.plots import metrics_bars, metrics_rows, training_curves
+from embedder.plots import (
+    at_threshold, confusion_heatmap, metrics_bars, metrics_rows, per_class_bars, threshold_curve, training_curves,
+)
 from ui import widgets
 
 st.title("Evaluate")
@@ -11,29 +13,87 @@ run = widgets.active_run()
 if run is None:
     st.stop()
 
+
+def metric_table(metrics: dict) -> None:
+    table = pd.DataFrame(metrics_rows(metrics)).set_index("model")
+    st.dataframe(table.style.format("{:.3f}", na_rep="–").highlight_max(axis=0, color="#D8F3DC"), width="stretch")
+
+
 test = run.metrics.get("test")
 if not test:
     st.info("This run has no test metrics (trained without held-out images). Evaluate it from the command line "
             "with `python -m embedder evaluate RUN --queries FOLDER`.")
 else:
     st.caption(f"{test.get('n_queries', 0):,} held-out images queried against {len(run.gallery_paths):,} gallery "
-               "images. Baselines use the same queries and gallery.")
-    table = pd.DataFrame(metrics_rows(test)).set_index("model")
-    st.dataframe(table.style.format("{:.3f}", na_rep="–").highlight_max(axis=0, color="#D8F3DC"),
-                 width="stretch")
+               "images. Baselines use the same queries, gallery and metrics, measured in the same call.")
+    if test.get("n_unmatched_queries"):
+        st.warning(f"{test['n_unmatched_queries']} queries have a label with no gallery image; they are not scored.")
+    metric_table(test)
     st.plotly_chart(metrics_bars(test), config={"displayModeBar": False}, key="metrics-bars")
+    disjoint = test.get("class_disjoint")
+    if disjoint:
+        st.subheader("Classes the model never saw")
+        st.caption(f"{disjoint.get('n_queries', 0)} images of classes held out of training retrieve each other "
+                   "(leave-one-out): what you get by adding a new class without retraining.")
+        metric_table(disjoint)
     with st.expander("What the metrics mean"):
         st.markdown(
             "- **P@1** — share of queries whose nearest gallery image has the same label.\n"
             "- **R-Precision** — for a label with R gallery images: the share of same-label images among the "
             "query's R nearest.\n"
             "- **MAP@R** — like R-Precision, but rewarding the right images for coming first.\n"
-            f"- **kNN accuracy** — share labelled right by the app's vote of the {test.get('knn_k', 5)} nearest."
+            f"- **kNN accuracy** — share labelled right by the app's vote of the {test.get('knn_k', 5)} nearest "
+            f"(at k=1: {test.get('knn_accuracy_at_1', 0):.3f}; best k={test.get('best_k', '?')}: "
+            f"{test.get('knn_accuracy_at_best_k', 0):.3f}; mean over classes: {test.get('macro_accuracy', 0):.3f})."
         )
+
+    if test.get("confusion"):
+        st.subheader("Where it goes wrong")
+        left, right = st.columns([3, 2])
+        with left:
+            st.markdown("**Confusion matrix** (kNN vote; rows are the true label)")
+            st.plotly_chart(confusion_heatmap(test["confusion"]), config={"displayModeBar": False}, key="confusion")
+        with right:
+            st.markdown("**Accuracy per class**, worst first")
+            st.plotly_chart(per_class_bars(test["per_class"]), config={"displayModeBar": False}, key="per-class")
+        pairs = test.get("confused_pairs", [])
+        if pairs:
+            st.markdown("**Most confused pairs** — each query next to the gallery image that pulled it the wrong way")
+            for pair in pairs[:4]:
+                with st.container(border=True):
+                    st.markdown(f"true **{pair['true']}** → predicted **{pair['predicted']}** · {pair['count']}×")
+                    paths, captions = [], []
+                    for ex in pair["examples"]:
+                        paths += [ex["query"], ex["neighbor"]]
+                        captions += [f"query ({pair['true']})", f"neighbour ({pair['predicted']})"]
+                    widgets.thumbnails(paths, captions, columns=6)
+        else:
+            st.success("No held-out query was labelled wrong.")
+
+    open_set = test.get("open_set")
+    if open_set and open_set.get("curve"):
+        st.subheader('"Unknown": when to refuse an answer')
+        calibrated = run.metrics.get("unknown", {}).get("threshold", open_set["threshold"])
+        st.caption(
+            "Each held-out image is also asked with its own class removed from the gallery, as an image of a class "
+            f"the run has never seen. Known vs unknown by nearest distance: AUROC **{open_set['auroc']:.3f}**. "
+            f"The run's threshold, {calibrated:.3f}, was calibrated on validation images for "
+            f"{open_set['target_precision']:.0%} precision; Query answers \"unknown\" beyond it."
+        )
+        curve = open_set["curve"]
+        chosen = st.slider("Distance threshold", 0.0, float(curve[-1]["threshold"]), float(calibrated),
+                           step=float(curve[-1]["threshold"]) / 200, format="%.3f", key="eval-threshold")
+        point = at_threshold(curve, chosen)
+        c = st.columns(3)
+        c[0].metric("Queries answered", f"{point['coverage']:.1%}")
+        c[1].metric("Accuracy of answers", f"{point['accuracy']:.1%}")
+        c[2].metric("Unknown images accepted", f"{point['unknown_accepted']:.1%}")
+        st.plotly_chart(threshold_curve(curve, calibrated, chosen), config={"displayModeBar": False}, key="threshold")
+
     index = run.metrics.get("index", {})
     if index:
-        st.caption(f"Annoy index: {index.get('n_trees')} trees, recall@10 {index.get('recall_at_10', 0):.3f} "
-                   "against exact search.")
+        st.caption(f"Annoy index: {index.get('n_trees')} trees, search_k {index.get('search_k')}, recall@10 "
+                   f"{index.get('recall_at_10', 0):.3f} against exact search.")
 
 st.subheader("Training history")
 st.caption(f"Kept: {run.info.get('kept', '?')}")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from embedder.data import load_image
 from embedder.errors import EmbedderError
+from embedder.predict import UNKNOWN
 from ui import cache, maps, widgets
 
 st.title("Query")
@@ -38,13 +39,22 @@ for f in uploads:
 if not names:
     st.stop()
 
-predictions = cache.get_predictor(run.path).predict_embeddings(np.stack(embeddings), names, k)
+predictor = cache.get_predictor(run.path)
+threshold = predictor.calibrated_threshold
+use_unknown = threshold is not None and right.toggle(
+    "Allow \"unknown\"", value=True, key="query_unknown",
+    help=f"Answer \"unknown\" when even the nearest gallery image is farther than {threshold or 0:.3f} "
+         "(calibrated on validation images; see Evaluate)")
+predictions = predictor.predict_embeddings(np.stack(embeddings), names, k, threshold if use_unknown else None)
 for pred, image in zip(predictions, images):
     with st.container(border=True):
         info, neighbours = st.columns([1, 4])
         with info:
             st.image(cache.fit(image, 112), caption=pred.image)
             st.metric("Predicted label", pred.label, help="The label with the largest share of the neighbours' vote")
+            if pred.label == UNKNOWN:
+                st.caption(f"Nearest gallery image is {pred.nearest_distance:.3f} away, beyond {threshold:.3f}: "
+                           f"nothing in the gallery is close. Closest match: {next(iter(pred.votes))}.")
             st.progress(pred.confidence, text=f"confidence {pred.confidence:.0%}")
             st.caption(" · ".join(f"{label}: {share:.0%}" for label, share in pred.votes.items()))
         with neighbours:

@@ -38,7 +38,7 @@ def held_out_digit(run_dir: Path) -> tuple[bytes, str]:
     paths, labels = run.queries("test")
     predictor = Predictor(run)
     for path, label in zip(paths[:20], labels[:20]):
-        if predictor.predict([load_image(path)], k=5)[0].label == run.classes[label]:
+        if predictor.predict([load_image(path)], k=5, unknown_threshold=predictor.calibrated_threshold)[0].label == run.classes[label]:
             return path.read_bytes(), run.classes[label]
     raise AssertionError("the fixture run labels none of its first 20 held-out images right")
 
@@ -174,3 +174,32 @@ def test_train_page_reports_a_missing_folder_in_one_line(app_env):
     at.button[0].click().run()
     assert not at.exception
     assert [e.value for e in at.error] == ["data folder not found: /no/such/folder"]
+
+
+def test_query_says_unknown_for_an_image_unlike_the_gallery(app_env):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")  # a red square: no digit looks like it
+    at = _app("pages/query.py")
+    at.file_uploader(key="query_files").set_value(("red.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception
+    assert [m.value for m in at.metric] == ["unknown"]
+    at.toggle(key="query_unknown").set_value(False).run()
+    assert [m.value for m in at.metric] != ["unknown"]
+
+
+def test_evaluate_shows_confusion_and_a_threshold_slider(app_env):
+    import json
+
+    at = _app("pages/evaluate.py")
+    assert not at.exception
+    charts = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.key}
+    assert charts["confusion"]["data"][0]["type"] == "heatmap"
+    assert charts["confusion"]["data"][0]["y"] == [str(d) for d in range(10)]
+    answered = at.metric[0].value
+    at.slider(key="eval-threshold").set_value(0.0).run()
+    assert not at.exception
+    assert at.metric[0].value == "0.0%" and answered != "0.0%"
