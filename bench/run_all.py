@@ -1,0 +1,9 @@
+"""The quick benchmarks (seconds each). The photo recipe takes minutes: python -m bench.bench_photos."""
+
+from bench import bench_decode, bench_index
+
+if __name__ == "__main__":
+    print("== index ==")
+    bench_index.main([])
+    print("\n== decode ==")
+    bench_decode.main([])
