@@ -22,6 +22,34 @@ TORCHVISION_WEIGHTS = {
 }
 
 
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator(threshold: int = 1 << 30) -> bool:
+    """Stop glibc from handing large freed blocks straight back to the OS.
+
+    By default every buffer over 128 KiB is mmap'ed and munmap'ed again, so each convolution's
+    scratch memory is page-faulted in anew on every batch: on 2 cores that kernel time more than
+    halved inference speed (bench/bench_allocator.py). Process-wide, idempotent, a no-op off glibc.
+
+    Returns:
+        whether the allocator was tuned (now or before).
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        _ALLOCATOR_TUNED = bool(libc.mallopt(m_mmap_threshold, threshold) and libc.mallopt(m_trim_threshold, threshold))
+    except (OSError, AttributeError, TypeError):
+        _ALLOCATOR_TUNED = False
+    return _ALLOCATOR_TUNED
+
+
 class Staged(nn.Module):
     """A backbone as a sequence of stages followed by global average pooling: (B, 3, H, W) -> (B, F).
 
@@ -177,6 +205,7 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, config: ModelConfig, load_pretrained: bool | None = None) -> None:
         super().__init__()
+        tune_allocator()
         self.config = config
         pretrained = config.pretrained if load_pretrained is None else load_pretrained
         self.backbone = build_backbone(config.backbone, pretrained)

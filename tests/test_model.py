@@ -95,3 +95,14 @@ def test_freeze_leading__freezes_whole_stages():
     stages = backbone.stage_modules()
     assert not any(p.requires_grad for m in stages[:n] for p in m.parameters())
     assert all(p.requires_grad for m in stages[n:] for p in m.parameters())
+
+
+def test_tune_allocator__applies_once_on_glibc():
+    import platform
+
+    from embedder.model import tune_allocator
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt tuning is glibc-only")
+    assert tune_allocator() is True
+    assert tune_allocator() is True  # idempotent
