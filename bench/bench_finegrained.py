@@ -16,19 +16,9 @@ import numpy as np
 from PIL import Image, ImageEnhance
 from sklearn.datasets import load_sample_images
 
+from bench.progress import log
 from embedder.config import TrainConfig
 from embedder.train import train
-
-
-def log(p) -> None:
-    """Print notes and one line an epoch, with the time since the start."""
-    if p.stage == "note" or p.stage == "epoch":
-        text = p.message if p.stage == "note" else (
-            f"epoch {p.stats.epoch}: loss {p.stats.loss:.4f} val MAP@R {p.stats.val_map_at_r:.3f} ({p.stats.seconds:.0f} s)")
-        print(f"[{time.perf_counter() - START:5.0f} s] {text}", flush=True)
-
-
-START = time.perf_counter()
 
 
 def make_patches(root: Path, classes: int, per_class: int, seed: int = 0) -> Path:
