@@ -263,7 +263,7 @@ def threshold_curve(curve: Sequence[dict], threshold: float, chosen: float | Non
                                  hovertemplate="threshold %{x:.3f}: %{y:.1%}<extra>" + name + "</extra>"))
     fig.add_vline(x=threshold, line=dict(color="#555555", dash="dash"), annotation_text="calibrated",
                   annotation_position="top left")
-    if chosen is not None:
+    if chosen is not None and abs(chosen - threshold) > 1e-9:
         fig.add_vline(x=chosen, line=dict(color=QUERY_COLOR, width=3), annotation_text="chosen",
                       annotation_position="top right")
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white",
