@@ -31,6 +31,7 @@ pages = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
 ]
+st.session_state[state.ENTERED] = True  # before st.navigation, which may rerun the script
 page = st.navigation(pages)
 with st.sidebar:
     active = state.active_run_path()

@@ -6,7 +6,9 @@ import streamlit as st
 from embedder.plots import (
     at_threshold, confusion_heatmap, metrics_bars, metrics_rows, per_class_bars, threshold_curve, training_curves,
 )
-from ui import widgets
+from ui import state, widgets
+
+state.require_app()
 
 st.title("Evaluate")
 run = widgets.active_run()

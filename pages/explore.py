@@ -4,7 +4,9 @@ import numpy as np
 import streamlit as st
 
 from embedder.plots import embedding_map, stratified_sample
-from ui import cache, maps, widgets
+from ui import cache, maps, state, widgets
+
+state.require_app()
 
 MAX_GRID = 48  # thumbnails shown for a selection
 

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from ui import widgets
+from ui import state, widgets
+
+state.require_app()
 
 st.title("Image embedder")
 st.markdown("Find what a new image **is** by finding what it **looks like** in your labelled images.")

@@ -9,7 +9,9 @@ import streamlit as st
 from embedder.data import load_image
 from embedder.errors import EmbedderError
 from embedder.predict import UNKNOWN
-from ui import cache, maps, widgets
+from ui import cache, maps, state, widgets
+
+state.require_app()
 
 st.title("Query")
 run = widgets.active_run()

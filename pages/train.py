@@ -7,7 +7,9 @@ import streamlit as st
 
 from embedder.config import BACKBONES, DEVICES, MINERS, TrainConfig
 from embedder.errors import EmbedderError
-from ui import jobs, training, widgets
+from ui import jobs, state, training, widgets
+
+state.require_app()
 
 st.title("Train")
 st.caption("Training runs in the background: switch pages, query the current run in another tab, come back.")

@@ -89,12 +89,28 @@ def page(browser, app_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
-    # Open the entry page first: with a pages/ folder next to app.py, Streamlit runs a deep link of a fresh
-    # server as a plain pages/ script until app.py has called st.navigation once.
+    # Every journey starts where a user starts: the entry page.
     page.goto(app_url)
     page.get_by_text("Active run").first.wait_for()
     yield page
     context.close()
+
+
+def test_a_deep_link_to_a_fresh_server_gets_the_app_navigation(browser, app_url):
+    # Kept first in this module on purpose: the server has not run app.py for anyone yet, which is when
+    # Streamlit would run pages/query.py alone, with a sidebar of file names ("app", "query", ...).
+    import re
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{app_url}/query")
+        page.locator('[data-testid="stSidebarNavLink"]', has_text=re.compile("Evaluate")).first.wait_for()
+        links = [t.split()[-1] for t in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()]
+        assert links == ["Home", "Query", "Explore", "Train", "Evaluate"]
+    finally:
+        context.close()
 
 
 def _open(page, url: str, name: str) -> None:

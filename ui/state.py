@@ -16,6 +16,7 @@ import streamlit as st
 RUNS_DIR_ENV = "EMBEDDER_RUNS_DIR"
 RUN_ENV = "EMBEDDER_RUN"
 ACTIVE = "active_run"  # session_state key: str path of the active run folder
+ENTERED = "entered_through_app"  # session_state key: app.py has set up navigation for this session
 
 
 def runs_dir() -> Path:
@@ -38,3 +39,13 @@ def active_run_path() -> Path:
 
 def set_active_run(path: str | os.PathLike) -> None:
     st.session_state[ACTIVE] = str(Path(path).resolve())
+
+
+def require_app() -> None:
+    """Send a session that opened a page by its URL on a freshly started server through app.py.
+
+    Until app.py has run once, Streamlit maps /query and friends onto pages/*.py by file name and runs
+    the page alone, with a sidebar of file names; app.py sets up the real navigation.
+    """
+    if not st.session_state.get(ENTERED):
+        st.switch_page("app.py")
