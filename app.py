@@ -33,6 +33,7 @@ pages = [
 ]
 st.session_state[state.ENTERED] = True  # before st.navigation, which may rerun the script
 page = st.navigation(pages)
+state.open_requested_page()
 with st.sidebar:
     active = state.active_run_path()
     st.caption(f"Active run: **{active.name}**" + ("" if is_run(active) else " (not trained yet)"))

@@ -8,7 +8,7 @@ from embedder.plots import (
 )
 from ui import state, widgets
 
-state.require_app()
+state.require_app(__file__)
 
 st.title("Evaluate")
 run = widgets.active_run()

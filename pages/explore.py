@@ -6,7 +6,7 @@ import streamlit as st
 from embedder.plots import embedding_map, stratified_sample
 from ui import cache, maps, state, widgets
 
-state.require_app()
+state.require_app(__file__)
 
 MAX_GRID = 48  # thumbnails shown for a selection
 

@@ -4,7 +4,7 @@ import streamlit as st
 
 from ui import state, widgets
 
-state.require_app()
+state.require_app(__file__)
 
 st.title("Image embedder")
 st.markdown("Find what a new image **is** by finding what it **looks like** in your labelled images.")

@@ -11,7 +11,7 @@ from embedder.errors import EmbedderError
 from embedder.predict import UNKNOWN
 from ui import cache, maps, state, widgets
 
-state.require_app()
+state.require_app(__file__)
 
 st.title("Query")
 run = widgets.active_run()

@@ -9,7 +9,7 @@ from embedder.config import BACKBONES, DEVICES, MINERS, TrainConfig
 from embedder.errors import EmbedderError
 from ui import jobs, state, training, widgets
 
-state.require_app()
+state.require_app(__file__)
 
 st.title("Train")
 st.caption("Training runs in the background: switch pages, query the current run in another tab, come back.")

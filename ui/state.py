@@ -17,6 +17,7 @@ RUNS_DIR_ENV = "EMBEDDER_RUNS_DIR"
 RUN_ENV = "EMBEDDER_RUN"
 ACTIVE = "active_run"  # session_state key: str path of the active run folder
 ENTERED = "entered_through_app"  # session_state key: app.py has set up navigation for this session
+REQUESTED = "requested_page"  # session_state key: the page a deep link asked for before navigation existed
 
 
 def runs_dir() -> Path:
@@ -41,11 +42,20 @@ def set_active_run(path: str | os.PathLike) -> None:
     st.session_state[ACTIVE] = str(Path(path).resolve())
 
 
-def require_app() -> None:
+def require_app(page_file: str) -> None:
     """Send a session that opened a page by its URL on a freshly started server through app.py.
 
     Until app.py has run once, Streamlit maps /query and friends onto pages/*.py by file name and runs
-    the page alone, with a sidebar of file names; app.py sets up the real navigation.
+    the page alone, with a sidebar of file names; app.py sets up the real navigation, then opens the
+    page that was asked for (``page_file``, the calling page's ``__file__``).
     """
     if not st.session_state.get(ENTERED):
+        st.session_state[REQUESTED] = Path(page_file).resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
         st.switch_page("app.py")
+
+
+def open_requested_page() -> None:
+    """Called by app.py once navigation exists: open the page a deep link asked for, if any."""
+    target = st.session_state.pop(REQUESTED, None)
+    if target:
+        st.switch_page(target)
