@@ -414,15 +414,22 @@ def train(
         if pretrained_val:
             kept += f"; pretrained features scored {_score(pretrained_val):.3f}"
     report(Progress(stage="note", message=f"kept {kept}"))
+
+    def finishing(p: Progress) -> None:
+        """Progress of the stages after training; a cancel here still leaves the previous run untouched."""
+        if stop():
+            raise Cancelled("training cancelled; the previous run is unchanged")
+        report(p)
+
     model.eval()
 
     gallery_idx = np.sort(np.concatenate([pl.train_idx, pl.val_idx, pl.unseen_val_idx, pl.unseen_test_idx]))
     gallery_paths = [images.paths[i] for i in gallery_idx]
     g_emb = embed_images(
         model, gallery_paths, eval_tf, batch_size=cfg.batch_size_embed, flip_tta=mc.flip_tta, device=device,
-        progress=lambda d, t: report(Progress(stage="embed", done=d, total=t)),
+        progress=lambda d, t: finishing(Progress(stage="embed", done=d, total=t)),
     )
-    report(Progress(stage="index", message="building the Annoy index"))
+    finishing(Progress(stage="index", message="building the Annoy index"))
     index = build_index(g_emb, IndexConfig(n_trees=cfg.n_trees, seed=cfg.seed))
 
     rel = lambda p: str(p.relative_to(images.root))  # noqa: E731
@@ -450,9 +457,9 @@ def train(
     metrics = {"index": index.stats(), "validation": best["metrics"], "validation_pretrained": pretrained_val,
                "validation_untrained": start_val, "kept": kept, "unknown": {**unknown, "calibrated_on": "validation"}}
     if len(pl.test_idx) or cfg.queries:
-        metrics["test"] = evaluate_run(run, queries=cfg.queries, device=str(device), progress=report,
+        metrics["test"] = evaluate_run(run, queries=cfg.queries, device=str(device), progress=finishing,
                                        target_precision=cfg.target_precision)
-    report(Progress(stage="write", message=f"writing {out}"))
+    finishing(Progress(stage="write", message=f"writing {out}"))
     write_run(
         out, model_state={k: v.cpu() for k, v in model.state_dict().items()}, model_config=mc, train_config=cfg,
         classes=images.classes, data_root=images.root, gallery_paths=run.gallery_paths,

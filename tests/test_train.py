@@ -176,3 +176,16 @@ def test_pretrained_features_are_kept_when_training_does_not_beat_them(tmp_path)
     assert run.model_config.backbone == "efficientnet_lite0" and run.model_config.dim is None
     assert run.gallery_embeddings.shape[1] == 1280
     assert run.info["kept"] == result.kept
+
+
+@pytest.mark.parametrize("stage", ["embed", "index", "evaluate"])
+def test_train__cancel_after_training_still_leaves_previous_run(shapes_folder, tmp_path, stage):
+    out = tmp_path / "run"
+    train(_cfg(shapes_folder, out))
+    before = (out / "model.pt").read_bytes()
+    seen = []
+    with pytest.raises(Cancelled):
+        train(_cfg(shapes_folder, out, seed=1), progress=lambda p: seen.append(p.stage),
+              should_stop=lambda: stage in seen)
+    assert (out / "model.pt").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written bundle left behind
