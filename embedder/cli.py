@@ -7,7 +7,6 @@ import csv
 import json
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 from .config import BACKBONES, DEVICES, MINERS, Progress, TrainConfig
 from .errors import EmbedderError

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -16,37 +15,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .config import EpochStats, IndexConfig, ModelConfig, Progress, TrainConfig
-from .data import ImageSet, resolve_data, scan_folder, stratified_split
 from .embed import DecodedImages, ImageDataset, embed_images
 from .errors import Cancelled, EmbedderError
 from .evaluate import evaluate_run, open_set, retrieval_metrics
 from .index import build_index
-from .model import (
-    EmbeddingNet, TF_MEAN, TF_STD, IMAGENET_MEAN, IMAGENET_STD, freeze_batchnorm, freeze_leading,
-    pretrained_available, missing_weights_message, resolve_device, set_frozen_eval,
-)
+from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, resolve_device, set_frozen_eval
+from .plan import Plan, plan
 from .run import Run, write_run
 from .transforms import eval_transform, train_transform
-
-TINY_SIDE = 64  # images whose median short side is at most this are "tiny" (digits, icons): small CNN, no flips
-
-
-@dataclass
-class Plan:
-    """What a TrainConfig resolves to for a given data folder: splits, model, batch shape, notes for the user."""
-
-    images: ImageSet
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-    test_idx: np.ndarray
-    model_config: ModelConfig
-    classes_per_batch: int
-    per_class: int
-    trainable_classes: list[int]
-    unseen_val_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    unseen_test_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    notes: list[str] = field(default_factory=list)
-
 
 @dataclass
 class TrainResult:
@@ -55,93 +31,6 @@ class TrainResult:
     metrics: dict
     kept: str  # which model the run keeps ("trained epoch N", "untrained", "pretrained features") and why
     notes: list[str]
-
-
-def choose_model(cfg: TrainConfig, images: ImageSet) -> tuple[ModelConfig, list[str]]:
-    """Resolve ``auto`` backbone, pretrained weights and image size from the config and the data."""
-    notes = []
-    short_sides = [min(s) for s in images.sizes] or [224]
-    tiny = float(np.median(short_sides)) <= TINY_SIDE
-    backbone = cfg.backbone
-    if backbone == "auto":
-        backbone = "convnet" if tiny else "efficientnet_lite0"
-        if backbone == "efficientnet_lite0" and not pretrained_available(backbone):
-            notes.append(missing_weights_message(backbone) + "; using the small convnet instead")
-            backbone = "convnet"
-    if cfg.pretrained and not pretrained_available(backbone):
-        raise EmbedderError(missing_weights_message(backbone))
-    pretrained = pretrained_available(backbone) if cfg.pretrained is None else cfg.pretrained
-    if cfg.pretrained is None and backbone != "convnet" and not pretrained:
-        notes.append(missing_weights_message(backbone) + "; starting from random weights")
-    if backbone == "efficientnet_lite0":
-        mean, std = TF_MEAN, TF_STD
-    elif backbone == "convnet":
-        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    else:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    default_size = (32 if tiny else 64) if backbone == "convnet" else 224
-    return ModelConfig(
-        backbone=backbone,
-        dim=cfg.dim,
-        image_size=cfg.image_size or default_size,
-        mean=mean,
-        std=std,
-        resize="stretch" if tiny else "crop",
-        augment="small" if tiny else "photo",
-        flip_tta=not tiny,
-        pretrained=pretrained,
-    ), notes
-
-
-def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -> Plan:
-    """Scan the data and decide everything before any training starts (cheap; errors surface here)."""
-    cfg.validate()
-    report = progress or (lambda p: None)
-    root = resolve_data(cfg.data)
-    images = scan_folder(root, progress=lambda d, t: report(Progress(stage="scan", done=d, total=t)))
-    notes = []
-    if images.skipped:
-        notes.append(images.skipped_message())
-    if cfg.queries:
-        rest, test = np.arange(len(images)), np.array([], dtype=np.int64)
-    else:
-        rest, test = stratified_split(images.labels, cfg.test_fraction, cfg.seed)
-    n_classes = len(images.classes)
-    share = cfg.unseen_classes if cfg.unseen_classes is not None else (0.2 if n_classes >= 20 else 0.0)
-    n_unseen = int(round(n_classes * share))
-    unseen_val, unseen_test = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if n_unseen:
-        if n_unseen < 4 or n_classes - n_unseen < 2:
-            raise EmbedderError(f"--unseen-classes {share} of {n_classes} classes leaves too few on either side (need 4 unseen, 2 trained)")
-        picked = np.random.default_rng(cfg.seed + 2).permutation(n_classes)[:n_unseen]
-        val_classes, test_classes = picked[: n_unseen // 2], picked[n_unseen // 2 :]
-        unseen_val = rest[np.isin(images.labels[rest], val_classes)]
-        unseen_test = rest[np.isin(images.labels[rest], test_classes)]
-        rest = rest[~np.isin(images.labels[rest], picked)]
-        notes.append(
-            f"{n_unseen} of {n_classes} classes are never trained on: they validate and test retrieval of new classes"
-        )
-    val_share = cfg.val_fraction / max(1e-9, 1 - (0 if cfg.queries else cfg.test_fraction))
-    keep, val = stratified_split(images.labels[rest], val_share, cfg.seed + 1)
-    train_idx, val_idx = rest[keep], rest[val]
-
-    counts = np.bincount(images.labels[train_idx], minlength=n_classes)
-    trainable = [c for c in range(n_classes) if counts[c] >= 2]
-    unseen_labels = set(images.labels[np.concatenate([unseen_val, unseen_test])].tolist())
-    lonely = [images.classes[c] for c in range(n_classes) if counts[c] < 2 and c not in unseen_labels]
-    if lonely:
-        notes.append(
-            f"{len(lonely)} class(es) have fewer than 2 training images and are left out of mining "
-            f"(they stay in the gallery): {', '.join(lonely[:10])}{' ...' if len(lonely) > 10 else ''}"
-        )
-    if cfg.epochs > 0 and len(trainable) < 2:
-        raise EmbedderError("need at least 2 classes with 2 or more training images to form triplets")
-
-    p = min(cfg.classes_per_batch, len(trainable))
-    k = cfg.per_class if p == cfg.classes_per_batch else max(cfg.per_class, (cfg.classes_per_batch * cfg.per_class) // p)
-    model_config, model_notes = choose_model(cfg, images)
-    return Plan(images, train_idx, val_idx, test, model_config, p, k, trainable, unseen_val, unseen_test,
-                notes + model_notes)
 
 
 def _miner(name: str, margin: float):
@@ -469,7 +358,3 @@ def train(
     shutil.rmtree(wd, ignore_errors=True)
     report(Progress(stage="done", message=str(out)))
     return TrainResult(out, history, metrics, kept, pl.notes)
-
-
-def load_history(run_dir: Path) -> list[dict]:
-    return json.loads((run_dir / "history.json").read_text())

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from embedder.evaluate import diagnostics, knn_accuracies, open_set, retrieval_metrics
 

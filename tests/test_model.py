@@ -7,7 +7,7 @@ from torchvision.models import ResNet18_Weights
 from embedder.config import ModelConfig
 from embedder.errors import EmbedderError
 from embedder.model import EmbeddingNet, build_backbone, missing_weights_message, pretrained_available
-from embedder.train import TF_MEAN, TF_STD
+from embedder.model import TF_MEAN, TF_STD
 from embedder.transforms import eval_transform
 
 IMAGENET_CLASSES = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]  # shipped with torchvision, no download

@@ -7,7 +7,8 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from embedder.config import TrainConfig
 from embedder.errors import Cancelled, EmbedderError
-from embedder.train import _miner, batch_stats, plan, train, work_dir
+from embedder.plan import plan
+from embedder.train import _miner, batch_stats, train, work_dir
 
 
 def test_semihard_miner__every_triplet_obeys_the_condition():
