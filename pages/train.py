@@ -55,6 +55,14 @@ with st.form("train_form"):
         seed = f[1].number_input("Seed", 0, 2**31 - 1, d.seed)
         device = f[2].selectbox("Device", DEVICES)
         freeze_bn = f[3].checkbox("Freeze BatchNorm", d.freeze_bn, help="Keep a pretrained backbone's statistics")
+        g = st.columns(4)
+        freeze_fraction = g[0].number_input("Frozen share of the backbone", 0.0, 1.0, d.freeze_fraction, step=0.05,
+                                            help="Leading stages of a pretrained backbone that stay as they are")
+        unseen = g[1].selectbox("Classes never trained on", ["auto", "0", "0.1", "0.2", "0.3"],
+                                help="Held out to validate and test retrieval of new classes; auto: 20% from 20 "
+                                     "classes up")
+        target_precision = g[2].number_input('"Unknown" target precision', 0.5, 1.0, d.target_precision, step=0.01,
+                                             help="Answers within the calibrated distance are right this often")
     submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 
 if submitted:
@@ -67,7 +75,8 @@ if submitted:
             classes_per_batch=int(classes_per_batch), per_class=int(per_class), lr=float(lr),
             backbone_lr=float(backbone_lr), weight_decay=float(weight_decay), freeze_bn=freeze_bn,
             patience=int(patience), test_fraction=float(test_fraction), val_fraction=float(val_fraction),
-            n_trees=int(n_trees), seed=int(seed), device=device,
+            n_trees=int(n_trees), seed=int(seed), device=device, freeze_fraction=float(freeze_fraction),
+            unseen_classes=None if unseen == "auto" else float(unseen), target_precision=float(target_precision),
         )
         cfg.validate()
         st.session_state[JOB] = str(jobs.registry().start(cfg).out)

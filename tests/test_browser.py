@@ -196,3 +196,49 @@ def test_train_and_evaluate_pages_render(page, app_url):
     _settle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     _shot(page, "evaluate")
+
+
+def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url, digits_run, tmp_path):
+    from conftest import make_shapes_folder
+
+    folder = make_shapes_folder(tmp_path / "shapes", per_class=20)
+    runs_before = sorted(p.name for p in digits_run.parent.iterdir())
+    trainer_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    querier_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        trainer = trainer_ctx.new_page()
+        trainer.set_default_timeout(60_000)
+        trainer.goto(app_url)
+        _open(trainer, f"{app_url}/train", "Train")
+        trainer.get_by_text("Folder on the server").click()
+        trainer.get_by_label("Image folder").fill(str(folder))
+        trainer.get_by_label("Image folder").press("Enter")
+        _settle(trainer)
+        trainer.get_by_role("spinbutton", name="Epochs (max)").fill("500")
+        trainer.get_by_text("More settings").click()
+        trainer.get_by_role("spinbutton", name="Patience (epochs)").fill("100")
+        trainer.get_by_role("button", name="Train", exact=True).click()
+        cancel = trainer.get_by_role("button", name="Cancel training")
+        cancel.wait_for()
+
+        # Meanwhile, another user queries the existing run and gets an answer.
+        querier = querier_ctx.new_page()
+        querier.set_default_timeout(120_000)
+        querier.goto(app_url)
+        _open(querier, f"{app_url}/query", "Query")
+        data, label = held_out_digit(digits_run)
+        querier.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+            files=[{"name": "digit.png", "mimeType": "image/png", "buffer": data}]
+        )
+        value = querier.locator('[data-testid="stMetricValue"]').first
+        value.wait_for()
+        assert value.inner_text().strip() == label
+
+        assert cancel.is_visible()  # the training job was running all along
+        cancel.click()
+        trainer.get_by_text("training cancelled").wait_for()
+    finally:
+        trainer_ctx.close()
+        querier_ctx.close()
+    assert sorted(p.name for p in digits_run.parent.iterdir() if not p.name.startswith(".")) == \
+        [n for n in runs_before if not n.startswith(".")]
