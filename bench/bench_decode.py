@@ -21,6 +21,9 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=3, help="passes over the images")
     ap.add_argument("--side", type=int, default=256, help="short side kept in the cache")
     args = ap.parse_args(argv)
+    if not Path(args.data).is_dir():
+        print(f"skipped: no photo folder at {args.data} (pass --data FOLDER)")
+        return
     paths = scan_folder(args.data).paths
 
     t0 = time.perf_counter()
