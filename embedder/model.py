@@ -59,8 +59,15 @@ class Staged(nn.Module):
 
     out_features: int
 
-    def stage_modules(self) -> list[nn.Module]:
+    def _build_stages(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    def stage_modules(self) -> list[nn.Module]:
+        """The stages, built once: a plain list (not registered again), since its modules already are."""
+        stages = self.__dict__.get("_stage_list")
+        if stages is None:
+            stages = self.__dict__["_stage_list"] = self._build_stages()
+        return stages
 
     def stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         return self.stage_modules()[i](x)
@@ -96,7 +103,7 @@ class ConvNet(Staged):
 
         self.features = nn.Sequential(block(3, 32), block(32, 64), block(64, 128))
 
-    def stage_modules(self) -> list[nn.Module]:
+    def _build_stages(self) -> list[nn.Module]:
         return list(self.features)
 
 
@@ -111,7 +118,7 @@ class EfficientNetLite0(Staged):
 
         self.net = EfficientNet.from_name("efficientnet-lite0")
 
-    def stage_modules(self) -> list[nn.Module]:
+    def _build_stages(self) -> list[nn.Module]:
         net = self.net
         return [nn.ModuleList([net._conv_stem, net._bn0]), *net._blocks, nn.ModuleList([net._conv_head, net._bn1])]
 
@@ -137,7 +144,7 @@ class ResNet(Staged):
         self.net = net
         self.out_features = net.fc.in_features
 
-    def stage_modules(self) -> list[nn.Module]:
+    def _build_stages(self) -> list[nn.Module]:
         n = self.net
         return [nn.Sequential(n.conv1, n.bn1, n.relu, n.maxpool), n.layer1, n.layer2, n.layer3, n.layer4]
 

@@ -24,12 +24,13 @@ from .plan import Plan, plan
 from .run import Run, write_run
 from .transforms import eval_transform, train_transform
 
+
 @dataclass
 class TrainResult:
     run_dir: Path
     history: list[dict]
     metrics: dict
-    kept: str  # which model the run keeps ("trained epoch N", "untrained", "pretrained features") and why
+    kept: str  # which model the run keeps (an epoch, the network before training, pretrained features) and why
     notes: list[str]
 
 
