@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from dataclasses import fields
 
@@ -45,6 +46,8 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same run on CPU)")
     p.add_argument("--device", default=d.device, choices=DEVICES, help="auto uses CUDA when present")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training of the same --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --out to be an existing empty folder (a folder holding files that are not a run is never replaced)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,3 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was overwritten (train again with --resume to continue)", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine said no: permissions, a full disk, a vanished file
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # a bug: one line, the traceback only when asked for
+        if os.environ.get("EMBEDDER_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(a bug: please report it; EMBEDDER_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: marker file and checksums; runs of schema 1 still load
 
 BACKBONES = ("auto", "convnet", "resnet18", "resnet50", "efficientnet_lite0")
 MINERS = ("semihard", "hard", "all", "batch-hard")
@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0  # same seed, same data -> same run on CPU
     device: str = "auto"  # auto uses CUDA when present
     resume: bool = False  # continue an interrupted training of the same --out from its last checkpoint
+    overwrite: bool = False  # allow --out to be an existing empty folder (a folder with files is never replaced)
 
     def validate(self) -> None:
         from .errors import EmbedderError
@@ -91,6 +92,18 @@ class ModelConfig:
     augment: str = "small"  # "small": shifts/rotations, no flips (digits); "photo": crops, flips, colour
     flip_tta: bool = False  # average the embedding of the image and its mirror at inference
     pretrained: bool = False  # whether ImageNet weights were loaded before training
+
+    def problem(self) -> str | None:
+        """Why this config cannot describe a network (read from a file, so anything may be in it), or None."""
+        checks = [
+            (self.backbone in BACKBONES and self.backbone != "auto", f"unknown backbone '{self.backbone}'"),
+            (self.dim is None or 2 <= self.dim <= 65536, f"embedding size {self.dim} out of range"),
+            (8 <= self.image_size <= 4096, f"image size {self.image_size} out of range"),
+            (self.resize in ("stretch", "crop"), f"unknown resize '{self.resize}'"),
+            (self.augment in ("small", "photo"), f"unknown augmentation '{self.augment}'"),
+            (all(s > 0 for s in self.std), "std must be positive"),
+        ]
+        return next((message for ok, message in checks if not ok), None)
 
     def to_dict(self) -> dict:
         d = asdict(self)

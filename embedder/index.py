@@ -89,10 +89,26 @@ def build_index(embeddings: np.ndarray, config: IndexConfig | None = None) -> Ga
     return GalleryIndex(annoy, dim, n, config.n_trees, int(search_k), float(recall))
 
 
-def load_index(path: Path, dim: int, size: int, n_trees: int, search_k: int, recall: float) -> GalleryIndex:
+def load_index(path: Path, embeddings: np.ndarray, stats: dict) -> GalleryIndex:
+    """Open a saved index over ``embeddings`` (N, D) and check that it is one: file size, item count, and a
+    sample of stored vectors against the gallery (an index from another run of the same size is caught).
+
+    Raises:
+        EmbedderError: the file is not an Annoy index of these embeddings (one line, without the path).
+    """
+    n, dim = embeddings.shape
+    node = 4 * (dim + 3)  # an angular node: descendant count, two children, the vector (float32 each)
+    size = path.stat().st_size
+    if size == 0 or size % node:
+        raise EmbedderError(f"not an Annoy index of {dim}-d vectors ({size} bytes)")
     annoy = AnnoyIndex(dim, "angular")
-    if not annoy.load(str(path)):
-        raise EmbedderError(f"could not load the Annoy index {path}")
-    if annoy.get_n_items() != size:
-        raise EmbedderError(f"damaged run: index holds {annoy.get_n_items()} items, gallery {size}")
-    return GalleryIndex(annoy, dim, size, n_trees, search_k, recall)
+    try:
+        annoy.load(str(path))
+    except OSError as exc:
+        raise EmbedderError(f"Annoy cannot load it ({exc})") from None
+    if annoy.get_n_items() != n:
+        raise EmbedderError(f"it holds {annoy.get_n_items()} items, the gallery {n}")
+    for i in np.random.default_rng(0).choice(n, size=min(n, 16), replace=False):
+        if not np.allclose(annoy.get_item_vector(int(i)), embeddings[i], atol=1e-5):
+            raise EmbedderError(f"its item {i} is not gallery image {i}")
+    return GalleryIndex(annoy, dim, n, stats["n_trees"], stats["search_k"], stats["recall_at_10"])

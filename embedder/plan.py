@@ -11,6 +11,7 @@ from .config import ModelConfig, Progress, TrainConfig
 from .data import ImageSet, resolve_data, scan_folder, stratified_split
 from .errors import EmbedderError
 from .model import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, missing_weights_message, pretrained_available
+from .run import check_out
 
 TINY_SIDE = 64  # images whose median short side is at most this are "tiny" (digits, icons): small CNN, no flips
 
@@ -73,6 +74,7 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
     cfg.validate()
     report = progress or (lambda p: None)
     root = resolve_data(cfg.data)
+    check_out(cfg.out, [root, *([cfg.queries] if cfg.queries else [])], cfg.overwrite)
     images = scan_folder(root, progress=lambda d, t: report(Progress(stage="scan", done=d, total=t)))
     notes = []
     if images.skipped:

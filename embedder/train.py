@@ -18,6 +18,7 @@ from .config import EpochStats, IndexConfig, ModelConfig, Progress, TrainConfig
 from .embed import DecodedImages, ImageDataset, embed_images
 from .errors import Cancelled, EmbedderError
 from .evaluate import evaluate_run, open_set, retrieval_metrics
+from .folders import MARKER, foreign_entries
 from .index import build_index
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, resolve_device, set_frozen_eval
 from .plan import Plan, plan
@@ -151,6 +152,44 @@ def work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
+WORK_FILES = frozenset({MARKER, "checkpoint.pt", "checkpoint.tmp"})
+
+
+def _resume_key(cfg: TrainConfig) -> dict:
+    """The settings a checkpoint must share with the training that resumes it."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "overwrite")}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a checkpoint of tensors and plain values only, so it loads with ``weights_only=True``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.parent / MARKER).touch()
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig, device) -> dict:
+    """Read a checkpoint without running code from it; one line when it is damaged, foreign or for other settings."""
+    import pickle
+
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise EmbedderError(f"cannot resume: {path} holds objects other than weights, which are never loaded "
+                            "(they could run code); drop --resume to start over") from None
+    except Exception:
+        raise EmbedderError(f"cannot resume: {path} is not a checkpoint; drop --resume to start over") from None
+    if not isinstance(ckpt, dict) or ckpt.get("config") != _resume_key(cfg):
+        raise EmbedderError(f"cannot resume: {path} was written with other settings; drop --resume to start over")
+    return ckpt
+
+
+def remove_work_dir(wd: Path) -> None:
+    """Delete the checkpoint folder once the run is written, only if it holds nothing but our files."""
+    if wd.is_dir() and (wd / MARKER).is_file() and not foreign_entries(wd, WORK_FILES):
+        shutil.rmtree(wd, ignore_errors=True)
+
+
 def train(
     cfg: TrainConfig,
     progress: Callable[[Progress], None] | None = None,
@@ -218,9 +257,7 @@ def train(
     wd = work_dir(out)
     ckpt_path = wd / "checkpoint.pt"
     if cfg.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"] != {k: v for k, v in cfg.to_dict().items() if k != "resume"}:
-            raise EmbedderError(f"cannot resume: {ckpt_path} was written with other settings; drop --resume to start over")
+        ckpt = load_checkpoint(ckpt_path, cfg, device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         best, history, bad_epochs = ckpt["best"], ckpt["history"], ckpt["bad_epochs"]
@@ -275,14 +312,9 @@ def train(
             bad_epochs = 0
         else:
             bad_epochs += 1
-        wd.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"config": {k: v for k, v in cfg.to_dict().items() if k != "resume"}, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "best": best, "history": history, "bad_epochs": bad_epochs,
-             "epoch": epoch},
-            wd / "checkpoint.tmp",
-        )
-        (wd / "checkpoint.tmp").replace(ckpt_path)
+        save_checkpoint(ckpt_path, {"config": _resume_key(cfg), "model": model.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "best": best, "history": history,
+                                    "bad_epochs": bad_epochs, "epoch": epoch})
         report(Progress(stage="epoch", epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
 
     # Keep whichever scored best on validation; pretrained features win ties (simpler, no head).
@@ -352,10 +384,11 @@ def train(
     finishing(Progress(stage="write", message=f"writing {out}"))
     write_run(
         out, model_state={k: v.cpu() for k, v in model.state_dict().items()}, model_config=mc, train_config=cfg,
+        overwrite=cfg.overwrite,
         classes=images.classes, data_root=images.root, gallery_paths=run.gallery_paths,
         gallery_labels=run.gallery_labels, gallery_embeddings=g_emb, split=split, index=index,
         history=history, metrics=metrics, info=info,
     )
-    shutil.rmtree(wd, ignore_errors=True)
+    remove_work_dir(wd)
     report(Progress(stage="done", message=str(out)))
     return TrainResult(out, history, metrics, kept, pl.notes)

@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_predict_json__shape_and_labels(digits_run, capsys):
     from embedder.run import load_run
 
-    paths, labels = load_run(digits_run).queries("test")
-    chosen = [str(paths[i]) for i in range(0, len(paths), 60)][:5]
-    assert main(["predict", str(digits_run), *chosen, "--k", "3", "--json"]) == 0
+    run = load_run(digits_run)
+    paths, labels = run.queries("test")
+    chosen = [str(p) for p in paths[::9]]  # 40 held-out digits
+    # --no-unknown: this test is about the vote; how far "unknown" reaches depends on the CPU's numerics.
+    assert main(["predict", str(digits_run), *chosen, "--k", "3", "--json", "--no-unknown"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [o["image"] for o in out] == chosen
     for o in out:
@@ -23,8 +25,9 @@ def test_predict_json__shape_and_labels(digits_run, capsys):
         assert len(o["neighbors"]) == 3
         assert set(o["neighbors"][0]) == {"path", "label", "distance"}
         assert 0 < o["confidence"] <= 1
-    truth = [Path(c).parent.name for c in chosen]
-    assert sum(o["label"] == t for o, t in zip(out, truth)) >= 4
+    truth = [run.classes[label] for label in labels[::9]]
+    # The fixture run's held-out P@1 is about 0.98; raw pixels score about 0.95 on the digits.
+    assert sum(o["label"] == t for o, t in zip(out, truth)) >= 36
 
 
 def test_predict__bad_file_is_reported_and_others_answered(digits_run, tmp_path, capsys):
@@ -57,12 +60,39 @@ def test_project__csv_rows(digits_run, tmp_path):
         (["evaluate", "{tmp}"], "is not a run folder"),
         (["predict", "{tmp}/missing", "x.png"], "error: run folder not found"),
         (["train", "--data", "demo", "--out", "{tmp}/r", "--margin", "-1"], "error: --margin must be positive"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}"], "overlaps the data folder"),
+        (["train", "--data", "{tmp}", "--out", "{tmp}/cats"], "overlaps the data folder"),
+        (["train", "--data", "demo", "--out", "{tmp}"], "is not a run folder (it holds cats)"),
     ],
 )
 def test_cli__user_errors_exit_2_with_one_line(args, message, tmp_path):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "1.png").write_bytes(b"precious")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     proc = subprocess.run([sys.executable, "-m", "embedder", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "cats" / "1.png").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "project"])
+@pytest.mark.parametrize("damage", ["index.ann", "gallery.npz", "config.json", "model.pt"])
+def test_cli__a_damaged_run_is_one_line_naming_the_file(digits_run, tmp_path, capsys, command, damage):
+    from test_run import copy_run
+
+    run_dir = copy_run(digits_run, tmp_path / "run")
+    (run_dir / damage).write_bytes(b"garbage")
+    query = str(load_run_queries(digits_run)[0])
+    args = {"predict": [query], "evaluate": ["--no-baselines"], "project": []}[command]
+    assert main([command, str(run_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: damaged run") and damage in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def load_run_queries(run_dir):
+    from embedder.run import load_run
+
+    return load_run(run_dir).queries("test")[0]

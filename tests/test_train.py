@@ -190,3 +190,49 @@ def test_train__cancel_after_training_still_leaves_previous_run(shapes_folder, t
               should_stop=lambda: stage in seen)
     assert (out / "model.pt").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written bundle left behind
+
+
+def test_resume__a_planted_checkpoint_never_runs_code(shapes_folder, tmp_path):
+    from test_run import Payload
+
+    out = tmp_path / "run"
+    marker = tmp_path / "pwned"
+    work_dir(out).mkdir(parents=True)
+    torch.save({"config": {}, "model": Payload(marker)}, work_dir(out) / "checkpoint.pt")
+    with pytest.raises(EmbedderError, match="never loaded") as info:
+        train(_cfg(shapes_folder, out, resume=True))
+    assert "\n" not in str(info.value)
+    assert not marker.exists() and not out.exists()
+
+
+def test_checkpoint__holds_only_weights_and_plain_values(shapes_folder, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Cancelled):
+        train(_cfg(shapes_folder, out, epochs=2), should_stop=lambda: work_dir(out).exists())
+    ckpt = torch.load(work_dir(out) / "checkpoint.pt", weights_only=True)  # raises on anything else
+    assert ckpt["epoch"] == 1 and set(ckpt["best"]) == {"score", "state", "epoch", "metrics"}
+
+
+def test_train__refuses_an_out_that_is_not_a_run_before_training(shapes_folder, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    events = []
+    with pytest.raises(EmbedderError, match="is not a run folder"):
+        train(_cfg(shapes_folder, mine), progress=events.append)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    assert not [e for e in events if e.stage in ("train", "epoch")]  # refused up front, not after an hour
+    with pytest.raises(EmbedderError, match="overlaps the data folder"):
+        train(_cfg(shapes_folder, shapes_folder))
+    assert len(list(shapes_folder.rglob("*.png"))) == 36
+
+
+def test_train__overwrite_writes_into_an_empty_folder_and_a_leftover_work_dir_of_someone_else_stays(shapes_folder, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    theirs = work_dir(out)
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("not ours")
+    result = train(_cfg(shapes_folder, out, overwrite=True))
+    assert (result.run_dir / ".embedder-run").is_file()
+    assert (theirs / "notes.txt").read_text() == "not ours"  # a folder we did not make is not deleted
