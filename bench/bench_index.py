@@ -11,7 +11,8 @@ import time
 import numpy as np
 
 from embedder.config import IndexConfig
-from embedder.index import build_index, exact_neighbors
+from embedder.index import build_index
+from embedder.knn import topk as exact_neighbors
 
 
 def main(argv=None) -> None:

@@ -4,7 +4,8 @@ from .config import IndexConfig, ModelConfig, PredictConfig, Progress, TrainConf
 from .data import ImageSet, demo_dataset, load_image, scan_folder, stratified_split
 from .errors import Cancelled, EmbedderError
 from .evaluate import evaluate_run, retrieval_metrics
-from .index import GalleryIndex, build_index, exact_neighbors
+from .index import GalleryIndex, build_index
+from .knn import topk
 from .predict import Prediction, Predictor, vote
 from .project import Projection, project
 from .run import Run, list_runs, load_run
@@ -13,6 +14,6 @@ from .train import TrainResult, train
 __all__ = [
     "Cancelled", "EmbedderError", "GalleryIndex", "ImageSet", "IndexConfig", "ModelConfig", "Prediction",
     "PredictConfig", "Predictor", "Progress", "Projection", "Run", "TrainConfig", "TrainResult", "build_index",
-    "demo_dataset", "evaluate_run", "exact_neighbors", "list_runs", "load_image", "load_run", "project",
-    "retrieval_metrics", "scan_folder", "stratified_split", "train", "vote",
+    "demo_dataset", "evaluate_run", "list_runs", "load_image", "load_run", "project",
+    "retrieval_metrics", "scan_folder", "stratified_split", "topk", "train", "vote",
 ]

@@ -50,8 +50,15 @@ def _add_train(sub) -> None:
                    help="allow --out to be an existing empty folder (a folder holding files that are not a run is never replaced)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (exit 2), like every other user error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m embedder", description=__doc__)
+    parser = _Parser(prog="python -m embedder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
 
@@ -153,6 +160,8 @@ def cmd_predict(args) -> int:
     from .predict import Predictor
     from .run import load_run
 
+    if args.k < 1:
+        raise EmbedderError("--k must be at least 1")
     predictor = Predictor(load_run(args.run))
     images, names, errors = [], [], []
     for path in args.images:

@@ -51,20 +51,25 @@ class TrainConfig:
             raise EmbedderError(f"unknown miner '{self.miner}': choose one of {', '.join(MINERS)}")
         if self.device not in DEVICES:
             raise EmbedderError(f"unknown device '{self.device}': choose one of {', '.join(DEVICES)}")
-        checks = [
-            (self.dim >= 2, "--dim must be at least 2"),
-            (self.epochs >= 0, "--epochs must be 0 or more"),
-            (self.image_size is None or self.image_size >= 8, "--image-size must be at least 8"),
-            (self.margin > 0, "--margin must be positive"),
-            (self.classes_per_batch >= 2, "--classes-per-batch must be at least 2"),
-            (self.per_class >= 2, "--per-class must be at least 2"),
-            (self.lr > 0 and self.backbone_lr >= 0, "learning rates must be positive"),
+        checks = [  # upper bounds too: every one of these sizes memory or time
+            (2 <= self.dim <= 4096, "--dim must be in [2, 4096]"),
+            (0 <= self.epochs <= 10_000, "--epochs must be in [0, 10000]"),
+            (self.image_size is None or 8 <= self.image_size <= 1024, "--image-size must be in [8, 1024]"),
+            (0 < self.margin <= 2, "--margin must be positive (at most 2, the largest distance between unit vectors)"),
+            (2 <= self.classes_per_batch <= 1024, "--classes-per-batch must be in [2, 1024]"),
+            (2 <= self.per_class <= 1024, "--per-class must be in [2, 1024]"),
+            (self.classes_per_batch * self.per_class <= 4096, "a batch (classes-per-batch x per-class) holds at most 4096 images"),
+            (0 < self.lr <= 10 and 0 <= self.backbone_lr <= 10, "learning rates must be positive (at most 10)"),
+            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
+            (self.patience >= 1, "--patience must be at least 1"),
             (0 <= self.test_fraction < 1, "--test-fraction must be in [0, 1)"),
             (0 <= self.val_fraction < 1, "--val-fraction must be in [0, 1)"),
             (self.test_fraction + self.val_fraction < 0.9, "test and validation fractions leave too little to train on"),
-            (self.n_trees >= 1, "--n-trees must be at least 1"),
+            (1 <= self.n_trees <= 1000, "--n-trees must be in [1, 1000]"),
+            (1 <= self.batch_size_embed <= 4096, "batch_size_embed must be in [1, 4096]"),
             (0 <= self.freeze_fraction <= 1, "--freeze-fraction must be in [0, 1]"),
             (self.unseen_classes is None or 0 <= self.unseen_classes < 0.8, "--unseen-classes must be in [0, 0.8)"),
+            (0 < self.target_precision <= 1, "--target-precision must be in (0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

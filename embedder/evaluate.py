@@ -13,7 +13,7 @@ from torchvision import transforms as T
 from .config import Progress
 from .data import scan_folder
 from .embed import embed_images
-from .index import exact_neighbors
+from .knn import StreamingKNN, topk
 from .predict import vote
 
 KNN_KS = (1, 3, 5, 10, 20)
@@ -22,15 +22,13 @@ RAW_PIXELS_SIDE = 32
 
 
 def _accuracy_calculator():
-    from pytorch_metric_learning.distances import LpDistance
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-    from pytorch_metric_learning.utils.inference import CustomKNN
 
-    # CustomKNN keeps AccuracyCalculator off faiss, which is not installed.
+    # The streaming top-k keeps AccuracyCalculator off faiss (not installed) and off a queries x gallery matrix.
     return AccuracyCalculator(
         include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
         k="max_bin_count",
-        knn_func=CustomKNN(LpDistance(normalize_embeddings=False), batch_size=1024),
+        knn_func=StreamingKNN(),
     )
 
 
@@ -38,13 +36,7 @@ def neighbors(
     queries: np.ndarray, gallery: np.ndarray, k: int, leave_one_out: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact kNN (Q, k). With ``leave_one_out`` the queries are the gallery and nobody finds itself."""
-    if not leave_one_out:
-        return exact_neighbors(queries, gallery, k)
-    d = np.sqrt(np.clip(2 - 2 * queries @ gallery.T, 0, None))  # unit vectors: L2 from cosine
-    np.fill_diagonal(d, np.inf)
-    k = min(k, len(gallery) - 1)
-    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
-    return idx, np.take_along_axis(d, idx, axis=1)
+    return topk(queries, gallery, k, exclude=np.arange(len(queries)) if leave_one_out else None)
 
 
 def knn_predictions(idx: np.ndarray, dist: np.ndarray, gallery_labels: np.ndarray, k: int) -> np.ndarray:
@@ -128,11 +120,10 @@ def open_set(
     q, ql = queries[present], query_labels[present]
     if len(q) == 0 or len(np.unique(gallery_labels)) < 2:
         return {}
-    idx, dist = exact_neighbors(q, gallery, k)
+    idx, dist = topk(q, gallery, k)
     correct = knn_predictions(idx, dist, gallery_labels, k) == ql
     d_known = dist[:, 0]
-    d_all = np.sqrt(np.clip(2 - 2 * q @ gallery.T, 0, None))  # (Q, N), unit vectors
-    d_unknown = np.where(ql[:, None] == gallery_labels[None, :], np.inf, d_all).min(axis=1)
+    d_unknown = topk(q, gallery, 1, other_label=(ql, gallery_labels))[1][:, 0]  # its own class removed
     auroc = float(roc_auc_score(np.r_[np.zeros(len(q)), np.ones(len(q))], np.r_[d_known, d_unknown]))
 
     def at(t: float) -> tuple[float, float, float, float]:
@@ -170,7 +161,7 @@ def diagnostics(
     paths = [p for p, ok in zip(query_paths, present) if ok]
     if len(q) == 0:
         return {}
-    idx, dist = exact_neighbors(q, gallery, k)
+    idx, dist = topk(q, gallery, k)
     pred = knn_predictions(idx, dist, gallery_labels, k)
     n = len(classes)
     matrix = np.zeros((n, n), dtype=np.int64)

@@ -10,15 +10,7 @@ from annoy import AnnoyIndex
 
 from .config import IndexConfig
 from .errors import EmbedderError
-
-
-def exact_neighbors(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force kNN by L2 distance: (Q, D), (N, D) -> indices (Q, k) and distances (Q, k), nearest first."""
-    k = min(k, len(gallery))
-    d2 = (queries**2).sum(1)[:, None] - 2 * queries @ gallery.T + (gallery**2).sum(1)[None, :]  # (Q, N)
-    d = np.sqrt(np.clip(d2, 0, None))
-    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
-    return idx, np.take_along_axis(d, idx, axis=1)
+from .knn import topk
 
 
 @dataclass
@@ -54,17 +46,26 @@ class GalleryIndex:
         return {"n_trees": self.n_trees, "search_k": self.search_k, "recall_at_10": self.recall_at_10, "size": self.size}
 
 
-def _recall(annoy: AnnoyIndex, probes: np.ndarray, truth: np.ndarray, k: int, search_k: int) -> float:
+def _recall(annoy: AnnoyIndex, probes: np.ndarray, truth: np.ndarray, search_k: int, skip: np.ndarray | None) -> float:
+    """Share of the true neighbours Annoy finds; a probe that is a gallery item (``skip``) is not its own answer."""
+    k = truth.shape[1]
     hits = 0
-    for v, true_row in zip(probes, truth):
-        got = annoy.get_nns_by_vector(v.tolist(), k, search_k=search_k)
+    for i, (v, true_row) in enumerate(zip(probes, truth)):
+        got = annoy.get_nns_by_vector(v.tolist(), k + (skip is not None), search_k=search_k)
+        if skip is not None:
+            got = [j for j in got if j != skip[i]][:k]
         hits += len(set(got) & set(true_row.tolist()))
     return hits / truth.size
 
 
-def build_index(embeddings: np.ndarray, config: IndexConfig | None = None) -> GalleryIndex:
-    """Build an Annoy index over (N, D) unit vectors, then raise ``search_k`` until recall@10 against
-    exact search on a sample of gallery items reaches ``config.target_recall`` (or search is exhaustive)."""
+def build_index(embeddings: np.ndarray, config: IndexConfig | None = None, probes: np.ndarray | None = None) -> GalleryIndex:
+    """Build an Annoy index over (N, D) unit vectors, then raise ``search_k`` until recall@10 against exact
+    search reaches ``config.target_recall`` (or search is exhaustive).
+
+    Recall is measured on ``probes`` (Q, D) — images that are not in the gallery, as real queries are — or,
+    without them, on a sample of gallery items each looking for its neighbours other than itself (finding
+    itself would be free and flatter the recall).
+    """
     config = config or IndexConfig()
     n, dim = embeddings.shape
     if n == 0:
@@ -75,17 +76,22 @@ def build_index(embeddings: np.ndarray, config: IndexConfig | None = None) -> Ga
         annoy.add_item(i, v.tolist())
     annoy.build(config.n_trees, n_jobs=1)
 
-    k = min(10, n)
     rng = np.random.default_rng(config.seed)
-    probe_idx = rng.choice(n, size=min(config.recall_sample, n), replace=False)
-    probes = embeddings[probe_idx]
-    truth, _ = exact_neighbors(probes, embeddings, k)
+    skip = None
+    if probes is None or len(probes) == 0:
+        skip = np.sort(rng.choice(n, size=min(config.recall_sample, n), replace=False))
+        probes = embeddings[skip]
+    elif len(probes) > config.recall_sample:
+        probes = probes[np.sort(rng.choice(len(probes), size=config.recall_sample, replace=False))]
+    truth, _ = topk(probes, embeddings, 10, exclude=skip)
+    if truth.shape[1] == 0:  # a gallery of one image: nothing to miss
+        return GalleryIndex(annoy, dim, n, config.n_trees, n * config.n_trees, 1.0)
     exhaustive = n * config.n_trees  # far beyond this Annoy is already visiting every item
-    search_k = max(k * config.n_trees, 100)
-    recall = _recall(annoy, probes, truth, k, search_k)
+    search_k = max(truth.shape[1] * config.n_trees, 100)
+    recall = _recall(annoy, probes, truth, search_k, skip)
     while recall < config.target_recall and search_k < exhaustive:
         search_k = min(search_k * 2, exhaustive)
-        recall = _recall(annoy, probes, truth, k, search_k)
+        recall = _recall(annoy, probes, truth, search_k, skip)
     return GalleryIndex(annoy, dim, n, config.n_trees, int(search_k), float(recall))
 
 
