@@ -59,7 +59,7 @@ class TrainConfig:
             (2 <= self.classes_per_batch <= 1024, "--classes-per-batch must be in [2, 1024]"),
             (2 <= self.per_class <= 1024, "--per-class must be in [2, 1024]"),
             (self.classes_per_batch * self.per_class <= 4096, "a batch (classes-per-batch x per-class) holds at most 4096 images"),
-            (0 < self.lr <= 10 and 0 <= self.backbone_lr <= 10, "learning rates must be positive (at most 10)"),
+            (self.lr > 0 and self.backbone_lr >= 0, "learning rates must be positive"),
             (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
             (self.patience >= 1, "--patience must be at least 1"),
             (0 <= self.test_fraction < 1, "--test-fraction must be in [0, 1)"),
