@@ -7,47 +7,38 @@ import csv
 import json
 import os
 import sys
+import typing
 from dataclasses import fields
 
-from .config import BACKBONES, DEVICES, MINERS, Progress, TrainConfig
+from .config import TrainConfig, settings_of
+from .progress import Progress, Stage
 from .errors import EmbedderError
 
 EXIT_USER_ERROR = 2
-HELP = {f.name: f.metadata.get("help") for f in fields(TrainConfig)}
 
 
-def _add_train(sub) -> None:
-    d = TrainConfig()
-    p = sub.add_parser("train", help="train an embedder on an image folder and write a run bundle")
-    p.add_argument("--data", default=d.data, help='ImageFolder root (root/<label>/<image>), or "demo" for the bundled digits')
-    p.add_argument("--out", default=d.out, help="run folder to write (replaced atomically on success)")
-    p.add_argument("--backbone", default=d.backbone, choices=BACKBONES, help="auto: convnet for tiny images, efficientnet_lite0 for photos")
-    p.add_argument("--pretrained", dest="pretrained", action="store_true", default=None, help="require ImageNet weights (error if missing)")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="start from random weights")
-    p.add_argument("--dim", type=int, default=d.dim, help="embedding size")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping may end sooner)")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="input side in pixels (default: 32 tiny, 224 photos)")
-    p.add_argument("--margin", type=float, default=d.margin, help="triplet margin (L2 distance between unit vectors)")
-    p.add_argument("--miner", default=d.miner, choices=MINERS, help="online triplet mining strategy")
-    p.add_argument("--classes-per-batch", type=int, default=d.classes_per_batch, help="P: classes in each PxK batch")
-    p.add_argument("--per-class", type=int, default=d.per_class, help="K: images per class in each PxK batch")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the head (and of a from-scratch backbone)")
-    p.add_argument("--backbone-lr", type=float, default=d.backbone_lr, help="learning rate of a pretrained backbone")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay")
-    p.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false", help="let a pretrained backbone's BatchNorm statistics update")
-    p.add_argument("--freeze-fraction", type=float, default=d.freeze_fraction, help="share of a pretrained backbone's stages (input side) left frozen")
-    p.add_argument("--patience", type=int, default=d.patience, help="early stopping: epochs without a better validation MAP@R")
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share of each class held out as evaluation queries")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of each class used to choose the best epoch")
-    p.add_argument("--unseen-classes", type=float, default=None, help="share of classes never trained on, for class-disjoint validation and testing (default: 0.2 from 20 classes up)")
-    p.add_argument("--queries", default=None, help="a separate ImageFolder of evaluation queries (then nothing is held out for testing)")
-    p.add_argument("--target-precision", type=float, default=d.target_precision, help='calibrate the "unknown" threshold so accepted answers are right this often')
-    p.add_argument("--n-trees", type=int, default=d.n_trees, help="Annoy trees")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same run on CPU)")
-    p.add_argument("--device", default=d.device, choices=DEVICES, help="auto uses CUDA when present")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted training of the same --out")
-    p.add_argument("--overwrite", action="store_true",
-                   help="allow --out to be an existing empty folder (a folder holding files that are not a run is never replaced)")
+def base_type(cls, name: str) -> type:
+    """A field's type without ``| None``: int for ``int | None``."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_settings(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per described field of the config dataclass ``cls``, its help and default from the field."""
+    for f, s in settings_of(cls):
+        flag, kind = "--" + f.name.replace("_", "-"), base_type(cls, f.name)
+        default = f" (default: {f.default})" if f.default not in (None, False, True) else ""
+        if kind is bool and f.default is None:  # three states: unset, --x, --no-x
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=s.help)
+            parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_false", help=f"the opposite of {flag}")
+        elif kind is bool:
+            parser.add_argument(flag if not f.default else "--no-" + flag[2:], dest=f.name, default=f.default,
+                                action="store_false" if f.default else "store_true", help=s.help)
+        else:
+            bounds = f" [{s.bounds_text()}]" if s.bounds_text() else ""
+            parser.add_argument(flag, dest=f.name, type=kind, default=f.default, choices=s.choices,
+                                help=f"{s.help}{default}{bounds}".replace("%", "%%"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,12 +51,13 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m embedder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
+    add_settings(sub.add_parser("train", help="train an embedder on an image folder and write a run bundle"),
+                 TrainConfig)
 
     p = sub.add_parser("predict", help="label images by their nearest gallery neighbours")
     p.add_argument("run", help="run folder")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--k", type=int, default=5, help="neighbours that vote")
+    p.add_argument("--k", type=int, default=None, help="neighbours that vote (default: the run's k)")
     p.add_argument("--unknown-threshold", type=float, default=None, help='answer "unknown" when the nearest neighbour is farther than this (default: the run\'s calibrated threshold)')
     p.add_argument("--no-unknown", action="store_true", help='never answer "unknown"')
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -130,7 +122,7 @@ def _fmt(m: dict, key: str) -> str:
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .pipeline import train
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     bars = _Bars()
@@ -160,7 +152,7 @@ def cmd_predict(args) -> int:
     from .predict import Predictor
     from .run import load_run
 
-    if args.k < 1:
+    if args.k is not None and args.k < 1:
         raise EmbedderError("--k must be at least 1")
     predictor = Predictor(load_run(args.run))
     images, names, errors = [], [], []

@@ -1,79 +1,143 @@
-"""Every default of the pipeline, one dataclass per stage. CLI flags map 1:1 onto these fields."""
+"""Every setting of the pipeline, described once: one dataclass per stage, each field with its help, range and
+choices. The CLI's flags (cli.py) and the Train page's widgets (ui/forms.py) are generated from these fields,
+and ``validate`` checks them, so the three never disagree."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
 
 SCHEMA_VERSION = 2  # 2: marker file and checksums; runs of schema 1 still load
 
 BACKBONES = ("auto", "convnet", "resnet18", "resnet50", "efficientnet_lite0")
 MINERS = ("semihard", "hard", "all", "batch-hard")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_K = 5  # neighbours that vote on a label: the one default, wherever k is asked for
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a config field is shown and checked. Ranges are inclusive; ``None`` values skip the range check."""
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    below: float | None = None  # an exclusive upper bound (shares of a dataset: < 1)
+    positive: bool = False  # must be above 0 (learning rates)
+    choices: tuple | None = None
+    label: str | None = None  # the Train page's label (default: the help's first words)
+    main: bool = False  # on the Train page's first row; the rest sit under "More settings"
+    app: bool = True  # the Train page offers it (data and output folders have their own widgets)
+    step: float | None = None  # the Train page's step for numbers
+
+    def bounds_text(self) -> str:
+        """The range in words: "in [0, 1)", "at least 2", "above 0"."""
+        if self.low is not None and (self.high is not None or self.below is not None):
+            return f"in [{self.low:g}, " + (f"{self.high:g}]" if self.high is not None else f"{self.below:g})")
+        if self.low is not None:
+            return f"at least {self.low:g}"
+        return "above 0" if self.positive else ""
+
+
+def setting(default: Any, help: str, **kw) -> Any:
+    return field(default=default, metadata={"setting": Setting(help, **kw)})
+
+
+def settings_of(cls) -> list[tuple[Any, Setting]]:
+    """(dataclass field, Setting) of every described field of ``cls``, in declaration order."""
+    return [(f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata]
+
+
+def check_settings(obj) -> str | None:
+    """The first field of ``obj`` outside its choices or range, as a message naming the CLI flag; or None."""
+    for f, s in settings_of(type(obj)):
+        value, flag = getattr(obj, f.name), "--" + f.name.replace("_", "-")
+        if value is None or isinstance(value, bool):
+            continue
+        if s.choices and value not in s.choices:
+            return f"unknown {flag} '{value}': choose one of {', '.join(map(str, s.choices))}"
+        too_low = (s.low is not None and value < s.low) or (s.positive and value <= 0)
+        too_high = (s.high is not None and value > s.high) or (s.below is not None and value >= s.below)
+        if too_low or too_high:
+            return f"{flag} must be {s.bounds_text()}, got {value}"
+    return None
 
 
 @dataclass
 class TrainConfig:
-    data: str = "demo"  # an ImageFolder root (root/<label>/<image>), or "demo" for the bundled digits
-    out: str = "runs/demo"  # the run folder to write; replaced atomically when training succeeds
-    backbone: str = "auto"  # auto picks convnet for tiny images (<= 64 px) and efficientnet_lite0 for photos
-    pretrained: bool | None = None  # None: ImageNet weights when the backbone has them offline; True: required
-    dim: int = 128  # embedding size of the head
-    epochs: int = 30  # upper bound; early stopping usually ends sooner
-    image_size: int | None = None  # None: 32 for convnet, 224 for pretrained backbones
-    margin: float = 0.2  # triplet margin, in L2 distance between unit vectors (0..2)
-    miner: str = "semihard"  # semihard | hard | all (TripletMarginMiner) | batch-hard (BatchHardMiner)
-    classes_per_batch: int = 8  # P of a PxK batch (lowered to the number of classes when there are fewer)
-    per_class: int = 4  # K of a PxK batch (raised when P is lowered, so the batch size stays P*K)
-    lr: float = 1e-3  # Adam learning rate of the embedding head (and of a from-scratch backbone)
-    backbone_lr: float = 1e-4  # Adam learning rate of a pretrained backbone: fine-tune it gently
-    weight_decay: float = 1e-4  # Adam weight decay
-    freeze_bn: bool = True  # keep a pretrained backbone's BatchNorm statistics fixed (small batches distort them)
-    freeze_fraction: float = 0.75  # share of a pretrained backbone's stages, from the input side, left frozen
-    patience: int = 5  # early stopping: epochs without a better validation MAP@R
-    test_fraction: float = 0.2  # share of each class held out as evaluation queries (0 with --queries)
-    val_fraction: float = 0.1  # share of each class used to choose the best epoch (never trained on)
-    unseen_classes: float | None = None  # share of classes never trained on, to validate/test on new classes; None: 0.2 from 20 classes up
-    queries: str | None = None  # a separate ImageFolder of evaluation queries instead of a held-out split
-    target_precision: float = 0.95  # "unknown" threshold: answers within it are right this often on validation
-    n_trees: int = 20  # Annoy trees; search_k is then raised until recall@10 >= 0.99
-    batch_size_embed: int = 64  # images per forward pass when embedding
-    seed: int = 0  # same seed, same data -> same run on CPU
-    device: str = "auto"  # auto uses CUDA when present
-    resume: bool = False  # continue an interrupted training of the same --out from its last checkpoint
-    overwrite: bool = False  # allow --out to be an existing empty folder (a folder with files is never replaced)
+    """One training run: data, model, triplet training, evaluation and the index."""
+
+    data: str = setting("demo", 'an ImageFolder root (root/<label>/<image>), or "demo" for the bundled digits',
+                        app=False)
+    out: str = setting("runs/demo", "the run folder to write; replaced atomically when training succeeds "
+                       "(only ever a run folder)", app=False)
+    backbone: str = setting("auto", "network: auto picks convnet for tiny images (<= 64 px) and "
+                            "efficientnet_lite0 for photos", choices=BACKBONES, label="Backbone", main=True)
+    pretrained: bool | None = setting(None, "ImageNet weights: unset = when the backbone has them on this "
+                                      "machine; --pretrained requires them; --no-pretrained starts from random",
+                                      label="Pretrained weights")
+    dim: int = setting(128, "embedding size of the head", low=2, high=4096, label="Embedding size")
+    epochs: int = setting(30, "maximum epochs; early stopping usually ends sooner", low=0, high=10_000,
+                          label="Epochs (max)", main=True)
+    image_size: int | None = setting(None, "input side in pixels; unset = 32 for tiny images with the convnet, "
+                                     "64 for larger ones, 224 for pretrained backbones", low=8, high=1024,
+                                     label="Image size")
+    margin: float = setting(0.2, "triplet margin, in L2 distance between unit vectors", low=0.001, high=2.0,
+                            step=0.05, label="Margin")
+    miner: str = setting("semihard", "which triplets of a batch the loss learns from: semihard | hard | all "
+                         "(TripletMarginMiner) | batch-hard (BatchHardMiner)", choices=MINERS, label="Triplet miner",
+                         main=True)
+    classes_per_batch: int = setting(8, "P of a PxK batch (lowered to the number of classes when there are fewer)",
+                                     low=2, high=1024, label="Classes per batch (P)")
+    per_class: int = setting(4, "K of a PxK batch (raised when P is lowered, so the batch size stays P*K)",
+                             low=2, high=1024, label="Images per class (K)")
+    lr: float = setting(1e-3, "Adam learning rate of the embedding head (and of a from-scratch backbone)",
+                        positive=True, label="Learning rate")
+    backbone_lr: float = setting(1e-4, "Adam learning rate of a pretrained backbone: fine-tune it gently",
+                                 low=0.0, label="Backbone learning rate")
+    weight_decay: float = setting(1e-4, "Adam weight decay", low=0.0, label="Weight decay")
+    freeze_bn: bool = setting(True, "keep a pretrained backbone's BatchNorm statistics fixed (small batches "
+                              "distort them)", label="Freeze BatchNorm")
+    freeze_fraction: float = setting(0.75, "share of a pretrained backbone's stages, from the input side, left "
+                                     "frozen", low=0.0, high=1.0, step=0.05, label="Frozen share of the backbone")
+    patience: int = setting(5, "early stopping: epochs without a better validation score", low=1, high=1000,
+                            label="Patience (epochs)")
+    test_fraction: float = setting(0.2, "share of each class held out as evaluation queries (0 with --queries)",
+                                   low=0.0, below=1.0, step=0.05, label="Held-out test share")
+    val_fraction: float = setting(0.1, "share of each class used to choose the kept model (never trained on)",
+                                  low=0.0, below=1.0, step=0.05, label="Validation share")
+    unseen_classes: float | None = setting(None, "share of classes never trained on, to validate and test "
+                                           "retrieval of new classes; unset = 0.2 from 20 classes up", low=0.0,
+                                           below=0.8, step=0.05, label="Classes never trained on")
+    queries: str | None = setting(None, "a separate ImageFolder of evaluation queries instead of a held-out split",
+                                  app=False)
+    k: int = setting(DEFAULT_K, "neighbours that vote on a label", low=1, high=100, label="Neighbours that vote (k)")
+    target_precision: float = setting(0.95, '"unknown" threshold: answers within it are right this often on '
+                                      "validation", low=0.01, high=1.0, step=0.01,
+                                      label='"Unknown" target precision')
+    n_trees: int = setting(20, "Annoy trees; search_k is then raised until recall@10 >= 0.99", low=1, high=1000,
+                           label="Annoy trees")
+    batch_size_embed: int = setting(64, "images per forward pass when embedding", low=1, high=4096,
+                                    label="Embedding batch size")
+    seed: int = setting(0, "random seed: same seed, same data -> same run on CPU", low=0, high=2**31 - 1,
+                        label="Seed")
+    device: str = setting("auto", "auto uses CUDA when present", choices=DEVICES, label="Device")
+    resume: bool = setting(False, "continue an interrupted training of the same --out from its last checkpoint",
+                           app=False)
+    overwrite: bool = setting(False, "allow --out to be an existing empty folder (a folder holding files that are "
+                              "not a run is never replaced)", app=False)
 
     def validate(self) -> None:
+        """Raises EmbedderError naming the first setting out of its range or choices."""
         from .errors import EmbedderError
 
-        if self.backbone not in BACKBONES:
-            raise EmbedderError(f"unknown backbone '{self.backbone}': choose one of {', '.join(BACKBONES)}")
-        if self.miner not in MINERS:
-            raise EmbedderError(f"unknown miner '{self.miner}': choose one of {', '.join(MINERS)}")
-        if self.device not in DEVICES:
-            raise EmbedderError(f"unknown device '{self.device}': choose one of {', '.join(DEVICES)}")
-        checks = [  # upper bounds too: every one of these sizes memory or time
-            (2 <= self.dim <= 4096, "--dim must be in [2, 4096]"),
-            (0 <= self.epochs <= 10_000, "--epochs must be in [0, 10000]"),
-            (self.image_size is None or 8 <= self.image_size <= 1024, "--image-size must be in [8, 1024]"),
-            (0 < self.margin <= 2, "--margin must be positive (at most 2, the largest distance between unit vectors)"),
-            (2 <= self.classes_per_batch <= 1024, "--classes-per-batch must be in [2, 1024]"),
-            (2 <= self.per_class <= 1024, "--per-class must be in [2, 1024]"),
-            (self.classes_per_batch * self.per_class <= 4096, "a batch (classes-per-batch x per-class) holds at most 4096 images"),
-            (self.lr > 0 and self.backbone_lr >= 0, "learning rates must be positive"),
-            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
-            (self.patience >= 1, "--patience must be at least 1"),
-            (0 <= self.test_fraction < 1, "--test-fraction must be in [0, 1)"),
-            (0 <= self.val_fraction < 1, "--val-fraction must be in [0, 1)"),
-            (self.test_fraction + self.val_fraction < 0.9, "test and validation fractions leave too little to train on"),
-            (1 <= self.n_trees <= 1000, "--n-trees must be in [1, 1000]"),
-            (1 <= self.batch_size_embed <= 4096, "batch_size_embed must be in [1, 4096]"),
-            (0 <= self.freeze_fraction <= 1, "--freeze-fraction must be in [0, 1]"),
-            (self.unseen_classes is None or 0 <= self.unseen_classes < 0.8, "--unseen-classes must be in [0, 0.8)"),
-            (0 < self.target_precision <= 1, "--target-precision must be in (0, 1]"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise EmbedderError(message)
+        problem = check_settings(self)
+        if problem is None and self.test_fraction + self.val_fraction >= 0.9:
+            problem = "test and validation fractions leave too little to train on"
+        if problem is None and self.classes_per_batch * self.per_class > 4096:
+            problem = "a batch (classes-per-batch x per-class) holds at most 4096 images"
+        if problem:
+            raise EmbedderError(problem)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +146,11 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def default_of(cls, name: str) -> Any:
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default if f.default is not MISSING else f.default_factory()
 
 
 @dataclass
@@ -115,58 +184,10 @@ class ModelConfig:
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        for key in ("mean", "std"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
-
 
 @dataclass
 class IndexConfig:
     n_trees: int = 20  # more trees: better recall, bigger file
     target_recall: float = 0.99  # recall@10 against exact search that search_k is raised to reach
-    recall_sample: int = 200  # gallery items used as probe queries when measuring recall
+    recall_sample: int = 200  # probe queries used when measuring recall
     seed: int = 0
-
-
-@dataclass
-class PredictConfig:
-    k: int = 5  # neighbours that vote
-    unknown_threshold: float | None = None  # nearest-neighbour distance beyond which the answer is "unknown"
-
-
-@dataclass
-class EpochStats:
-    """What one epoch reports through the callback, and what history.json stores."""
-
-    epoch: int
-    loss: float
-    active_fraction: float  # share of all valid triplets in a batch that still violate the margin
-    ap_distance: float  # mean anchor-positive distance
-    an_distance: float  # mean anchor-negative distance
-    val_precision_at_1: float
-    val_map_at_r: float
-    seconds: float
-    val_unseen_map_at_r: float | None = None  # classes never trained on (leave-one-out among them)
-    best: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Progress:
-    """One progress report from a long job; the CLI turns these into tqdm bars, the app into st.progress."""
-
-    stage: str  # "scan" | "train" | "embed" | "index" | "evaluate" | "write" | "done"
-    done: int = 0
-    total: int = 0
-    epoch: int = 0
-    loss: float | None = None
-    message: str = ""
-    stats: EpochStats | None = None
-    extra: dict = field(default_factory=dict)

@@ -39,6 +39,13 @@ class GalleryIndex:
             idx[i], dist[i] = items, ds
         return idx, dist
 
+    def neighbors_of(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest gallery items of gallery item ``row``, itself left out: indices (k',), distances (k',)."""
+        items, ds = self.annoy.get_nns_by_item(int(row), min(k + 1, self.size), search_k=self.search_k,
+                                               include_distances=True)
+        pairs = [(i, d) for i, d in zip(items, ds) if i != row][:k]
+        return np.array([i for i, _ in pairs], dtype=np.int64), np.array([d for _, d in pairs], dtype=np.float32)
+
     def save(self, path: Path) -> None:
         self.annoy.save(str(path))
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -222,16 +222,30 @@ class EmbeddingNet(nn.Module):
         else:
             self.head = nn.Linear(features, config.dim)  # training starts it as PCA of pretrained features
 
-    @property
-    def dim(self) -> int:
-        return self.config.dim or self.backbone.out_features
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(x)), dim=1)
 
     def backbone_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features, L2-normalised, skipping the head (the "pretrained" baseline)."""
         return F.normalize(self.backbone(x), dim=1)
+
+
+@torch.no_grad()
+def init_head_pca(head: nn.Linear, features: np.ndarray) -> None:
+    """Start ``head`` as the centred PCA projection of pretrained features (N, F) -> (N, D).
+
+    Pretrained features share a large common component; centring removes it and PCA keeps the
+    directions where images differ, so training starts from (usually better than) the pretrained
+    geometry instead of a random scramble of it. Components beyond the data's rank start at zero.
+    """
+    from sklearn.decomposition import PCA
+
+    k = min(head.weight.shape[0], features.shape[0] - 1, features.shape[1])
+    pca = PCA(n_components=k, random_state=0).fit(features)
+    weight = torch.zeros_like(head.weight)
+    weight[:k] = torch.from_numpy(pca.components_).to(weight)
+    head.weight.copy_(weight)
+    head.bias.copy_(-(weight @ torch.from_numpy(pca.mean_).to(weight)))
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
@@ -269,9 +283,3 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise EmbedderError("--device cuda asked for, but no CUDA device is available")
     return torch.device(device)
-
-
-def default_threads() -> None:
-    """Use every core for intra-op work unless the user set OMP/torch threads themselves."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))

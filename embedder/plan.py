@@ -7,11 +7,12 @@ from typing import Callable
 
 import numpy as np
 
-from .config import ModelConfig, Progress, TrainConfig
+from .config import ModelConfig, TrainConfig
 from .data import ImageSet, resolve_data, scan_folder, stratified_split
 from .errors import EmbedderError
+from .progress import Progress, Stage
 from .model import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, missing_weights_message, pretrained_available
-from .run import check_out
+from .bundle import check_out
 
 TINY_SIDE = 64  # images whose median short side is at most this are "tiny" (digits, icons): small CNN, no flips
 
@@ -31,6 +32,12 @@ class Plan:
     unseen_val_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     unseen_test_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def parts(self) -> dict[str, np.ndarray]:
+        """Image rows by role: "train", "val", "test", "unseen_val", "unseen_test"."""
+        return {"train": self.train_idx, "val": self.val_idx, "test": self.test_idx,
+                "unseen_val": self.unseen_val_idx, "unseen_test": self.unseen_test_idx}
 
 
 def choose_model(cfg: TrainConfig, images: ImageSet) -> tuple[ModelConfig, list[str]]:
@@ -75,7 +82,7 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
     report = progress or (lambda p: None)
     root = resolve_data(cfg.data)
     check_out(cfg.out, [root, *([cfg.queries] if cfg.queries else [])], cfg.overwrite)
-    images = scan_folder(root, progress=lambda d, t: report(Progress(stage="scan", done=d, total=t)))
+    images = scan_folder(root, progress=lambda d, t: report(Progress(Stage.SCAN, done=d, total=t)))
     notes = []
     if images.skipped:
         notes.append(images.skipped_message())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -40,6 +41,13 @@ class Prediction:
         d["neighbors"] = [{"path": n.path, "label": n.label, "distance": n.distance} for n in self.neighbors]
         return d
 
+    def to_row(self) -> dict:
+        """One flat row for a CSV or a table: votes as JSON, neighbours as ``label:distance:path | ...``."""
+        return {"file": self.image, "label": self.label, "confidence": round(self.confidence, 4),
+                "votes": json.dumps({k: round(v, 4) for k, v in self.votes.items()}),
+                "nearest_distance": round(self.nearest_distance, 4),
+                "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{n.path}" for n in self.neighbors)}
+
 
 def vote(labels: Sequence[str], distances: Sequence[float]) -> tuple[str, float, dict[str, float]]:
     """Distance-weighted vote: each neighbour adds 1 / (distance + eps) to its label.
@@ -61,6 +69,11 @@ def vote(labels: Sequence[str], distances: Sequence[float]) -> tuple[str, float,
     return order[0], shares[order[0]], shares
 
 
+def knn_predictions(idx: np.ndarray, dist: np.ndarray, gallery_labels: np.ndarray, k: int) -> np.ndarray:
+    """Distance-weighted vote over the first k neighbours of each row -> predicted labels (Q,)."""
+    return np.array([int(vote(gallery_labels[i[:k]].tolist(), d[:k])[0]) for i, d in zip(idx, dist)])
+
+
 class Predictor:
     """Answers "what is this image?" from a run: embed, find neighbours in the Annoy index, vote."""
 
@@ -69,6 +82,11 @@ class Predictor:
         self.model = run.model(device)
         self.transform = eval_transform(run.model_config)
         self.index = run.index()
+
+    @property
+    def k(self) -> int:
+        """The run's number of voting neighbours."""
+        return self.run.train_config.k
 
     @property
     def calibrated_threshold(self) -> float | None:
@@ -84,10 +102,12 @@ class Predictor:
         )
 
     def predict_embeddings(
-        self, embeddings: np.ndarray, names: Sequence[str], k: int = 5, unknown_threshold: float | None = None
+        self, embeddings: np.ndarray, names: Sequence[str], k: int | None = None,
+        unknown_threshold: float | None = None,
     ) -> list[Prediction]:
-        """(Q, D) query embeddings -> one Prediction each. Beyond ``unknown_threshold`` the label is "unknown"."""
-        idx, dist = self.index.query(embeddings, k)
+        """(Q, D) query embeddings -> one Prediction each, by the vote of ``k`` neighbours (default: the run's).
+        Beyond ``unknown_threshold`` the label is "unknown"."""
+        idx, dist = self.index.query(embeddings, k or self.k)
         out = []
         for name, row, drow, emb in zip(names, idx, dist, embeddings):
             neighbors = [
@@ -106,7 +126,7 @@ class Predictor:
         return out
 
     def predict(
-        self, images: Sequence[Image.Image | str], names: Sequence[str] | None = None, k: int = 5,
+        self, images: Sequence[Image.Image | str], names: Sequence[str] | None = None, k: int | None = None,
         unknown_threshold: float | None = None,
     ) -> list[Prediction]:
         names = names or [str(im) if not isinstance(im, Image.Image) else f"image {i}" for i, im in enumerate(images)]

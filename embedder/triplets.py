@@ -15,6 +15,30 @@ import torch
 from .errors import EmbedderError
 
 
+def kind_of(ap_distance: float, an_distance: float, margin: float) -> str:
+    """How a triplet stands under the margin: "hard" (the negative is nearer than the positive), "semi-hard"
+    (farther, but inside the margin: it still has a loss) or "easy" (already separated by the margin)."""
+    if an_distance < ap_distance:
+        return "hard"
+    return "semi-hard" if an_distance < ap_distance + margin else "easy"
+
+
+@torch.no_grad()
+def batch_stats(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -> tuple[float, float, float]:
+    """Over every valid triplet of a batch: the share violating the margin, mean d(a,p) and mean d(a,n)."""
+    d = torch.cdist(embeddings, embeddings)  # (B, B)
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    neg = ~same
+    valid = pos[:, :, None] & neg[:, None, :]  # (B, B, B): anchor, positive, negative
+    active = (d[:, :, None] - d[:, None, :] + margin > 0) & valid
+    n_valid = int(valid.sum())
+    frac = float(active.sum()) / n_valid if n_valid else 0.0
+    ap = float(d[pos].mean()) if pos.any() else 0.0
+    an = float(d[neg].mean()) if neg.any() else 0.0
+    return frac, ap, an
+
+
 @dataclass
 class Triplet:
     anchor: int  # row in the embeddings given to mine_triplets
@@ -35,7 +59,8 @@ class TripletImages:
     negative_label: str
     ap_distance: float
     an_distance: float
-    kind: str  # the miner type that found it: "semihard", "hard" or "all"
+    miner: str  # the miner type that found it: "semihard", "hard" or "all"
+    kind: str  # where it stands under the margin: "hard", "semi-hard" or "easy" (see ``kind_of``)
 
 
 def mine_triplets(
@@ -93,6 +118,6 @@ def sample_triplets(run, n: int = 4, classes_per_batch: int = 8, per_class: int 
         a, p, neg = rows[t.anchor], rows[t.positive], rows[t.negative]
         out.append(TripletImages(
             files[a], files[p], files[neg], run.classes[labels[a]], run.classes[labels[neg]],
-            t.ap_distance, t.an_distance, kind,
+            t.ap_distance, t.an_distance, kind, kind_of(t.ap_distance, t.an_distance, margin),
         ))
     return out

@@ -53,7 +53,7 @@ def demo_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory, demo_cache) -> Path:
     """A real run: the convnet trained for 3 epochs on the digits (about 15 s on 2 cores)."""
-    from embedder.train import train
+    from embedder.pipeline import train
 
     out = tmp_path_factory.mktemp("runs") / "digits"
     train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0))

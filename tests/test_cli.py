@@ -59,7 +59,7 @@ def test_project__csv_rows(digits_run, tmp_path):
         (["train", "--data", "/no/such/folder", "--out", "{tmp}/r"], "error: data folder not found: /no/such/folder"),
         (["evaluate", "{tmp}"], "is not a run folder"),
         (["predict", "{tmp}/missing", "x.png"], "error: run folder not found"),
-        (["train", "--data", "demo", "--out", "{tmp}/r", "--margin", "-1"], "error: --margin must be positive"),
+        (["train", "--data", "demo", "--out", "{tmp}/r", "--margin", "-1"], "error: --margin must be in [0.001, 2], got -1"),
         (["train", "--data", "{tmp}", "--out", "{tmp}"], "overlaps the data folder"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/cats"], "overlaps the data folder"),
         (["train", "--data", "demo", "--out", "{tmp}"], "is not a run folder (it holds cats)"),

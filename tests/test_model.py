@@ -35,7 +35,7 @@ def test_init_head_pca__head_outputs_the_centred_pca_projection():
     import numpy as np
     from sklearn.decomposition import PCA
 
-    from embedder.train import init_head_pca
+    from embedder.model import init_head_pca
 
     features = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32) + 3.0  # shared offset
     head = torch.nn.Linear(5, 4)

@@ -191,7 +191,7 @@ def test_index_of_another_gallery_of_the_same_size_is_found(tmp_path, digits_run
 
 def test_model_pt_of_another_run_with_the_same_network_is_named(tmp_path, digits_run, shapes_folder):
     from embedder.config import TrainConfig
-    from embedder.train import train
+    from embedder.pipeline import train
 
     other = train(TrainConfig(data=str(shapes_folder), out=str(tmp_path / "other"), epochs=1, dim=128,
                               classes_per_batch=3, per_class=4)).run_dir

@@ -8,7 +8,9 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from embedder.config import TrainConfig
 from embedder.errors import Cancelled, EmbedderError
 from embedder.plan import plan
-from embedder.train import _miner, batch_stats, train, work_dir
+from embedder.pipeline import train
+from embedder.train import _miner, work_dir
+from embedder.triplets import batch_stats
 
 
 def test_semihard_miner__every_triplet_obeys_the_condition():
@@ -59,7 +61,7 @@ def test_plan__batch_keeps_its_size_when_classes_are_few(shapes_folder, tmp_path
 
 
 def test_plan__bad_settings_are_user_errors(shapes_folder, tmp_path):
-    with pytest.raises(EmbedderError, match="unknown miner"):
+    with pytest.raises(EmbedderError, match="unknown --miner .easy."):
         plan(_cfg(shapes_folder, tmp_path / "run", miner="easy"))
     with pytest.raises(EmbedderError, match="no pretrained weights"):
         plan(_cfg(shapes_folder, tmp_path / "run", backbone="convnet", pretrained=True))

@@ -1,0 +1,118 @@
+"""From an image folder to a run bundle, stage by stage:
+
+    plan -> fit -> embed the gallery -> index -> calibrate -> evaluate -> write
+
+Each stage is a function of the one before; progress leaves through ``report``, and ``stop()`` is polled
+throughout: a True answer raises ``Cancelled`` and leaves the previous run at ``cfg.out`` untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .calibrate import open_set
+from .config import IndexConfig, TrainConfig
+from .embed import embed_images
+from .errors import Cancelled
+from .evaluate import evaluate_run
+from .index import GalleryIndex, build_index
+from .model import resolve_device
+from .plan import Plan, plan
+from .progress import Progress, Reporter, Stage, silent
+from .run import Run, gallery_rows, split_record
+from .train import Fitted, fit, remove_work_dir, work_dir
+from .transforms import eval_transform
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict]
+    metrics: dict
+    kept: str  # which model the run keeps (an epoch, the network before training, pretrained features) and why
+    notes: list[str]
+
+
+def _guarded(report: Reporter, stop: Callable[[], bool]) -> Reporter:
+    """A reporter that also honours a cancel between the stages after training."""
+
+    def guarded(p: Progress) -> None:
+        if stop():
+            raise Cancelled("training cancelled; the previous run is unchanged")
+        report(p)
+
+    return guarded
+
+
+def embed_gallery(pl: Plan, fitted: Fitted, cfg: TrainConfig, device, report: Reporter) -> tuple[np.ndarray, np.ndarray]:
+    """(gallery rows into the plan's images (N,), their embeddings (N, D)) with the kept network."""
+    rows = gallery_rows(pl.parts)
+    mc = fitted.model.config
+    emb = embed_images(fitted.model, [pl.images.paths[i] for i in rows], eval_transform(mc),
+                       batch_size=cfg.batch_size_embed, flip_tta=mc.flip_tta, device=device,
+                       progress=lambda d, t: report(Progress(Stage.EMBED, done=d, total=t)))
+    return rows, emb
+
+
+def index_gallery(emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> GalleryIndex:
+    report(Progress(Stage.INDEX, message="building the Annoy index"))
+    return build_index(emb, IndexConfig(n_trees=cfg.n_trees, seed=cfg.seed))
+
+
+def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> dict:
+    """The "unknown" distance threshold, from validation images against the training images."""
+    report(Progress(Stage.CALIBRATE, message='calibrating "unknown" on validation images'))
+    if not len(pl.val_idx):
+        return {"calibrated_on": "validation"}
+    position = {int(i): r for r, i in enumerate(rows)}
+    val, train = [position[int(i)] for i in pl.val_idx], [position[int(i)] for i in pl.train_idx]
+    labels = pl.images.labels
+    calib = open_set(emb[val], labels[pl.val_idx], emb[train], labels[pl.train_idx], cfg.target_precision, k=cfg.k)
+    keys = ("threshold", "target_precision", "precision", "coverage", "auroc")
+    return {**{k: calib[k] for k in keys if k in calib}, "calibrated_on": "validation"}
+
+
+def assemble(pl: Plan, cfg: TrainConfig, fitted: Fitted, rows: np.ndarray, emb: np.ndarray,
+             index: GalleryIndex) -> Run:
+    """The run as it will be written (metrics are filled in by the evaluate stage)."""
+    images = pl.images
+    info = {"kept": fitted.kept, "notes": pl.notes, "skipped": [str(p) for p, _ in images.skipped],
+            "batch": {"classes_per_batch": pl.classes_per_batch, "per_class": pl.per_class}}
+    return Run(
+        path=Path(cfg.out).expanduser().resolve(), model_config=fitted.model.config, train_config=cfg,
+        classes=images.classes, data_root=images.root,
+        gallery_paths=[str(images.paths[i].relative_to(images.root)) for i in rows], gallery_labels=images.labels[rows],
+        gallery_embeddings=emb, split=split_record(images.root, images.paths, images.labels, images.classes, pl.parts,
+                                                   cfg.queries),
+        info={**info, "index": index.stats()}, history=fitted.history, _model=fitted.model, _index=index,
+    )
+
+
+def train(cfg: TrainConfig, progress: Reporter | None = None, should_stop: Callable[[], bool] | None = None,
+          ) -> TrainResult:
+    """Train an embedder on ``cfg.data`` and write the run bundle to ``cfg.out``."""
+    report, stop = progress or silent, should_stop or (lambda: False)
+    pl = plan(cfg, report)
+    for note in pl.notes:
+        report(Progress(Stage.NOTE, message=note))
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out).expanduser().resolve()
+    fitted = fit(pl, cfg, out, device, report, stop)
+    report = _guarded(report, stop)
+    rows, emb = embed_gallery(pl, fitted, cfg, device, report)
+    index = index_gallery(emb, cfg, report)
+    unknown = calibrate(pl, rows, emb, cfg, report)
+    run = assemble(pl, cfg, fitted, rows, emb, index)
+    run.metrics = {"index": index.stats(), **fitted.validation, "kept": fitted.kept, "unknown": unknown}
+    if len(pl.test_idx) or cfg.queries:
+        run.metrics["test"] = evaluate_run(run, queries=cfg.queries, device=str(device), progress=report,
+                                           target_precision=cfg.target_precision)
+    report(Progress(Stage.WRITE, message=f"writing {out}"))
+    run.save(overwrite=cfg.overwrite)
+    remove_work_dir(work_dir(out))
+    report(Progress(Stage.DONE, message=str(out)))
+    return TrainResult(out, fitted.history, run.metrics, fitted.kept, pl.notes)

@@ -1,0 +1,68 @@
+"""What long jobs report while they run: a stage, how far along, and per-epoch statistics.
+
+The library never prints: the CLI turns these reports into tqdm bars, the app into st.progress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Callable
+
+
+class Stage(str, Enum):
+    """The pipeline's stages, in order (a str, so ``Stage.TRAIN == "train"``)."""
+
+    SCAN = "scan"
+    NOTE = "note"  # a message for the user, not a stage of its own
+    TRAIN = "train"  # steps of one epoch
+    EPOCH = "epoch"  # an epoch finished: ``stats`` holds its numbers
+    EMBED = "embed"
+    INDEX = "index"
+    CALIBRATE = "calibrate"
+    EVALUATE = "evaluate"
+    WRITE = "write"
+    DONE = "done"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class EpochStats:
+    """What one epoch reports through the callback, and what history.json stores."""
+
+    epoch: int
+    loss: float
+    active_fraction: float  # share of all valid triplets in a batch that still violate the margin
+    ap_distance: float  # mean anchor-positive distance
+    an_distance: float  # mean anchor-negative distance
+    val_precision_at_1: float
+    val_map_at_r: float
+    seconds: float
+    val_unseen_map_at_r: float | None = None  # classes never trained on (leave-one-out among them)
+    best: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Progress:
+    """One progress report from a long job."""
+
+    stage: Stage
+    done: int = 0
+    total: int = 0
+    epoch: int = 0
+    loss: float | None = None
+    message: str = ""
+    stats: EpochStats | None = None
+    extra: dict = field(default_factory=dict)
+
+
+Reporter = Callable[[Progress], None]
+
+
+def silent(_: Progress) -> None:
+    """The reporter used when nobody listens."""

@@ -1,0 +1,108 @@
+"""Validation during training: embed the validation images with the current network and score them.
+
+Validation images (never trained on) are the queries, training images the gallery; classes held out of
+training are scored leave-one-out among themselves. Both sides are capped (seeded, stratified samples) so an
+epoch's validation costs the same at a million images as at ten thousand, and the run says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .embed import embed_images
+from .evaluate import retrieval_metrics
+from .model import EmbeddingNet
+
+MAX_QUERIES = 2_000  # validation queries scored each epoch (and as many unseen-class images)
+MAX_GALLERY = 20_000  # training images they are searched among
+
+
+def cap(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of ``rows`` (sorted), every label keeping its share: a seeded stratified sample."""
+    if len(rows) <= limit:
+        return rows
+    from .plots import stratified_sample
+
+    return np.sort(rows[stratified_sample(labels[rows], limit, seed)])
+
+
+@dataclass
+class ValidationSet:
+    """The image rows validation embeds, in this order: queries, their gallery, unseen-class images."""
+
+    queries: np.ndarray
+    gallery: np.ndarray
+    unseen: np.ndarray
+    note: str | None = None  # what was sampled, for the user
+
+    @classmethod
+    def of(cls, labels: np.ndarray, val: np.ndarray, train: np.ndarray, unseen: np.ndarray, seed: int):
+        parts = (cap(val, labels, MAX_QUERIES, seed), cap(train, labels, MAX_GALLERY, seed),
+                 cap(unseen, labels, MAX_QUERIES, seed))
+        sampled = [f"{len(p):,} of {len(full):,} {what}" for p, full, what in
+                   zip(parts, (val, train, unseen), ("validation images", "training images", "unseen-class images"))
+                   if len(p) < len(full)]
+        note = f"validation each epoch scores a seeded sample: {', '.join(sampled)}" if sampled else None
+        return cls(*parts, note)
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.concatenate([self.queries, self.gallery, self.unseen])
+
+    def __bool__(self) -> bool:
+        return bool(len(self.queries) or len(self.unseen))
+
+    def score(self, emb: np.ndarray, labels: np.ndarray) -> dict:
+        """Metrics of embeddings ``emb`` (rows of ``self.rows``); ``score`` is what the kept model is chosen by:
+        MAP@R of the validation images, averaged with the unseen classes' when classes were held out."""
+        nq, ng = len(self.queries), len(self.gallery)
+        lab = labels[self.rows]
+        m = retrieval_metrics(emb[:nq], lab[:nq], emb[nq:nq + ng], lab[nq:nq + ng]) if nq else {}
+        scores = [m["map_at_r"]] if "map_at_r" in m else []
+        if len(self.unseen):
+            u = retrieval_metrics(emb[nq + ng:], lab[nq + ng:], emb[nq + ng:], lab[nq + ng:], leave_one_out=True)
+            if "map_at_r" in u:
+                m["unseen_map_at_r"], m["unseen_precision_at_1"] = u["map_at_r"], u["precision_at_1"]
+                scores.append(u["map_at_r"])
+        if scores:
+            m["score"] = float(np.mean(scores))
+        return m
+
+
+class Validator:
+    """Embeds the validation images each epoch. The output of the frozen leading stages never changes, so it
+    is computed once and kept (when it fits in ``max_bytes``); each epoch then runs only the trainable stages
+    and the head."""
+
+    def __init__(self, model: EmbeddingNet, n_frozen: int, paths: list, transform, batch_size: int, device,
+                 loader, max_bytes: int = 1 << 30) -> None:
+        self.model, self.n_frozen, self.paths, self.batch_size, self.device = model, n_frozen, paths, batch_size, device
+        self.transform, self.loader, self.acts = transform, loader, None
+        if n_frozen and paths:
+            side = model.config.image_size
+            with torch.no_grad():
+                probe = model.backbone.run(torch.zeros(1, 3, side, side, device=device), 0, n_frozen)
+            if probe.numel() * 4 * len(paths) <= max_bytes:
+                self.acts = embed_images(lambda x: model.backbone.run(x, 0, n_frozen), paths, transform,
+                                         batch_size=batch_size, device=device, loader=loader)
+
+    @torch.no_grad()
+    def features(self) -> np.ndarray:
+        """Pooled backbone features (N, F) of ``paths``, not normalised."""
+        if self.acts is None:
+            return embed_images(self.model.backbone, self.paths, self.transform, batch_size=self.batch_size,
+                                device=self.device, loader=self.loader)
+        b = self.batch_size
+        out = [self.model.backbone.run(torch.from_numpy(self.acts[i:i + b]).to(self.device), self.n_frozen)
+               .mean(dim=(2, 3)).cpu().numpy() for i in range(0, len(self.acts), b)]
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def embeddings(self, features: np.ndarray | None = None) -> np.ndarray:
+        """(N, D) unit vectors of the current network (from ``features`` when already computed)."""
+        f = torch.from_numpy(self.features() if features is None else features).to(self.device)
+        return F.normalize(self.model.head(f), dim=1).cpu().numpy()
