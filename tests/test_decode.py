@@ -1,5 +1,7 @@
 """Decoding: every mode to upright RGB, the pixel budget checked before decoding, only regular files read."""
 
+import contextlib
+import faulthandler
 import io
 import os
 import struct
@@ -7,6 +9,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from embedder.decode import MAX_PIXELS, load_image, max_pixels, skip_reason, to_rgb
@@ -208,3 +212,92 @@ def test_load_image__file_object_is_named_by_its_name(tmp_path):
     with pytest.raises(EmbedderError) as info:
         load_image(buf)
     assert str(info.value).startswith("not a readable image: a\\nb.gif (")
+
+
+# Property-based: whatever the bytes, load_image gives an RGB image or one line, never another exception.
+
+def _encoded(fmt: str, img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _seeds() -> dict[str, bytes]:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgb = Image.new("RGB", (24, 16), (200, 30, 60))
+    return {
+        "PNG": _encoded("PNG", rgb.convert("P")), "JPEG": _encoded("JPEG", rgb, exif=exif),
+        "GIF": _encoded("GIF", rgb), "BMP": _encoded("BMP", rgb), "WEBP": _encoded("WEBP", rgb),
+        "TIFF": _encoded("TIFF", rgb.convert("I;16")),
+    }
+
+
+SEEDS = _seeds()
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: float = 30):
+    """A decoder stuck in C ignores Python signals: past ``seconds`` the process dumps its stacks and exits, so a
+    hang fails the run instead of stalling it."""
+    faulthandler.dump_traceback_later(seconds, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _rgb_or_one_line(data: bytes, **kw) -> Image.Image | None:
+    with _no_hang():
+        try:
+            img = load_image(data, **kw)
+        except EmbedderError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            return None
+    assert img.mode == "RGB" and min(img.size) >= 1
+    return img
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=2048))
+def test_load_image__arbitrary_bytes_give_rgb_or_one_line(data):
+    _rgb_or_one_line(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(sorted(SEEDS)), edits=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)),
+       max_size=6), cut=st.none() | st.integers(0, 2**16), max_side=st.none() | st.integers(1, 40))
+def test_load_image__damaged_images_give_rgb_or_one_line(monkeypatch, fmt, edits, cut, max_side):
+    monkeypatch.setenv("EMBEDDER_MAX_PIXELS", "1000000")  # an edited header may promise 7000×7000: keep it quick
+    data = bytearray(SEEDS[fmt])
+    for at, value in edits:
+        data[at % len(data)] = value
+    img = _rgb_or_one_line(bytes(data[: cut % len(data)] if cut is not None else data), max_side=max_side)
+    if img is not None and max_side is not None:
+        assert max(img.size) <= max_side
+
+
+FORMAT_MODES = [("PNG", m) for m in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16")] + \
+               [("JPEG", m) for m in ("L", "RGB", "CMYK")] + [("TIFF", m) for m in ("F", "I", "RGB")] + \
+               [("WEBP", "RGBA"), ("GIF", "P"), ("BMP", "RGB")]
+
+
+@settings(max_examples=120, deadline=None)
+@given(fmt_mode=st.sampled_from(FORMAT_MODES), w=st.integers(1, 64), h=st.integers(1, 64),
+       orientation=st.integers(1, 8), max_side=st.none() | st.integers(1, 80))
+def test_load_image__any_size_and_mode_comes_back_upright_rgb(fmt_mode, w, h, orientation, max_side):
+    fmt, mode = fmt_mode
+    exif = Image.Exif()
+    if fmt in ("PNG", "JPEG", "WEBP"):
+        exif[0x0112] = orientation
+    else:
+        orientation = 1
+    img = _rgb_or_one_line(_encoded(fmt, Image.new(mode, (w, h)), exif=exif), max_side=max_side)
+    assert img is not None
+    upright = (h, w) if orientation >= 5 else (w, h)
+    if max_side is None or max_side >= max(w, h):
+        assert img.size == upright
+    else:  # the long side is max_side exactly; the short one may round either way
+        long_axis = 0 if upright[0] >= upright[1] else 1
+        assert img.size[long_axis] == max_side
+        assert abs(img.size[1 - long_axis] - upright[1 - long_axis] * max_side / max(w, h)) <= 1
