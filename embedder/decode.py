@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import EmbedderError, one_line
 
@@ -22,6 +22,9 @@ from .errors import EmbedderError, one_line
 MAX_PIXELS = 50_000_000
 # Backstop for code that opens images without that check: PIL warns above this and refuses above twice it.
 Image.MAX_IMAGE_PIXELS = 120_000_000
+# Decoders for the documented extensions only (the JPEG opener also reads phone cameras' MPO): PIL would also
+# open an EPS named x.jpg by running Ghostscript on it, and try a dozen rarely used decoders besides.
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "WEBP", "TIFF")
 _ORIENTATION = 0x0112  # EXIF tag: how to turn the stored pixels to display them upright
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -101,7 +104,7 @@ def _fit_budget(img: Image.Image, want: tuple[int, int] | None, limit: int) -> N
     w, h = img.size
     if w <= 0 or h <= 0:
         raise _Unusable(f"empty ({w}×{h} pixels)")
-    if img.format == "JPEG":
+    if isinstance(img, JpegImagePlugin.JpegImageFile):
         scale = next((s for s in (1, 2, 4, 8) if -(-w // s) * -(-h // s) <= limit), 8)
         ask = (max(1, w // scale), max(1, h // scale))
         if want:
@@ -136,7 +139,7 @@ def _shrink(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 def _decode(fp, limit: int, min_side: int | None, max_side: int | None) -> Image.Image:
     """One decode with at most one full-size copy alive: every step drops the image it replaces."""
-    img = Image.open(fp)
+    img = Image.open(fp, formats=FORMATS)
     want = _target_size(img.size, min_side, max_side) if min(img.size) > 0 else None
     _fit_budget(img, want, limit)
     img.load()
@@ -219,7 +222,7 @@ def load_image(source: str | os.PathLike | bytes | io.IOBase, min_side: int | No
 def check_image(path: Path, limit: int) -> tuple[int, int]:
     """Fully decode (JPEGs at reduced scale, which is fast) to catch truncated files; return the upright size."""
     with _open_regular(path) as fp:
-        img = Image.open(fp)
+        img = Image.open(fp, formats=FORMATS)
         size = img.size
         _fit_budget(img, (64, 64), limit)
         img.load()

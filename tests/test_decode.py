@@ -206,6 +206,14 @@ def test_load_image__bad_bytes_raise_one_line_error():
         load_image(b"%PDF-1.4 not an image")
 
 
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "EPS"])
+def test_load_image__only_the_documented_formats_are_decoded(tmp_path, fmt):
+    data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n" if fmt == "EPS" else _encoded(fmt, Image.new("L", (4, 4)))
+    (tmp_path / "x.jpg").write_bytes(data)  # Ghostscript would run on an EPS, whatever its name
+    with pytest.raises(EmbedderError, match=r"^not a readable image: x.jpg \(not an image\)$"):
+        load_image(tmp_path / "x.jpg")
+
+
 def test_load_image__file_object_is_named_by_its_name(tmp_path):
     buf = io.BytesIO(b"GIF89a broken")
     buf.name = "/uploads/a\nb.gif"
