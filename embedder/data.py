@@ -1,23 +1,27 @@
-"""Image folder -> samples: robust decoding, stratified splits, and the bundled digits demo set."""
+"""Image folder -> samples (each file checked, the unusable ones listed with a reason), stratified splits, and
+the bundled digits demo set. Decoding itself lives in ``decode.py``."""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .errors import EmbedderError
+from .decode import MAX_PIXELS, check_image, load_image, max_pixels, skip_reason, to_rgb  # noqa: F401 (re-exported)
+from .errors import EmbedderError, one_line
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-# Refuse decompression bombs with a clear message instead of PIL's warning-then-error.
-Image.MAX_IMAGE_PIXELS = 120_000_000
+
+
+def _category(reason: str) -> str:
+    return reason.split(" (")[0]  # "too large (15000×15000 pixels, …)" counts as "too large"
 
 
 @dataclass
@@ -29,92 +33,72 @@ class ImageSet:
     labels: np.ndarray  # (N,) int64 indices into classes
     classes: list[str]
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) per image
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unreadable files and why
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # unusable files and why ("truncated", ...)
+    empty_classes: list[str] = field(default_factory=list)  # class folders left out: no usable image inside
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, idx: np.ndarray) -> "ImageSet":
-        return ImageSet(
-            root=self.root,
-            paths=[self.paths[i] for i in idx],
-            labels=self.labels[idx],
-            classes=self.classes,
-            sizes=[self.sizes[i] for i in idx] if self.sizes else [],
-        )
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
 
-    def skipped_message(self) -> str | None:
-        """One warning line naming the skipped files, or None when nothing was skipped."""
+    def skipped_by_reason(self) -> dict[str, int]:
+        """How many files were skipped for each kind of reason, most common first."""
+        return dict(Counter(_category(r) for _, r in self.skipped).most_common())
+
+    def skipped_message(self, shown: int = 3) -> str | None:
+        """One warning line: counts by reason, then the first few files with theirs; None when nothing was skipped.
+
+        E.g. ``skipped 3 file(s): 2 truncated, 1 not a regular file — b/t.jpg: truncated; b/u.jpg: truncated; …``
+        """
         if not self.skipped:
             return None
-        names = ", ".join(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p, _ in self.skipped[:5])
-        more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
-        return f"skipped {len(self.skipped)} unreadable image(s): {names}{more}"
+        counts = ", ".join(f"{n} {reason}" for reason, n in self.skipped_by_reason().items())
+        names = "; ".join(f"{one_line(self._rel(p), 80)}: {r}" for p, r in self.skipped[:shown])
+        more = f"; and {len(self.skipped) - shown} more" if len(self.skipped) > shown else ""
+        return f"skipped {len(self.skipped)} file(s): {counts} — {names}{more}"
 
+    def empty_classes_message(self, shown: int = 5) -> str | None:
+        """One warning line naming the class folders left out for want of a usable image; None when there are none."""
+        if not self.empty_classes:
+            return None
+        names = ", ".join(one_line(c, 40) for c in self.empty_classes[:shown])
+        more = f" and {len(self.empty_classes) - shown} more" if len(self.empty_classes) > shown else ""
+        return f"left out {len(self.empty_classes)} class folder(s) with no usable image: {names}{more}"
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. Transparency is flattened onto white; 16/32-bit greyscale is rescaled to 8 bits."""
-    if img.mode == "RGB":
-        return img.copy()
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if img.mode.startswith("I") or img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16"):
-            arr = arr / 257.0  # full 16-bit range onto 0..255
-        else:
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L").convert("RGB")
-    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
-
-
-def load_image(source: str | os.PathLike | bytes | io.IOBase, min_side: int | None = None) -> Image.Image:
-    """Decode an image file (path, bytes or file object) to an upright RGB image.
-
-    With ``min_side``, a JPEG may be decoded at a reduced scale (still at least that many pixels on
-    each side), which is several times faster for photos; used for training, never for the gallery.
-
-    Raises:
-        EmbedderError: the data is not a readable image.
-    """
-    if isinstance(source, (bytes, bytearray)):
-        source = io.BytesIO(source)
-    try:
-        with Image.open(source) as img:
-            if min_side:
-                img.draft("RGB", (min_side, min_side))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        name = getattr(source, "name", None) or (str(source) if isinstance(source, (str, os.PathLike)) else "upload")
-        reason = str(exc).split("\n")[0] or type(exc).__name__
-        raise EmbedderError(f"not a readable image: {Path(name).name} ({reason})") from None
-
-
-def _check_image(path: Path) -> tuple[int, int]:
-    """Fully decode (JPEGs at reduced scale, which is fast) to catch truncated files; return the upright size."""
-    with Image.open(path) as img:
-        size = img.size
-        orientation = img.getexif().get(0x0112, 1)
-        img.draft("RGB", (64, 64))
-        img.load()
-    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+    def skip_report(self, limit: int = 1000) -> dict:
+        """What the scan left out, ready for ``json.dumps``; ``files`` holds at most ``limit`` entries
+        (``count`` says how many there were), paths relative to ``root`` when they lie inside it."""
+        return {
+            "count": len(self.skipped),
+            "by_reason": self.skipped_by_reason(),
+            "files": [{"path": self._rel(p), "reason": r} for p, r in self.skipped[:limit]],
+            "empty_classes": list(self.empty_classes),
+        }
 
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def _class_folders(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The class sub-folders and every image-named file under them, with its class, in a stable order."""
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    candidates: list[tuple[Path, str]] = []
+    for class_dir in class_dirs:
+        for dirpath, dirnames, filenames in os.walk(class_dir):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            candidates.extend((Path(dirpath) / n, class_dir.name) for n in sorted(filenames)
+                              if is_image_file(Path(dirpath) / n))
+    return class_dirs, candidates
+
+
 def scan_folder(root: str | os.PathLike, progress: Callable[[int, int], None] | None = None) -> ImageSet:
     """Read an ImageFolder tree ``root/<label>/<image>``.
 
-    Hidden entries and non-image files are ignored; unreadable images are skipped and listed in
-    ``ImageSet.skipped``. Classes are the sorted names of the sub-folders that hold at least one image.
+    Hidden entries and non-image files are ignored; unusable images (truncated, too large, not a regular file,
+    ...) are skipped and listed with the reason in ``ImageSet.skipped``. Classes are the sorted names of the
+    sub-folders that hold at least one usable image; the others are listed in ``ImageSet.empty_classes``.
 
     Raises:
         EmbedderError: the folder is missing, holds no readable image, or fewer than two classes.
@@ -122,14 +106,8 @@ def scan_folder(root: str | os.PathLike, progress: Callable[[int, int], None] | 
     root = Path(root).expanduser()
     if not root.is_dir():
         raise EmbedderError(f"data folder not found: {root}")
-    candidates: list[tuple[Path, str]] = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                if is_image_file(path):
-                    candidates.append((path, class_dir.name))
+    limit = max_pixels()
+    class_dirs, candidates = _class_folders(root)
     if not candidates:
         loose = [p for p in root.iterdir() if p.is_file() and is_image_file(p)]
         hint = " (images must sit in one sub-folder per label: root/<label>/<image>)" if loose else ""
@@ -138,21 +116,24 @@ def scan_folder(root: str | os.PathLike, progress: Callable[[int, int], None] | 
     paths, names, sizes, skipped = [], [], [], []
     for i, (path, label) in enumerate(candidates):
         try:
-            sizes.append(_check_image(path))
+            sizes.append(check_image(path, limit))
             paths.append(path)
             names.append(label)
         except Exception as exc:  # PIL raises many types for broken files; all mean "skip it"
-            skipped.append((path, str(exc).split("\n")[0] or type(exc).__name__))
+            skipped.append((path, skip_reason(exc)))
         if progress is not None:
             progress(i + 1, len(candidates))
-    if not paths:
-        raise EmbedderError(f"no readable images in {root} ({len(skipped)} file(s) could not be decoded)")
     classes = sorted(set(names))
+    found = ImageSet(root=root, paths=paths, labels=np.zeros(0, dtype=np.int64), classes=classes, sizes=sizes,
+                     skipped=skipped, empty_classes=[d.name for d in class_dirs if d.name not in set(names)])
+    if not paths:
+        raise EmbedderError(f"no readable images in {root}: {found.skipped_message()}")
     if len(classes) < 2:
-        raise EmbedderError(f"need at least 2 classes (sub-folders with images) in {root}, found {len(classes)}")
+        empty = f"; {found.empty_classes_message()}" if found.empty_classes else ""
+        raise EmbedderError(f"need at least 2 classes (sub-folders with images) in {root}, found {len(classes)}{empty}")
     index = {c: i for i, c in enumerate(classes)}
-    labels = np.array([index[n] for n in names], dtype=np.int64)
-    return ImageSet(root=root, paths=paths, labels=labels, classes=classes, sizes=sizes, skipped=skipped)
+    found.labels = np.array([index[n] for n in names], dtype=np.int64)
+    return found
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,10 +23,7 @@ class DecodedImages:
     def __call__(self, path) -> Image.Image:
         img = self.items.get(path)
         if img is None:
-            img = load_image(path, min_side=self.side)
-            scale = self.side / min(img.size)
-            if scale < 1:
-                img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+            img = load_image(path, min_side=self.side)  # shrunk as it is decoded: the full-size copy never stays
             if len(self.items) < self.max_items:
                 self.items[path] = img
         return img

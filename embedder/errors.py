@@ -11,3 +11,10 @@ class EmbedderError(Exception):
 
 class Cancelled(EmbedderError):
     """Raised when a training job is asked to stop; the previous run bundle is left untouched."""
+
+
+def one_line(text: str, width: int = 200) -> str:
+    """``text`` fit for a one-line message: control characters escaped (a file may be named ``"a\\nb.png"``)
+    and cut to ``width`` characters (an archive entry's name may be 64 KB long)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +60,22 @@ def digits_run(tmp_path_factory, demo_cache) -> Path:
     out = tmp_path_factory.mktemp("runs") / "digits"
     train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0))
     return out
+
+
+@pytest.fixture
+def run_alone():
+    """Run Python code in a fresh interpreter and return its output lines: a hang fails by timing out, and memory
+    is measured apart from pytest's. The package's ``__init__`` is left out (it imports torch: 900 MB and 2 s),
+    so only ``embedder.data``, ``embedder.decode`` and ``embedder.errors`` are importable there."""
+    package = Path(__file__).resolve().parents[1] / "embedder"
+    stub = f"import sys, types; pkg = types.ModuleType('embedder'); pkg.__path__ = [{str(package)!r}]; " \
+           "sys.modules['embedder'] = pkg\n"
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDDER_MAX_PIXELS"}
+
+    def run(code: str, timeout: float = 60) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", stub + code], capture_output=True, text=True, timeout=timeout,
+                              env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    return run

@@ -1,10 +1,11 @@
 import io
+import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from embedder.data import demo_dataset, load_image, scan_folder, stratified_split, to_rgb
+from embedder.data import demo_dataset, scan_folder, stratified_split
 from embedder.errors import EmbedderError
 
 
@@ -37,7 +38,7 @@ def test_scan_folder__ignores_hidden_and_non_images_and_counts_broken(tmp_path):
     images = scan_folder(root)
     assert [p.name for p in images.paths] == ["ok.PNG", "ok.PNG"]
     assert sorted(p.name for p, _ in images.skipped) == ["broken.jpg", "truncated.jpg"]
-    assert images.skipped_message().startswith("skipped 2 unreadable image(s): b/broken.jpg, b/truncated.jpg")
+    assert images.skipped_message() == "skipped 2 file(s): 2 truncated — b/broken.jpg: truncated; b/truncated.jpg: truncated"
 
 
 @pytest.mark.parametrize(
@@ -61,36 +62,99 @@ def test_scan_folder__only_broken_images_is_an_error(tmp_path):
     for label in ("a", "b"):
         (tmp_path / label).mkdir()
         (tmp_path / label / "x.png").write_bytes(b"garbage")
-    with pytest.raises(EmbedderError, match=r"no readable images .*\(2 file"):
+    with pytest.raises(EmbedderError, match=r"no readable images in .*: skipped 2 file\(s\): 2 not an image — a/x.png: not an image"):
         scan_folder(tmp_path)
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])
-def test_to_rgb__every_mode_becomes_rgb(mode):
-    img = Image.new(mode, (5, 3))
-    out = to_rgb(img)
-    assert out.mode == "RGB" and out.size == (5, 3)
+def _mixed_folder(root):
+    """Two usable classes, one holding a truncated JPEG and an image over a 0.01 MP budget, plus three class
+    folders with nothing usable: empty, only a broken file, only notes."""
+    for label in ("a", "b"):
+        _save(root / label / "ok.png", Image.new("RGB", (10, 10)))
+    _save(root / "b" / "big.png", Image.new("RGB", (200, 100)))
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buf, format="JPEG")
+    (root / "b" / "t.jpg").write_bytes(buf.getvalue()[:300])
+    (root / "c").mkdir()
+    (root / "d").mkdir()
+    (root / "d" / "x.png").write_bytes(b"garbage")
+    (root / "e").mkdir()
+    (root / "e" / "notes.txt").write_text("no images here")
+    return root
 
 
-def test_to_rgb__transparency_is_flattened_on_white():
-    img = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
-    img.putpixel((1, 0), (10, 20, 30, 255))
-    assert [to_rgb(img).getpixel((x, 0)) for x in range(2)] == [(255, 255, 255), (10, 20, 30)]
+def test_scan_folder__reasons_and_empty_classes_are_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDDER_MAX_PIXELS", "10000")
+    images = scan_folder(_mixed_folder(tmp_path / "data"))
+    assert images.classes == ["a", "b"] and len(images) == 2
+    assert images.skipped_message() == (
+        "skipped 3 file(s): 1 too large, 1 truncated, 1 not an image — b/big.png: too large (200×100 pixels, "
+        "limit 0.01 MP); b/t.jpg: truncated; d/x.png: not an image"
+    )
+    assert images.empty_classes == ["c", "d", "e"]
+    assert images.empty_classes_message() == "left out 3 class folder(s) with no usable image: c, d, e"
+    assert images.skip_report(limit=2) == {
+        "count": 3,
+        "by_reason": {"too large": 1, "truncated": 1, "not an image": 1},
+        "files": [{"path": "b/big.png", "reason": "too large (200×100 pixels, limit 0.01 MP)"},
+                  {"path": "b/t.jpg", "reason": "truncated"}],
+        "empty_classes": ["c", "d", "e"],
+    }
 
 
-def test_to_rgb__16_bit_uses_full_range():
-    img = Image.new("I;16", (2, 1))
-    img.putpixel((0, 0), 0)
-    img.putpixel((1, 0), 65535)
-    assert [to_rgb(img).getpixel((x, 0)) for x in range(2)] == [(0, 0, 0), (255, 255, 255)]
+def test_scan_folder__nothing_skipped_means_no_messages(shapes_folder):
+    images = scan_folder(shapes_folder)
+    assert images.skipped_message() is None and images.empty_classes_message() is None
+    assert images.skip_report() == {"count": 0, "by_reason": {}, "files": [], "empty_classes": []}
 
 
-def test_load_image__applies_exif_orientation(tmp_path):
+def test_skipped_message__long_lists_are_cut(tmp_path):
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        _save(root / label / "ok.png", Image.new("RGB", (4, 4)))
+    for i in range(5):
+        (root / "a" / f"{i}.png").write_bytes(b"x")
+    assert scan_folder(root).skipped_message() == (
+        "skipped 5 file(s): 5 not an image — a/0.png: not an image; a/1.png: not an image; a/2.png: not an image; "
+        "and 2 more"
+    )
+
+
+def test_scan_folder__one_class_left_names_the_empty_ones(tmp_path):
+    _save(tmp_path / "a" / "ok.png", Image.new("RGB", (4, 4)))
+    (tmp_path / "b").mkdir()
+    with pytest.raises(EmbedderError) as info:
+        scan_folder(tmp_path)
+    assert str(info.value) == (f"need at least 2 classes (sub-folders with images) in {tmp_path}, found 1; "
+                               "left out 1 class folder(s) with no usable image: b")
+
+
+def test_scan_folder__a_fifo_is_skipped_not_read(tmp_path, run_alone):
+    for label in ("a", "b"):
+        _save(tmp_path / label / "ok.png", Image.new("RGB", (4, 4)))
+    os.mkfifo(tmp_path / "a" / "x.jpg")  # reading it would wait for a writer forever
+    code = f"from embedder.data import scan_folder\nprint(scan_folder({str(tmp_path)!r}).skipped_message())"
+    assert run_alone(code, timeout=30) == ["skipped 1 file(s): 1 not a regular file — a/x.jpg: not a regular file "
+                                           "(named pipe)"]
+
+
+def test_scan_folder__symlinks_to_images_count_and_to_devices_do_not(tmp_path):
+    root = tmp_path / "data"
+    target = _save(tmp_path / "outside.png", Image.new("RGB", (4, 4)))
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        (root / label / "link.png").symlink_to(target)
+    (root / "a" / "null.png").symlink_to("/dev/null")
+    images = scan_folder(root)
+    assert len(images) == 2
+    assert images.skipped == [(root / "a" / "null.png", "not a regular file (device)")]
+
+
+def test_scan_folder__sizes_are_upright(tmp_path):
     img = Image.new("RGB", (40, 20), "blue")  # stored landscape
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = _save(tmp_path / "rot.jpg", img, exif=exif)
-    assert load_image(path).size == (20, 40)
     images = scan_folder_with_one(tmp_path, path)
     assert images.sizes == [(20, 40), (20, 40)]
 
@@ -101,11 +165,6 @@ def scan_folder_with_one(tmp_path, path):
         (root / label).mkdir(parents=True)
         (root / label / path.name).write_bytes(path.read_bytes())
     return scan_folder(root)
-
-
-def test_load_image__bad_bytes_raise_one_line_error():
-    with pytest.raises(EmbedderError, match="not a readable image"):
-        load_image(b"%PDF-1.4 not an image")
 
 
 def test_stratified_split__per_class_counts_and_determinism():
