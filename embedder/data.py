@@ -9,7 +9,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -156,6 +156,30 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(np.array(kept, dtype=np.int64)), np.sort(np.array(held, dtype=np.int64))
 
 
+def stratified_sample(labels: Sequence, cap: int, seed: int = 0) -> np.ndarray:
+    """At most ``cap`` row indices (sorted) with every label keeping its share, and at least one row each.
+
+    A plain random sample of a huge gallery would drop rare classes from the map entirely.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if n <= cap:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for value in np.unique(labels):
+        rows = np.flatnonzero(labels == value)
+        take = max(1, int(round(len(rows) * cap / n)))
+        keep.append(rng.choice(rows, size=min(take, len(rows)), replace=False))
+    out = np.sort(np.concatenate(keep))
+    if len(out) > cap:  # rounding up small classes can overshoot; trim at random, keeping one row per label
+        extra = len(out) - cap
+        firsts = {labels[i]: i for i in out[::-1]}
+        droppable = np.setdiff1d(out, list(firsts.values()))
+        out = np.setdiff1d(out, rng.choice(droppable, size=extra, replace=False))
+    return out
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EMBEDDER_CACHE", Path.home() / ".cache" / "embedder"))
 
@@ -171,6 +195,9 @@ def demo_dataset(cache_dir: str | os.PathLike | None = None) -> Path:
     target = Path(cache_dir or default_cache_dir()) / "digits"
     if (target / ".complete").exists():
         return target
+    if target.exists():  # never written by us (we write it whole, atomically): not ours to replace
+        raise EmbedderError(f"{target} exists but is not the demo set: move it away, or set EMBEDDER_CACHE to "
+                            "another folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     digits = load_digits()
     tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=target.parent))
@@ -180,8 +207,6 @@ def demo_dataset(cache_dir: str | os.PathLike | None = None) -> Path:
         folder.mkdir(exist_ok=True)
         Image.fromarray(pixels, mode="L").resize((32, 32), Image.NEAREST).save(folder / f"{i:04d}.png")
     (tmp / ".complete").write_text(f"{len(digits.images)}\n")
-    if target.exists():
-        shutil.rmtree(target)
     try:
         os.replace(tmp, target)
     except OSError:  # another process finished first

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,9 @@ from .errors import EmbedderError, one_line
 MAX_PIXELS = 50_000_000
 # Backstop for code that opens images without that check: PIL warns above this and refuses above twice it.
 Image.MAX_IMAGE_PIXELS = 120_000_000
+# PIL warns (on stderr) about damaged metadata and big images; a damaged file gets our one line instead.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # Decoders for the documented extensions only (the JPEG opener also reads phone cameras' MPO): PIL would also
 # open an EPS named x.jpg by running Ghostscript on it, and try a dozen rarely used decoders besides.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "WEBP", "TIFF")

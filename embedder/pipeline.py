@@ -80,7 +80,7 @@ def assemble(pl: Plan, cfg: TrainConfig, fitted: Fitted, rows: np.ndarray, emb: 
              index: GalleryIndex) -> Run:
     """The run as it will be written (metrics are filled in by the evaluate stage)."""
     images = pl.images
-    info = {"kept": fitted.kept, "notes": pl.notes, "skipped": [str(p) for p, _ in images.skipped],
+    info = {"kept": fitted.kept, "notes": pl.notes, "skipped": images.skip_report(),
             "batch": {"classes_per_batch": pl.classes_per_batch, "per_class": pl.per_class}}
     return Run(
         path=Path(cfg.out).expanduser().resolve(), model_config=fitted.model.config, train_config=cfg,

@@ -86,6 +86,8 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
     notes = []
     if images.skipped:
         notes.append(images.skipped_message())
+    if images.empty_classes:
+        notes.append(images.empty_classes_message())
     if cfg.queries:
         rest, test = np.arange(len(images)), np.array([], dtype=np.int64)
     else:

@@ -12,6 +12,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .data import stratified_sample  # noqa: F401  (the app's pages still import it from here)
+
 OTHER = "other"
 TOP_N = 20  # labels that get their own colour and legend entry; the rest share the grey "other" trace
 PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF",
@@ -37,30 +39,6 @@ def label_style(index: int, dims: int = 2) -> tuple[str, str]:
     """(colour, symbol) of the label at ``index`` in the legend order: colours first, then symbols."""
     symbols = SYMBOLS_2D if dims == 2 else SYMBOLS_3D
     return PALETTE[index % len(PALETTE)], symbols[(index // len(PALETTE)) % len(symbols)]
-
-
-def stratified_sample(labels: Sequence, cap: int, seed: int = 0) -> np.ndarray:
-    """At most ``cap`` row indices (sorted) with every label keeping its share, and at least one row each.
-
-    A plain random sample of a huge gallery would drop rare classes from the map entirely.
-    """
-    labels = np.asarray(labels)
-    n = len(labels)
-    if n <= cap:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for value in np.unique(labels):
-        rows = np.flatnonzero(labels == value)
-        take = max(1, int(round(len(rows) * cap / n)))
-        keep.append(rng.choice(rows, size=min(take, len(rows)), replace=False))
-    out = np.sort(np.concatenate(keep))
-    if len(out) > cap:  # rounding up small classes can overshoot; trim at random, keeping one row per label
-        extra = len(out) - cap
-        firsts = {labels[i]: i for i in out[::-1]}
-        droppable = np.setdiff1d(out, list(firsts.values()))
-        out = np.setdiff1d(out, rng.choice(droppable, size=extra, replace=False))
-    return out
 
 
 def embedding_map(

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import stratified_sample
 from .embed import embed_images
 from .evaluate import retrieval_metrics
 from .model import EmbeddingNet
@@ -25,8 +26,6 @@ def cap(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int) -> np.ndarr
     """At most ``limit`` of ``rows`` (sorted), every label keeping its share: a seeded stratified sample."""
     if len(rows) <= limit:
         return rows
-    from .plots import stratified_sample
-
     return np.sort(rows[stratified_sample(labels[rows], limit, seed)])
 
 

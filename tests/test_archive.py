@@ -232,7 +232,7 @@ def test_extract_zip__a_fifo_path_is_refused_not_read(tmp_path, run_alone):
 
 PARTS = st.one_of(
     st.sampled_from(["..", ".", "", "cat", "dog", "__MACOSX", ".hidden", "a.jpg", "C:", "é", "x\\..", "~"]),
-    st.text(st.characters(exclude_characters="\x00"), min_size=1, max_size=10),  # zipfile cuts names at NUL
+    st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=10),  # zipfile cuts names at NUL; lone surrogates cannot be stored
     st.text(alphabet="aé", min_size=120, max_size=260),  # around the 255-byte limit for one name
 )
 NAMES = st.builds(
