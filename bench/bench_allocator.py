@@ -1,6 +1,6 @@
 """Inference speed with glibc's default allocator (baseline) and after ``tune_allocator()``, in one process.
 
-    python -m bench.bench_allocator [--batches 3] [--size 224]
+python -m bench.bench_allocator [--batches 3] [--size 224]
 """
 
 from __future__ import annotations

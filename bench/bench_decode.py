@@ -16,8 +16,11 @@ from embedder.embed import DecodedImages
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/cats_dogs/train"),
-                    help="an ImageFolder of photos")
+    ap.add_argument(
+        "--data",
+        default=str(Path(__file__).resolve().parents[2] / "shared/data/cats_dogs/train"),
+        help="an ImageFolder of photos",
+    )
     ap.add_argument("--epochs", type=int, default=3, help="passes over the images")
     ap.add_argument("--side", type=int, default=256, help="short side kept in the cache")
     args = ap.parse_args(argv)

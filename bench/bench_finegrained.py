@@ -56,8 +56,11 @@ def main(argv=None) -> None:
         rows.append(("unseen classes", cd, cd.get("baselines", {}).get("pretrained", {})))
     print(f"{'protocol':<18}{'P@1':>7}{'MAP@R':>8}   pretrained: {'P@1':>5}{'MAP@R':>8}")
     for name, m, p in rows:
-        print(f"{name:<18}{m['precision_at_1']:>7.3f}{m['map_at_r']:>8.3f}   {'':<12}{p.get('precision_at_1', float('nan')):>5.3f}"
-              f"{p.get('map_at_r', float('nan')):>8.3f}  -> MAP@R ratio {m['map_at_r'] / max(1e-9, p.get('map_at_r', 1)):.2f}")
+        print(
+            f"{name:<18}{m['precision_at_1']:>7.3f}{m['map_at_r']:>8.3f}   {'':<12}"
+            f"{p.get('precision_at_1', float('nan')):>5.3f}{p.get('map_at_r', float('nan')):>8.3f}  "
+            f"-> MAP@R ratio {m['map_at_r'] / max(1e-9, p.get('map_at_r', 1)):.2f}"
+        )
     print(f"epochs run: {len(result.history)}, wall time {seconds:.0f} s")
 
 

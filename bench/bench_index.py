@@ -1,6 +1,6 @@
 """Annoy against exact (numpy) search on the same gallery, in the same process: speed ratio and recall.
 
-    python -m bench.bench_index [--n 50000] [--dim 128] [--queries 500]
+python -m bench.bench_index [--n 50000] [--dim 128] [--queries 500]
 """
 
 from __future__ import annotations
@@ -40,10 +40,15 @@ def main(argv=None) -> None:
     annoy_s = time.perf_counter() - t0
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)])
     print(f"gallery {args.n} x {args.dim}, {args.queries} queries, k=10")
-    print(f"build: {build_s:.1f} s (n_trees {index.n_trees}, search_k {index.search_k}, probe recall@10 {index.recall_at_10:.3f})")
+    print(
+        f"build: {build_s:.1f} s (n_trees {index.n_trees}, search_k {index.search_k}, "
+        f"probe recall@10 {index.recall_at_10:.3f})"
+    )
     print(f"exact search (baseline): {1000 * exact_s / args.queries:.2f} ms/query")
-    print(f"annoy:                   {1000 * annoy_s / args.queries:.2f} ms/query  "
-          f"-> {exact_s / annoy_s:.2f}x the baseline's speed, recall@10 {recall:.3f}")
+    print(
+        f"annoy:                   {1000 * annoy_s / args.queries:.2f} ms/query  "
+        f"-> {exact_s / annoy_s:.2f}x the baseline's speed, recall@10 {recall:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,15 +6,38 @@ from .errors import Cancelled, EmbedderError
 from .evaluate import evaluate_run, retrieval_metrics
 from .index import GalleryIndex, build_index
 from .knn import topk
+from .pipeline import TrainResult, train
 from .predict import Prediction, Predictor, vote
 from .progress import Progress, Stage
 from .project import Projection, project
 from .run import Run, list_runs, load_run
-from .pipeline import TrainResult, train
 
 __all__ = [
-    "Cancelled", "EmbedderError", "GalleryIndex", "ImageSet", "IndexConfig", "ModelConfig", "Prediction",
-    "Predictor", "Progress", "Projection", "Run", "Stage", "TrainConfig", "TrainResult", "build_index",
-    "demo_dataset", "evaluate_run", "list_runs", "load_image", "load_run", "project",
-    "retrieval_metrics", "scan_folder", "stratified_split", "topk", "train", "vote",
+    "Cancelled",
+    "EmbedderError",
+    "GalleryIndex",
+    "ImageSet",
+    "IndexConfig",
+    "ModelConfig",
+    "Prediction",
+    "Predictor",
+    "Progress",
+    "Projection",
+    "Run",
+    "Stage",
+    "TrainConfig",
+    "TrainResult",
+    "build_index",
+    "demo_dataset",
+    "evaluate_run",
+    "list_runs",
+    "load_image",
+    "load_run",
+    "project",
+    "retrieval_metrics",
+    "scan_folder",
+    "stratified_split",
+    "topk",
+    "train",
+    "vote",
 ]

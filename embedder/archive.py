@@ -88,13 +88,17 @@ def _check_limits(infos: list[zipfile.ZipInfo], archive_bytes: int, limits: ZipL
     if total > limits.max_total_bytes:
         raise EmbedderError(f"archive too large: unpacks to {_size(total)} (limit {_size(limits.max_total_bytes)})")
     if total > limits.ratio_exempt_bytes and total > limits.max_ratio * archive_bytes:
-        raise EmbedderError(f"archive refused: it unpacks to {total / archive_bytes:,.0f} times its size "
-                            f"(limit {limits.max_ratio:g}:1; zip bombs look like this)")
+        raise EmbedderError(
+            f"archive refused: it unpacks to {total / archive_bytes:,.0f} times its size "
+            f"(limit {limits.max_ratio:g}:1; zip bombs look like this)"
+        )
     for i in infos:
         if i.file_size > limits.ratio_exempt_bytes and i.file_size > limits.max_ratio * max(1, i.compress_size):
-            raise EmbedderError(f"archive refused: {one_line(i.filename, 80)} unpacks to "
-                                f"{i.file_size / max(1, i.compress_size):,.0f} times its packed size "
-                                f"(limit {limits.max_ratio:g}:1; zip bombs look like this)")
+            raise EmbedderError(
+                f"archive refused: {one_line(i.filename, 80)} unpacks to "
+                f"{i.file_size / max(1, i.compress_size):,.0f} times its packed size "
+                f"(limit {limits.max_ratio:g}:1; zip bombs look like this)"
+            )
 
 
 def _member_path(name: str) -> PurePosixPath | None:
@@ -105,8 +109,9 @@ def _member_path(name: str) -> PurePosixPath | None:
     """
     path = PurePosixPath(name.replace("\\", "/"))  # archives made on Windows may use backslashes
     if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise EmbedderError(f"unsafe path in archive: {one_line(name, 80)} "
-                            "(entries must stay inside the archive's folder)")
+        raise EmbedderError(
+            f"unsafe path in archive: {one_line(name, 80)} (entries must stay inside the archive's folder)"
+        )
     if any(part.startswith(".") or part == "__MACOSX" for part in path.parts):
         return None
     return path
@@ -159,8 +164,10 @@ def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
         while chunk := src.read(1 << 20):
             written += len(chunk)
             if written > info.file_size:
-                raise EmbedderError(f"cannot unpack {one_line(info.filename, 80)}: it holds more than the "
-                                    f"{info.file_size:,} bytes its header declares")
+                raise EmbedderError(
+                    f"cannot unpack {one_line(info.filename, 80)}: it holds more than the "
+                    f"{info.file_size:,} bytes its header declares"
+                )
             out.write(chunk)
 
 

@@ -17,16 +17,18 @@ or swapped in from another run) is named on load.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,32 +47,9 @@ def library_versions() -> dict[str, str]:
 
     out = {}
     for name in ("torch", "torchvision", "pytorch-metric-learning", "annoy", "numpy", "scikit-learn"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
-
-
-@dataclass
-class IndexStats:
-    n_trees: int
-    search_k: int
-    recall_at_10: float
-    size: int
-
-
-@dataclass
-class Manifest:
-    """The part of config.json a run cannot be used without, validated strictly on load (pydantic)."""
-
-    schema_version: int
-    model: ModelConfig
-    train: TrainConfig
-    classes: list[str]
-    data_root: str
-    index: IndexStats
-    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 (schema 2 on)
 
 
 @dataclass
@@ -112,9 +91,13 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
         files["index.ann"].save(tmp / "index.ann")
         for name in ("split.json", "history.json", "metrics.json"):
             (tmp / name).write_text(json.dumps(files[name], indent=1))
-        config = {"schema_version": SCHEMA_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  **config, "versions": library_versions(),
-                  "checksums": {name: sha256(tmp / name) for name in CHECKSUMMED}}
+        config = {
+            "schema_version": SCHEMA_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **config,
+            "versions": library_versions(),
+            "checksums": {name: sha256(tmp / name) for name in CHECKSUMMED},
+        }
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
         swap_into_place(tmp, out)
@@ -162,17 +145,22 @@ def check_out(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), 
         return
     if is_run(out):
         foreign = ", ".join(foreign_entries(out, BUNDLE_FILES)[:3])
-        raise EmbedderError(f"--out {out} is a run but also holds {foreign}, which training did not write: it is "
-                            "never replaced; move those files out or choose a new --out")
+        raise EmbedderError(
+            f"--out {out} is a run but also holds {foreign}, which training did not write: it is "
+            "never replaced; move those files out or choose a new --out"
+        )
     entries = sorted(p.name for p in out.iterdir())
     if not entries and overwrite:
         return
     if not entries:
-        raise EmbedderError(f"--out {out} already exists and is not a run: pass --overwrite to write into this "
-                            "empty folder, or choose a new --out")
+        raise EmbedderError(
+            f"--out {out} already exists and is not a run: pass --overwrite to write into this "
+            "empty folder, or choose a new --out"
+        )
     shown = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
-    raise EmbedderError(f"--out {out} exists and is not a run folder (it holds {shown}): it is never replaced; "
-                        "choose a new --out")
+    raise EmbedderError(
+        f"--out {out} exists and is not a run folder (it holds {shown}): it is never replaced; choose a new --out"
+    )
 
 
 def damaged(path: Path, what: str) -> EmbedderError:
@@ -218,8 +206,11 @@ def _verify_checksums(path: Path, manifest: Manifest) -> None:
                 raise damaged(path, f"config.json has no checksum for {name}")
             continue  # schema 1 runs were written before checksums
         if sha256(path / name) != want:
-            raise damaged(path, f"{name} does not match the checksum recorded when the run was written "
-                                 "(damaged, or copied in from another run)")
+            raise damaged(
+                path,
+                f"{name} does not match the checksum recorded when the run was written "
+                "(damaged, or copied in from another run)",
+            )
 
 
 def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -231,7 +222,9 @@ def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, l
         raise damaged(path, f"gallery.npz lacks the array {exc}") from None
     except ValueError as exc:
         if "pickle" in str(exc):
-            raise damaged(path, "gallery.npz holds pickled objects, which are never loaded (they could run code)") from None
+            raise damaged(
+                path, "gallery.npz holds pickled objects, which are never loaded (they could run code)"
+            ) from None
         raise damaged(path, "gallery.npz is not a readable .npz archive") from None
     except (OSError, zipfile.BadZipFile, EOFError):
         raise damaged(path, "gallery.npz is not a readable .npz archive") from None
@@ -256,7 +249,9 @@ def read_state(path: Path) -> dict:
     try:
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise damaged(path, "model.pt holds objects other than weights, which are never loaded (they could run code)") from None
+        raise damaged(
+            path, "model.pt holds objects other than weights, which are never loaded (they could run code)"
+        ) from None
     except Exception:  # torch raises many types for a file that is not a checkpoint at all
         raise damaged(path, "model.pt is not a PyTorch weights file") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -299,6 +294,13 @@ def read(path: Path) -> dict:
     embeddings, labels, paths = _read_gallery(path, len(manifest.classes))
     if manifest.index.size != len(paths):
         raise damaged(path, f"config.json says the index holds {manifest.index.size} items, the gallery {len(paths)}")
-    return {"manifest": manifest, "config": raw, "embeddings": embeddings, "labels": labels, "paths": paths,
-            "split": _read_json(path, "split.json", dict), "history": _read_json(path, "history.json", list),
-            "metrics": _read_json(path, "metrics.json", dict)}
+    return {
+        "manifest": manifest,
+        "config": raw,
+        "embeddings": embeddings,
+        "labels": labels,
+        "paths": paths,
+        "split": _read_json(path, "split.json", dict),
+        "history": _read_json(path, "history.json", list),
+        "metrics": _read_json(path, "metrics.json", dict),
+    }

@@ -13,8 +13,13 @@ from .predict import knn_predictions
 
 
 def open_set(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-    target_precision: float = 0.95, k: int = DEFAULT_K, points: int = 41,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    target_precision: float = 0.95,
+    k: int = DEFAULT_K,
+    points: int = 41,
 ) -> dict:
     """How well the nearest-neighbour distance tells known from unknown, and where to cut.
 
@@ -57,8 +62,14 @@ def open_set(
     precision, coverage, accuracy, unknown_accepted = at(threshold)
     grid = np.linspace(0, float(candidates.max()) * 1.05, points)
     return {
-        "auroc": auroc, "threshold": threshold, "target_precision": target_precision, "precision": precision,
-        "coverage": coverage, "accuracy": accuracy, "unknown_accepted": unknown_accepted,
-        "curve": [dict(zip(("threshold", "coverage", "accuracy", "unknown_accepted"), (float(t), *at(t)[1:])))
-                  for t in grid],
+        "auroc": auroc,
+        "threshold": threshold,
+        "target_precision": target_precision,
+        "precision": precision,
+        "coverage": coverage,
+        "accuracy": accuracy,
+        "unknown_accepted": unknown_accepted,
+        "curve": [
+            dict(zip(("threshold", "coverage", "accuracy", "unknown_accepted"), (float(t), *at(t)[1:]))) for t in grid
+        ],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -11,8 +12,8 @@ import typing
 from dataclasses import fields
 
 from .config import TrainConfig, settings_of
-from .progress import Progress, Stage
 from .errors import EmbedderError
+from .progress import Progress
 
 EXIT_USER_ERROR = 2
 
@@ -33,12 +34,23 @@ def add_settings(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=s.help)
             parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_false", help=f"the opposite of {flag}")
         elif kind is bool:
-            parser.add_argument(flag if not f.default else "--no-" + flag[2:], dest=f.name, default=f.default,
-                                action="store_false" if f.default else "store_true", help=s.help)
+            parser.add_argument(
+                flag if not f.default else "--no-" + flag[2:],
+                dest=f.name,
+                default=f.default,
+                action="store_false" if f.default else "store_true",
+                help=s.help,
+            )
         else:
             bounds = f" [{s.bounds_text()}]" if s.bounds_text() else ""
-            parser.add_argument(flag, dest=f.name, type=kind, default=f.default, choices=s.choices,
-                                help=f"{s.help}{default}{bounds}".replace("%", "%%"))
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=kind,
+                default=f.default,
+                choices=s.choices,
+                help=f"{s.help}{default}{bounds}".replace("%", "%%"),
+            )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,14 +63,21 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m embedder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_settings(sub.add_parser("train", help="train an embedder on an image folder and write a run bundle"),
-                 TrainConfig)
+    add_settings(
+        sub.add_parser("train", help="train an embedder on an image folder and write a run bundle"), TrainConfig
+    )
 
     p = sub.add_parser("predict", help="label images by their nearest gallery neighbours")
     p.add_argument("run", help="run folder")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--k", type=int, default=None, help="neighbours that vote (default: the run's k)")
-    p.add_argument("--unknown-threshold", type=float, default=None, help='answer "unknown" when the nearest neighbour is farther than this (default: the run\'s calibrated threshold)')
+    p.add_argument(
+        "--unknown-threshold",
+        type=float,
+        default=None,
+        help='answer "unknown" when the nearest neighbour is farther than this '
+        "(default: the run's calibrated threshold)",
+    )
     p.add_argument("--no-unknown", action="store_true", help='never answer "unknown"')
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -142,7 +161,8 @@ def _print_metrics(m: dict) -> None:
     rows = [("trained", m)] + list(m.get("baselines", {}).items())
     print(f"{'model':<12} {'P@1':>6} {'R-Prec':>6} {'MAP@R':>6} {'kNN acc':>7}   ({m.get('n_queries', 0)} queries)")
     for name, r in rows:
-        print(f"{name:<12} {_fmt(r, 'precision_at_1'):>6} {_fmt(r, 'r_precision'):>6} {_fmt(r, 'map_at_r'):>6} {_fmt(r, 'knn_accuracy'):>7}")
+        cells = [_fmt(r, key) for key in ("precision_at_1", "r_precision", "map_at_r")]
+        print(f"{name:<12} {cells[0]:>6} {cells[1]:>6} {cells[2]:>6} {_fmt(r, 'knn_accuracy'):>7}")
     if m.get("n_unmatched_queries"):
         print(f"{m['n_unmatched_queries']} queries have a label with no gallery image and were not scored")
 
@@ -166,8 +186,10 @@ def cmd_predict(args) -> int:
         print(f"error: {e}", file=sys.stderr)
     if not images:
         return EXIT_USER_ERROR
-    threshold = None if args.no_unknown else (
-        args.unknown_threshold if args.unknown_threshold is not None else predictor.calibrated_threshold
+    threshold = (
+        None
+        if args.no_unknown
+        else (args.unknown_threshold if args.unknown_threshold is not None else predictor.calibrated_threshold)
     )
     preds = predictor.predict(images, names, k=args.k, unknown_threshold=threshold)
     if args.json:
@@ -202,21 +224,19 @@ def cmd_project(args) -> int:
     run = load_run(args.run)
     coords = project(run.gallery_embeddings, args.method, args.dims, args.seed).coords
     axes = ["x", "y", "z"][: args.dims]
-    handle = open(args.out, "w", newline="") if args.out else sys.stdout
-    try:
+    with open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout) as handle:
         writer = csv.writer(handle)
         writer.writerow([*axes, "path", "label"])
         for row, path, label in zip(coords, run.gallery_files(), run.gallery_labels):
             writer.writerow([*(f"{v:.5f}" for v in row), str(path), run.classes[label]])
-    finally:
-        if args.out:
-            handle.close()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "project": cmd_project}[args.command]
+    command = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "project": cmd_project}[
+        args.command
+    ]
     try:
         return command(args)
     except EmbedderError as exc:
@@ -232,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, the traceback only when asked for
         if os.environ.get("EMBEDDER_DEBUG"):
             raise
-        print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(a bug: please report it; EMBEDDER_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "(a bug: please report it; EMBEDDER_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1

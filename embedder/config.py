@@ -67,65 +67,146 @@ def check_settings(obj) -> str | None:
 class TrainConfig:
     """One training run: data, model, triplet training, evaluation and the index."""
 
-    data: str = setting("demo", 'an ImageFolder root (root/<label>/<image>), or "demo" for the bundled digits',
-                        app=False)
-    out: str = setting("runs/demo", "the run folder to write; replaced atomically when training succeeds "
-                       "(only ever a run folder)", app=False)
-    backbone: str = setting("auto", "network: auto picks convnet for tiny images (<= 64 px) and "
-                            "efficientnet_lite0 for photos", choices=BACKBONES, label="Backbone", main=True)
-    pretrained: bool | None = setting(None, "ImageNet weights: unset = when the backbone has them on this "
-                                      "machine; --pretrained requires them; --no-pretrained starts from random",
-                                      label="Pretrained weights")
+    data: str = setting(
+        "demo", 'an ImageFolder root (root/<label>/<image>), or "demo" for the bundled digits', app=False
+    )
+    out: str = setting(
+        "runs/demo",
+        "the run folder to write; replaced atomically when training succeeds (only ever a run folder)",
+        app=False,
+    )
+    backbone: str = setting(
+        "auto",
+        "network: auto picks convnet for tiny images (<= 64 px) and efficientnet_lite0 for photos",
+        choices=BACKBONES,
+        label="Backbone",
+        main=True,
+    )
+    pretrained: bool | None = setting(
+        None,
+        "ImageNet weights: unset = when the backbone has them on this "
+        "machine; --pretrained requires them; --no-pretrained starts from random",
+        label="Pretrained weights",
+    )
     dim: int = setting(128, "embedding size of the head", low=2, high=4096, label="Embedding size")
-    epochs: int = setting(30, "maximum epochs; early stopping usually ends sooner", low=0, high=10_000,
-                          label="Epochs (max)", main=True)
-    image_size: int | None = setting(None, "input side in pixels; unset = 32 for tiny images with the convnet, "
-                                     "64 for larger ones, 224 for pretrained backbones", low=8, high=1024,
-                                     label="Image size")
-    margin: float = setting(0.2, "triplet margin, in L2 distance between unit vectors", low=0.001, high=2.0,
-                            step=0.05, label="Margin")
-    miner: str = setting("semihard", "which triplets of a batch the loss learns from: semihard | hard | all "
-                         "(TripletMarginMiner) | batch-hard (BatchHardMiner)", choices=MINERS, label="Triplet miner",
-                         main=True)
-    classes_per_batch: int = setting(8, "P of a PxK batch (lowered to the number of classes when there are fewer)",
-                                     low=2, high=1024, label="Classes per batch (P)")
-    per_class: int = setting(4, "K of a PxK batch (raised when P is lowered, so the batch size stays P*K)",
-                             low=2, high=1024, label="Images per class (K)")
-    lr: float = setting(1e-3, "Adam learning rate of the embedding head (and of a from-scratch backbone)",
-                        positive=True, label="Learning rate")
-    backbone_lr: float = setting(1e-4, "Adam learning rate of a pretrained backbone: fine-tune it gently",
-                                 low=0.0, label="Backbone learning rate")
+    epochs: int = setting(
+        30, "maximum epochs; early stopping usually ends sooner", low=0, high=10_000, label="Epochs (max)", main=True
+    )
+    image_size: int | None = setting(
+        None,
+        "input side in pixels; unset = 32 for tiny images with the convnet, "
+        "64 for larger ones, 224 for pretrained backbones",
+        low=8,
+        high=1024,
+        label="Image size",
+    )
+    margin: float = setting(
+        0.2, "triplet margin, in L2 distance between unit vectors", low=0.001, high=2.0, step=0.05, label="Margin"
+    )
+    miner: str = setting(
+        "semihard",
+        "which triplets of a batch the loss learns from: semihard | hard | all "
+        "(TripletMarginMiner) | batch-hard (BatchHardMiner)",
+        choices=MINERS,
+        label="Triplet miner",
+        main=True,
+    )
+    classes_per_batch: int = setting(
+        8,
+        "P of a PxK batch (lowered to the number of classes when there are fewer)",
+        low=2,
+        high=1024,
+        label="Classes per batch (P)",
+    )
+    per_class: int = setting(
+        4,
+        "K of a PxK batch (raised when P is lowered, so the batch size stays P*K)",
+        low=2,
+        high=1024,
+        label="Images per class (K)",
+    )
+    lr: float = setting(
+        1e-3,
+        "Adam learning rate of the embedding head (and of a from-scratch backbone)",
+        positive=True,
+        label="Learning rate",
+    )
+    backbone_lr: float = setting(
+        1e-4,
+        "Adam learning rate of a pretrained backbone: fine-tune it gently",
+        low=0.0,
+        label="Backbone learning rate",
+    )
     weight_decay: float = setting(1e-4, "Adam weight decay", low=0.0, label="Weight decay")
-    freeze_bn: bool = setting(True, "keep a pretrained backbone's BatchNorm statistics fixed (small batches "
-                              "distort them)", label="Freeze BatchNorm")
-    freeze_fraction: float = setting(0.75, "share of a pretrained backbone's stages, from the input side, left "
-                                     "frozen", low=0.0, high=1.0, step=0.05, label="Frozen share of the backbone")
-    patience: int = setting(5, "early stopping: epochs without a better validation score", low=1, high=1000,
-                            label="Patience (epochs)")
-    test_fraction: float = setting(0.2, "share of each class held out as evaluation queries (0 with --queries)",
-                                   low=0.0, below=1.0, step=0.05, label="Held-out test share")
-    val_fraction: float = setting(0.1, "share of each class used to choose the kept model (never trained on)",
-                                  low=0.0, below=1.0, step=0.05, label="Validation share")
-    unseen_classes: float | None = setting(None, "share of classes never trained on, to validate and test "
-                                           "retrieval of new classes; unset = 0.2 from 20 classes up", low=0.0,
-                                           below=0.8, step=0.05, label="Classes never trained on")
-    queries: str | None = setting(None, "a separate ImageFolder of evaluation queries instead of a held-out split",
-                                  app=False)
+    freeze_bn: bool = setting(
+        True,
+        "keep a pretrained backbone's BatchNorm statistics fixed (small batches distort them)",
+        label="Freeze BatchNorm",
+    )
+    freeze_fraction: float = setting(
+        0.75,
+        "share of a pretrained backbone's stages, from the input side, left frozen",
+        low=0.0,
+        high=1.0,
+        step=0.05,
+        label="Frozen share of the backbone",
+    )
+    patience: int = setting(
+        5, "early stopping: epochs without a better validation score", low=1, high=1000, label="Patience (epochs)"
+    )
+    test_fraction: float = setting(
+        0.2,
+        "share of each class held out as evaluation queries (0 with --queries)",
+        low=0.0,
+        below=1.0,
+        step=0.05,
+        label="Held-out test share",
+    )
+    val_fraction: float = setting(
+        0.1,
+        "share of each class used to choose the kept model (never trained on)",
+        low=0.0,
+        below=1.0,
+        step=0.05,
+        label="Validation share",
+    )
+    unseen_classes: float | None = setting(
+        None,
+        "share of classes never trained on, to validate and test "
+        "retrieval of new classes; unset = 0.2 from 20 classes up",
+        low=0.0,
+        below=0.8,
+        step=0.05,
+        label="Classes never trained on",
+    )
+    queries: str | None = setting(
+        None, "a separate ImageFolder of evaluation queries instead of a held-out split", app=False
+    )
     k: int = setting(DEFAULT_K, "neighbours that vote on a label", low=1, high=100, label="Neighbours that vote (k)")
-    target_precision: float = setting(0.95, '"unknown" threshold: answers within it are right this often on '
-                                      "validation", low=0.01, high=1.0, step=0.01,
-                                      label='"Unknown" target precision')
-    n_trees: int = setting(20, "Annoy trees; search_k is then raised until recall@10 >= 0.99", low=1, high=1000,
-                           label="Annoy trees")
-    batch_size_embed: int = setting(64, "images per forward pass when embedding", low=1, high=4096,
-                                    label="Embedding batch size")
-    seed: int = setting(0, "random seed: same seed, same data -> same run on CPU", low=0, high=2**31 - 1,
-                        label="Seed")
+    target_precision: float = setting(
+        0.95,
+        '"unknown" threshold: answers within it are right this often on validation',
+        low=0.01,
+        high=1.0,
+        step=0.01,
+        label='"Unknown" target precision',
+    )
+    n_trees: int = setting(
+        20, "Annoy trees; search_k is then raised until recall@10 >= 0.99", low=1, high=1000, label="Annoy trees"
+    )
+    batch_size_embed: int = setting(
+        64, "images per forward pass when embedding", low=1, high=4096, label="Embedding batch size"
+    )
+    seed: int = setting(0, "random seed: same seed, same data -> same run on CPU", low=0, high=2**31 - 1, label="Seed")
     device: str = setting("auto", "auto uses CUDA when present", choices=DEVICES, label="Device")
-    resume: bool = setting(False, "continue an interrupted training of the same --out from its last checkpoint",
-                           app=False)
-    overwrite: bool = setting(False, "allow --out to be an existing empty folder (a folder holding files that are "
-                              "not a run is never replaced)", app=False)
+    resume: bool = setting(
+        False, "continue an interrupted training of the same --out from its last checkpoint", app=False
+    )
+    overwrite: bool = setting(
+        False,
+        "allow --out to be an existing empty folder (a folder holding files that are not a run is never replaced)",
+        app=False,
+    )
 
     def validate(self) -> None:
         """Raises EmbedderError naming the first setting out of its range or choices."""
@@ -143,7 +224,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -7,9 +7,9 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -88,8 +88,9 @@ def _class_folders(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     for class_dir in class_dirs:
         for dirpath, dirnames, filenames in os.walk(class_dir):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            candidates.extend((Path(dirpath) / n, class_dir.name) for n in sorted(filenames)
-                              if is_image_file(Path(dirpath) / n))
+            candidates.extend(
+                (Path(dirpath) / n, class_dir.name) for n in sorted(filenames) if is_image_file(Path(dirpath) / n)
+            )
     return class_dirs, candidates
 
 
@@ -124,8 +125,15 @@ def scan_folder(root: str | os.PathLike, progress: Callable[[int, int], None] | 
         if progress is not None:
             progress(i + 1, len(candidates))
     classes = sorted(set(names))
-    found = ImageSet(root=root, paths=paths, labels=np.zeros(0, dtype=np.int64), classes=classes, sizes=sizes,
-                     skipped=skipped, empty_classes=[d.name for d in class_dirs if d.name not in set(names)])
+    found = ImageSet(
+        root=root,
+        paths=paths,
+        labels=np.zeros(0, dtype=np.int64),
+        classes=classes,
+        sizes=sizes,
+        skipped=skipped,
+        empty_classes=[d.name for d in class_dirs if d.name not in set(names)],
+    )
     if not paths:
         raise EmbedderError(f"no readable images in {root}: {found.skipped_message()}")
     if len(classes) < 2:
@@ -196,8 +204,9 @@ def demo_dataset(cache_dir: str | os.PathLike | None = None) -> Path:
     if (target / ".complete").exists():
         return target
     if target.exists():  # never written by us (we write it whole, atomically): not ours to replace
-        raise EmbedderError(f"{target} exists but is not the demo set: move it away, or set EMBEDDER_CACHE to "
-                            "another folder")
+        raise EmbedderError(
+            f"{target} exists but is not the demo set: move it away, or set EMBEDDER_CACHE to another folder"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     digits = load_digits()
     tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=target.parent))

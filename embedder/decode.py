@@ -31,8 +31,12 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "WEBP", "TIFF")
 _ORIENTATION = 0x0112  # EXIF tag: how to turn the stored pixels to display them upright
 _TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
 
@@ -196,8 +200,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def load_image(source: str | os.PathLike | bytes | io.IOBase, min_side: int | None = None,
-               max_side: int | None = None) -> Image.Image:
+def load_image(
+    source: str | os.PathLike | bytes | io.IOBase, min_side: int | None = None, max_side: int | None = None
+) -> Image.Image:
     """Decode an image file (path, bytes or file object) to an upright RGB image.
 
     Only a regular file is read, and the header's size is checked against ``max_pixels()`` before any pixel is

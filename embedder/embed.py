@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,9 @@ class DecodedImages:
 class ImageDataset(Dataset):
     """(paths, labels) -> (transformed image, label). Paths were checked by ``scan_folder``."""
 
-    def __init__(self, paths: Sequence, labels: Sequence[int] | np.ndarray, transform: Callable,
-                 loader: Callable = load_image) -> None:
+    def __init__(
+        self, paths: Sequence, labels: Sequence[int] | np.ndarray, transform: Callable, loader: Callable = load_image
+    ) -> None:
         self.paths, self.labels, self.transform, self.loader = list(paths), np.asarray(labels), transform, loader
 
     def __len__(self) -> int:

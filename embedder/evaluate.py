@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
+from .calibrate import open_set
 from .config import DEFAULT_K
-from .progress import Progress, Stage
 from .data import scan_folder
 from .embed import embed_images
-from .calibrate import open_set
+from .errors import EmbedderError
 from .knn import StreamingKNN, topk
 from .predict import knn_predictions
+from .progress import Progress, Reporter, Stage, silent
 
 KNN_KS = (1, 3, 5, 10, 20)
 RAW_PIXELS_SIDE = 32
@@ -41,8 +43,12 @@ def neighbors(
 
 
 def knn_accuracies(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-    ks: Sequence[int] = KNN_KS, leave_one_out: bool = False,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    ks: Sequence[int] = KNN_KS,
+    leave_one_out: bool = False,
 ) -> dict[int, tuple[float, float]]:
     """Distance-weighted kNN vote for each k -> {k: (accuracy, macro accuracy)} on exact neighbours."""
     idx, dist = neighbors(queries, gallery, max(ks), leave_one_out)
@@ -57,8 +63,12 @@ def knn_accuracies(
 
 
 def retrieval_metrics(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
     leave_one_out: bool = False,
+    k: int = DEFAULT_K,
 ) -> dict:
     """Queries (Q, D) against a gallery (N, D), both L2-normalised.
 
@@ -75,12 +85,15 @@ def retrieval_metrics(
     if len(q) == 0:
         return result
     acc = _accuracy_calculator().get_accuracy(
-        torch.from_numpy(q), torch.from_numpy(ql), torch.from_numpy(gallery), torch.from_numpy(gallery_labels),
+        torch.from_numpy(q),
+        torch.from_numpy(ql),
+        torch.from_numpy(gallery),
+        torch.from_numpy(gallery_labels),
         ref_includes_query=leave_one_out,
     )
-    knn = knn_accuracies(q, ql, gallery, gallery_labels, leave_one_out=leave_one_out)
-    best_k = max(knn, key=lambda k: (knn[k][0], -k))
-    default_k = DEFAULT_K if DEFAULT_K in knn else max(knn)
+    knn = knn_accuracies(q, ql, gallery, gallery_labels, ks=sorted({*KNN_KS, k}), leave_one_out=leave_one_out)
+    best_k = max(knn, key=lambda j: (knn[j][0], -j))
+    default_k = k if k in knn else max(knn)
     result.update(
         precision_at_1=float(acc["precision_at_1"]),
         r_precision=float(acc["r_precision"]),
@@ -96,8 +109,15 @@ def retrieval_metrics(
 
 
 def diagnostics(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-    classes: list[str], query_paths: Sequence, gallery_paths: Sequence, k: int = DEFAULT_K, top_pairs: int = 6,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    classes: list[str],
+    query_paths: Sequence,
+    gallery_paths: Sequence,
+    k: int = DEFAULT_K,
+    top_pairs: int = 6,
 ) -> dict:
     """Per-class accuracy, the confusion matrix of the kNN vote, and the most confused pairs with examples."""
     present = np.isin(query_labels, gallery_labels)
@@ -112,7 +132,8 @@ def diagnostics(
     np.add.at(matrix, (ql, pred), 1)
     per_class = {
         classes[c]: {"n": int(matrix[c].sum()), "accuracy": float(matrix[c, c] / matrix[c].sum())}
-        for c in range(n) if matrix[c].sum()
+        for c in range(n)
+        if matrix[c].sum()
     }
     off = [(int(matrix[a, b]), a, b) for a in range(n) for b in range(n) if a != b and matrix[a, b]]
     pairs = []
@@ -123,7 +144,11 @@ def diagnostics(
             j = next(int(j) for j in idx[r] if gallery_labels[j] == b)
             examples.append({"query": str(paths[r]), "neighbor": str(gallery_paths[j])})
         pairs.append({"true": classes[a], "predicted": classes[b], "count": count, "examples": examples})
-    return {"per_class": per_class, "confusion": {"labels": classes, "matrix": matrix.tolist()}, "confused_pairs": pairs}
+    return {
+        "per_class": per_class,
+        "confusion": {"labels": classes, "matrix": matrix.tolist()},
+        "confused_pairs": pairs,
+    }
 
 
 def raw_pixel_embed(paths: Sequence, batch_size: int = 128) -> np.ndarray:
@@ -132,12 +157,112 @@ def raw_pixel_embed(paths: Sequence, batch_size: int = 128) -> np.ndarray:
     return embed_images(lambda x: F.normalize(x.flatten(1), dim=1), paths, transform, batch_size=batch_size)
 
 
+@dataclass
+class _Sets:
+    """The image sets of one evaluation: queries (held-out or a folder), the gallery, unseen-class images."""
+
+    q_paths: list
+    q_labels: np.ndarray
+    g_paths: list
+    g_labels: np.ndarray
+    u_paths: list
+    u_labels: np.ndarray
+    source: str  # "held-out split" or the queries folder
+    k: int  # the run's voting neighbours
+    skipped: str | None = None
+
+    @classmethod
+    def of(cls, run, queries: str | Path | None) -> _Sets:
+        skipped = None
+        if queries is not None:
+            qset = scan_folder(queries)
+            index = {c: i for i, c in enumerate(run.classes)}
+            q_paths, skipped = qset.paths, qset.skipped_message()
+            q_labels = np.array([index.get(qset.classes[lab], -1) for lab in qset.labels], dtype=np.int64)
+        else:
+            q_paths, q_labels = run.queries("test")
+        if len(q_paths) == 0:
+            raise EmbedderError(
+                "this run has no held-out queries (trained with --test-fraction 0): pass --queries PATH"
+            )
+        u_paths, u_labels = run.queries("unseen_test")
+        return cls(
+            q_paths,
+            q_labels,
+            run.gallery_files(),
+            run.gallery_labels,
+            u_paths,
+            u_labels,
+            str(queries) if queries is not None else "held-out split",
+            run.train_config.k,
+            skipped,
+        )
+
+    def protocols(self, q_emb: np.ndarray, g_emb: np.ndarray, u_emb: np.ndarray) -> tuple[dict, dict | None]:
+        held = retrieval_metrics(q_emb, self.q_labels, g_emb, self.g_labels, k=self.k)
+        disjoint = (
+            retrieval_metrics(u_emb, self.u_labels, u_emb, self.u_labels, leave_one_out=True, k=self.k)
+            if len(self.u_paths)
+            else None
+        )
+        return held, disjoint
+
+
+def _embedder(run, device, report: Reporter):
+    """embed(fn, paths, what) with the run's transform, batch size and mirror averaging, reporting progress."""
+    from .transforms import eval_transform
+
+    transform, cfg = eval_transform(run.model_config), run.model_config
+
+    def embed(fn, paths, what: str) -> np.ndarray:
+        if len(paths) == 0:
+            return np.zeros((0, 1), dtype=np.float32)
+        return embed_images(
+            fn,
+            paths,
+            transform,
+            batch_size=run.train_config.batch_size_embed,
+            flip_tta=cfg.flip_tta,
+            device=device,
+            progress=lambda d, t: report(Progress(Stage.EVALUATE, done=d, total=t, message=what)),
+        )
+
+    return embed
+
+
+def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
+    """(name, (queries, gallery, unseen) embeddings) for each baseline: raw pixels, the untrained network, and
+    for a pretrained backbone its plain pretrained features. One at a time: a gallery's worth each."""
+    from .model import EmbeddingNet
+
+    embed, all_paths = _embedder(run, device, report), (sets.q_paths, sets.g_paths, sets.u_paths)
+    report(Progress(Stage.EVALUATE, message="raw pixels baseline"))
+    yield "raw_pixels", tuple(raw_pixel_embed(p) if len(p) else np.zeros((0, 1), np.float32) for p in all_paths)
+    torch.manual_seed(run.train_config.seed)
+    untrained = EmbeddingNet(run.model_config, load_pretrained=False).eval().to(device)
+    yield "untrained", tuple(embed(untrained, p, f"untrained: {w}") for p, w in zip(all_paths, _WHAT))
+    if run.model_config.pretrained:
+        pre = EmbeddingNet(run.model_config, load_pretrained=True).eval().to(device)
+        yield "pretrained", tuple(embed(pre.backbone_features, p, f"pretrained: {w}") for p, w in zip(all_paths, _WHAT))
+
+
+_WHAT = ("queries", "gallery", "unseen")
+
+
+def _stored_baselines(run, sets: _Sets) -> tuple[dict, dict] | None:
+    """The baselines measured at training on the same held-out queries, when this evaluation asks for those."""
+    stored = run.metrics.get("test", {})
+    if sets.source != "held-out split" or stored.get("queries") != sets.source or not stored.get("baselines"):
+        return None
+    return stored["baselines"], stored.get("class_disjoint", {}).get("baselines", {})
+
+
 def evaluate_run(
     run,
     queries: str | Path | None = None,
     baselines: bool = True,
     device: str = "cpu",
-    progress: Callable[[Progress], None] | None = None,
+    progress: Reporter | None = None,
     target_precision: float = 0.95,
 ) -> dict:
     """Evaluate a run with two protocols, each next to its baselines measured the same way:
@@ -146,79 +271,50 @@ def evaluate_run(
     - class-disjoint, when the run held classes out of training: their images retrieve each other
       (leave-one-out), which is what a user gets by adding a new class without retraining.
 
-    Baselines: raw pixels, the untrained network, and for pretrained backbones the pretrained
-    features without triplet training. Also: open-set "unknown" detection and per-class diagnostics.
+    Baselines: raw pixels, the untrained network, and for pretrained backbones the pretrained features
+    without triplet training. They are measured once, at training; asked again about the same held-out
+    queries, the stored ones are reused (``baselines_reused`` says so). Also: open-set "unknown" detection
+    and per-class diagnostics.
     """
-    from .model import EmbeddingNet
-    from .transforms import eval_transform
-
-    report = progress or (lambda p: None)
-    if queries is not None:
-        qset = scan_folder(queries)
-        index = {c: i for i, c in enumerate(run.classes)}
-        q_paths = qset.paths
-        q_labels = np.array([index.get(qset.classes[l], -1) for l in qset.labels], dtype=np.int64)
-        skipped = qset.skipped_message()
-    else:
-        q_paths, q_labels = run.queries("test")
-        skipped = None
-    if len(q_paths) == 0:
-        from .errors import EmbedderError
-
-        raise EmbedderError("this run has no held-out queries (trained with --test-fraction 0): pass --queries PATH")
-    u_paths, u_labels = run.queries("unseen_test")
-
-    cfg, tcfg = run.model_config, run.train_config
-    transform = eval_transform(cfg)
-    g_paths = run.gallery_files()
-    g_labels = run.gallery_labels
-
-    def embed_with(fn, paths, stage):
-        if len(paths) == 0:
-            return np.zeros((0, 1), dtype=np.float32)
-        return embed_images(
-            fn, paths, transform, batch_size=tcfg.batch_size_embed, flip_tta=cfg.flip_tta, device=device,
-            progress=lambda d, t: report(Progress(Stage.EVALUATE, done=d, total=t, message=stage)),
-        )
-
-    def protocols(q_emb, g_emb, u_emb) -> tuple[dict, dict | None]:
-        held = retrieval_metrics(q_emb, q_labels, g_emb, g_labels)
-        disjoint = retrieval_metrics(u_emb, u_labels, u_emb, u_labels, leave_one_out=True) if len(u_paths) else None
-        return held, disjoint
-
+    report = progress or silent
+    sets = _Sets.of(run, queries)
+    embed = _embedder(run, device, report)
     model = run.model(device)
-    q_emb = embed_with(model, q_paths, "queries")
-    u_emb = embed_with(model, u_paths, "unseen-class images")
-    result, disjoint = protocols(q_emb, run.gallery_embeddings, u_emb)
-    result["queries"] = str(queries) if queries is not None else "held-out split"
-    if skipped:
-        result["skipped"] = skipped
-    result["open_set"] = open_set(q_emb, q_labels, run.gallery_embeddings, g_labels, target_precision)
-    result.update(diagnostics(q_emb, q_labels, run.gallery_embeddings, g_labels, run.classes, q_paths, g_paths))
+    q_emb, u_emb = embed(model, sets.q_paths, "queries"), embed(model, sets.u_paths, "unseen-class images")
+    result, disjoint = sets.protocols(q_emb, run.gallery_embeddings, u_emb)
+    result["queries"] = sets.source
+    if sets.skipped:
+        result["skipped"] = sets.skipped
+    result["open_set"] = open_set(
+        q_emb, sets.q_labels, run.gallery_embeddings, sets.g_labels, target_precision, k=run.train_config.k
+    )
+    result.update(
+        diagnostics(
+            q_emb,
+            sets.q_labels,
+            run.gallery_embeddings,
+            sets.g_labels,
+            run.classes,
+            sets.q_paths,
+            sets.g_paths,
+            k=run.train_config.k,
+        )
+    )
     if disjoint is not None:
         result["class_disjoint"] = disjoint
     if not baselines:
         return result
-
-    candidates = {}
-    report(Progress(Stage.EVALUATE, message="raw pixels baseline"))
-    candidates["raw_pixels"] = (raw_pixel_embed(q_paths), raw_pixel_embed(g_paths),
-                                raw_pixel_embed(u_paths) if len(u_paths) else u_emb)
-    torch.manual_seed(tcfg.seed)
-    untrained = EmbeddingNet(cfg, load_pretrained=False).eval().to(device)
-    candidates["untrained"] = tuple(
-        embed_with(untrained, paths, f"untrained: {what}")
-        for paths, what in ((q_paths, "queries"), (g_paths, "gallery"), (u_paths, "unseen"))
-    )
-    if cfg.pretrained:
-        pre = EmbeddingNet(cfg, load_pretrained=True).eval().to(device)
-        candidates["pretrained"] = tuple(
-            embed_with(pre.backbone_features, paths, f"pretrained: {what}")
-            for paths, what in ((q_paths, "queries"), (g_paths, "gallery"), (u_paths, "unseen"))
-        )
+    stored = _stored_baselines(run, sets)
+    if stored is not None:
+        result["baselines"], reused_disjoint = stored
+        if disjoint is not None and reused_disjoint:
+            result["class_disjoint"]["baselines"] = reused_disjoint
+        result["baselines_reused"] = sorted(result["baselines"])
+        report(Progress(Stage.EVALUATE, message=f"baselines reused from training: {', '.join(sorted(stored[0]))}"))
+        return result
     result["baselines"] = {}
-    for name, (qe, ge, ue) in candidates.items():
-        held, dis = protocols(qe, ge, ue)
+    for name, (qe, ge, ue) in _baseline_embeddings(run, sets, device, report):
+        held, dis = sets.protocols(qe, ge, ue)
         result["baselines"][name] = held
         if dis is not None:
             result["class_disjoint"].setdefault("baselines", {})[name] = dis

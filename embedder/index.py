@@ -41,8 +41,9 @@ class GalleryIndex:
 
     def neighbors_of(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest gallery items of gallery item ``row``, itself left out: indices (k',), distances (k',)."""
-        items, ds = self.annoy.get_nns_by_item(int(row), min(k + 1, self.size), search_k=self.search_k,
-                                               include_distances=True)
+        items, ds = self.annoy.get_nns_by_item(
+            int(row), min(k + 1, self.size), search_k=self.search_k, include_distances=True
+        )
         pairs = [(i, d) for i, d in zip(items, ds) if i != row][:k]
         return np.array([i for i, _ in pairs], dtype=np.int64), np.array([d for _, d in pairs], dtype=np.float32)
 
@@ -50,7 +51,12 @@ class GalleryIndex:
         self.annoy.save(str(path))
 
     def stats(self) -> dict:
-        return {"n_trees": self.n_trees, "search_k": self.search_k, "recall_at_10": self.recall_at_10, "size": self.size}
+        return {
+            "n_trees": self.n_trees,
+            "search_k": self.search_k,
+            "recall_at_10": self.recall_at_10,
+            "size": self.size,
+        }
 
 
 def _recall(annoy: AnnoyIndex, probes: np.ndarray, truth: np.ndarray, search_k: int, skip: np.ndarray | None) -> float:
@@ -65,7 +71,9 @@ def _recall(annoy: AnnoyIndex, probes: np.ndarray, truth: np.ndarray, search_k: 
     return hits / truth.size
 
 
-def build_index(embeddings: np.ndarray, config: IndexConfig | None = None, probes: np.ndarray | None = None) -> GalleryIndex:
+def build_index(
+    embeddings: np.ndarray, config: IndexConfig | None = None, probes: np.ndarray | None = None
+) -> GalleryIndex:
     """Build an Annoy index over (N, D) unit vectors, then raise ``search_k`` until recall@10 against exact
     search reaches ``config.target_recall`` (or search is exhaustive).
 

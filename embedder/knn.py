@@ -7,7 +7,7 @@ gallery size. float32 throughout, distances from one matrix product per block (B
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,31 +22,43 @@ def _merge(best_d: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, i: torch
     return kept_d, torch.gather(all_i, 1, pos)
 
 
-def _query_block(q: torch.Tensor, gallery: np.ndarray, g_norms: torch.Tensor, k: int, g_step: int,
-                 exclude: torch.Tensor | None, same: tuple[torch.Tensor, torch.Tensor] | None,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _query_block(
+    q: torch.Tensor,
+    gallery: np.ndarray,
+    g_norms: torch.Tensor,
+    k: int,
+    g_step: int,
+    exclude: torch.Tensor | None,
+    same: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, D) queries against the whole gallery, chunk by chunk -> squared distances and indices (q, k)."""
     best_d = torch.empty((len(q), 0))
     best_i = torch.empty((len(q), 0), dtype=torch.int64)
     q_norms = (q * q).sum(1, keepdim=True)  # (q, 1)
     for start in range(0, len(gallery), g_step):
-        g = torch.from_numpy(np.array(gallery[start:start + g_step], dtype=np.float32))  # a copy: mmap is read-only
-        d2 = torch.addmm(q_norms + g_norms[start:start + len(g)][None, :], q, g.T, alpha=-2.0)  # (q, g)
+        g = torch.from_numpy(np.array(gallery[start : start + g_step], dtype=np.float32))  # a copy: mmap is read-only
+        d2 = torch.addmm(q_norms + g_norms[start : start + len(g)][None, :], q, g.T, alpha=-2.0)  # (q, g)
         if exclude is not None:
             local = exclude - start
             rows = torch.nonzero((local >= 0) & (local < len(g))).flatten()
             d2[rows, local[rows]] = float("inf")
         if same is not None:
             q_labels, g_labels = same
-            d2.masked_fill_(q_labels[:, None] == g_labels[None, start:start + len(g)], float("inf"))
+            d2.masked_fill_(q_labels[:, None] == g_labels[None, start : start + len(g)], float("inf"))
         d, i = torch.topk(d2, min(k, len(g)), dim=1, largest=False, sorted=False)
         best_d, best_i = _merge(best_d, best_i, d, i + start, k)
     return best_d, best_i
 
 
 def topk(
-    queries: np.ndarray, gallery: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
-    other_label: tuple[np.ndarray, np.ndarray] | None = None, progress: Callable[[int, int], None] | None = None, block_elements: int = BLOCK_ELEMENTS,
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    *,
+    exclude: np.ndarray | None = None,
+    other_label: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    block_elements: int = BLOCK_ELEMENTS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest gallery rows of each query by L2 distance, nearest first (ties: lower row first).
 
@@ -68,22 +80,35 @@ def topk(
         return np.zeros((len(queries), k), dtype=np.int64), np.zeros((len(queries), k), dtype=np.float32)
     g_step = max(k, min(n, 8192))
     q_step = max(1, block_elements // g_step)
-    g_norms = torch.cat([torch.from_numpy(np.array(gallery[s:s + g_step], dtype=np.float32)).pow(2).sum(1)
-                         for s in range(0, n, g_step)])  # (N,)
+    g_norms = torch.cat(
+        [
+            torch.from_numpy(np.array(gallery[s : s + g_step], dtype=np.float32)).pow(2).sum(1)
+            for s in range(0, n, g_step)
+        ]
+    )  # (N,)
     idx = np.empty((len(queries), k), dtype=np.int64)
     dist = np.empty((len(queries), k), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(queries), q_step):
-            q = torch.from_numpy(np.array(queries[start:start + q_step], dtype=np.float32))
-            ex = None if exclude is None else torch.from_numpy(np.asarray(exclude[start:start + len(q)], dtype=np.int64))
-            same = None if other_label is None else (
-                torch.from_numpy(np.asarray(other_label[0][start:start + len(q)], dtype=np.int64)),
-                torch.from_numpy(np.asarray(other_label[1], dtype=np.int64)))
+            q = torch.from_numpy(np.array(queries[start : start + q_step], dtype=np.float32))
+            ex = (
+                None
+                if exclude is None
+                else torch.from_numpy(np.asarray(exclude[start : start + len(q)], dtype=np.int64))
+            )
+            same = (
+                None
+                if other_label is None
+                else (
+                    torch.from_numpy(np.asarray(other_label[0][start : start + len(q)], dtype=np.int64)),
+                    torch.from_numpy(np.asarray(other_label[1], dtype=np.int64)),
+                )
+            )
             d2, i = _query_block(q, gallery, g_norms, k, g_step, ex, same)
             d2, i = d2.numpy(), i.numpy()
             order = np.lexsort((i, d2), axis=1)  # by distance, then by row: the same answer on every run
-            idx[start:start + len(q)] = np.take_along_axis(i, order, 1)
-            dist[start:start + len(q)] = np.sqrt(np.clip(np.take_along_axis(d2, order, 1), 0, None))  # inf stays inf
+            idx[start : start + len(q)] = np.take_along_axis(i, order, 1)
+            dist[start : start + len(q)] = np.sqrt(np.clip(np.take_along_axis(d2, order, 1), 0, None))  # inf stays inf
             if progress is not None:
                 progress(start + len(q), len(queries))
     return idx, dist

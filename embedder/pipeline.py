@@ -8,9 +8,9 @@ throughout: a True answer raises ``Cancelled`` and leaves the previous run at ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -48,13 +48,21 @@ def _guarded(report: Reporter, stop: Callable[[], bool]) -> Reporter:
     return guarded
 
 
-def embed_gallery(pl: Plan, fitted: Fitted, cfg: TrainConfig, device, report: Reporter) -> tuple[np.ndarray, np.ndarray]:
+def embed_gallery(
+    pl: Plan, fitted: Fitted, cfg: TrainConfig, device, report: Reporter
+) -> tuple[np.ndarray, np.ndarray]:
     """(gallery rows into the plan's images (N,), their embeddings (N, D)) with the kept network."""
     rows = gallery_rows(pl.parts)
     mc = fitted.model.config
-    emb = embed_images(fitted.model, [pl.images.paths[i] for i in rows], eval_transform(mc),
-                       batch_size=cfg.batch_size_embed, flip_tta=mc.flip_tta, device=device,
-                       progress=lambda d, t: report(Progress(Stage.EMBED, done=d, total=t)))
+    emb = embed_images(
+        fitted.model,
+        [pl.images.paths[i] for i in rows],
+        eval_transform(mc),
+        batch_size=cfg.batch_size_embed,
+        flip_tta=mc.flip_tta,
+        device=device,
+        progress=lambda d, t: report(Progress(Stage.EMBED, done=d, total=t)),
+    )
     return rows, emb
 
 
@@ -76,24 +84,37 @@ def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, rep
     return {**{k: calib[k] for k in keys if k in calib}, "calibrated_on": "validation"}
 
 
-def assemble(pl: Plan, cfg: TrainConfig, fitted: Fitted, rows: np.ndarray, emb: np.ndarray,
-             index: GalleryIndex) -> Run:
+def assemble(pl: Plan, cfg: TrainConfig, fitted: Fitted, rows: np.ndarray, emb: np.ndarray, index: GalleryIndex) -> Run:
     """The run as it will be written (metrics are filled in by the evaluate stage)."""
     images = pl.images
-    info = {"kept": fitted.kept, "notes": pl.notes, "skipped": images.skip_report(),
-            "batch": {"classes_per_batch": pl.classes_per_batch, "per_class": pl.per_class}}
+    info = {
+        "kept": fitted.kept,
+        "notes": pl.notes,
+        "skipped": images.skip_report(),
+        "batch": {"classes_per_batch": pl.classes_per_batch, "per_class": pl.per_class},
+    }
     return Run(
-        path=Path(cfg.out).expanduser().resolve(), model_config=fitted.model.config, train_config=cfg,
-        classes=images.classes, data_root=images.root,
-        gallery_paths=[str(images.paths[i].relative_to(images.root)) for i in rows], gallery_labels=images.labels[rows],
-        gallery_embeddings=emb, split=split_record(images.root, images.paths, images.labels, images.classes, pl.parts,
-                                                   cfg.queries),
-        info={**info, "index": index.stats()}, history=fitted.history, _model=fitted.model, _index=index,
+        path=Path(cfg.out).expanduser().resolve(),
+        model_config=fitted.model.config,
+        train_config=cfg,
+        classes=images.classes,
+        data_root=images.root,
+        gallery_paths=[str(images.paths[i].relative_to(images.root)) for i in rows],
+        gallery_labels=images.labels[rows],
+        gallery_embeddings=emb,
+        split=split_record(images.root, images.paths, images.labels, images.classes, pl.parts, cfg.queries),
+        info={**info, "index": index.stats()},
+        history=fitted.history,
+        _model=fitted.model,
+        _index=index,
     )
 
 
-def train(cfg: TrainConfig, progress: Reporter | None = None, should_stop: Callable[[], bool] | None = None,
-          ) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    progress: Reporter | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
     """Train an embedder on ``cfg.data`` and write the run bundle to ``cfg.out``."""
     report, stop = progress or silent, should_stop or (lambda: False)
     pl = plan(cfg, report)
@@ -109,8 +130,9 @@ def train(cfg: TrainConfig, progress: Reporter | None = None, should_stop: Calla
     run = assemble(pl, cfg, fitted, rows, emb, index)
     run.metrics = {"index": index.stats(), **fitted.validation, "kept": fitted.kept, "unknown": unknown}
     if len(pl.test_idx) or cfg.queries:
-        run.metrics["test"] = evaluate_run(run, queries=cfg.queries, device=str(device), progress=report,
-                                           target_precision=cfg.target_precision)
+        run.metrics["test"] = evaluate_run(
+            run, queries=cfg.queries, device=str(device), progress=report, target_precision=cfg.target_precision
+        )
     report(Progress(Stage.WRITE, message=f"writing {out}"))
     run.save(overwrite=cfg.overwrite)
     remove_work_dir(work_dir(out))

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
+from .bundle import check_out
 from .config import ModelConfig, TrainConfig
 from .data import ImageSet, resolve_data, scan_folder, stratified_split
 from .errors import EmbedderError
-from .progress import Progress, Stage
 from .model import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, missing_weights_message, pretrained_available
-from .bundle import check_out
+from .progress import Progress, Stage
 
 TINY_SIDE = 64  # images whose median short side is at most this are "tiny" (digits, icons): small CNN, no flips
 
@@ -36,8 +36,13 @@ class Plan:
     @property
     def parts(self) -> dict[str, np.ndarray]:
         """Image rows by role: "train", "val", "test", "unseen_val", "unseen_test"."""
-        return {"train": self.train_idx, "val": self.val_idx, "test": self.test_idx,
-                "unseen_val": self.unseen_val_idx, "unseen_test": self.unseen_test_idx}
+        return {
+            "train": self.train_idx,
+            "val": self.val_idx,
+            "test": self.test_idx,
+            "unseen_val": self.unseen_val_idx,
+            "unseen_test": self.unseen_test_idx,
+        }
 
 
 def choose_model(cfg: TrainConfig, images: ImageSet) -> tuple[ModelConfig, list[str]]:
@@ -98,7 +103,10 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
     unseen_val, unseen_test = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     if n_unseen:
         if n_unseen < 4 or n_classes - n_unseen < 2:
-            raise EmbedderError(f"--unseen-classes {share} of {n_classes} classes leaves too few on either side (need 4 unseen, 2 trained)")
+            raise EmbedderError(
+                f"--unseen-classes {share} of {n_classes} classes leaves too few on either side "
+                "(need 4 unseen, 2 trained)"
+            )
         picked = np.random.default_rng(cfg.seed + 2).permutation(n_classes)[:n_unseen]
         val_classes, test_classes = picked[: n_unseen // 2], picked[n_unseen // 2 :]
         unseen_val = rest[np.isin(images.labels[rest], val_classes)]
@@ -124,7 +132,12 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
         raise EmbedderError("need at least 2 classes with 2 or more training images to form triplets")
 
     p = min(cfg.classes_per_batch, len(trainable))
-    k = cfg.per_class if p == cfg.classes_per_batch else max(cfg.per_class, (cfg.classes_per_batch * cfg.per_class) // p)
+    k = (
+        cfg.per_class
+        if p == cfg.classes_per_batch
+        else max(cfg.per_class, (cfg.classes_per_batch * cfg.per_class) // p)
+    )
     model_config, model_notes = choose_model(cfg, images)
-    return Plan(images, train_idx, val_idx, test, model_config, p, k, trainable, unseen_val, unseen_test,
-                notes + model_notes)
+    return Plan(
+        images, train_idx, val_idx, test, model_config, p, k, trainable, unseen_val, unseen_test, notes + model_notes
+    )

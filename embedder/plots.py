@@ -6,7 +6,7 @@ No Streamlit here: every function takes arrays or dicts and returns a ``go.Figur
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -16,17 +16,35 @@ from .data import stratified_sample  # noqa: F401  (the app's pages still import
 
 OTHER = "other"
 TOP_N = 20  # labels that get their own colour and legend entry; the rest share the grey "other" trace
-PALETTE = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#17BECF",
-           "#BCBD22", "#7F7F7F")  # D3's ten: distinct on white and for most colour-blind viewers
+PALETTE = (
+    "#1F77B4",
+    "#FF7F0E",
+    "#2CA02C",
+    "#D62728",
+    "#9467BD",
+    "#8C564B",
+    "#E377C2",
+    "#17BECF",
+    "#BCBD22",
+    "#7F7F7F",
+)  # D3's ten: distinct on white and for most colour-blind viewers
 OTHER_COLOR = "#C8C8C8"
 # Beyond ten labels the colours repeat, so the symbol changes. Scatter3d only knows these eight symbols.
 SYMBOLS_2D = ("circle", "square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
 SYMBOLS_3D = ("circle", "square", "diamond", "cross", "x", "circle-open", "square-open", "diamond-open")
 QUERY_COLOR = "#FFD400"
-MODEL_NAMES = {"trained": "trained (triplet)", "raw_pixels": "raw pixels", "untrained": "untrained network",
-               "pretrained": "pretrained features"}
-METRIC_NAMES = {"precision_at_1": "P@1", "r_precision": "R-Precision", "map_at_r": "MAP@R",
-                "knn_accuracy": "kNN accuracy"}
+MODEL_NAMES = {
+    "trained": "trained (triplet)",
+    "raw_pixels": "raw pixels",
+    "untrained": "untrained network",
+    "pretrained": "pretrained features",
+}
+METRIC_NAMES = {
+    "precision_at_1": "P@1",
+    "r_precision": "R-Precision",
+    "map_at_r": "MAP@R",
+    "knn_accuracy": "kNN accuracy",
+}
 
 
 def top_labels(labels: Sequence[str], top_n: int = TOP_N) -> list[str]:
@@ -78,47 +96,87 @@ def embedding_map(
     every_label = top_labels(labels, len(labels))  # a fixed symbol per label, also inside "other"
 
     fig = go.Figure()
-    for gi, group in enumerate(sorted(shown, key=_natural) + ([OTHER] if OTHER in groups else [])):
+    for group in sorted(shown, key=_natural) + ([OTHER] if OTHER in groups else []):
         rows = np.array(rows_by_group[group], dtype=np.int64)
         if group == OTHER:
             color = OTHER_COLOR
             symbols = [label_style(every_label.index(labels[i]), dims)[1] for i in rows]
         else:
             color, symbols = label_style(shown.index(group), dims)
-        custom = np.stack([row_ids[rows], np.array([labels[i] for i in rows], dtype=object),
-                           np.array([hover[i] for i in rows], dtype=object)], axis=1) if len(rows) else None
+        custom = (
+            np.stack(
+                [
+                    row_ids[rows],
+                    np.array([labels[i] for i in rows], dtype=object),
+                    np.array([hover[i] for i in rows], dtype=object),
+                ],
+                axis=1,
+            )
+            if len(rows)
+            else None
+        )
         common = dict(
-            name=f"{group} ({len(rows)})", legendgroup=group, customdata=custom, mode="markers",
+            name=f"{group} ({len(rows)})",
+            legendgroup=group,
+            customdata=custom,
+            mode="markers",
             hovertemplate="<b>%{customdata[1]}</b><br>%{customdata[2]}<extra></extra>",
         )
         if dims == 2:
-            fig.add_trace(go.Scattergl(
-                x=coords[rows, 0], y=coords[rows, 1],
-                marker=dict(color=color, symbol=symbols, size=7, opacity=0.8, line=dict(width=0)), **common,
-            ))
+            fig.add_trace(
+                go.Scattergl(
+                    x=coords[rows, 0],
+                    y=coords[rows, 1],
+                    marker=dict(color=color, symbol=symbols, size=7, opacity=0.8, line=dict(width=0)),
+                    **common,
+                )
+            )
         else:
-            fig.add_trace(go.Scatter3d(
-                x=coords[rows, 0], y=coords[rows, 1], z=coords[rows, 2],
-                marker=dict(color=color, symbol=symbols, size=3, opacity=0.8), **common,
-            ))
+            fig.add_trace(
+                go.Scatter3d(
+                    x=coords[rows, 0],
+                    y=coords[rows, 1],
+                    z=coords[rows, 2],
+                    marker=dict(color=color, symbol=symbols, size=3, opacity=0.8),
+                    **common,
+                )
+            )
     if query_coords is not None and len(query_coords):
         q = np.asarray(query_coords, dtype=np.float32)
         names = list(query_names) if query_names is not None else [f"query {i + 1}" for i in range(len(q))]
-        common = dict(name="your images", mode="markers+text", text=names, textposition="top center",
-                      hovertemplate="<b>%{text}</b> (query)<extra></extra>")
+        common = dict(
+            name="your images",
+            mode="markers+text",
+            text=names,
+            textposition="top center",
+            hovertemplate="<b>%{text}</b> (query)<extra></extra>",
+        )
         if dims == 2:
-            fig.add_trace(go.Scattergl(
-                x=q[:, 0], y=q[:, 1],
-                marker=dict(symbol="star", size=22, color=QUERY_COLOR, line=dict(color="#111111", width=1.5)), **common,
-            ))
+            fig.add_trace(
+                go.Scattergl(
+                    x=q[:, 0],
+                    y=q[:, 1],
+                    marker=dict(symbol="star", size=22, color=QUERY_COLOR, line=dict(color="#111111", width=1.5)),
+                    **common,
+                )
+            )
         else:
-            fig.add_trace(go.Scatter3d(
-                x=q[:, 0], y=q[:, 1], z=q[:, 2],
-                marker=dict(symbol="diamond", size=9, color=QUERY_COLOR, line=dict(color="#111111", width=2)), **common,
-            ))
+            fig.add_trace(
+                go.Scatter3d(
+                    x=q[:, 0],
+                    y=q[:, 1],
+                    z=q[:, 2],
+                    marker=dict(symbol="diamond", size=9, color=QUERY_COLOR, line=dict(color="#111111", width=2)),
+                    **common,
+                )
+            )
     fig.update_layout(
-        height=height, margin=dict(l=10, r=10, t=30, b=10), legend=dict(itemsizing="constant", title="label"),
-        dragmode="lasso" if dims == 2 else "orbit", plot_bgcolor="white", uirevision="map",
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(itemsizing="constant", title="label"),
+        dragmode="lasso" if dims == 2 else "orbit",
+        plot_bgcolor="white",
+        uirevision="map",
     )
     if dims == 2:
         # Map axes carry no units; equal scale keeps distances honest.
@@ -141,22 +199,47 @@ def training_curves(history: Sequence[dict], height: int = 300, max_epochs: int 
     ``history`` rows are ``EpochStats.to_dict()`` (as in history.json). ``max_epochs`` fixes the x range, so
     live curves of a running job grow into a stable frame instead of rescaling every epoch.
     """
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("triplet loss", "active triplets (share)", "validation P@1"),
-                        horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1,
+        cols=3,
+        subplot_titles=("triplet loss", "active triplets (share)", "validation P@1"),
+        horizontal_spacing=0.08,
+    )
     epochs = [h["epoch"] for h in history]
-    for col, key, color in ((1, "loss", PALETTE[0]), (2, "active_fraction", PALETTE[1]),
-                            (3, "val_precision_at_1", PALETTE[2])):
+    for col, key, color in (
+        (1, "loss", PALETTE[0]),
+        (2, "active_fraction", PALETTE[1]),
+        (3, "val_precision_at_1", PALETTE[2]),
+    ):
         values = [h.get(key) for h in history]
-        fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", line=dict(color=color, width=2),
-                                 name=key, showlegend=False, hovertemplate="epoch %{x}: %{y:.3f}<extra></extra>"),
-                      row=1, col=col)
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=values,
+                mode="lines+markers",
+                line=dict(color=color, width=2),
+                name=key,
+                showlegend=False,
+                hovertemplate="epoch %{x}: %{y:.3f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
         best = [(h["epoch"], h.get(key)) for h in history if h.get("best")]
         if best:
-            fig.add_trace(go.Scatter(x=[b[0] for b in best], y=[b[1] for b in best], mode="markers",
-                                     marker=dict(symbol="star", size=11, color=color, line=dict(color="#111", width=1)),
-                                     name="improved", showlegend=False,
-                                     hovertemplate="epoch %{x}: %{y:.3f} (improved)<extra></extra>"),
-                          row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=[b[0] for b in best],
+                    y=[b[1] for b in best],
+                    mode="markers",
+                    marker=dict(symbol="star", size=11, color=color, line=dict(color="#111", width=1)),
+                    name="improved",
+                    showlegend=False,
+                    hovertemplate="epoch %{x}: %{y:.3f} (improved)<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
     last = max([max_epochs or 0, *epochs, 1])
     fig.update_xaxes(title_text="epoch", dtick=1 if last <= 15 else None, gridcolor="#EEEEEE", range=[0.5, last + 0.5])
     fig.update_yaxes(gridcolor="#EEEEEE", rangemode="tozero")
@@ -181,11 +264,25 @@ def metrics_bars(test: dict, height: int = 320) -> go.Figure:
     fig = go.Figure()
     for i, row in enumerate(metrics_rows(test)):
         names = list(METRIC_NAMES.values())
-        fig.add_trace(go.Bar(x=names, y=[row[n] for n in names], name=row["model"], marker_color=PALETTE[i],
-                             text=[f"{row[n]:.3f}" if row[n] is not None else "" for n in names], textposition="outside",
-                             hovertemplate="%{x}: %{y:.3f}<extra>" + row["model"] + "</extra>"))
-    fig.update_layout(barmode="group", height=height, yaxis=dict(range=[0, 1.1], gridcolor="#EEEEEE"),
-                      margin=dict(l=10, r=10, t=20, b=10), plot_bgcolor="white", legend=dict(orientation="h", y=-0.15))
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=[row[n] for n in names],
+                name=row["model"],
+                marker_color=PALETTE[i],
+                text=[f"{row[n]:.3f}" if row[n] is not None else "" for n in names],
+                textposition="outside",
+                hovertemplate="%{x}: %{y:.3f}<extra>" + row["model"] + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        height=height,
+        yaxis=dict(range=[0, 1.1], gridcolor="#EEEEEE"),
+        margin=dict(l=10, r=10, t=20, b=10),
+        plot_bgcolor="white",
+        legend=dict(orientation="h", y=-0.15),
+    )
     return fig
 
 
@@ -204,50 +301,92 @@ def confusion_heatmap(confusion: dict, max_labels: int = 40, height: int = 480) 
     m = m[np.ix_(keep, keep)]
     names = [labels[i] for i in keep]
     shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    fig = go.Figure(go.Heatmap(
-        z=shares, x=names, y=names, customdata=m, colorscale="Blues", zmin=0, zmax=1,
-        hovertemplate="true %{y} → predicted %{x}: %{customdata:.0f} (%{z:.0%})<extra></extra>",
-        colorbar=dict(title="share", tickformat=".0%"),
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=shares,
+            x=names,
+            y=names,
+            customdata=m,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            hovertemplate="true %{y} → predicted %{x}: %{customdata:.0f} (%{z:.0%})<extra></extra>",
+            colorbar=dict(title="share", tickformat=".0%"),
+        )
+    )
     if len(names) <= 15:
         fig.update_traces(text=m.astype(int), texttemplate="%{text}")
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white",
-                      xaxis=dict(title="predicted", type="category"),
-                      yaxis=dict(title="true", type="category", autorange="reversed"))
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=10, b=10),
+        plot_bgcolor="white",
+        xaxis=dict(title="predicted", type="category"),
+        yaxis=dict(title="true", type="category", autorange="reversed"),
+    )
     return fig
 
 
 def per_class_bars(per_class: dict, height: int = 320) -> go.Figure:
     """Per-class kNN accuracy, worst first, with each class's number of queries on hover."""
     items = sorted(per_class.items(), key=lambda kv: (kv[1]["accuracy"], kv[0]))
-    fig = go.Figure(go.Bar(
-        x=[k for k, _ in items], y=[v["accuracy"] for _, v in items], customdata=[v["n"] for _, v in items],
-        marker_color=[PALETTE[3] if v["accuracy"] < 0.9 else PALETTE[0] for _, v in items],
-        hovertemplate="%{x}: %{y:.1%} of %{customdata} queries<extra></extra>",
-    ))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="white",
-                      xaxis=dict(type="category"), yaxis=dict(range=[0, 1.02], tickformat=".0%", gridcolor="#EEEEEE"))
+    fig = go.Figure(
+        go.Bar(
+            x=[k for k, _ in items],
+            y=[v["accuracy"] for _, v in items],
+            customdata=[v["n"] for _, v in items],
+            marker_color=[PALETTE[3] if v["accuracy"] < 0.9 else PALETTE[0] for _, v in items],
+            hovertemplate="%{x}: %{y:.1%} of %{customdata} queries<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=10, b=10),
+        plot_bgcolor="white",
+        xaxis=dict(type="category"),
+        yaxis=dict(range=[0, 1.02], tickformat=".0%", gridcolor="#EEEEEE"),
+    )
     return fig
 
 
-def threshold_curve(curve: Sequence[dict], threshold: float, chosen: float | None = None, height: int = 320) -> go.Figure:
+def threshold_curve(
+    curve: Sequence[dict], threshold: float, chosen: float | None = None, height: int = 320
+) -> go.Figure:
     """Accuracy and coverage of known queries, and unknowns wrongly accepted, against the distance threshold."""
     t = [p["threshold"] for p in curve]
     fig = go.Figure()
-    for key, name, color in (("accuracy", "accuracy of answered queries", PALETTE[2]),
-                             ("coverage", "coverage (queries answered)", PALETTE[0]),
-                             ("unknown_accepted", "unknown images accepted", PALETTE[3])):
-        fig.add_trace(go.Scatter(x=t, y=[p[key] for p in curve], name=name, mode="lines", line=dict(color=color),
-                                 hovertemplate="threshold %{x:.3f}: %{y:.1%}<extra>" + name + "</extra>"))
-    fig.add_vline(x=threshold, line=dict(color="#555555", dash="dash"), annotation_text="calibrated",
-                  annotation_position="top left")
+    for key, name, color in (
+        ("accuracy", "accuracy of answered queries", PALETTE[2]),
+        ("coverage", "coverage (queries answered)", PALETTE[0]),
+        ("unknown_accepted", "unknown images accepted", PALETTE[3]),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=t,
+                y=[p[key] for p in curve],
+                name=name,
+                mode="lines",
+                line=dict(color=color),
+                hovertemplate="threshold %{x:.3f}: %{y:.1%}<extra>" + name + "</extra>",
+            )
+        )
+    fig.add_vline(
+        x=threshold,
+        line=dict(color="#555555", dash="dash"),
+        annotation_text="calibrated",
+        annotation_position="top left",
+    )
     if chosen is not None and abs(chosen - threshold) > 1e-9:
-        fig.add_vline(x=chosen, line=dict(color=QUERY_COLOR, width=3), annotation_text="chosen",
-                      annotation_position="top right")
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), plot_bgcolor="white",
-                      xaxis=dict(title="nearest-neighbour distance threshold", gridcolor="#EEEEEE"),
-                      yaxis=dict(range=[0, 1.02], tickformat=".0%", gridcolor="#EEEEEE"),
-                      legend=dict(orientation="h", y=-0.25))
+        fig.add_vline(
+            x=chosen, line=dict(color=QUERY_COLOR, width=3), annotation_text="chosen", annotation_position="top right"
+        )
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=10),
+        plot_bgcolor="white",
+        xaxis=dict(title="nearest-neighbour distance threshold", gridcolor="#EEEEEE"),
+        yaxis=dict(range=[0, 1.02], tickformat=".0%", gridcolor="#EEEEEE"),
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -43,10 +43,14 @@ class Prediction:
 
     def to_row(self) -> dict:
         """One flat row for a CSV or a table: votes as JSON, neighbours as ``label:distance:path | ...``."""
-        return {"file": self.image, "label": self.label, "confidence": round(self.confidence, 4),
-                "votes": json.dumps({k: round(v, 4) for k, v in self.votes.items()}),
-                "nearest_distance": round(self.nearest_distance, 4),
-                "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{n.path}" for n in self.neighbors)}
+        return {
+            "file": self.image,
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "votes": json.dumps({k: round(v, 4) for k, v in self.votes.items()}),
+            "nearest_distance": round(self.nearest_distance, 4),
+            "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{n.path}" for n in self.neighbors),
+        }
 
 
 def vote(labels: Sequence[str], distances: Sequence[float]) -> tuple[str, float, dict[str, float]]:
@@ -96,13 +100,19 @@ class Predictor:
     def embed(self, images: Sequence[Image.Image | str]) -> np.ndarray:
         """PIL images or paths -> (N, D) unit vectors, exactly as the gallery was embedded."""
         return embed_images(
-            self.model, images, self.transform,
-            batch_size=self.run.train_config.batch_size_embed, flip_tta=self.run.model_config.flip_tta,
+            self.model,
+            images,
+            self.transform,
+            batch_size=self.run.train_config.batch_size_embed,
+            flip_tta=self.run.model_config.flip_tta,
             device=self.device,
         )
 
     def predict_embeddings(
-        self, embeddings: np.ndarray, names: Sequence[str], k: int | None = None,
+        self,
+        embeddings: np.ndarray,
+        names: Sequence[str],
+        k: int | None = None,
         unknown_threshold: float | None = None,
     ) -> list[Prediction]:
         """(Q, D) query embeddings -> one Prediction each, by the vote of ``k`` neighbours (default: the run's).
@@ -126,7 +136,10 @@ class Predictor:
         return out
 
     def predict(
-        self, images: Sequence[Image.Image | str], names: Sequence[str] | None = None, k: int | None = None,
+        self,
+        images: Sequence[Image.Image | str],
+        names: Sequence[str] | None = None,
+        k: int | None = None,
         unknown_threshold: float | None = None,
     ) -> list[Prediction]:
         names = names or [str(im) if not isinstance(im, Image.Image) else f"image {i}" for i, im in enumerate(images)]

@@ -5,9 +5,9 @@ The library never prints: the CLI turns these reports into tqdm bars, the app in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Callable
 
 
 class Stage(str, Enum):

@@ -29,7 +29,11 @@ class Projection:
 
 
 def project(
-    embeddings: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 0, perplexity: float = 30.0,
+    embeddings: np.ndarray,
+    method: str = "pca",
+    dims: int = 2,
+    seed: int = 0,
+    perplexity: float = 30.0,
     n_neighbors: int = 15,
 ) -> Projection:
     """(N, D) embeddings -> a ``dims``-dimensional map. Same input and seed -> same coordinates."""

@@ -29,8 +29,14 @@ def gallery_rows(parts: dict[str, np.ndarray]) -> np.ndarray:
     return np.sort(np.concatenate([parts[p] for p in GALLERY_PARTS]))
 
 
-def split_record(root: Path, paths: list[Path], labels: np.ndarray, classes: list[str],
-                 parts: dict[str, np.ndarray], queries_root: str | None) -> dict:
+def split_record(
+    root: Path,
+    paths: list[Path],
+    labels: np.ndarray,
+    classes: list[str],
+    parts: dict[str, np.ndarray],
+    queries_root: str | None,
+) -> dict:
     """split.json: each recorded part as [path relative to the data root, label name]."""
     record = {p: [[str(paths[i].relative_to(root)), classes[labels[i]]] for i in parts[p]] for p in RECORDED_PARTS}
     record["queries_root"] = str(Path(queries_root).expanduser().resolve()) if queries_root else None
@@ -101,21 +107,30 @@ class Run:
     def save(self, overwrite: bool = False) -> Path:
         """Write this run to ``self.path`` atomically (see ``bundle.write``); only ever replaces a run."""
         info = {k: v for k, v in self.info.items() if k not in ("schema_version", "created", "versions", "checksums")}
-        config = {"model": self.model_config.to_dict(), "train": self.train_config.to_dict(),
-                  "classes": list(self.classes), "data_root": str(self.data_root), **info,
-                  "index": self.index().stats()}
+        config = {
+            "model": self.model_config.to_dict(),
+            "train": self.train_config.to_dict(),
+            "classes": list(self.classes),
+            "data_root": str(self.data_root),
+            **info,
+            "index": self.index().stats(),
+        }
         files = {
             "model.pt": {k: v.cpu() for k, v in self.model().state_dict().items()},
-            "gallery.npz": {"embeddings": self.gallery_embeddings.astype(np.float32),
-                            "labels": self.gallery_labels.astype(np.int64),
-                            "paths": np.array(self.gallery_paths, dtype=str)},
-            "index.ann": self.index(), "split.json": self.split, "history.json": self.history,
+            "gallery.npz": {
+                "embeddings": self.gallery_embeddings.astype(np.float32),
+                "labels": self.gallery_labels.astype(np.int64),
+                "paths": np.array(self.gallery_paths, dtype=str),
+            },
+            "index.ann": self.index(),
+            "split.json": self.split,
+            "history.json": self.history,
             "metrics.json": self.metrics,
         }
         return bundle.write(self.path, files, config, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Run":
+    def load(cls, path: str | os.PathLike) -> Run:
         """Load and validate a run folder as a whole; its index is opened and checked now, not at the first query.
 
         Raises:
@@ -125,11 +140,18 @@ class Run:
         got = bundle.read(path)
         manifest = got["manifest"]
         run = cls(
-            path=path, model_config=manifest.model, train_config=manifest.train, classes=manifest.classes,
-            data_root=Path(manifest.data_root), gallery_paths=got["paths"], gallery_labels=got["labels"],
-            gallery_embeddings=got["embeddings"], split=got["split"],
+            path=path,
+            model_config=manifest.model,
+            train_config=manifest.train,
+            classes=manifest.classes,
+            data_root=Path(manifest.data_root),
+            gallery_paths=got["paths"],
+            gallery_labels=got["labels"],
+            gallery_embeddings=got["embeddings"],
+            split=got["split"],
             info={k: v for k, v in got["config"].items() if k not in ("model", "train", "classes", "data_root")},
-            history=got["history"], metrics=got["metrics"],
+            history=got["history"],
+            metrics=got["metrics"],
         )
         run.index()
         return run
@@ -147,4 +169,3 @@ def list_runs(root: str | os.PathLike = "runs") -> list[Path]:
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and bundle.is_run(p)]
     return sorted(runs, key=lambda p: (p / "config.json").stat().st_mtime, reverse=True)
-

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -90,8 +90,10 @@ def load_checkpoint(path: Path, cfg: TrainConfig, device) -> dict:
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
-        raise EmbedderError(f"cannot resume: {path} holds objects other than weights, which are never loaded "
-                            "(they could run code); drop --resume to start over") from None
+        raise EmbedderError(
+            f"cannot resume: {path} holds objects other than weights, which are never loaded "
+            "(they could run code); drop --resume to start over"
+        ) from None
     except Exception:
         raise EmbedderError(f"cannot resume: {path} is not a checkpoint; drop --resume to start over") from None
     if not isinstance(ckpt, dict) or ckpt.get("config") != _resume_key(cfg):
@@ -115,8 +117,17 @@ def _optimizer(model: EmbeddingNet, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
 
 
-def train_epoch(model: EmbeddingNet, loader: DataLoader, optimizer, loss_fn, miner, margin: float, epoch: int,
-                report: Reporter, stop: Callable[[], bool]) -> np.ndarray:
+def train_epoch(
+    model: EmbeddingNet,
+    loader: DataLoader,
+    optimizer,
+    loss_fn,
+    miner,
+    margin: float,
+    epoch: int,
+    report: Reporter,
+    stop: Callable[[], bool],
+) -> np.ndarray:
     """One pass over the P×K batches. Returns the epoch's means of (loss, active share, d(a,p), d(a,n))."""
     sums, steps = np.zeros(4), len(loader)
     for step, (x, y) in enumerate(loader, 1):
@@ -143,22 +154,31 @@ class _Loop:
         self.pl, self.cfg, self.model, self.n_frozen = pl, cfg, model, n_frozen
         self.cache = DecodedImages(mc.image_size if mc.resize == "stretch" else round(mc.image_size * 256 / 224))
         fit_idx = pl.train_idx[np.isin(images.labels[pl.train_idx], pl.trainable_classes)]
-        self.dataset = ImageDataset([images.paths[i] for i in fit_idx], images.labels[fit_idx], train_transform(mc),
-                                    loader=self.cache)
+        self.dataset = ImageDataset(
+            [images.paths[i] for i in fit_idx], images.labels[fit_idx], train_transform(mc), loader=self.cache
+        )
         self.batch = pl.classes_per_batch * pl.per_class
         self.length = max(self.batch, len(fit_idx) - len(fit_idx) % self.batch)
         self.loss_fn, self.miner = losses.TripletMarginLoss(margin=cfg.margin), _miner(cfg.miner, cfg.margin)
         self.val = ValidationSet.of(images.labels, pl.val_idx, pl.train_idx, pl.unseen_val_idx, cfg.seed)
-        self.validator = Validator(model, n_frozen, [images.paths[i] for i in self.val.rows], eval_transform(mc),
-                                   cfg.batch_size_embed, device, self.cache)
+        self.validator = Validator(
+            model,
+            n_frozen,
+            [images.paths[i] for i in self.val.rows],
+            eval_transform(mc),
+            cfg.batch_size_embed,
+            device,
+            self.cache,
+        )
 
     def loader(self, epoch: int) -> DataLoader:
         from pytorch_metric_learning import samplers
 
         np.random.seed(self.cfg.seed * 10_007 + epoch)  # MPerClassSampler draws from numpy's global RNG
         torch.manual_seed(self.cfg.seed * 10_007 + epoch)  # augmentation; per epoch, so --resume repeats exactly
-        sampler = samplers.MPerClassSampler(self.dataset.labels, m=self.pl.per_class, batch_size=self.batch,
-                                            length_before_new_iter=self.length)
+        sampler = samplers.MPerClassSampler(
+            self.dataset.labels, m=self.pl.per_class, batch_size=self.batch, length_before_new_iter=self.length
+        )
         return DataLoader(self.dataset, batch_size=self.batch, sampler=sampler, drop_last=True)
 
     def score(self, emb: np.ndarray | None = None) -> dict:
@@ -172,14 +192,20 @@ class _Loop:
         if self.model.config.pretrained and self.cfg.freeze_bn:
             freeze_batchnorm(self.model.backbone)
         set_frozen_eval(self.model.backbone, self.n_frozen)
-        mean = train_epoch(self.model, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin,
-                           epoch, report, stop)
+        mean = train_epoch(
+            self.model, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin, epoch, report, stop
+        )
         self.model.eval()
         val = self.score()
         stats = EpochStats(
-            epoch=epoch, loss=float(mean[0]), active_fraction=float(mean[1]), ap_distance=float(mean[2]),
-            an_distance=float(mean[3]), val_precision_at_1=float(val.get("precision_at_1", float("nan"))),
-            val_map_at_r=float(val.get("map_at_r", float("nan"))), seconds=time.perf_counter() - t0,
+            epoch=epoch,
+            loss=float(mean[0]),
+            active_fraction=float(mean[1]),
+            ap_distance=float(mean[2]),
+            an_distance=float(mean[3]),
+            val_precision_at_1=float(val.get("precision_at_1", float("nan"))),
+            val_map_at_r=float(val.get("map_at_r", float("nan"))),
+            seconds=time.perf_counter() - t0,
             val_unseen_map_at_r=val.get("unseen_map_at_r"),
         )
         return stats, val
@@ -197,7 +223,7 @@ def _starting_points(loop: _Loop) -> tuple[dict, dict]:
     feats = loop.validator.features()  # (N, F) in the validation set's row order
     nq, ng = len(loop.val.queries), len(loop.val.gallery)
     if isinstance(model.head, torch.nn.Linear):
-        init_head_pca(model.head, feats[nq:nq + ng])
+        init_head_pca(model.head, feats[nq : nq + ng])
     start = loop.score(loop.validator.embeddings(feats))
     pretrained = loop.score(feats / np.linalg.norm(feats, axis=1, keepdims=True))
     return start, pretrained
@@ -206,12 +232,15 @@ def _starting_points(loop: _Loop) -> tuple[dict, dict]:
 def _keep(model: EmbeddingNet, best: _Best, pretrained: dict, device) -> tuple[EmbeddingNet, str]:
     """The candidate that scored best on validation; the pretrained features win ties (simpler, no head)."""
     if pretrained and _score(pretrained) >= best.score:
-        kept = (f"pretrained features: validation score {_score(pretrained):.3f} >= {best.score:.3f} of the best "
-                f"trained epoch ({best.epoch})")
+        kept = (
+            f"pretrained features: validation score {_score(pretrained):.3f} >= {best.score:.3f} of the best "
+            f"trained epoch ({best.epoch})"
+        )
         return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), kept
     model.load_state_dict(best.state)
-    kept = f"epoch {best.epoch}" + (f": best validation score {best.score:.3f}" if best.metrics
-                                    else " (no validation images)")
+    kept = f"epoch {best.epoch}" + (
+        f": best validation score {best.score:.3f}" if best.metrics else " (no validation images)"
+    )
     if best.epoch == 0:
         start = "the pretrained backbone with its PCA head" if model.config.pretrained else "the untrained network"
         kept = f"{start}, before triplet training: no epoch beat it on validation (score {best.score:.3f})"
@@ -261,11 +290,24 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
             best, bad_epochs = _Best(_score(val), copy.deepcopy(model.state_dict()), epoch, val), 0
         else:
             bad_epochs += 1
-        save_checkpoint(ckpt_path, {"config": _resume_key(cfg), "model": model.state_dict(), "epoch": epoch,
-                                    "optimizer": optimizer.state_dict(), "best": best.to_dict(),
-                                    "history": history, "bad_epochs": bad_epochs})
+        save_checkpoint(
+            ckpt_path,
+            {
+                "config": _resume_key(cfg),
+                "model": model.state_dict(),
+                "epoch": epoch,
+                "optimizer": optimizer.state_dict(),
+                "best": best.to_dict(),
+                "history": history,
+                "bad_epochs": bad_epochs,
+            },
+        )
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
     kept_model, kept = _keep(model, best, pretrained_val, device)
     report(Progress(Stage.NOTE, message=f"kept {kept}"))
-    return Fitted(kept_model, kept, history, {"validation": best.metrics, "validation_pretrained": pretrained_val,
-                                              "validation_untrained": start_val})
+    return Fitted(
+        kept_model,
+        kept,
+        history,
+        {"validation": best.metrics, "validation_pretrained": pretrained_val, "validation_untrained": start_val},
+    )

@@ -84,7 +84,9 @@ def mine_triplets(
     return [Triplet(int(i), int(j), int(k), float(d[i, j]), float(d[i, k])) for i, j, k in zip(a, p, n)]
 
 
-def sample_triplets(run, n: int = 4, classes_per_batch: int = 8, per_class: int = 4, seed: int = 0) -> list[TripletImages]:
+def sample_triplets(
+    run, n: int = 4, classes_per_batch: int = 8, per_class: int = 4, seed: int = 0
+) -> list[TripletImages]:
     """``n`` triplets mined from one random PxK batch of ``run``'s gallery with its stored (current) embeddings.
 
     Semi-hard triplets are preferred (what training mines by default); when the model already separates this
@@ -99,10 +101,12 @@ def sample_triplets(run, n: int = 4, classes_per_batch: int = 8, per_class: int 
     if len(usable) < 2:
         raise EmbedderError("need at least 2 labels with 2 or more gallery images to show triplets")
     chosen = rng.choice(usable, size=min(classes_per_batch, len(usable)), replace=False)
-    rows = np.concatenate([
-        rng.choice(np.flatnonzero(labels == c), size=min(per_class, int((labels == c).sum())), replace=False)
-        for c in chosen
-    ])
+    rows = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(labels == c), size=min(per_class, int((labels == c).sum())), replace=False)
+            for c in chosen
+        ]
+    )
     emb, lab = run.gallery_embeddings[rows], labels[rows]
     margin = run.train_config.margin
     for kind in ("semihard", "hard", "all"):
@@ -116,8 +120,17 @@ def sample_triplets(run, n: int = 4, classes_per_batch: int = 8, per_class: int 
     out = []
     for t in (found[i] for i in picks):
         a, p, neg = rows[t.anchor], rows[t.positive], rows[t.negative]
-        out.append(TripletImages(
-            files[a], files[p], files[neg], run.classes[labels[a]], run.classes[labels[neg]],
-            t.ap_distance, t.an_distance, kind, kind_of(t.ap_distance, t.an_distance, margin),
-        ))
+        out.append(
+            TripletImages(
+                files[a],
+                files[p],
+                files[neg],
+                run.classes[labels[a]],
+                run.classes[labels[neg]],
+                t.ap_distance,
+                t.an_distance,
+                kind,
+                kind_of(t.ap_distance, t.an_distance, margin),
+            )
+        )
     return out

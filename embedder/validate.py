@@ -40,11 +40,18 @@ class ValidationSet:
 
     @classmethod
     def of(cls, labels: np.ndarray, val: np.ndarray, train: np.ndarray, unseen: np.ndarray, seed: int):
-        parts = (cap(val, labels, MAX_QUERIES, seed), cap(train, labels, MAX_GALLERY, seed),
-                 cap(unseen, labels, MAX_QUERIES, seed))
-        sampled = [f"{len(p):,} of {len(full):,} {what}" for p, full, what in
-                   zip(parts, (val, train, unseen), ("validation images", "training images", "unseen-class images"))
-                   if len(p) < len(full)]
+        parts = (
+            cap(val, labels, MAX_QUERIES, seed),
+            cap(train, labels, MAX_GALLERY, seed),
+            cap(unseen, labels, MAX_QUERIES, seed),
+        )
+        sampled = [
+            f"{len(p):,} of {len(full):,} {what}"
+            for p, full, what in zip(
+                parts, (val, train, unseen), ("validation images", "training images", "unseen-class images")
+            )
+            if len(p) < len(full)
+        ]
         note = f"validation each epoch scores a seeded sample: {', '.join(sampled)}" if sampled else None
         return cls(*parts, note)
 
@@ -60,10 +67,10 @@ class ValidationSet:
         MAP@R of the validation images, averaged with the unseen classes' when classes were held out."""
         nq, ng = len(self.queries), len(self.gallery)
         lab = labels[self.rows]
-        m = retrieval_metrics(emb[:nq], lab[:nq], emb[nq:nq + ng], lab[nq:nq + ng]) if nq else {}
+        m = retrieval_metrics(emb[:nq], lab[:nq], emb[nq : nq + ng], lab[nq : nq + ng]) if nq else {}
         scores = [m["map_at_r"]] if "map_at_r" in m else []
         if len(self.unseen):
-            u = retrieval_metrics(emb[nq + ng:], lab[nq + ng:], emb[nq + ng:], lab[nq + ng:], leave_one_out=True)
+            u = retrieval_metrics(emb[nq + ng :], lab[nq + ng :], emb[nq + ng :], lab[nq + ng :], leave_one_out=True)
             if "map_at_r" in u:
                 m["unseen_map_at_r"], m["unseen_precision_at_1"] = u["map_at_r"], u["precision_at_1"]
                 scores.append(u["map_at_r"])
@@ -77,8 +84,17 @@ class Validator:
     is computed once and kept (when it fits in ``max_bytes``); each epoch then runs only the trainable stages
     and the head."""
 
-    def __init__(self, model: EmbeddingNet, n_frozen: int, paths: list, transform, batch_size: int, device,
-                 loader, max_bytes: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        model: EmbeddingNet,
+        n_frozen: int,
+        paths: list,
+        transform,
+        batch_size: int,
+        device,
+        loader,
+        max_bytes: int = 1 << 30,
+    ) -> None:
         self.model, self.n_frozen, self.paths, self.batch_size, self.device = model, n_frozen, paths, batch_size, device
         self.transform, self.loader, self.acts = transform, loader, None
         if n_frozen and paths:
@@ -86,18 +102,35 @@ class Validator:
             with torch.no_grad():
                 probe = model.backbone.run(torch.zeros(1, 3, side, side, device=device), 0, n_frozen)
             if probe.numel() * 4 * len(paths) <= max_bytes:
-                self.acts = embed_images(lambda x: model.backbone.run(x, 0, n_frozen), paths, transform,
-                                         batch_size=batch_size, device=device, loader=loader)
+                self.acts = embed_images(
+                    lambda x: model.backbone.run(x, 0, n_frozen),
+                    paths,
+                    transform,
+                    batch_size=batch_size,
+                    device=device,
+                    loader=loader,
+                )
 
     @torch.no_grad()
     def features(self) -> np.ndarray:
         """Pooled backbone features (N, F) of ``paths``, not normalised."""
         if self.acts is None:
-            return embed_images(self.model.backbone, self.paths, self.transform, batch_size=self.batch_size,
-                                device=self.device, loader=self.loader)
+            return embed_images(
+                self.model.backbone,
+                self.paths,
+                self.transform,
+                batch_size=self.batch_size,
+                device=self.device,
+                loader=self.loader,
+            )
         b = self.batch_size
-        out = [self.model.backbone.run(torch.from_numpy(self.acts[i:i + b]).to(self.device), self.n_frozen)
-               .mean(dim=(2, 3)).cpu().numpy() for i in range(0, len(self.acts), b)]
+        out = [
+            self.model.backbone.run(torch.from_numpy(self.acts[i : i + b]).to(self.device), self.n_frozen)
+            .mean(dim=(2, 3))
+            .cpu()
+            .numpy()
+            for i in range(0, len(self.acts), b)
+        ]
         return np.concatenate(out)
 
     @torch.no_grad()

@@ -14,8 +14,9 @@ from PIL import Image, ImageDraw
 from embedder.config import TrainConfig
 
 
-def make_shapes_folder(root: Path, classes=("circle", "square", "triangle"), per_class: int = 12, size: int = 48,
-                       seed: int = 0) -> Path:
+def make_shapes_folder(
+    root: Path, classes=("circle", "square", "triangle"), per_class: int = 12, size: int = 48, seed: int = 0
+) -> Path:
     """An ImageFolder of generated shapes: one shape per class, random position, size and colour."""
     rng = np.random.default_rng(seed)
     for label in classes:
@@ -68,13 +69,16 @@ def run_alone():
     is measured apart from pytest's. The package's ``__init__`` is left out (it imports torch: 900 MB and 2 s),
     so only ``embedder.data``, ``embedder.decode`` and ``embedder.errors`` are importable there."""
     package = Path(__file__).resolve().parents[1] / "embedder"
-    stub = f"import sys, types; pkg = types.ModuleType('embedder'); pkg.__path__ = [{str(package)!r}]; " \
-           "sys.modules['embedder'] = pkg\n"
+    stub = (
+        f"import sys, types; pkg = types.ModuleType('embedder'); pkg.__path__ = [{str(package)!r}]; "
+        "sys.modules['embedder'] = pkg\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "EMBEDDER_MAX_PIXELS"}
 
     def run(code: str, timeout: float = 60) -> list[str]:
-        done = subprocess.run([sys.executable, "-c", stub + code], capture_output=True, text=True, timeout=timeout,
-                              env=env)
+        done = subprocess.run(
+            [sys.executable, "-c", stub + code], capture_output=True, text=True, timeout=timeout, env=env
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.splitlines()
 

@@ -56,8 +56,15 @@ def test_extract_zip__a_wrapper_folder_is_stepped_into(tmp_path):
 
 
 def test_extract_zip__macosx_and_hidden_entries_are_ignored(tmp_path):
-    data = _zip({"cat/1.png": _png(), "dog/2.png": _png(), "__MACOSX/cat/._1.png": b"junk",
-                 "dog/.hidden.png": _png(), ".DS_Store": b"junk"})
+    data = _zip(
+        {
+            "cat/1.png": _png(),
+            "dog/2.png": _png(),
+            "__MACOSX/cat/._1.png": b"junk",
+            "dog/.hidden.png": _png(),
+            ".DS_Store": b"junk",
+        }
+    )
     root = extract_zip(data, tmp_path / "x")
     assert sorted(p.name for p in root.rglob("*")) == ["1.png", "2.png", "cat", "dog"]
 
@@ -123,7 +130,7 @@ def test_extract_zip__4_mb_declaring_3_9_gib_is_refused_before_writing(tmp_path)
     assert _left_in(tmp_path) == []
 
 
-def _zeros_zip(entries: dict[str, int], stored: dict[str, bytes] = {}) -> bytes:
+def _zeros_zip(entries: dict[str, int], stored: dict[str, bytes] | None = None) -> bytes:
     """Entries of that many zero bytes, deflated as they stream in (64 MB of zeros pack into 64 KB)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -131,7 +138,7 @@ def _zeros_zip(entries: dict[str, int], stored: dict[str, bytes] = {}) -> bytes:
             with zf.open(name, "w") as out:
                 for _ in range(size // 2**20):
                     out.write(bytes(2**20))
-        for name, content in stored.items():
+        for name, content in (stored or {}).items():
             zf.writestr(name, content, zipfile.ZIP_STORED)
     return buf.getvalue()
 
@@ -186,15 +193,18 @@ def test_extract_zip__names_that_are_not_utf8(tmp_path):
         extract_zip(data, tmp_path / "x")
 
 
-@pytest.mark.parametrize("entries, message", [
-    ({"cat/a.jpg": b"1", "cat/a.jpg/b.jpg": b"2"}, "archive holds both a file and a folder named cat/a.jpg"),
-    ({"cat/1.png": b"1", "cat//1.png": b"2"}, "archive lists cat//1.png twice"),
-    ({"cat/1.png": b"1", "cat\\1.png": b"2"}, "archive lists cat\\1.png twice"),
-    ({"cat/a\nb.png": b"1"}, "unsafe name in archive: cat/a\\nb.png (it holds control characters)"),
-    ({"cat/" + "a" * 252 + ".png": b"1"}, "name too long in archive: cat/aaaa"),
-    ({"cat/" + "é" * 126 + ".png": b"1"}, "name too long in archive: cat/éééé"),  # 130 characters, 256 bytes
-    ({"/".join(["d" * 200] * 21) + "/1.png": b"1"}, "path too long in archive: dddd"),
-])
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        ({"cat/a.jpg": b"1", "cat/a.jpg/b.jpg": b"2"}, "archive holds both a file and a folder named cat/a.jpg"),
+        ({"cat/1.png": b"1", "cat//1.png": b"2"}, "archive lists cat//1.png twice"),
+        ({"cat/1.png": b"1", "cat\\1.png": b"2"}, "archive lists cat\\1.png twice"),
+        ({"cat/a\nb.png": b"1"}, "unsafe name in archive: cat/a\\nb.png (it holds control characters)"),
+        ({"cat/" + "a" * 252 + ".png": b"1"}, "name too long in archive: cat/aaaa"),
+        ({"cat/" + "é" * 126 + ".png": b"1"}, "name too long in archive: cat/éééé"),  # 130 characters, 256 bytes
+        ({"/".join(["d" * 200] * 21) + "/1.png": b"1"}, "path too long in archive: dddd"),
+    ],
+)
 def test_extract_zip__names_a_file_system_would_mangle_are_refused(tmp_path, entries, message):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate it is asked to write
@@ -221,10 +231,13 @@ def test_extract_zip__an_existing_folder_must_be_empty_and_survives_a_failure(tm
 
 def test_extract_zip__a_fifo_path_is_refused_not_read(tmp_path, run_alone):
     os.mkfifo(tmp_path / "data.zip")
-    code = (f"from embedder.archive import extract_zip\ntry:\n    extract_zip({str(tmp_path / 'data.zip')!r}, "
-            f"{str(tmp_path / 'x')!r})\nexcept Exception as exc:\n    print(type(exc).__name__, exc)")
-    assert run_alone(code, timeout=30) == [f"EmbedderError not a readable .zip archive: {tmp_path / 'data.zip'} "
-                                           "is not a regular file"]
+    code = (
+        f"from embedder.archive import extract_zip\ntry:\n    extract_zip({str(tmp_path / 'data.zip')!r}, "
+        f"{str(tmp_path / 'x')!r})\nexcept Exception as exc:\n    print(type(exc).__name__, exc)"
+    )
+    assert run_alone(code, timeout=30) == [
+        f"EmbedderError not a readable .zip archive: {tmp_path / 'data.zip'} is not a regular file"
+    ]
 
 
 # Property-based: whatever the member names, either every written file is an image inside dest, or one line and
@@ -232,23 +245,34 @@ def test_extract_zip__a_fifo_path_is_refused_not_read(tmp_path, run_alone):
 
 PARTS = st.one_of(
     st.sampled_from(["..", ".", "", "cat", "dog", "__MACOSX", ".hidden", "a.jpg", "C:", "é", "x\\..", "~"]),
-    st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=10),  # zipfile cuts names at NUL; lone surrogates cannot be stored
+    st.text(
+        st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=10
+    ),  # zipfile cuts names at NUL; lone surrogates cannot be stored
     st.text(alphabet="aé", min_size=120, max_size=260),  # around the 255-byte limit for one name
 )
 NAMES = st.builds(
     lambda lead, parts, ext: lead + "/".join(parts) + ext,
-    st.sampled_from(["", "", "/", "\\", "../"]), st.lists(PARTS, min_size=1, max_size=4),
+    st.sampled_from(["", "", "/", "\\", "../"]),
+    st.lists(PARTS, min_size=1, max_size=4),
     st.sampled_from([".png", ".jpg", ".PNG", ".txt", "", "/"]),
 )
 
 
-PLAIN = st.builds(lambda label, name: f"{label}/{name}.png", st.sampled_from(["cat", "dog", "ünï cödé", "猫"]),
-                  st.text(alphabet=st.characters(categories=["L", "N", "Zs"]), min_size=1, max_size=20))
+PLAIN = st.builds(
+    lambda label, name: f"{label}/{name}.png",
+    st.sampled_from(["cat", "dog", "ünï cödé", "猫"]),
+    st.text(alphabet=st.characters(categories=["L", "N", "Zs"]), min_size=1, max_size=20),
+)
 
 
 @settings(max_examples=250, deadline=None)
-@given(names=st.lists(st.one_of(PLAIN, PLAIN, PLAIN, NAMES, st.sampled_from(["cat/1.png", "cat/1.png/2.png",
-                                                                            "cat\\1.png"])), min_size=1, max_size=6))
+@given(
+    names=st.lists(
+        st.one_of(PLAIN, PLAIN, PLAIN, NAMES, st.sampled_from(["cat/1.png", "cat/1.png/2.png", "cat\\1.png"])),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_extract_zip__any_names_stay_inside_or_leave_nothing(names):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about duplicates it is asked to write

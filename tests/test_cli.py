@@ -59,7 +59,10 @@ def test_project__csv_rows(digits_run, tmp_path):
         (["train", "--data", "/no/such/folder", "--out", "{tmp}/r"], "error: data folder not found: /no/such/folder"),
         (["evaluate", "{tmp}"], "is not a run folder"),
         (["predict", "{tmp}/missing", "x.png"], "error: run folder not found"),
-        (["train", "--data", "demo", "--out", "{tmp}/r", "--margin", "-1"], "error: --margin must be in [0.001, 2], got -1"),
+        (
+            ["train", "--data", "demo", "--out", "{tmp}/r", "--margin", "-1"],
+            "error: --margin must be in [0.001, 2], got -1",
+        ),
         (["train", "--data", "{tmp}", "--out", "{tmp}"], "overlaps the data folder"),
         (["train", "--data", "{tmp}", "--out", "{tmp}/cats"], "overlaps the data folder"),
         (["train", "--data", "demo", "--out", "{tmp}"], "is not a run folder (it holds cats)"),
@@ -69,7 +72,9 @@ def test_cli__user_errors_exit_2_with_one_line(args, message, tmp_path):
     (tmp_path / "cats").mkdir()
     (tmp_path / "cats" / "1.png").write_bytes(b"precious")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    proc = subprocess.run([sys.executable, "-m", "embedder", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "embedder", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -20,7 +20,7 @@ def test_scan_folder__classes_sorted_and_labels_match(shapes_folder):
     assert images.classes == ["circle", "square", "triangle"]
     assert len(images) == 36
     assert np.bincount(images.labels).tolist() == [12, 12, 12]
-    assert all(images.classes[l] == p.parent.name for p, l in zip(images.paths, images.labels))
+    assert all(images.classes[lab] == p.parent.name for p, lab in zip(images.paths, images.labels))
 
 
 def test_scan_folder__ignores_hidden_and_non_images_and_counts_broken(tmp_path):
@@ -38,7 +38,10 @@ def test_scan_folder__ignores_hidden_and_non_images_and_counts_broken(tmp_path):
     images = scan_folder(root)
     assert [p.name for p in images.paths] == ["ok.PNG", "ok.PNG"]
     assert sorted(p.name for p, _ in images.skipped) == ["broken.jpg", "truncated.jpg"]
-    assert images.skipped_message() == "skipped 2 file(s): 2 truncated — b/broken.jpg: truncated; b/truncated.jpg: truncated"
+    assert (
+        images.skipped_message()
+        == "skipped 2 file(s): 2 truncated — b/broken.jpg: truncated; b/truncated.jpg: truncated"
+    )
 
 
 @pytest.mark.parametrize(
@@ -62,7 +65,9 @@ def test_scan_folder__only_broken_images_is_an_error(tmp_path):
     for label in ("a", "b"):
         (tmp_path / label).mkdir()
         (tmp_path / label / "x.png").write_bytes(b"garbage")
-    with pytest.raises(EmbedderError, match=r"no readable images in .*: skipped 2 file\(s\): 2 not an image — a/x.png: not an image"):
+    with pytest.raises(
+        EmbedderError, match=r"no readable images in .*: skipped 2 file\(s\): 2 not an image — a/x.png: not an image"
+    ):
         scan_folder(tmp_path)
 
 
@@ -96,8 +101,10 @@ def test_scan_folder__reasons_and_empty_classes_are_reported(tmp_path, monkeypat
     assert images.skip_report(limit=2) == {
         "count": 3,
         "by_reason": {"too large": 1, "truncated": 1, "not an image": 1},
-        "files": [{"path": "b/big.png", "reason": "too large (200×100 pixels, limit 0.01 MP)"},
-                  {"path": "b/t.jpg", "reason": "truncated"}],
+        "files": [
+            {"path": "b/big.png", "reason": "too large (200×100 pixels, limit 0.01 MP)"},
+            {"path": "b/t.jpg", "reason": "truncated"},
+        ],
         "empty_classes": ["c", "d", "e"],
     }
 
@@ -125,8 +132,10 @@ def test_scan_folder__one_class_left_names_the_empty_ones(tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(EmbedderError) as info:
         scan_folder(tmp_path)
-    assert str(info.value) == (f"need at least 2 classes (sub-folders with images) in {tmp_path}, found 1; "
-                               "left out 1 class folder(s) with no usable image: b")
+    assert str(info.value) == (
+        f"need at least 2 classes (sub-folders with images) in {tmp_path}, found 1; "
+        "left out 1 class folder(s) with no usable image: b"
+    )
 
 
 def test_scan_folder__a_fifo_is_skipped_not_read(tmp_path, run_alone):
@@ -134,8 +143,9 @@ def test_scan_folder__a_fifo_is_skipped_not_read(tmp_path, run_alone):
         _save(tmp_path / label / "ok.png", Image.new("RGB", (4, 4)))
     os.mkfifo(tmp_path / "a" / "x.jpg")  # reading it would wait for a writer forever
     code = f"from embedder.data import scan_folder\nprint(scan_folder({str(tmp_path)!r}).skipped_message())"
-    assert run_alone(code, timeout=30) == ["skipped 1 file(s): 1 not a regular file — a/x.jpg: not a regular file "
-                                           "(named pipe)"]
+    assert run_alone(code, timeout=30) == [
+        "skipped 1 file(s): 1 not a regular file — a/x.jpg: not a regular file (named pipe)"
+    ]
 
 
 def test_scan_folder__symlinks_to_images_count_and_to_devices_do_not(tmp_path):

@@ -25,6 +25,7 @@ def _save(path, img, **kw):
 
 def _blank_png(path: Path, width: int, height: int, channels: int = 1) -> Path:
     """A blank 8-bit PNG written row by row, so a 15000×15000 one costs neither memory nor time here."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -126,8 +127,10 @@ def test_load_image__max_side_works_for_modes_resize_cannot_average(tmp_path, mo
 
 def test_load_image__a_fifo_is_refused_not_read(tmp_path, run_alone):
     os.mkfifo(tmp_path / "x.jpg")  # opening it for reading would wait for a writer forever
-    code = f"from embedder.decode import load_image\ntry:\n    load_image({str(tmp_path / 'x.jpg')!r})\n" \
-           "except Exception as exc:\n    print(type(exc).__name__, exc)"
+    code = (
+        f"from embedder.decode import load_image\ntry:\n    load_image({str(tmp_path / 'x.jpg')!r})\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)"
+    )
     assert run_alone(code, timeout=30) == ["EmbedderError not a regular file: x.jpg (named pipe)"]
 
 
@@ -157,7 +160,9 @@ def test_skip_reason__os_and_pil_errors_become_short_phrases():
 
 
 def test_load_image__missing_file_is_one_line(tmp_path):
-    with pytest.raises(EmbedderError, match=r"^not a readable image: nope.png \(unreadable \(no such file or directory\)\)$"):
+    with pytest.raises(
+        EmbedderError, match=r"^not a readable image: nope.png \(unreadable \(no such file or directory\)\)$"
+    ):
         load_image(tmp_path / "nope.png")
 
 
@@ -208,7 +213,9 @@ def test_load_image__bad_bytes_raise_one_line_error():
 
 @pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "EPS"])
 def test_load_image__only_the_documented_formats_are_decoded(tmp_path, fmt):
-    data = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n" if fmt == "EPS" else _encoded(fmt, Image.new("L", (4, 4)))
+    data = (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 4 4\n" if fmt == "EPS" else _encoded(fmt, Image.new("L", (4, 4)))
+    )
     (tmp_path / "x.jpg").write_bytes(data)  # Ghostscript would run on an EPS, whatever its name
     with pytest.raises(EmbedderError, match=r"^not a readable image: x.jpg \(not an image\)$"):
         load_image(tmp_path / "x.jpg")
@@ -224,6 +231,7 @@ def test_load_image__file_object_is_named_by_its_name(tmp_path):
 
 # Property-based: whatever the bytes, load_image gives an RGB image or one line, never another exception.
 
+
 def _encoded(fmt: str, img: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **kw)
@@ -235,8 +243,11 @@ def _seeds() -> dict[str, bytes]:
     exif[0x0112] = 6
     rgb = Image.new("RGB", (24, 16), (200, 30, 60))
     return {
-        "PNG": _encoded("PNG", rgb.convert("P")), "JPEG": _encoded("JPEG", rgb, exif=exif),
-        "GIF": _encoded("GIF", rgb), "BMP": _encoded("BMP", rgb), "WEBP": _encoded("WEBP", rgb),
+        "PNG": _encoded("PNG", rgb.convert("P")),
+        "JPEG": _encoded("JPEG", rgb, exif=exif),
+        "GIF": _encoded("GIF", rgb),
+        "BMP": _encoded("BMP", rgb),
+        "WEBP": _encoded("WEBP", rgb),
         "TIFF": _encoded("TIFF", rgb.convert("I;16")),
     }
 
@@ -273,8 +284,12 @@ def test_load_image__arbitrary_bytes_give_rgb_or_one_line(data):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fmt=st.sampled_from(sorted(SEEDS)), edits=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)),
-       max_size=6), cut=st.none() | st.integers(0, 2**16), max_side=st.none() | st.integers(1, 40))
+@given(
+    fmt=st.sampled_from(sorted(SEEDS)),
+    edits=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), max_size=6),
+    cut=st.none() | st.integers(0, 2**16),
+    max_side=st.none() | st.integers(1, 40),
+)
 def test_load_image__damaged_images_give_rgb_or_one_line(monkeypatch, fmt, edits, cut, max_side):
     monkeypatch.setenv("EMBEDDER_MAX_PIXELS", "1000000")  # an edited header may promise 7000×7000: keep it quick
     data = bytearray(SEEDS[fmt])
@@ -285,14 +300,22 @@ def test_load_image__damaged_images_give_rgb_or_one_line(monkeypatch, fmt, edits
         assert max(img.size) <= max_side
 
 
-FORMAT_MODES = [("PNG", m) for m in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16")] + \
-               [("JPEG", m) for m in ("L", "RGB", "CMYK")] + [("TIFF", m) for m in ("F", "I", "RGB")] + \
-               [("WEBP", "RGBA"), ("GIF", "P"), ("BMP", "RGB")]
+FORMAT_MODES = (
+    [("PNG", m) for m in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16")]
+    + [("JPEG", m) for m in ("L", "RGB", "CMYK")]
+    + [("TIFF", m) for m in ("F", "I", "RGB")]
+    + [("WEBP", "RGBA"), ("GIF", "P"), ("BMP", "RGB")]
+)
 
 
 @settings(max_examples=120, deadline=None)
-@given(fmt_mode=st.sampled_from(FORMAT_MODES), w=st.integers(1, 64), h=st.integers(1, 64),
-       orientation=st.integers(1, 8), max_side=st.none() | st.integers(1, 80))
+@given(
+    fmt_mode=st.sampled_from(FORMAT_MODES),
+    w=st.integers(1, 64),
+    h=st.integers(1, 64),
+    orientation=st.integers(1, 8),
+    max_side=st.none() | st.integers(1, 80),
+)
 def test_load_image__any_size_and_mode_comes_back_upright_rgb(fmt_mode, w, h, orientation, max_side):
     fmt, mode = fmt_mode
     exif = Image.Exif()

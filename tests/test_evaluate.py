@@ -36,8 +36,9 @@ def test_retrieval_metrics__queries_without_gallery_class_are_counted_not_scored
 def test_retrieval_metrics__leave_one_out_never_finds_itself():
     m = retrieval_metrics(GALLERY, G_LABELS, GALLERY, G_LABELS, leave_one_out=True)
     assert m["precision_at_1"] == 1.0 and m["map_at_r"] == 1.0  # R = 2 other members each
-    lonely = retrieval_metrics(GALLERY[:4], np.array([0, 0, 0, 1]), GALLERY[:4], np.array([0, 0, 0, 1]),
-                               leave_one_out=True)
+    lonely = retrieval_metrics(
+        GALLERY[:4], np.array([0, 0, 0, 1]), GALLERY[:4], np.array([0, 0, 0, 1]), leave_one_out=True
+    )
     assert lonely["n_unmatched_queries"] == 1 and lonely["n_queries"] == 3
 
 

@@ -62,7 +62,9 @@ folders.swap_into_place(Path(sys.argv[1]), Path(sys.argv[2]))
 def test_recover__a_crash_between_the_two_renames_leaves_the_old_run_recoverable(tmp_path):
     out = _bundle(tmp_path, "run", "old")
     new = _bundle(tmp_path, ".run.tmp-1", "new")
-    proc = subprocess.run([sys.executable, "-c", CRASH, str(new), str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH, str(new), str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert proc.returncode == 9
     assert not out.exists()  # the worst moment: the name points to nothing...
     recover(out)  # ...until the next load or write puts the previous run back

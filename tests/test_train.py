@@ -7,8 +7,8 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from embedder.config import TrainConfig
 from embedder.errors import Cancelled, EmbedderError
-from embedder.plan import plan
 from embedder.pipeline import train
+from embedder.plan import plan
 from embedder.train import _miner, work_dir
 from embedder.triplets import batch_stats
 
@@ -188,8 +188,9 @@ def test_train__cancel_after_training_still_leaves_previous_run(shapes_folder, t
     before = (out / "model.pt").read_bytes()
     seen = []
     with pytest.raises(Cancelled):
-        train(_cfg(shapes_folder, out, seed=1), progress=lambda p: seen.append(p.stage),
-              should_stop=lambda: stage in seen)
+        train(
+            _cfg(shapes_folder, out, seed=1), progress=lambda p: seen.append(p.stage), should_stop=lambda: stage in seen
+        )
     assert (out / "model.pt").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written bundle left behind
 
@@ -229,7 +230,9 @@ def test_train__refuses_an_out_that_is_not_a_run_before_training(shapes_folder, 
     assert len(list(shapes_folder.rglob("*.png"))) == 36
 
 
-def test_train__overwrite_writes_into_an_empty_folder_and_a_leftover_work_dir_of_someone_else_stays(shapes_folder, tmp_path):
+def test_train__overwrite_writes_into_an_empty_folder_and_a_leftover_work_dir_of_someone_else_stays(
+    shapes_folder, tmp_path
+):
     out = tmp_path / "empty"
     out.mkdir()
     theirs = work_dir(out)
