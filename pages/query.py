@@ -6,10 +6,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from embedder.data import load_image
-from embedder.errors import EmbedderError
 from embedder.predict import UNKNOWN
-from ui import cache, maps, state, widgets
+from ui import cache, maps, state, uploads, widgets
 
 state.require_app(__file__)
 
@@ -20,25 +18,15 @@ if run is None:
 
 st.caption(f"Upload images; each is labelled by a distance-weighted vote of its nearest images in **{run.name}**'s gallery.")
 left, right = st.columns([3, 1])
-uploads = left.file_uploader("Images to label", accept_multiple_files=True, key="query_files",
-                             help="PNG, JPEG, WebP, … — any number at once")
+files = left.file_uploader("Images to label", accept_multiple_files=True, key="query_files",
+                           help=f"PNG, JPEG, WebP, … — any number at once, up to {uploads.limit_mb()} MB each")
 k = right.slider("Neighbours (k)", 1, 20, 5, key="query_k", help="How many gallery images vote")
-if not uploads:
+if not files:
     st.info("Drop one or more images above. Try a digit from the demo set — or a photo of one you drew.", icon=":material/upload:")
     st.stop()
 
-names, embeddings, images = [], [], []
-for f in uploads:
-    data = f.getvalue()
-    try:
-        embeddings.append(cache.query_embedding(str(run.path), cache.stamp(run.path), cache.digest(data), data))
-        images.append(load_image(data))
-        names.append(f.name)
-    except EmbedderError as exc:
-        # load_image's reason names an in-memory buffer, not the file; the file name says more.
-        unreadable = str(exc).startswith("not a readable image")
-        st.error(f"**{f.name}** is not a readable image; it was skipped." if unreadable else f"**{f.name}**: {exc}")
-if not names:
+queries = uploads.embed_uploads(run, files)
+if not queries:
     st.stop()
 
 predictor = cache.get_predictor(run.path)
@@ -47,12 +35,13 @@ use_unknown = threshold is not None and right.toggle(
     "Allow \"unknown\"", value=True, key="query_unknown",
     help=f"Answer \"unknown\" when even the nearest gallery image is farther than {threshold or 0:.3f} "
          "(calibrated on validation images; see Evaluate)")
-predictions = predictor.predict_embeddings(np.stack(embeddings), names, k, threshold if use_unknown else None)
-for pred, image in zip(predictions, images):
+predictions = predictor.predict_embeddings(np.stack([q.embedding for q in queries]), [q.name for q in queries], k,
+                                          threshold if use_unknown else None)
+for pred, query in zip(predictions, queries):
     with st.container(border=True):
         info, neighbours = st.columns([1, 4])
         with info:
-            st.image(cache.fit(image, 112), caption=pred.image)
+            st.image(query.thumbnail, caption=pred.image)
             st.metric("Predicted label", pred.label, help="The label with the largest share of the neighbours' vote")
             if pred.label == UNKNOWN:
                 st.caption(f"Nearest gallery image is {pred.nearest_distance:.3f} away, beyond {threshold:.3f}: "
@@ -71,6 +60,8 @@ maps.query_map(run, np.stack([p.embedding for p in predictions]), [p.image for p
 rows = [{"file": p.image, "label": p.label, "confidence": round(p.confidence, 4),
          "votes": json.dumps({k: round(v, 4) for k, v in p.votes.items()}),
          "nearest_distance": round(p.nearest_distance, 4),
-         "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{n.path}" for n in p.neighbors)} for p in predictions]
+         # Paths relative to the run's data folder: the server's own folders are none of the reader's business.
+         "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{run.gallery_paths[n.index]}" for n in p.neighbors)}
+        for p in predictions]
 st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=False), file_name="predictions.csv",
-                   mime="text/csv", icon=":material/download:")
+                   mime="text/csv", icon=":material/download:", key="query_csv")

@@ -7,6 +7,7 @@ Skipped only when `chromium` is not on PATH (CI installs the Debian package).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,18 +41,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(digits_run, tmp_path_factory):
-    """A streamlit server on the digits run; always stopped at the end, even when a test fails."""
+@contextmanager
+def _serve(env: dict, log: Path):
+    """A streamlit server on a free port with ``env`` added; always stopped at the end, even when a test fails."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "EMBEDDER_RUNS_DIR": str(digits_run.parent), "EMBEDDER_RUN": str(digits_run)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
              "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -72,6 +72,38 @@ def app_url(digits_run, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory) -> Path:
+    """The server's only data root besides its runs folder: image folders a test trains on go here."""
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="module")
+def app_url(digits_run, shared_dir, tmp_path_factory):
+    """An open server on the digits run."""
+    env = {"EMBEDDER_RUNS_DIR": str(digits_run.parent), "EMBEDDER_RUN": str(digits_run),
+           "EMBEDDER_DATA_ROOTS": os.pathsep.join([str(shared_dir), str(digits_run.parent)])}
+    env.pop("EMBEDDER_PASSWORD", None)
+    with _serve(env, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
+        yield url
+
+
+PASSWORD = "correct horse"
+
+
+@pytest.fixture(scope="module")
+def locked_url(digits_run, tmp_path_factory):
+    """A server behind a password, on a copy of the digits run whose metrics the Home page cannot format."""
+    odd = tmp_path_factory.mktemp("locked") / "odd"
+    shutil.copytree(digits_run, odd)
+    metrics = json.loads((odd / "metrics.json").read_text())
+    metrics["test"]["precision_at_1"] = "very good"
+    (odd / "metrics.json").write_text(json.dumps(metrics))
+    env = {"EMBEDDER_RUNS_DIR": str(odd.parent), "EMBEDDER_RUN": str(odd), "EMBEDDER_PASSWORD": PASSWORD}
+    with _serve(env, tmp_path_factory.mktemp("streamlit") / "locked.log") as url:
+        yield url, odd
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +230,10 @@ def test_train_and_evaluate_pages_render(page, app_url):
     _shot(page, "evaluate")
 
 
-def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url, digits_run, tmp_path):
+def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url, digits_run, shared_dir):
     from conftest import make_shapes_folder
 
-    folder = make_shapes_folder(tmp_path / "shapes", per_class=20)
+    folder = make_shapes_folder(shared_dir / "shapes", per_class=20)
     runs_before = sorted(p.name for p in digits_run.parent.iterdir())
     trainer_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     querier_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -211,12 +243,13 @@ def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url,
         trainer.goto(app_url)
         _open(trainer, f"{app_url}/train", "Train")
         trainer.get_by_text("Folder on the server").click()
-        trainer.get_by_label("Image folder").fill(str(folder))
-        trainer.get_by_label("Image folder").press("Enter")
+        trainer.get_by_role("textbox", name="Image folder").fill(str(folder))
+        trainer.get_by_role("textbox", name="Image folder").press("Enter")
         _settle(trainer)
         trainer.get_by_role("spinbutton", name="Epochs (max)").fill("500")
         trainer.get_by_text("More settings").click()
         trainer.get_by_role("spinbutton", name="Patience (epochs)").fill("100")
+        trainer.get_by_role("spinbutton", name="Validation share").fill("0")  # nothing ends it early
         trainer.get_by_role("button", name="Train", exact=True).click()
         cancel = trainer.get_by_role("button", name="Cancel training")
         cancel.wait_for()
@@ -242,3 +275,53 @@ def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url,
         querier_ctx.close()
     assert sorted(p.name for p in digits_run.parent.iterdir() if not p.name.startswith(".")) == \
         [n for n in runs_before if not n.startswith(".")]
+
+
+def _log_in(page, url: str, path: str = "") -> None:
+    page.goto(f"{url}/{path}")
+    field = page.get_by_label("Password", exact=True)
+    field.wait_for()
+    field.fill(PASSWORD)
+    page.get_by_role("button", name="Enter").click()
+
+
+def test_password_gate_in_a_real_browser(browser, locked_url):
+    url, run = locked_url
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{url}/query")  # a deep link asks first
+        field = page.get_by_label("Password", exact=True)
+        field.wait_for()
+        _settle(page)
+        assert page.locator('[data-testid="stSidebarNavLink"]').count() == 0
+        assert page.get_by_text("Images to label").count() == 0 and run.name not in page.content()
+        field.fill("horse correct")
+        page.get_by_role("button", name="Enter").click()
+        page.get_by_text("Wrong password.").wait_for()
+        _settle(page)
+        assert page.get_by_text("Images to label").count() == 0
+        _shot(page, "password")
+
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Enter").click()
+        page.get_by_text("Images to label").first.wait_for()  # then opens the page it asked for
+        assert page.url.endswith("/query")
+    finally:
+        context.close()
+
+
+def test_an_error_on_a_page_shows_no_traceback_or_server_path(browser, locked_url):
+    url, run = locked_url
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        _log_in(page, url)
+        page.get_by_text("Something went wrong on this page").wait_for()
+        _settle(page)
+        html = page.content()
+        assert "Traceback" not in html and "ValueError" not in html and str(run.parent) not in html
+    finally:
+        context.close()

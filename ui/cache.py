@@ -16,6 +16,7 @@ from embedder.project import Projection, project
 from embedder.run import Run, load_run
 
 THUMB = 96  # thumbnail side in pixels
+QUERY_THUMB = 112  # side of the copy of an uploaded query image that is kept
 
 
 def stamp(path: str | Path) -> float:
@@ -60,10 +61,13 @@ def digest(data: bytes) -> str:
 
 
 # Each rerun hands the same uploads back; the key is the bytes' hash, the bytes themselves are left out.
+# The image is decoded once, and only a thumbnail of it outlives this call.
 @st.cache_data(max_entries=512, show_spinner=False)
-def query_embedding(path: str, version: float, key: str, _data: bytes) -> np.ndarray:
-    """(D,) embedding of an uploaded image. Raises EmbedderError for a file that is not an image."""
-    return _predictor(path, version).embed([load_image(_data)])[0]
+def query_upload(path: str, version: float, key: str, _data: bytes) -> tuple[np.ndarray, Image.Image]:
+    """(D,) embedding and a QUERY_THUMB thumbnail of an uploaded image. Raises EmbedderError for a file that
+    is not an image."""
+    image = load_image(_data)
+    return _predictor(path, version).embed([image])[0], fit(image, QUERY_THUMB)
 
 
 def fit(img: Image.Image, side: int = THUMB) -> Image.Image:

@@ -1,21 +1,29 @@
-"""Background training jobs: threads held in a process-wide registry (``st.cache_resource``), so a job keeps
-running while its page, other pages and other browser sessions stay responsive."""
+"""Background training jobs: threads held in a process-wide registry, so a job keeps running while its page,
+other pages and other browser sessions stay responsive.
+
+Environment:
+    EMBEDDER_MAX_TRAININGS  how many trainings run at once (default 1); later ones wait in a queue, in order.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import streamlit as st
+from typing import Callable, Iterator
 
 from embedder.config import Progress, TrainConfig
 from embedder.errors import Cancelled, EmbedderError
 from embedder.train import TrainResult, train
 
+from . import uploads
+
+MAX_ENV = "EMBEDDER_MAX_TRAININGS"
+UNEXPECTED = "training failed unexpectedly; the details are in the server log"
 log = logging.getLogger(__name__)
 STAGE_WORDS = {"scan": "Scanning images", "note": "Preparing", "train": "Training", "epoch": "Training",
                "embed": "Embedding the gallery", "index": "Building the index", "evaluate": "Evaluating",
@@ -29,7 +37,7 @@ class TrainJob:
 
     cfg: TrainConfig
     started: float = field(default_factory=time.time)
-    status: str = "running"  # running | done | failed | cancelled
+    status: str = "queued"  # queued | running | done | failed | cancelled
     stage: str = "scan"
     done: int = 0
     total: int = 0
@@ -41,6 +49,7 @@ class TrainJob:
     result: TrainResult | None = None
     finished: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _unqueue: Callable[["TrainJob"], None] | None = field(default=None, repr=False)  # set by the registry
 
     @property
     def out(self) -> Path:
@@ -49,6 +58,11 @@ class TrainJob:
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: the job will still change."""
+        return self.status in ("queued", "running")
 
     def on_progress(self, p: Progress) -> None:
         if p.stage == "note":
@@ -81,40 +95,70 @@ class TrainJob:
         return words
 
     def cancel(self) -> None:
+        """Stop after the current batch; a queued job is taken out of the queue at once."""
         self._stop.set()
+        if self._unqueue is not None:
+            self._unqueue(self)
 
     def run(self) -> None:
+        self.status, self.started = "running", time.time()  # elapsed time counts from here, not from queueing
         try:
+            if self._stop.is_set():  # cancelled between leaving the queue and this thread starting
+                raise Cancelled("training cancelled before it started")
             self.result = train(self.cfg, progress=self.on_progress, should_stop=self._stop.is_set)
             self.status = "done"
         except Cancelled as exc:
             self.error, self.status = str(exc), "cancelled"
         except EmbedderError as exc:
             self.error, self.status = str(exc), "failed"
-        except Exception as exc:  # a bug: keep the trace in the server log, one line for the user
-            log.error("training job %s failed:\n%s", self.cfg.out, traceback.format_exc())
-            self.error, self.status = f"training failed: {type(exc).__name__}: {exc}", "failed"
+        except Exception:  # a bug: the trace goes to the server log; the browser gets a line without paths
+            log.exception("training job %s failed", self.cfg.out)
+            self.error, self.status = UNEXPECTED, "failed"
         finally:
             self.finished = time.time()
 
 
 class JobRegistry:
-    """All training jobs of this server process, keyed by their output folder."""
+    """All training jobs of this server process, keyed by their output folder. At most ``max_running`` train
+    at once; the others wait in a first-in, first-out queue and start as a slot frees."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_running: int | None = None) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[Path, TrainJob] = {}
+        self._queue: list[TrainJob] = []
+        self._running = 0
+        self._max = max_running
+        self._held: list[Path] = []  # uploads being unpacked for a job that is not registered yet
 
-    def start(self, cfg: TrainConfig) -> TrainJob:
-        """Start training ``cfg`` in a thread, or return the job already training into the same folder."""
+    @property
+    def max_running(self) -> int:
+        if self._max is not None:
+            return self._max
+        try:
+            return max(1, int(os.environ.get(MAX_ENV, "1")))
+        except ValueError:
+            return 1
+
+    def start(self, cfg: TrainConfig, exclusive: bool = False) -> TrainJob:
+        """Queue ``cfg`` and start it when a slot is free, or return the job already queued or training into
+        the same folder.
+
+        Raises:
+            EmbedderError: ``exclusive`` and a job is already queued or training into that folder.
+        """
         key = Path(cfg.out).expanduser().resolve()
         with self._lock:
             job = self._jobs.get(key)
-            if job is not None and job.running:
+            if job is not None and job.active:
+                if exclusive:
+                    raise EmbedderError(f"run '{key.name}' is being trained already: choose another name")
                 return job
-            job = TrainJob(cfg)
+            job = TrainJob(cfg, _unqueue=self._unqueue)
             self._jobs[key] = job
-        threading.Thread(target=job.run, name=f"train {key.name}", daemon=True).start()
+            self._queue.append(job)
+            ready = self._next_ready()
+        for j in ready:
+            self._launch(j)
         return job
 
     def get(self, out: str | Path) -> TrainJob | None:
@@ -122,9 +166,77 @@ class JobRegistry:
 
     def all(self) -> list[TrainJob]:
         """Newest first."""
-        return sorted(self._jobs.values(), key=lambda j: j.started, reverse=True)
+        with self._lock:  # a job thread may add one meanwhile
+            jobs = list(self._jobs.values())
+        return sorted(jobs, key=lambda j: j.started, reverse=True)
+
+    def position(self, job: TrainJob) -> int | None:
+        """1 for the next job to start, 2 for the one after it…; None when ``job`` is not waiting."""
+        with self._lock:
+            return self._queue.index(job) + 1 if job in self._queue else None
+
+    def data_in_use(self) -> list[Path]:
+        """The data folders of queued and running jobs, and uploads being unpacked: they must stay."""
+        with self._lock:
+            data, held = [j.cfg.data for j in self._jobs.values() if j.active and j.cfg.data != "demo"], list(self._held)
+        return [Path(d).expanduser().resolve() for d in data] + held
+
+    @contextmanager
+    def holding(self, folder: Path) -> Iterator[None]:
+        """Keep ``folder`` from being swept while a page unpacks an upload into it and starts its job."""
+        folder = Path(folder).resolve()
+        with self._lock:
+            self._held.append(folder)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.remove(folder)
+
+    def sweep(self, runs_dir: Path) -> None:
+        """Delete the uploads under ``runs_dir`` that no run and no job refers to any more."""
+        try:
+            uploads.sweep(runs_dir, in_use=self.data_in_use())
+        except OSError:
+            log.exception("could not remove unused uploads in %s", runs_dir)
+
+    def _next_ready(self) -> list[TrainJob]:
+        """Take jobs off the queue while slots are free (the caller holds the lock and launches them)."""
+        ready = []
+        while self._queue and self._running < self.max_running:
+            job = self._queue.pop(0)
+            job.status = "running"  # before the lock is let go, so nobody sees it neither queued nor running
+            self._running += 1
+            ready.append(job)
+        return ready
+
+    def _launch(self, job: TrainJob) -> None:
+        threading.Thread(target=self._work, args=(job,), name=f"train {job.out.name}", daemon=True).start()
+
+    def _work(self, job: TrainJob) -> None:
+        try:
+            job.run()
+        finally:
+            with self._lock:
+                self._running -= 1
+                ready = self._next_ready()
+            for j in ready:
+                self._launch(j)
+            self.sweep(job.out.parent)
+
+    def _unqueue(self, job: TrainJob) -> None:
+        with self._lock:
+            if job not in self._queue:
+                return
+            self._queue.remove(job)
+            job.error, job.status, job.finished = "training cancelled before it started", "cancelled", time.time()
+        self.sweep(job.out.parent)
 
 
-@st.cache_resource
+# A module global, not st.cache_resource: any browser can ask Streamlit to clear the resource cache, and the
+# running jobs, the queue and the training cap must survive that.
+_REGISTRY = JobRegistry()
+
+
 def registry() -> JobRegistry:
-    return JobRegistry()
+    return _REGISTRY

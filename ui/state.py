@@ -13,6 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from . import auth, sessions
+
 RUNS_DIR_ENV = "EMBEDDER_RUNS_DIR"
 RUN_ENV = "EMBEDDER_RUN"
 ACTIVE = "active_run"  # session_state key: str path of the active run folder
@@ -40,6 +42,12 @@ def active_run_path() -> Path:
 
 def set_active_run(path: str | os.PathLike) -> None:
     st.session_state[ACTIVE] = str(Path(path).resolve())
+    sessions.touch(Path(st.session_state[ACTIVE]))
+
+
+def protected_runs() -> list[Path]:
+    """Runs a browser may never overwrite: the demo and the run the operator named in EMBEDDER_RUN."""
+    return [demo_run_path(), default_run_path()]
 
 
 def require_app(page_file: str) -> None:
@@ -49,7 +57,8 @@ def require_app(page_file: str) -> None:
     the page alone, with a sidebar of file names; app.py sets up the real navigation, then opens the
     page that was asked for (``page_file``, the calling page's ``__file__``).
     """
-    if not st.session_state.get(ENTERED):
+    # A page run alone must not get past the password either: app.py asks for it.
+    if not st.session_state.get(ENTERED) or not auth.allowed():
         st.session_state[REQUESTED] = Path(page_file).resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
         st.switch_page("app.py")
 

@@ -1,4 +1,4 @@
-"""Train-page helpers: turning the data choice into a folder, run names into paths, and the triplet gallery."""
+"""Train-page helpers: the form's choices checked and turned into a queued job, and the triplet gallery."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from pathlib import Path
 import streamlit as st
 
 from embedder.archive import extract_zip
+from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
 from embedder.run import is_run
 from embedder.triplets import sample_triplets
 
-from . import cache, state, widgets
+from . import access, cache, jobs, sessions, state, uploads, widgets
+
+
+SOURCES = ("Demo digits", "Folder on the server", "Upload a .zip")
 
 
 def out_path(name: str) -> Path:
@@ -22,24 +26,68 @@ def out_path(name: str) -> Path:
     return state.runs_dir() / name
 
 
-def data_source(source: str, folder: str | None, upload) -> str:
-    """The ``TrainConfig.data`` for the chosen source. An uploaded zip is unpacked once per content into
-    runs/.data/<hash>/: the run keeps pointing at those files for its gallery thumbnails."""
+def check_target(out: Path) -> None:
+    """Refuse a run folder a browser may not replace: the demo, the operator's EMBEDDER_RUN, or a run that
+    another live session has open (its visitor would see it change under them)."""
+    out = out.resolve()
+    if out in [p.resolve() for p in state.protected_runs()]:
+        raise EmbedderError(f"run '{out.name}' cannot be replaced from the browser: choose another name")
+    job = jobs.registry().get(out)
+    if job is not None and job.active:
+        raise EmbedderError(f"run '{out.name}' is being trained already: choose another name")
+    if sessions.others_using(out):
+        raise EmbedderError(f"run '{out.name}' is open in another session: choose another name")
+
+
+def config(data: str, out: Path, form: dict) -> TrainConfig:
+    """The TrainConfig for the Train form's values (keyed by field name, as the widgets return them)."""
+    cfg = TrainConfig(
+        data=data, out=str(out), backbone=form["backbone"], epochs=int(form["epochs"]), dim=int(form["dim"]),
+        image_size=int(form["image_size"]) or None, margin=float(form["margin"]), miner=form["miner"],
+        pretrained={"auto": None, "require": True, "off": False}[form["pretrained"]],
+        classes_per_batch=int(form["classes_per_batch"]), per_class=int(form["per_class"]), lr=float(form["lr"]),
+        backbone_lr=float(form["backbone_lr"]), weight_decay=float(form["weight_decay"]),
+        freeze_bn=bool(form["freeze_bn"]), patience=int(form["patience"]), test_fraction=float(form["test_fraction"]),
+        val_fraction=float(form["val_fraction"]), n_trees=int(form["n_trees"]), seed=int(form["seed"]),
+        device=form["device"], freeze_fraction=float(form["freeze_fraction"]),
+        unseen_classes=None if form["unseen_classes"] == "auto" else float(form["unseen_classes"]),
+        target_precision=float(form["target_precision"]),
+    )
+    cfg.validate()
+    return cfg
+
+
+def start(source: str, folder: str | None, upload, form: dict) -> jobs.TrainJob:
+    """Check everything, then queue the training the form asks for.
+
+    Raises:
+        EmbedderError: a bad run name or target, a folder outside the shared ones, a bad upload or setting.
+    """
+    out = out_path(form["name"])
+    check_target(out)
+    registry = jobs.registry()
     if source == "Demo digits":
-        return "demo"
+        return registry.start(config("demo", out, form), exclusive=True)
     if source == "Folder on the server":
         if not folder:
             raise EmbedderError("enter the path of an image folder on the server")
-        path = Path(folder).expanduser()
-        if not path.is_dir():
-            raise EmbedderError(f"data folder not found: {path}")
-        return str(path.resolve())
+        return registry.start(config(str(access.shared_folder(folder)), out, form), exclusive=True)
     if upload is None:
         raise EmbedderError("upload a .zip of class folders first")
+    refused = uploads.too_big(upload)
+    if refused:
+        raise EmbedderError(refused)
     data = upload.getvalue()
-    dest = state.runs_dir() / ".data" / cache.digest(data)[:16]
-    with st.spinner(f"Unpacking {upload.name}…"):
-        return str(extract_zip(data, dest))
+    # Unpacked once per content into runs/.data/<hash>/: the run keeps pointing at those files for its
+    # gallery thumbnails, and the folder goes when no run or job needs it (jobs.JobRegistry.sweep).
+    dest = uploads.unpack_folder(state.runs_dir(), data)
+    try:
+        with registry.holding(dest):
+            with st.spinner(f"Unpacking {upload.name}…"):
+                root = extract_zip(data, dest)
+            return registry.start(config(str(root), out, form), exclusive=True)
+    finally:
+        registry.sweep(state.runs_dir())  # a refused upload leaves nothing behind
 
 
 def triplet_gallery() -> None:
@@ -53,7 +101,7 @@ def triplet_gallery() -> None:
         seed = st.session_state.get("triplet_seed", 0)
         found = sample_triplets(run, n=3, seed=seed)
     except EmbedderError as exc:
-        st.error(str(exc))
+        st.error(access.public(str(exc)))
         return
     st.caption(
         f"From **{run.name}**: each box is an *anchor*, a *positive* (same label) and a *negative* (another label). "
@@ -77,6 +125,6 @@ def triplet_gallery() -> None:
                 columns=3, side=72,
             )
             st.caption(kind)
-    if st.button("Show other triplets", icon=":material/shuffle:"):
+    if st.button("Show other triplets", key="triplet_shuffle", icon=":material/shuffle:"):
         st.session_state["triplet_seed"] = seed + 1
         st.rerun()

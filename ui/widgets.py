@@ -12,7 +12,7 @@ from embedder.errors import EmbedderError
 from embedder.plots import training_curves
 from embedder.run import Run, is_run, list_runs
 
-from . import cache, jobs, state
+from . import access, cache, jobs, state
 
 POLL_SECONDS = 1.0
 
@@ -21,56 +21,61 @@ def active_run() -> Run | None:
     """The active run, or None after telling the user why there is none (never a traceback)."""
     path = state.active_run_path()
     job = jobs.registry().get(path)
-    if job is not None and job.running:
-        st.info(f"Training **{path.name}** in the background — this page fills in when it is done.", icon=":material/hourglass_top:")
+    if job is not None and job.active:
+        doing = "Training" if job.running else "Waiting to train"
+        st.info(f"{doing} **{path.name}** in the background — this page fills in when it is done.", icon=":material/hourglass_top:")
         job_panel(path, show_curves=False)
         return None
     if not is_run(path):
-        st.warning(f"No run at `{path}` yet. Train one on the **Train** page or pick one on **Home**.", icon=":material/folder_open:")
+        st.warning(f"No run **{path.name}** yet. Train one on the **Train** page or pick one on **Home**.", icon=":material/folder_open:")
         return None
     try:
         return cache.get_run(path)
     except EmbedderError as exc:
-        st.error(str(exc))
+        st.error(access.public(str(exc)))
         return None
 
 
 def job_panel(out: Path, show_curves: bool = True, cancel: bool = True) -> None:
-    """Live progress of the job training into ``out``, polled every second while it runs."""
+    """Live progress of the job training into ``out``, polled every second while it waits or runs."""
     job = jobs.registry().get(out)
     if job is None:
         return
-    st.fragment(run_every=POLL_SECONDS if job.running else None)(_job_view)(str(out), show_curves, cancel)
+    st.fragment(run_every=POLL_SECONDS if job.active else None)(_job_view)(str(out), show_curves, cancel)
 
 
 def _job_view(out: str, show_curves: bool, cancel: bool) -> None:
     job = jobs.registry().get(out)
     if job is None:
         return
-    if job.running:
+    name = Path(out).name  # widget keys reach the browser: the run's name, never its server path
+    if job.status == "queued":
+        position = jobs.registry().position(job)
+        st.info(f"queued: position {position or 1} — another training is running", icon=":material/schedule:")
+    elif job.running:
         elapsed = time.time() - job.started
         st.progress(job.fraction(), text=f"{job.describe()} · {elapsed:.0f} s")
-        if cancel and st.button("Cancel training", key=f"cancel-{out}", icon=":material/stop:"):
-            job.cancel()
-            st.toast("Stopping after the current batch…")
     else:
         _announce_finish(job)
+    if cancel and job.active and st.button("Cancel training", key=f"cancel-{name}", icon=":material/stop:"):
+        job.cancel()
+        st.toast("Stopping after the current batch…" if job.running else "Taken out of the queue.")
     if show_curves and job.history:
-        st.plotly_chart(training_curves(job.history, height=260, max_epochs=job.cfg.epochs), key=f"curves-{out}-{len(job.history)}",
+        st.plotly_chart(training_curves(job.history, height=260, max_epochs=job.cfg.epochs), key=f"curves-{name}-{len(job.history)}",
                         config={"displayModeBar": False})
     elif show_curves and job.running:
         st.caption("Curves appear after the first epoch.")
     for note in job.notes:
-        st.caption(f":material/info: {note}")
+        st.caption(f":material/info: {access.public(note)}")
 
 
 def _announce_finish(job: jobs.TrainJob) -> None:
     if job.status == "done":
         st.success(f"Run **{job.out.name}** is ready and active.", icon=":material/check_circle:")
     elif job.status == "cancelled":
-        st.warning(job.error or "cancelled", icon=":material/stop_circle:")
+        st.warning(access.public(job.error or "cancelled"), icon=":material/stop_circle:")
     else:
-        st.error(job.error or "training failed")
+        st.error(access.public(job.error or "training failed"))
     # The first time this session sees the job finished: make the new run active and refresh the whole page.
     seen = st.session_state.setdefault("finished_jobs", set())
     key = (str(job.out), job.started)
@@ -79,6 +84,50 @@ def _announce_finish(job: jobs.TrainJob) -> None:
         if job.status == "done":
             state.set_active_run(job.out)
         st.rerun()
+
+
+def skip_report(skipped, data_root: Path) -> tuple[int, list[dict], list[str]]:
+    """(count, [{"path", "reason"}], empty class folders) from a run's ``info["skipped"]``: a dict
+    ``{"count", "by_reason", "files", "empty_classes"}``, or, in older runs, a list of paths, or nothing."""
+    def where(p) -> str:
+        p = Path(str(p))
+        if not p.is_absolute():
+            return p.as_posix()
+        return p.relative_to(data_root).as_posix() if p.is_relative_to(data_root) else access.display(p)
+
+    if isinstance(skipped, dict):
+        files = [f for f in skipped.get("files") or [] if isinstance(f, dict)]
+        rows = [{"path": where(f.get("path", "?")), "reason": str(f.get("reason", "unknown"))} for f in files]
+        count = skipped.get("count")
+        empty = [str(c) for c in skipped.get("empty_classes") or []]
+        return (count if isinstance(count, int) else len(rows)), rows, empty
+    if isinstance(skipped, list):
+        rows = [{"path": where(p), "reason": "unreadable"} for p in skipped if isinstance(p, str)]
+        return len(rows), rows, []
+    return 0, [], []
+
+
+def skipped_files(path: Path) -> None:
+    """An expander naming the files the run at ``path`` skipped, with the reason, and the class folders without
+    images. Nothing while the run is missing, unreadable (other widgets say so) or being trained."""
+    job = jobs.registry().get(path)
+    if not is_run(path) or (job is not None and job.active):
+        return
+    try:
+        run = cache.get_run(path)
+    except EmbedderError:
+        return
+    count, rows, empty = skip_report(run.info.get("skipped"), run.data_root)
+    if not count and not empty:
+        return
+    label = f"{count} file{'s' if count != 1 else ''} skipped" + (f", {len(empty)} empty class folder(s)" if empty else "")
+    with st.expander(label, icon=":material/warning:"):
+        if rows:
+            st.dataframe(rows, hide_index=True, width="stretch", key="skipped-files")
+            if len(rows) < count:
+                st.caption(f"The first {len(rows)} of {count}.")
+        if empty:
+            st.markdown("Class folders with no usable image: " + ", ".join(f"`{c}`" for c in empty))
 
 
 def thumbnails(paths: Sequence[str | Path], captions: Sequence[str], columns: int = 8, side: int = cache.THUMB) -> None:
@@ -105,7 +154,7 @@ def run_summary(run: Run) -> None:
                 "has the same label. The delta is against raw pixels.")
     c[3].metric("kNN accuracy", f"{test['knn_accuracy']:.3f}" if "knn_accuracy" in test else "–",
                 delta=_delta(test, "knn_accuracy"), help="Share of held-out images the app labels right.")
-    data = "the digits demo set" if tc.data == "demo" else f"`{run.data_root}`"
+    data = "the digits demo set" if tc.data == "demo" else f"`{access.display(run.data_root)}`"
     st.caption(
         f"Run **{run.name}** · data {data} · backbone **{mc.backbone}**{' (ImageNet-pretrained)' if mc.pretrained else ''}"
         f" · {mc.image_size}px · {run.gallery_embeddings.shape[1]}-d embeddings · kept {run.info.get('kept', '?')}"
@@ -119,24 +168,25 @@ def _delta(test: dict, key: str) -> str | None:
 
 
 def run_picker(key: str = "run-picker") -> None:
-    """Pick any run under the runs folder, or a run folder by path, and make it active."""
+    """Pick any run under the runs folder, or a run folder inside the shared folders, and make it active."""
     runs = list_runs(state.runs_dir())
     current = state.active_run_path()
-    options = [str(p) for p in runs]
+    options = [str(p) for p in runs]  # only format_func's names reach the browser, not these paths
     if str(current) not in options and is_run(current):
         options.insert(0, str(current))
     if options:
         chosen = st.selectbox("Runs", options, index=options.index(str(current)) if str(current) in options else 0,
-                              format_func=lambda p: Path(p).name, key=key,
-                              help=f"Run folders in {state.runs_dir()}, newest first")
+                              format_func=lambda p: Path(p).name, key=key, help="Saved runs, newest first")
         if chosen != str(current) and st.button("Load this run", key=f"{key}-load", type="primary"):
             state.set_active_run(chosen)
             st.rerun()
     with st.expander("Load a run from another folder"):
-        path = st.text_input("Run folder", placeholder="/path/to/runs/my-run", key=f"{key}-path")
+        path = st.text_input("Run folder", placeholder="runs/my-run", key=f"{key}-path",
+                             help="A run folder inside the folders this server shares")
         if st.button("Load", key=f"{key}-path-load") and path:
-            if is_run(Path(path).expanduser()):
-                state.set_active_run(Path(path).expanduser())
-                st.rerun()
+            try:
+                state.set_active_run(access.shared_run(path))
+            except EmbedderError as exc:
+                st.error(str(exc))
             else:
-                st.error(f"{path} is not a run folder (no config.json)")
+                st.rerun()

@@ -1,0 +1,112 @@
+"""ui/jobs.py: the training queue, driven with real (tiny) trainings on generated shapes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from embedder.config import TrainConfig
+from embedder.errors import EmbedderError
+from ui.jobs import UNEXPECTED, JobRegistry, TrainJob
+
+
+def _cfg(data: Path, out: Path, long: bool = False) -> TrainConfig:
+    # A long one has no validation share, so nothing stops it before its 500 epochs: it runs until cancelled.
+    return TrainConfig(data=str(data), out=str(out), epochs=500 if long else 1, val_fraction=0.0 if long else 0.1)
+
+
+def _wait(job: TrainJob, seconds: float = 90) -> None:
+    deadline = time.time() + seconds
+    while job.active and time.time() < deadline:
+        time.sleep(0.1)
+    assert not job.active, f"{job.out.name} is still {job.status}"
+
+
+def _wait_until_training(job: TrainJob, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while job.stage not in ("train", "epoch") and job.active and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.running, job.error
+
+
+@pytest.fixture
+def registry():
+    reg = JobRegistry(max_running=1)
+    yield reg
+    for job in reg.all():
+        job.cancel()
+    for job in reg.all():
+        _wait(job)
+
+
+def test_queue__one_trains_the_others_wait_in_order_and_start_when_the_slot_frees(registry, shapes_folder, tmp_path):
+    long = registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
+    second = registry.start(_cfg(shapes_folder, tmp_path / "second"))
+    third = registry.start(_cfg(shapes_folder, tmp_path / "third"))
+    assert (long.status, second.status, third.status) == ("running", "queued", "queued")
+    assert (registry.position(long), registry.position(second), registry.position(third)) == (None, 1, 2)
+
+    long.cancel()
+    _wait(second)
+    assert second.status == "done", second.error
+    _wait(third)
+    assert third.status == "done", third.error
+    assert long.status == "cancelled"
+    # One at a time: each started after the one before it had finished.
+    assert long.finished <= second.started and second.finished <= third.started
+
+
+def test_queue__cancel_takes_a_waiting_job_out_at_once(registry, shapes_folder, tmp_path):
+    long = registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
+    waiting = registry.start(_cfg(shapes_folder, tmp_path / "waiting"))
+    after = registry.start(_cfg(shapes_folder, tmp_path / "after"))
+    waiting.cancel()
+    assert waiting.status == "cancelled" and waiting.error == "training cancelled before it started"
+    assert registry.position(after) == 1
+    long.cancel()
+    _wait(after)
+    assert after.status == "done"
+    assert waiting.result is None and not (tmp_path / "waiting").exists()
+
+
+def test_queue__the_same_folder_is_one_job(registry, shapes_folder, tmp_path):
+    job = registry.start(_cfg(shapes_folder, tmp_path / "run", long=True))
+    assert registry.start(_cfg(shapes_folder, tmp_path / "run")) is job  # the app's own demo start
+    with pytest.raises(EmbedderError, match="being trained already"):
+        registry.start(_cfg(shapes_folder, tmp_path / "run"), exclusive=True)  # a browser's start
+
+
+def test_queue__the_cap_comes_from_the_environment(monkeypatch, shapes_folder, tmp_path):
+    monkeypatch.setenv("EMBEDDER_MAX_TRAININGS", "2")
+    reg = JobRegistry()
+    jobs = [reg.start(_cfg(shapes_folder, tmp_path / f"run{i}", long=True)) for i in range(3)]
+    try:
+        assert [j.status for j in jobs] == ["running", "running", "queued"]
+    finally:
+        for job in reversed(jobs):
+            job.cancel()
+        for job in jobs:
+            _wait(job)
+
+
+def test_an_unexpected_failure_is_one_line_for_the_user_and_a_trace_in_the_log(registry, shapes_folder, tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    job = registry.start(_cfg(shapes_folder, tmp_path / "a-file" / "run"))  # the run cannot be written there
+    with caplog.at_level(logging.ERROR, logger="ui.jobs"):
+        _wait(job)
+    assert job.status == "failed" and job.error == UNEXPECTED
+    assert "Traceback" in caplog.text and str(tmp_path) in caplog.text
+
+
+def test_a_cancelled_running_job_frees_its_slot(registry, shapes_folder, tmp_path):
+    long = registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
+    _wait_until_training(long)
+    long.cancel()
+    _wait(long)
+    assert long.status == "cancelled"
+    nxt = registry.start(_cfg(shapes_folder, tmp_path / "next"))
+    assert nxt.status == "running"
+    _wait(nxt)

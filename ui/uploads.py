@@ -1,0 +1,109 @@
+"""Uploaded files: the size limit, Query's images (kept as thumbnails only), and the dataset zips unpacked
+under <runs>/.data/<hash>/, removed once no run and no job refers to them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from embedder.errors import EmbedderError
+from embedder.run import Run, list_runs
+
+from . import cache
+
+UPLOADS = ".data"  # under the runs folder
+_UNPACKED = re.compile(r"[0-9a-f]{16}")  # the only names sweep() ever deletes: digests, as unpack_folder makes them
+_sweeping = threading.Lock()  # two jobs finishing at once must not race to delete the same folder
+
+
+def limit_mb() -> int:
+    """Streamlit's ``server.maxUploadSize`` (.streamlit/config.toml), which also caps each file here."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def too_big(upload) -> str | None:
+    """One line refusing ``upload`` when it is over the limit, else None. Streamlit's uploader refuses such
+    files in the browser already; this holds for any client that talks to the server directly."""
+    if upload.size > limit_mb() * 1024 * 1024:
+        return f"**{upload.name}** is larger than the {limit_mb()} MB upload limit; it was skipped."
+    return None
+
+
+@dataclass
+class QueryImage:
+    name: str
+    embedding: np.ndarray  # (D,)
+    thumbnail: Image.Image  # at most cache.QUERY_THUMB pixels a side: the decoded upload is not kept
+
+
+def embed_uploads(run: Run, files: Iterable) -> list[QueryImage]:
+    """Each uploaded image embedded with ``run``'s model; a file that is too big or not an image gets one
+    ``st.error`` line and is left out."""
+    out = []
+    for f in files:
+        refused = too_big(f)
+        if refused:
+            st.error(refused)
+            continue
+        data = f.getvalue()
+        try:
+            emb, thumb = cache.query_upload(str(run.path), cache.stamp(run.path), cache.digest(data), data)
+        except EmbedderError as exc:
+            # load_image's reason names an in-memory buffer, not the file; the file name says more.
+            unreadable = str(exc).startswith("not a readable image")
+            st.error(f"**{f.name}** is not a readable image; it was skipped." if unreadable else f"**{f.name}**: {exc}")
+            continue
+        out.append(QueryImage(f.name, emb, thumb))
+    return out
+
+
+def unpack_folder(runs_dir: Path, data: bytes) -> Path:
+    """Where an uploaded zip is unpacked: one folder per content, so the same zip twice is unpacked once."""
+    return runs_dir / UPLOADS / cache.digest(data)[:16]
+
+
+def _run_data(runs_dir: Path) -> list[Path] | None:
+    """Every folder a run under ``runs_dir`` reads images from; None when a run's config cannot be read (then
+    nothing may be deleted: it might be the one that needs an upload)."""
+    used = []
+    for run in list_runs(runs_dir):
+        try:
+            config = json.loads((run / "config.json").read_text())
+            train = config.get("train", {})
+            paths = [config.get("data_root"), train.get("data"), train.get("queries")]
+        except (OSError, ValueError, AttributeError):
+            return None
+        used += [Path(p).expanduser().resolve() for p in paths if isinstance(p, str) and p and p != "demo"]
+    return used
+
+
+def sweep(runs_dir: Path, in_use: Iterable[Path] = ()) -> list[Path]:
+    """Delete the unpacked uploads in ``runs_dir/.data`` that no run in ``runs_dir`` and no path of ``in_use``
+    lies in. Only folders named like ``unpack_folder`` names them are ever touched. Returns those deleted."""
+    base = Path(runs_dir) / UPLOADS
+    with _sweeping:
+        if not base.is_dir() or base.is_symlink():
+            return []
+        runs = _run_data(Path(runs_dir))
+        if runs is None:
+            return []
+        needed = [*runs, *(Path(p).resolve() for p in in_use)]
+        removed = []
+        for folder in sorted(base.iterdir()):
+            if not _UNPACKED.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+                continue
+            real = folder.resolve()
+            if any(p == real or p.is_relative_to(real) for p in needed):
+                continue
+            shutil.rmtree(folder)
+            removed.append(folder)
+        return removed
