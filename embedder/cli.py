@@ -8,27 +8,19 @@ import csv
 import json
 import os
 import sys
-import typing
 from dataclasses import fields
 
-from .config import TrainConfig, settings_of
+from .config import TrainConfig, field_type, settings_of
 from .errors import EmbedderError
 from .progress import Progress
 
 EXIT_USER_ERROR = 2
 
 
-def base_type(cls, name: str) -> type:
-    """A field's type without ``| None``: int for ``int | None``."""
-    hint = typing.get_type_hints(cls)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
 def add_settings(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per described field of the config dataclass ``cls``, its help and default from the field."""
     for f, s in settings_of(cls):
-        flag, kind = "--" + f.name.replace("_", "-"), base_type(cls, f.name)
+        flag, kind = "--" + f.name.replace("_", "-"), field_type(cls, f.name)
         default = f" (default: {f.default})" if f.default not in (None, False, True) else ""
         if kind is bool and f.default is None:  # three states: unset, --x, --no-x
             parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=s.help)

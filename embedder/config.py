@@ -4,6 +4,7 @@ and ``validate`` checks them, so the three never disagree."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -229,9 +230,16 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def default_of(cls, name: str) -> Any:
-    f = next(f for f in fields(cls) if f.name == name)
+def default_of(f) -> Any:
+    """A dataclass field's default value."""
     return f.default if f.default is not MISSING else f.default_factory()
+
+
+def field_type(cls, name: str) -> type:
+    """A field's type without ``| None``: int for ``int | None``."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
 
 
 @dataclass

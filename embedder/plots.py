@@ -12,8 +12,6 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .data import stratified_sample  # noqa: F401  (the app's pages still import it from here)
-
 OTHER = "other"
 TOP_N = 20  # labels that get their own colour and legend entry; the rest share the grey "other" trace
 PALETTE = (

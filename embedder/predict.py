@@ -41,15 +41,18 @@ class Prediction:
         d["neighbors"] = [{"path": n.path, "label": n.label, "distance": n.distance} for n in self.neighbors]
         return d
 
-    def to_row(self) -> dict:
-        """One flat row for a CSV or a table: votes as JSON, neighbours as ``label:distance:path | ...``."""
+    def to_row(self, gallery_paths: Sequence[str] | None = None) -> dict:
+        """One flat row for a CSV or a table: votes as JSON, neighbours as ``label:distance:path | ...``, their
+        paths as in ``gallery_paths`` (relative to the data folder: a shared file need not reveal the server's
+        folders) or absolute."""
+        where = (lambda n: gallery_paths[n.index]) if gallery_paths is not None else (lambda n: n.path)
         return {
             "file": self.image,
             "label": self.label,
             "confidence": round(self.confidence, 4),
             "votes": json.dumps({k: round(v, 4) for k, v in self.votes.items()}),
             "nearest_distance": round(self.nearest_distance, 4),
-            "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{n.path}" for n in self.neighbors),
+            "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{where(n)}" for n in self.neighbors),
         }
 
 

@@ -4,7 +4,13 @@ import pandas as pd
 import streamlit as st
 
 from embedder.plots import (
-    at_threshold, confusion_heatmap, metrics_bars, metrics_rows, per_class_bars, threshold_curve, training_curves,
+    at_threshold,
+    confusion_heatmap,
+    metrics_bars,
+    metrics_rows,
+    per_class_bars,
+    threshold_curve,
+    training_curves,
 )
 from ui import state, widgets
 
@@ -23,11 +29,15 @@ def metric_table(metrics: dict) -> None:
 
 test = run.metrics.get("test")
 if not test:
-    st.info("This run has no test metrics (trained without held-out images). Evaluate it from the command line "
-            "with `python -m embedder evaluate RUN --queries FOLDER`.")
+    st.info(
+        "This run has no test metrics (trained without held-out images). Evaluate it from the command line "
+        "with `python -m embedder evaluate RUN --queries FOLDER`."
+    )
 else:
-    st.caption(f"{test.get('n_queries', 0):,} held-out images queried against {len(run.gallery_paths):,} gallery "
-               "images. Baselines use the same queries, gallery and metrics, measured in the same call.")
+    st.caption(
+        f"{test.get('n_queries', 0):,} held-out images queried against {len(run.gallery_paths):,} gallery "
+        "images. Baselines use the same queries, gallery and metrics, measured in the same call."
+    )
     if test.get("n_unmatched_queries"):
         st.warning(f"{test['n_unmatched_queries']} queries have a label with no gallery image; they are not scored.")
     metric_table(test)
@@ -35,8 +45,10 @@ else:
     disjoint = test.get("class_disjoint")
     if disjoint:
         st.subheader("Classes the model never saw")
-        st.caption(f"{disjoint.get('n_queries', 0)} images of classes held out of training retrieve each other "
-                   "(leave-one-out): what you get by adding a new class without retraining.")
+        st.caption(
+            f"{disjoint.get('n_queries', 0)} images of classes held out of training retrieve each other "
+            "(leave-one-out): what you get by adding a new class without retraining."
+        )
         metric_table(disjoint)
     with st.expander("What the metrics mean"):
         st.markdown(
@@ -80,11 +92,18 @@ else:
             "Each held-out image is also asked with its own class removed from the gallery, as an image of a class "
             f"the run has never seen. Known vs unknown by nearest distance: AUROC **{open_set['auroc']:.3f}**. "
             f"The run's threshold, {calibrated:.3f}, was calibrated on validation images for "
-            f"{open_set['target_precision']:.0%} precision; Query answers \"unknown\" beyond it."
+            f'{open_set["target_precision"]:.0%} precision; Query answers "unknown" beyond it.'
         )
         curve = open_set["curve"]
-        chosen = st.slider("Distance threshold", 0.0, float(curve[-1]["threshold"]), float(calibrated),
-                           step=float(curve[-1]["threshold"]) / 200, format="%.3f", key="eval-threshold")
+        chosen = st.slider(
+            "Distance threshold",
+            0.0,
+            float(curve[-1]["threshold"]),
+            float(calibrated),
+            step=float(curve[-1]["threshold"]) / 200,
+            format="%.3f",
+            key="eval-threshold",
+        )
         point = at_threshold(curve, chosen)
         c = st.columns(3)
         c[0].metric("Queries answered", f"{point['coverage']:.1%}")
@@ -94,8 +113,10 @@ else:
 
     index = run.metrics.get("index", {})
     if index:
-        st.caption(f"Annoy index: {index.get('n_trees')} trees, search_k {index.get('search_k')}, recall@10 "
-                   f"{index.get('recall_at_10', 0):.3f} against exact search.")
+        st.caption(
+            f"Annoy index: {index.get('n_trees')} trees, search_k {index.get('search_k')}, recall@10 "
+            f"{index.get('recall_at_10', 0):.3f} against exact search."
+        )
 
 st.subheader("Training history")
 st.caption(f"Kept: {run.info.get('kept', '?')}")

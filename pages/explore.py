@@ -3,8 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from embedder.plots import embedding_map, stratified_sample
-from ui import cache, maps, state, widgets
+from embedder.data import stratified_sample
+from embedder.plots import embedding_map
+from ui import maps, state, widgets
 
 state.require_app(__file__)
 
@@ -25,11 +26,20 @@ if proj is None:
 rows = maps.sample_rows(run, rows)
 
 fig = embedding_map(proj.coords[rows], names[rows], row_ids=rows, hover=[run.gallery_paths[i] for i in rows])
-event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"),
-                        key=f"map-{run.name}-{method}-{dims}-{','.join(keep)}")
-st.caption(f"{len(rows):,} gallery images · {method.upper() if method != 'tsne' else 't-SNE'} {dims}D · "
-           + ("drag a lasso or a box, or click a point, to see the images" if dims == 2
-              else "rotate with the mouse; switch to 2D to select points"))
+event = st.plotly_chart(
+    fig,
+    on_select="rerun",
+    selection_mode=("points", "box", "lasso"),
+    key=f"map-{run.name}-{method}-{dims}-{','.join(keep)}",
+)
+st.caption(
+    f"{len(rows):,} gallery images · {method.upper() if method != 'tsne' else 't-SNE'} {dims}D · "
+    + (
+        "drag a lasso or a box, or click a point, to see the images"
+        if dims == 2
+        else "rotate with the mouse; switch to 2D to select points"
+    )
+)
 
 # customdata[0] is the gallery row: Plotly's own point indices restart in every trace.
 points = event.selection.points if event and event.selection else []
@@ -50,11 +60,17 @@ files = run.gallery_files()
 widgets.thumbnails([files[i] for i in shown], [f"{names[i]} · #{i}" for i in shown], columns=12, side=72)
 
 left, right = st.columns([3, 1])
-pick = left.selectbox("Show the nearest neighbours of", shown, format_func=lambda i: f"#{i} · {names[i]} · {run.gallery_paths[i]}",
-                    key="map_pick")
+pick = left.selectbox(
+    "Show the nearest neighbours of",
+    shown,
+    format_func=lambda i: f"#{i} · {names[i]} · {run.gallery_paths[i]}",
+    key="map_pick",
+)
 k = right.slider("Neighbours", 1, 20, 8, key="map_k")
-idx, dist = cache.get_predictor(run.path).index.query(run.gallery_embeddings[[pick]], k + 1)
-pairs = [(j, d) for j, d in zip(idx[0], dist[0]) if j != pick][:k]
-widgets.thumbnails([files[pick]] + [files[j] for j, _ in pairs],
-                   [f"{names[pick]} (chosen)"] + [f"{names[j]} · d = {d:.3f}" for j, d in pairs], columns=min(k + 1, 12),
-                   side=72)
+pairs = list(zip(*run.index().neighbors_of(pick, k)))
+widgets.thumbnails(
+    [files[pick]] + [files[j] for j, _ in pairs],
+    [f"{names[pick]} (chosen)"] + [f"{names[j]} · d = {d:.3f}" for j, d in pairs],
+    columns=min(k + 1, 12),
+    side=72,
+)

@@ -10,17 +10,26 @@ st.title("Image embedder")
 st.markdown("Find what a new image **is** by finding what it **looks like** in your labelled images.")
 
 steps = st.columns(3)
-for col, (title, text) in zip(steps, [
-    ("1 · Triplets shape the space",
-     "A network learns from *triplets*: an image, another of the same label, and one of a different label. "
-     "It is pushed until same-label images sit closer together than different-label ones."),
-    ("2 · Every labelled image is embedded",
-     "Each image of your collection becomes a point in that space — the *gallery*. "
-     "The **Explore** page draws the gallery as a map, one colour per label."),
-    ("3 · New images are labelled by their neighbours",
-     "Upload an image on **Query**: it is placed in the same space, and its nearest gallery images vote "
-     "on its label. You see the neighbours, so you can judge the answer."),
-]):
+for col, (title, text) in zip(
+    steps,
+    [
+        (
+            "1 · Triplets shape the space",
+            "A network learns from *triplets*: an image, another of the same label, and one of a different label. "
+            "It is pushed until same-label images sit closer together than different-label ones.",
+        ),
+        (
+            "2 · Every labelled image is embedded",
+            "Each image of your collection becomes a point in that space — the *gallery*. "
+            "The **Explore** page draws the gallery as a map, one colour per label.",
+        ),
+        (
+            "3 · New images are labelled by their neighbours",
+            "Upload an image on **Query**: it is placed in the same space, and its nearest gallery images vote "
+            "on its label. You see the neighbours, so you can judge the answer.",
+        ),
+    ],
+):
     with col.container(border=True):
         st.markdown(f"**{title}**")
         st.markdown(text)

@@ -1,7 +1,5 @@
 """Query: upload images, get each one's label from its nearest gallery neighbours, see them on the map."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -16,13 +14,29 @@ run = widgets.active_run()
 if run is None:
     st.stop()
 
-st.caption(f"Upload images; each is labelled by a distance-weighted vote of its nearest images in **{run.name}**'s gallery.")
+st.caption(
+    f"Upload images; each is labelled by a distance-weighted vote of its nearest images in **{run.name}**'s gallery."
+)
 left, right = st.columns([3, 1])
-files = left.file_uploader("Images to label", accept_multiple_files=True, key="query_files",
-                           help=f"PNG, JPEG, WebP, … — any number at once, up to {uploads.limit_mb()} MB each")
-k = right.slider("Neighbours (k)", 1, 20, 5, key="query_k", help="How many gallery images vote")
+files = left.file_uploader(
+    "Images to label",
+    accept_multiple_files=True,
+    key="query_files",
+    help=f"PNG, JPEG, WebP, … — any number at once, up to {uploads.limit_mb()} MB each",
+)
+k = right.slider(
+    "Neighbours (k)",
+    1,
+    20,
+    min(20, run.train_config.k),
+    key="query_k",
+    help="How many gallery images vote (the run's k is the default)",
+)
 if not files:
-    st.info("Drop one or more images above. Try a digit from the demo set — or a photo of one you drew.", icon=":material/upload:")
+    st.info(
+        "Drop one or more images above. Try a digit from the demo set — or a photo of one you drew.",
+        icon=":material/upload:",
+    )
     st.stop()
 
 queries = uploads.embed_uploads(run, files)
@@ -32,11 +46,15 @@ if not queries:
 predictor = cache.get_predictor(run.path)
 threshold = predictor.calibrated_threshold
 use_unknown = threshold is not None and right.toggle(
-    "Allow \"unknown\"", value=True, key="query_unknown",
-    help=f"Answer \"unknown\" when even the nearest gallery image is farther than {threshold or 0:.3f} "
-         "(calibrated on validation images; see Evaluate)")
-predictions = predictor.predict_embeddings(np.stack([q.embedding for q in queries]), [q.name for q in queries], k,
-                                          threshold if use_unknown else None)
+    'Allow "unknown"',
+    value=True,
+    key="query_unknown",
+    help=f'Answer "unknown" when even the nearest gallery image is farther than {threshold or 0:.3f} '
+    "(calibrated on validation images; see Evaluate)",
+)
+predictions = predictor.predict_embeddings(
+    np.stack([q.embedding for q in queries]), [q.name for q in queries], k, threshold if use_unknown else None
+)
 for pred, query in zip(predictions, queries):
     with st.container(border=True):
         info, neighbours = st.columns([1, 4])
@@ -44,24 +62,34 @@ for pred, query in zip(predictions, queries):
             st.image(query.thumbnail, caption=pred.image)
             st.metric("Predicted label", pred.label, help="The label with the largest share of the neighbours' vote")
             if pred.label == UNKNOWN:
-                st.caption(f"Nearest gallery image is {pred.nearest_distance:.3f} away, beyond {threshold:.3f}: "
-                           f"nothing in the gallery is close. Closest match: {next(iter(pred.votes))}.")
+                st.caption(
+                    f"Nearest gallery image is {pred.nearest_distance:.3f} away, beyond {threshold:.3f}: "
+                    f"nothing in the gallery is close. Closest match: {next(iter(pred.votes))}."
+                )
             st.progress(pred.confidence, text=f"confidence {pred.confidence:.0%}")
             st.caption(" · ".join(f"{label}: {share:.0%}" for label, share in pred.votes.items()))
         with neighbours:
             st.markdown(f"**{len(pred.neighbors)} nearest gallery images**")
-            widgets.thumbnails([n.path for n in pred.neighbors],
-                               [f"{n.label} · d = {n.distance:.3f}" for n in pred.neighbors], columns=min(k, 10))
+            widgets.thumbnails(
+                [n.path for n in pred.neighbors],
+                [f"{n.label} · d = {n.distance:.3f}" for n in pred.neighbors],
+                columns=min(k, 10),
+            )
 
 st.subheader("Where your images land on the map")
-maps.query_map(run, np.stack([p.embedding for p in predictions]), [p.image for p in predictions],
-               np.array([[n.index for n in p.neighbors] for p in predictions]))
+maps.query_map(
+    run,
+    np.stack([p.embedding for p in predictions]),
+    [p.image for p in predictions],
+    np.array([[n.index for n in p.neighbors] for p in predictions]),
+)
 
-rows = [{"file": p.image, "label": p.label, "confidence": round(p.confidence, 4),
-         "votes": json.dumps({k: round(v, 4) for k, v in p.votes.items()}),
-         "nearest_distance": round(p.nearest_distance, 4),
-         # Paths relative to the run's data folder: the server's own folders are none of the reader's business.
-         "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{run.gallery_paths[n.index]}" for n in p.neighbors)}
-        for p in predictions]
-st.download_button("Download results (CSV)", pd.DataFrame(rows).to_csv(index=False), file_name="predictions.csv",
-                   mime="text/csv", icon=":material/download:", key="query_csv")
+rows = [p.to_row(run.gallery_paths) for p in predictions]
+st.download_button(
+    "Download results (CSV)",
+    pd.DataFrame(rows).to_csv(index=False),
+    file_name="predictions.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    key="query_csv",
+)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -31,8 +30,21 @@ def test_shared_path__inside_a_root_by_absolute_path_or_by_the_root_name(roots):
     assert access.shared_path(str(roots / "missing")) == roots / "missing"  # existence is checked later
 
 
-@pytest.mark.parametrize("typed", ["/etc", "/", "~", "/nonexistent/x", "{root}/..", "{root}/photos/../../private",
-                                   "{root}/out", "{root}/out/x", "{root}/loop", "relative/elsewhere"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "/etc",
+        "/",
+        "~",
+        "/nonexistent/x",
+        "{root}/..",
+        "{root}/photos/../../private",
+        "{root}/out",
+        "{root}/out/x",
+        "{root}/loop",
+        "relative/elsewhere",
+    ],
+)
 def test_shared_path__outside_is_refused_with_the_same_message(roots, typed):
     with pytest.raises(EmbedderError) as exc:
         access.shared_path(typed.format(root=roots))
@@ -59,4 +71,7 @@ def test_display_and_public_never_show_an_absolute_path(roots, tmp_path):
     assert access.display(tmp_path / "runs" / "demo") == "runs/demo"
     assert access.display("/opt/secret/place/run7") == "run7"
     message = f"damaged run {tmp_path}/runs/x: missing model.pt; no images in /srv/a b/c (see cat/1.jpg, https://x/y)"
-    assert access.public(message) == "damaged run runs/x: missing model.pt; no images in a b/c (see cat/1.jpg, https://x/y)"
+    assert (
+        access.public(message)
+        == "damaged run runs/x: missing model.pt; no images in a b/c (see cat/1.jpg, https://x/y)"
+    )

@@ -59,7 +59,10 @@ def held_out_digit(run_dir: Path) -> tuple[bytes, str]:
     paths, labels = run.queries("test")
     predictor = Predictor(run)
     for path, label in zip(paths[:20], labels[:20]):
-        if predictor.predict([load_image(path)], k=5, unknown_threshold=predictor.calibrated_threshold)[0].label == run.classes[label]:
+        if (
+            predictor.predict([load_image(path)], k=5, unknown_threshold=predictor.calibrated_threshold)[0].label
+            == run.classes[label]
+        ):
             return path.read_bytes(), run.classes[label]
     raise AssertionError("the fixture run labels none of its first 20 held-out images right")
 
@@ -397,7 +400,10 @@ def test_a_second_training_waits_in_the_queue_then_runs(app_env, monkeypatch, tm
     # No validation share: nothing stops it early, so it is still training when the others arrive.
     first = _train(shapes_folder, "long", epochs=500, val_fraction=0.0)
     second = _train(shapes_folder, "short")
-    long_job, short_job = jobs.registry().get(tmp_path / "runs" / "long"), jobs.registry().get(tmp_path / "runs" / "short")
+    long_job, short_job = (
+        jobs.registry().get(tmp_path / "runs" / "long"),
+        jobs.registry().get(tmp_path / "runs" / "short"),
+    )
     assert long_job.status == "running" and short_job.status == "queued"
     assert [i.value for i in second.info] == ["queued: position 1 — another training is running"]
     third = _train(shapes_folder, "long")
@@ -511,17 +517,21 @@ def test_uploads_over_the_size_limit_are_refused_in_one_line(app_env, monkeypatc
 
 def test_train_page_lists_the_files_training_skipped(app_env, monkeypatch, tmp_path):
     config = json.loads((app_env / "config.json").read_text())
-    config["skipped"] = {"count": 3, "by_reason": {"not an image": 2, "too small": 1},
-                         "files": [{"path": "3/broken.png", "reason": "not an image"},
-                                   {"path": "7/tiny.png", "reason": "too small"}],
-                         "empty_classes": ["empty"]}
+    config["skipped"] = {
+        "count": 3,
+        "by_reason": {"not an image": 2, "too small": 1},
+        "files": [{"path": "3/broken.png", "reason": "not an image"}, {"path": "7/tiny.png", "reason": "too small"}],
+        "empty_classes": ["empty"],
+    }
     monkeypatch.setenv("EMBEDDER_RUN", str(_copy_run(app_env, tmp_path / "skips", config_json=config)))
     at = _app("pages/train.py")
     assert not at.exception
     assert [e.label for e in at.expander if "skipped" in e.label] == ["3 files skipped, 1 empty class folder(s)"]
     table = at.dataframe[0].value
-    assert table.to_dict("records") == [{"path": "3/broken.png", "reason": "not an image"},
-                                        {"path": "7/tiny.png", "reason": "too small"}]
+    assert table.to_dict("records") == [
+        {"path": "3/broken.png", "reason": "not an image"},
+        {"path": "7/tiny.png", "reason": "too small"},
+    ]
     assert any("`empty`" in m.value for m in at.markdown)
 
 

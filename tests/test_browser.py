@@ -19,19 +19,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from test_app import held_out_digit
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 K = 5  # the Query page's default number of neighbours
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium) - browser tests skipped"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium) - browser tests skipped"
+    ),
 ]
 
 
@@ -47,10 +55,27 @@ def _serve(env: dict, log: Path):
     port = _free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -83,8 +108,11 @@ def shared_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def app_url(digits_run, shared_dir, tmp_path_factory):
     """An open server on the digits run."""
-    env = {"EMBEDDER_RUNS_DIR": str(digits_run.parent), "EMBEDDER_RUN": str(digits_run),
-           "EMBEDDER_DATA_ROOTS": os.pathsep.join([str(shared_dir), str(digits_run.parent)])}
+    env = {
+        "EMBEDDER_RUNS_DIR": str(digits_run.parent),
+        "EMBEDDER_RUN": str(digits_run),
+        "EMBEDDER_DATA_ROOTS": os.pathsep.join([str(shared_dir), str(digits_run.parent)]),
+    }
     env.pop("EMBEDDER_PASSWORD", None)
     with _serve(env, tmp_path_factory.mktemp("streamlit") / "server.log") as url:
         yield url
@@ -273,8 +301,9 @@ def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url,
     finally:
         trainer_ctx.close()
         querier_ctx.close()
-    assert sorted(p.name for p in digits_run.parent.iterdir() if not p.name.startswith(".")) == \
-        [n for n in runs_before if not n.startswith(".")]
+    assert sorted(p.name for p in digits_run.parent.iterdir() if not p.name.startswith(".")) == [
+        n for n in runs_before if not n.startswith(".")
+    ]
 
 
 def _log_in(page, url: str, path: str = "") -> None:

@@ -92,7 +92,9 @@ def test_queue__the_cap_comes_from_the_environment(monkeypatch, shapes_folder, t
             _wait(job)
 
 
-def test_an_unexpected_failure_is_one_line_for_the_user_and_a_trace_in_the_log(registry, shapes_folder, tmp_path, caplog):
+def test_an_unexpected_failure_is_one_line_for_the_user_and_a_trace_in_the_log(
+    registry, shapes_folder, tmp_path, caplog
+):
     (tmp_path / "a-file").write_text("")
     job = registry.start(_cfg(shapes_folder, tmp_path / "a-file" / "run"))  # the run cannot be written there
     with caplog.at_level(logging.ERROR, logger="ui.jobs"):

@@ -17,12 +17,16 @@ def _upload(runs: Path, name: str) -> Path:
 
 def _run(runs: Path, name: str, data_root: Path | str) -> None:
     (runs / name).mkdir(parents=True)
-    (runs / name / "config.json").write_text(json.dumps({"data_root": str(data_root), "train": {"data": str(data_root)}}))
+    (runs / name / "config.json").write_text(
+        json.dumps({"data_root": str(data_root), "train": {"data": str(data_root)}})
+    )
 
 
 def test_sweep__keeps_what_a_run_or_a_job_reads_and_deletes_the_rest(tmp_path):
     runs = tmp_path / "runs"
-    used_by_run, used_by_job, unused = (_upload(runs, n) for n in ("0123456789abcdef", "1123456789abcdef", "2123456789abcdef"))
+    used_by_run, used_by_job, unused = (
+        _upload(runs, n) for n in ("0123456789abcdef", "1123456789abcdef", "2123456789abcdef")
+    )
     _run(runs, "photos", used_by_run / "wrapper")
     _run(runs, "digits", "demo")
     removed = sweep(runs, in_use=[used_by_job / "wrapper"])

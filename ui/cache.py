@@ -79,4 +79,4 @@ def fit(img: Image.Image, side: int = THUMB) -> Image.Image:
 
 @st.cache_data(max_entries=4096, show_spinner=False)
 def thumbnail(path: str, side: int = THUMB) -> Image.Image:
-    return fit(load_image(path), side)
+    return fit(load_image(path, max_side=side), side)

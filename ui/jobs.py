@@ -11,23 +11,32 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
-from embedder.config import Progress, TrainConfig
+from embedder.config import TrainConfig
 from embedder.errors import Cancelled, EmbedderError
-from embedder.train import TrainResult, train
+from embedder.pipeline import TrainResult, train
+from embedder.progress import Progress
 
 from . import uploads
 
 MAX_ENV = "EMBEDDER_MAX_TRAININGS"
 UNEXPECTED = "training failed unexpectedly; the details are in the server log"
 log = logging.getLogger(__name__)
-STAGE_WORDS = {"scan": "Scanning images", "note": "Preparing", "train": "Training", "epoch": "Training",
-               "embed": "Embedding the gallery", "index": "Building the index", "evaluate": "Evaluating",
-               "write": "Writing the run", "done": "Done"}
+STAGE_WORDS = {
+    "scan": "Scanning images",
+    "note": "Preparing",
+    "train": "Training",
+    "epoch": "Training",
+    "embed": "Embedding the gallery",
+    "index": "Building the index",
+    "evaluate": "Evaluating",
+    "write": "Writing the run",
+    "done": "Done",
+}
 
 
 @dataclass
@@ -49,7 +58,7 @@ class TrainJob:
     result: TrainResult | None = None
     finished: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _unqueue: Callable[["TrainJob"], None] | None = field(default=None, repr=False)  # set by the registry
+    _unqueue: Callable[[TrainJob], None] | None = field(default=None, repr=False)  # set by the registry
 
     @property
     def out(self) -> Path:
@@ -178,7 +187,10 @@ class JobRegistry:
     def data_in_use(self) -> list[Path]:
         """The data folders of queued and running jobs, and uploads being unpacked: they must stay."""
         with self._lock:
-            data, held = [j.cfg.data for j in self._jobs.values() if j.active and j.cfg.data != "demo"], list(self._held)
+            data, held = (
+                [j.cfg.data for j in self._jobs.values() if j.active and j.cfg.data != "demo"],
+                list(self._held),
+            )
         return [Path(d).expanduser().resolve() for d in data] + held
 
     @contextmanager

@@ -59,7 +59,9 @@ def require_app(page_file: str) -> None:
     """
     # A page run alone must not get past the password either: app.py asks for it.
     if not st.session_state.get(ENTERED) or not auth.allowed():
-        st.session_state[REQUESTED] = Path(page_file).resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
+        st.session_state[REQUESTED] = (
+            Path(page_file).resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
+        )
         st.switch_page("app.py")
 
 

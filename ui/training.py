@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from embedder.archive import extract_zip
+from embedder.archive import extract_zip, image_root
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
 from embedder.run import is_run
@@ -15,8 +15,12 @@ from embedder.triplets import sample_triplets
 
 from . import access, cache, jobs, sessions, state, uploads, widgets
 
-
 SOURCES = ("Demo digits", "Folder on the server", "Upload a .zip")
+KIND_WORDS = {
+    "hard": "the negative is nearer than the positive",
+    "semi-hard": "the negative is inside the margin",
+    "easy": "already separated by the margin",
+}
 
 
 def out_path(name: str) -> Path:
@@ -40,30 +44,19 @@ def check_target(out: Path) -> None:
 
 
 def config(data: str, out: Path, form: dict) -> TrainConfig:
-    """The TrainConfig for the Train form's values (keyed by field name, as the widgets return them)."""
-    cfg = TrainConfig(
-        data=data, out=str(out), backbone=form["backbone"], epochs=int(form["epochs"]), dim=int(form["dim"]),
-        image_size=int(form["image_size"]) or None, margin=float(form["margin"]), miner=form["miner"],
-        pretrained={"auto": None, "require": True, "off": False}[form["pretrained"]],
-        classes_per_batch=int(form["classes_per_batch"]), per_class=int(form["per_class"]), lr=float(form["lr"]),
-        backbone_lr=float(form["backbone_lr"]), weight_decay=float(form["weight_decay"]),
-        freeze_bn=bool(form["freeze_bn"]), patience=int(form["patience"]), test_fraction=float(form["test_fraction"]),
-        val_fraction=float(form["val_fraction"]), n_trees=int(form["n_trees"]), seed=int(form["seed"]),
-        device=form["device"], freeze_fraction=float(form["freeze_fraction"]),
-        unseen_classes=None if form["unseen_classes"] == "auto" else float(form["unseen_classes"]),
-        target_precision=float(form["target_precision"]),
-    )
+    """The TrainConfig for the Train form's values (``forms.config_form``: keyed by field name, typed)."""
+    cfg = TrainConfig(data=data, out=str(out), **form)
     cfg.validate()
     return cfg
 
 
-def start(source: str, folder: str | None, upload, form: dict) -> jobs.TrainJob:
+def start(source: str, folder: str | None, upload, name: str, form: dict) -> jobs.TrainJob:
     """Check everything, then queue the training the form asks for.
 
     Raises:
         EmbedderError: a bad run name or target, a folder outside the shared ones, a bad upload or setting.
     """
-    out = out_path(form["name"])
+    out = out_path(name)
     check_target(out)
     registry = jobs.registry()
     if source == "Demo digits":
@@ -83,8 +76,11 @@ def start(source: str, folder: str | None, upload, form: dict) -> jobs.TrainJob:
     dest = uploads.unpack_folder(state.runs_dir(), data)
     try:
         with registry.holding(dest):
-            with st.spinner(f"Unpacking {upload.name}…"):
-                root = extract_zip(data, dest)
+            if dest.is_dir() and any(dest.iterdir()):  # unpacked before: extract_zip is all or nothing
+                root = image_root(dest)
+            else:
+                with st.spinner(f"Unpacking {upload.name}…"):
+                    root = extract_zip(data, dest)
             return registry.start(config(str(root), out, form), exclusive=True)
     finally:
         registry.sweep(state.runs_dir())  # a refused upload leaves nothing behind
@@ -111,20 +107,18 @@ def triplet_gallery() -> None:
     if not found:
         st.info("The model separates this batch so well that no triplet still has a loss. Try another batch.")
     for cell, t in zip(st.columns(len(found) or 1), found):
-        if t.an_distance < t.ap_distance:
-            kind = "hard: the negative is nearer than the positive"
-        elif t.an_distance < t.ap_distance + run.train_config.margin:
-            kind = "semi-hard: the negative is inside the margin"
-        else:
-            kind = "easy: already separated by the margin"
         with cell.container(border=True):
             widgets.thumbnails(
                 [t.anchor, t.positive, t.negative],
-                [f"anchor · {t.label}", f"positive · {t.label} · d = {t.ap_distance:.2f}",
-                 f"negative · {t.negative_label} · d = {t.an_distance:.2f}"],
-                columns=3, side=72,
+                [
+                    f"anchor · {t.label}",
+                    f"positive · {t.label} · d = {t.ap_distance:.2f}",
+                    f"negative · {t.negative_label} · d = {t.an_distance:.2f}",
+                ],
+                columns=3,
+                side=72,
             )
-            st.caption(kind)
+            st.caption(f"{t.kind}: {KIND_WORDS[t.kind]}")
     if st.button("Show other triplets", key="triplet_shuffle", icon=":material/shuffle:"):
         st.session_state["triplet_seed"] = seed + 1
         st.rerun()

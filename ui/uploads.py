@@ -7,16 +7,16 @@ import json
 import re
 import shutil
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import streamlit as st
 from PIL import Image
 
 from embedder.errors import EmbedderError
-from embedder.run import Run, list_runs
+from embedder.run import Run
 
 from . import cache
 
@@ -75,7 +75,9 @@ def _run_data(runs_dir: Path) -> list[Path] | None:
     """Every folder a run under ``runs_dir`` reads images from; None when a run's config cannot be read (then
     nothing may be deleted: it might be the one that needs an upload)."""
     used = []
-    for run in list_runs(runs_dir):
+    # Every folder with a config.json counts, not only runs that load: a damaged or half-written run's images
+    # are not ours to delete either.
+    for run in sorted(p for p in runs_dir.iterdir() if (p / "config.json").is_file()):
         try:
             config = json.loads((run / "config.json").read_text())
             train = config.get("train", {})

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import streamlit as st
 
@@ -23,11 +23,17 @@ def active_run() -> Run | None:
     job = jobs.registry().get(path)
     if job is not None and job.active:
         doing = "Training" if job.running else "Waiting to train"
-        st.info(f"{doing} **{path.name}** in the background — this page fills in when it is done.", icon=":material/hourglass_top:")
+        st.info(
+            f"{doing} **{path.name}** in the background — this page fills in when it is done.",
+            icon=":material/hourglass_top:",
+        )
         job_panel(path, show_curves=False)
         return None
     if not is_run(path):
-        st.warning(f"No run **{path.name}** yet. Train one on the **Train** page or pick one on **Home**.", icon=":material/folder_open:")
+        st.warning(
+            f"No run **{path.name}** yet. Train one on the **Train** page or pick one on **Home**.",
+            icon=":material/folder_open:",
+        )
         return None
     try:
         return cache.get_run(path)
@@ -61,8 +67,11 @@ def _job_view(out: str, show_curves: bool, cancel: bool) -> None:
         job.cancel()
         st.toast("Stopping after the current batch…" if job.running else "Taken out of the queue.")
     if show_curves and job.history:
-        st.plotly_chart(training_curves(job.history, height=260, max_epochs=job.cfg.epochs), key=f"curves-{name}-{len(job.history)}",
-                        config={"displayModeBar": False})
+        st.plotly_chart(
+            training_curves(job.history, height=260, max_epochs=job.cfg.epochs),
+            key=f"curves-{name}-{len(job.history)}",
+            config={"displayModeBar": False},
+        )
     elif show_curves and job.running:
         st.caption("Curves appear after the first epoch.")
     for note in job.notes:
@@ -89,6 +98,7 @@ def _announce_finish(job: jobs.TrainJob) -> None:
 def skip_report(skipped, data_root: Path) -> tuple[int, list[dict], list[str]]:
     """(count, [{"path", "reason"}], empty class folders) from a run's ``info["skipped"]``: a dict
     ``{"count", "by_reason", "files", "empty_classes"}``, or, in older runs, a list of paths, or nothing."""
+
     def where(p) -> str:
         p = Path(str(p))
         if not p.is_absolute():
@@ -120,7 +130,9 @@ def skipped_files(path: Path) -> None:
     count, rows, empty = skip_report(run.info.get("skipped"), run.data_root)
     if not count and not empty:
         return
-    label = f"{count} file{'s' if count != 1 else ''} skipped" + (f", {len(empty)} empty class folder(s)" if empty else "")
+    label = f"{count} file{'s' if count != 1 else ''} skipped" + (
+        f", {len(empty)} empty class folder(s)" if empty else ""
+    )
     with st.expander(label, icon=":material/warning:"):
         if rows:
             st.dataframe(rows, hide_index=True, width="stretch", key="skipped-files")
@@ -134,7 +146,7 @@ def thumbnails(paths: Sequence[str | Path], captions: Sequence[str], columns: in
     """A grid of images with captions; an unreadable file shows its name instead of breaking the grid."""
     for start in range(0, len(paths), columns):
         cells = st.columns(columns)
-        for cell, path, caption in zip(cells, paths[start:start + columns], captions[start:start + columns]):
+        for cell, path, caption in zip(cells, paths[start : start + columns], captions[start : start + columns]):
             with cell:
                 try:
                     st.image(cache.thumbnail(str(path), side), caption=caption)
@@ -149,14 +161,23 @@ def run_summary(run: Run) -> None:
     c = st.columns(4)
     c[0].metric("Gallery images", f"{len(run.gallery_paths):,}")
     c[1].metric("Labels", len(run.classes))
-    c[2].metric("P@1 (held-out)", f"{test['precision_at_1']:.3f}" if "precision_at_1" in test else "–",
-                delta=_delta(test, "precision_at_1"), help="Share of held-out images whose nearest gallery image "
-                "has the same label. The delta is against raw pixels.")
-    c[3].metric("kNN accuracy", f"{test['knn_accuracy']:.3f}" if "knn_accuracy" in test else "–",
-                delta=_delta(test, "knn_accuracy"), help="Share of held-out images the app labels right.")
+    c[2].metric(
+        "P@1 (held-out)",
+        f"{test['precision_at_1']:.3f}" if "precision_at_1" in test else "–",
+        delta=_delta(test, "precision_at_1"),
+        help="Share of held-out images whose nearest gallery image "
+        "has the same label. The delta is against raw pixels.",
+    )
+    c[3].metric(
+        "kNN accuracy",
+        f"{test['knn_accuracy']:.3f}" if "knn_accuracy" in test else "–",
+        delta=_delta(test, "knn_accuracy"),
+        help="Share of held-out images the app labels right.",
+    )
     data = "the digits demo set" if tc.data == "demo" else f"`{access.display(run.data_root)}`"
+    weights = " (ImageNet-pretrained)" if mc.pretrained else ""
     st.caption(
-        f"Run **{run.name}** · data {data} · backbone **{mc.backbone}**{' (ImageNet-pretrained)' if mc.pretrained else ''}"
+        f"Run **{run.name}** · data {data} · backbone **{mc.backbone}**{weights}"
         f" · {mc.image_size}px · {run.gallery_embeddings.shape[1]}-d embeddings · kept {run.info.get('kept', '?')}"
         f" · created {run.info.get('created', '?')}"
     )
@@ -175,14 +196,24 @@ def run_picker(key: str = "run-picker") -> None:
     if str(current) not in options and is_run(current):
         options.insert(0, str(current))
     if options:
-        chosen = st.selectbox("Runs", options, index=options.index(str(current)) if str(current) in options else 0,
-                              format_func=lambda p: Path(p).name, key=key, help="Saved runs, newest first")
+        chosen = st.selectbox(
+            "Runs",
+            options,
+            index=options.index(str(current)) if str(current) in options else 0,
+            format_func=lambda p: Path(p).name,
+            key=key,
+            help="Saved runs, newest first",
+        )
         if chosen != str(current) and st.button("Load this run", key=f"{key}-load", type="primary"):
             state.set_active_run(chosen)
             st.rerun()
     with st.expander("Load a run from another folder"):
-        path = st.text_input("Run folder", placeholder="runs/my-run", key=f"{key}-path",
-                             help="A run folder inside the folders this server shares")
+        path = st.text_input(
+            "Run folder",
+            placeholder="runs/my-run",
+            key=f"{key}-path",
+            help="A run folder inside the folders this server shares",
+        )
         if st.button("Load", key=f"{key}-path-load") and path:
             try:
                 state.set_active_run(access.shared_run(path))
