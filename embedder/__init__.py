@@ -3,9 +3,10 @@
 from .config import IndexConfig, ModelConfig, TrainConfig
 from .data import ImageSet, demo_dataset, load_image, scan_folder, stratified_split
 from .errors import Cancelled, EmbedderError
-from .evaluate import evaluate_run, retrieval_metrics
+from .evaluate import evaluate_run
 from .index import GalleryIndex, build_index
 from .knn import topk
+from .metrics import retrieval_metrics
 from .pipeline import TrainResult, train
 from .predict import Prediction, Predictor, vote
 from .progress import Progress, Stage

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibrate import open_set
+from .checkpoint import remove_work_dir, work_dir
 from .config import IndexConfig, TrainConfig
 from .embed import embed_images
 from .errors import Cancelled
@@ -24,7 +25,7 @@ from .model import resolve_device
 from .plan import Plan, plan
 from .progress import Progress, Reporter, Stage, silent
 from .run import Run, gallery_rows, split_record
-from .train import Fitted, fit, remove_work_dir, work_dir
+from .train import Fitted, fit
 from .transforms import eval_transform
 
 

@@ -8,28 +8,26 @@ features through a PCA head), every epoch, and the plain pretrained features.
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .checkpoint import load_checkpoint, resume_key, save_checkpoint, work_dir
 from .config import TrainConfig
 from .embed import DecodedImages, ImageDataset
-from .errors import Cancelled, EmbedderError
-from .folders import MARKER, foreign_entries
+from .errors import Cancelled
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
+from .select import Best, keep, score_of
 from .transforms import eval_transform, train_transform
 from .triplets import batch_stats
 from .validate import ValidationSet, Validator
-
-WORK_FILES = frozenset({MARKER, "checkpoint.pt", "checkpoint.tmp"})
 
 
 @dataclass
@@ -42,69 +40,12 @@ class Fitted:
     validation: dict = field(default_factory=dict)  # the kept candidate's, the untrained one's, the pretrained's
 
 
-@dataclass
-class _Best:
-    score: float
-    state: dict
-    epoch: int
-    metrics: dict
-
-    def to_dict(self) -> dict:
-        return {"score": self.score, "state": self.state, "epoch": self.epoch, "metrics": self.metrics}
-
-
 def _miner(name: str, margin: float):
     from pytorch_metric_learning import miners
 
     if name == "batch-hard":
         return miners.BatchHardMiner()
     return miners.TripletMarginMiner(margin=margin, type_of_triplets=name)
-
-
-def _score(metrics: dict) -> float:
-    return metrics.get("score", float("-inf"))
-
-
-def work_dir(out: Path) -> Path:
-    """Where checkpoints of an unfinished training of ``out`` live (beside it, never inside it)."""
-    return out.parent / f".{out.name}.partial"
-
-
-def _resume_key(cfg: TrainConfig) -> dict:
-    """The settings a checkpoint must share with the training that resumes it."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "overwrite")}
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write a checkpoint of tensors and plain values only, so it loads with ``weights_only=True``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.parent / MARKER).touch()
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-
-
-def load_checkpoint(path: Path, cfg: TrainConfig, device) -> dict:
-    """Read a checkpoint without running code from it; one line when it is damaged, foreign or for other settings."""
-    import pickle
-
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise EmbedderError(
-            f"cannot resume: {path} holds objects other than weights, which are never loaded "
-            "(they could run code); drop --resume to start over"
-        ) from None
-    except Exception:
-        raise EmbedderError(f"cannot resume: {path} is not a checkpoint; drop --resume to start over") from None
-    if not isinstance(ckpt, dict) or ckpt.get("config") != _resume_key(cfg):
-        raise EmbedderError(f"cannot resume: {path} was written with other settings; drop --resume to start over")
-    return ckpt
-
-
-def remove_work_dir(wd: Path) -> None:
-    """Delete the checkpoint folder once the run is written, only if it holds nothing but our files."""
-    if wd.is_dir() and (wd / MARKER).is_file() and not foreign_entries(wd, WORK_FILES):
-        shutil.rmtree(wd, ignore_errors=True)
 
 
 def _optimizer(model: EmbeddingNet, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -229,32 +170,12 @@ def _starting_points(loop: _Loop) -> tuple[dict, dict]:
     return start, pretrained
 
 
-def _keep(model: EmbeddingNet, best: _Best, pretrained: dict, device) -> tuple[EmbeddingNet, str]:
-    """The candidate that scored best on validation; the pretrained features win ties (simpler, no head)."""
-    if pretrained and _score(pretrained) >= best.score:
-        kept = (
-            f"pretrained features: validation score {_score(pretrained):.3f} >= {best.score:.3f} of the best "
-            f"trained epoch ({best.epoch})"
-        )
-        return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), kept
-    model.load_state_dict(best.state)
-    kept = f"epoch {best.epoch}" + (
-        f": best validation score {best.score:.3f}" if best.metrics else " (no validation images)"
-    )
-    if best.epoch == 0:
-        start = "the pretrained backbone with its PCA head" if model.config.pretrained else "the untrained network"
-        kept = f"{start}, before triplet training: no epoch beat it on validation (score {best.score:.3f})"
-    if pretrained:
-        kept += f"; pretrained features scored {_score(pretrained):.3f}"
-    return model.eval(), kept
-
-
 def _resume(ckpt_path: Path, cfg: TrainConfig, model, optimizer, device, report: Reporter):
     ckpt = load_checkpoint(ckpt_path, cfg, device)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     report(Progress(Stage.NOTE, message=f"resumed from epoch {ckpt['epoch']}"))
-    return _Best(**ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
+    return Best(**ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
 
 
 def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
@@ -270,7 +191,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     if loop.val.note:
         report(Progress(Stage.NOTE, message=loop.val.note))
     start_val, pretrained_val = _starting_points(loop)
-    best = _Best(_score(start_val), copy.deepcopy(model.state_dict()), 0, start_val)
+    best = Best(score_of(start_val), copy.deepcopy(model.state_dict()), 0, start_val)
     history, bad_epochs, first = [], 0, 1
     ckpt_path = work_dir(out) / "checkpoint.pt"
     if cfg.resume and ckpt_path.exists():
@@ -284,16 +205,16 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
             report(Progress(Stage.NOTE, message=f"validation is perfect at epoch {best.epoch}: stopping"))
             break
         stats, val = loop.epoch(epoch, optimizer, report, stop)
-        stats.best = _score(val) > best.score or not val
+        stats.best = score_of(val) > best.score or not val
         history.append(stats.to_dict())
         if stats.best:
-            best, bad_epochs = _Best(_score(val), copy.deepcopy(model.state_dict()), epoch, val), 0
+            best, bad_epochs = Best(score_of(val), copy.deepcopy(model.state_dict()), epoch, val), 0
         else:
             bad_epochs += 1
         save_checkpoint(
             ckpt_path,
             {
-                "config": _resume_key(cfg),
+                "config": resume_key(cfg),
                 "model": model.state_dict(),
                 "epoch": epoch,
                 "optimizer": optimizer.state_dict(),
@@ -303,7 +224,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
             },
         )
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
-    kept_model, kept = _keep(model, best, pretrained_val, device)
+    kept_model, kept = keep(model, best, pretrained_val, device)
     report(Progress(Stage.NOTE, message=f"kept {kept}"))
     return Fitted(
         kept_model,

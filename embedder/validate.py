@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .data import stratified_sample
 from .embed import embed_images
-from .evaluate import retrieval_metrics
+from .metrics import retrieval_metrics
 from .model import EmbeddingNet
 
 MAX_QUERIES = 2_000  # validation queries scored each epoch (and as many unseen-class images)

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from embedder.plots import (
+from embedder.charts import (
     at_threshold,
     confusion_heatmap,
     metrics_bars,

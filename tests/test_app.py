@@ -13,10 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import held_out_digit
 from streamlit.testing.v1 import AppTest
 
-from embedder.data import load_image
-from embedder.predict import Predictor
 from embedder.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,20 +50,6 @@ def _app(page: str | None = None) -> AppTest:
     if page:
         at.switch_page(page).run()
     return at
-
-
-def held_out_digit(run_dir: Path) -> tuple[bytes, str]:
-    """The first held-out test image that the run labels right, as (PNG bytes, true label)."""
-    run = load_run(run_dir)
-    paths, labels = run.queries("test")
-    predictor = Predictor(run)
-    for path, label in zip(paths[:20], labels[:20]):
-        if (
-            predictor.predict([load_image(path)], k=5, unknown_threshold=predictor.calibrated_threshold)[0].label
-            == run.classes[label]
-        ):
-            return path.read_bytes(), run.classes[label]
-    raise AssertionError("the fixture run labels none of its first 20 held-out images right")
 
 
 @pytest.mark.parametrize("page", PAGES)

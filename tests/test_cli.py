@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import copy_run
 
 from embedder.cli import main
 
@@ -85,8 +86,6 @@ def test_cli__user_errors_exit_2_with_one_line(args, message, tmp_path):
 @pytest.mark.parametrize("command", ["predict", "evaluate", "project"])
 @pytest.mark.parametrize("damage", ["index.ann", "gallery.npz", "config.json", "model.pt"])
 def test_cli__a_damaged_run_is_one_line_naming_the_file(digits_run, tmp_path, capsys, command, damage):
-    from test_run import copy_run
-
     run_dir = copy_run(digits_run, tmp_path / "run")
     (run_dir / damage).write_bytes(b"garbage")
     query = str(load_run_queries(digits_run)[0])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedder.data import demo_dataset, scan_folder, stratified_split
+from embedder.data import demo_dataset, scan_folder, stratified_sample, stratified_split
 from embedder.errors import EmbedderError
 
 
@@ -197,3 +197,16 @@ def test_demo_dataset__digits_written_once(tmp_path):
     mtime = (root / "0" / "0000.png").stat().st_mtime_ns
     assert demo_dataset(tmp_path) == root
     assert (root / "0" / "0000.png").stat().st_mtime_ns == mtime
+
+
+def test_stratified_sample__keeps_every_label_and_the_cap():
+    labels = np.array([0] * 90 + [1] * 9 + [2])
+    rows = stratified_sample(labels, cap=20, seed=0)
+    assert len(rows) == 20
+    assert set(labels[rows]) == {0, 1, 2}
+    assert np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, stratified_sample(labels, cap=20, seed=0))
+
+
+def test_stratified_sample__under_the_cap_is_everything():
+    assert stratified_sample([1, 2, 3], cap=5).tolist() == [0, 1, 2]

@@ -1,17 +1,9 @@
-"""Figure builders: traces per label, stable row ids in customdata, the "other" group, sampling, curves."""
+"""The embedding map: traces per label, stable row ids in customdata, the "other" group."""
 
 import numpy as np
 import plotly.graph_objects as go
 
-from embedder.plots import (
-    OTHER,
-    embedding_map,
-    label_style,
-    metrics_rows,
-    stratified_sample,
-    top_labels,
-    training_curves,
-)
+from embedder.plots import OTHER, embedding_map, label_style, top_labels
 
 
 def _points(fig: go.Figure) -> dict[str, list[int]]:
@@ -58,41 +50,3 @@ def test_label_style__colours_cycle_then_symbols_change():
 
 def test_top_labels__most_frequent_first_ties_alphabetical():
     assert top_labels(["c", "b", "a", "b", "c"], 2) == ["b", "c"]
-
-
-def test_stratified_sample__keeps_every_label_and_the_cap():
-    labels = np.array([0] * 90 + [1] * 9 + [2])
-    rows = stratified_sample(labels, cap=20, seed=0)
-    assert len(rows) == 20
-    assert set(labels[rows]) == {0, 1, 2}
-    assert np.all(np.diff(rows) > 0)
-    assert np.array_equal(rows, stratified_sample(labels, cap=20, seed=0))
-
-
-def test_stratified_sample__under_the_cap_is_everything():
-    assert stratified_sample([1, 2, 3], cap=5).tolist() == [0, 1, 2]
-
-
-def test_training_curves__three_panels_and_best_epochs_marked():
-    history = [
-        {"epoch": 1, "loss": 0.2, "active_fraction": 0.5, "val_precision_at_1": 0.8, "best": True},
-        {"epoch": 2, "loss": 0.1, "active_fraction": 0.3, "val_precision_at_1": 0.7, "best": False},
-    ]
-    fig = training_curves(history)
-    lines = [t for t in fig.data if t.mode == "lines+markers"]
-    assert [list(t.y) for t in lines] == [[0.2, 0.1], [0.5, 0.3], [0.8, 0.7]]
-    stars = [t for t in fig.data if t.name == "improved"]
-    assert [list(t.x) for t in stars] == [[1], [1], [1]]
-
-
-def test_metrics_rows__trained_then_baselines():
-    test = {
-        "precision_at_1": 0.9,
-        "r_precision": 0.8,
-        "map_at_r": 0.7,
-        "knn_accuracy": 0.95,
-        "baselines": {"raw_pixels": {"precision_at_1": 0.5}},
-    }
-    rows = metrics_rows(test)
-    assert rows[0] == {"model": "trained (triplet)", "P@1": 0.9, "R-Precision": 0.8, "MAP@R": 0.7, "kNN accuracy": 0.95}
-    assert rows[1] == {"model": "raw pixels", "P@1": 0.5, "R-Precision": None, "MAP@R": None, "kNN accuracy": None}

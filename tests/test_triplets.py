@@ -4,9 +4,11 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from embedder.run import load_run
-from embedder.triplets import mine_triplets, sample_triplets
+from embedder.triplets import batch_stats, kind_of, mine_triplets, sample_triplets
 
 # Two classes on the unit circle: class 0 at 0 and 40 degrees, class 1 at 60 and 90 degrees.
 ANGLES = np.radians([0, 40, 60, 90])
@@ -51,3 +53,23 @@ def test_sample_triplets__from_a_real_run(digits_run):
         assert t.anchor.parent.name == t.positive.parent.name == t.label
         assert t.negative.parent.name == t.negative_label != t.label
     assert [t.anchor for t in found] == [t.anchor for t in sample_triplets(run, n=3, seed=0)]
+
+
+def test_batch_stats__matches_a_triple_loop():
+    torch.manual_seed(1)
+    emb = torch.nn.functional.normalize(torch.randn(9, 4), dim=1)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    frac, ap, an = batch_stats(emb, labels, margin=0.5)
+    d = torch.cdist(emb, emb)
+    a, p, n = lmu.get_all_triplets_indices(labels)
+    want_frac = float((d[a, p] - d[a, n] + 0.5 > 0).float().mean())
+    pos = [(i, j) for i in range(9) for j in range(9) if i != j and labels[i] == labels[j]]
+    neg = [(i, j) for i in range(9) for j in range(9) if labels[i] != labels[j]]
+    assert frac == pytest.approx(want_frac)
+    assert ap == pytest.approx(float(np.mean([d[i, j] for i, j in pos])), rel=1e-5)
+    assert an == pytest.approx(float(np.mean([d[i, j] for i, j in neg])), rel=1e-5)
+
+
+@pytest.mark.parametrize("ap, an, kind", [(0.5, 0.4, "hard"), (0.5, 0.6, "semi-hard"), (0.5, 0.8, "easy")])
+def test_kind_of__where_a_triplet_stands_under_the_margin(ap, an, kind):
+    assert kind_of(ap, an, margin=0.2) == kind

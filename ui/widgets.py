@@ -8,8 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from embedder.charts import training_curves
 from embedder.errors import EmbedderError
-from embedder.plots import training_curves
 from embedder.run import Run, is_run, list_runs
 
 from . import access, cache, jobs, state

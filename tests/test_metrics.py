@@ -1,12 +1,7 @@
 import numpy as np
+from helpers import unit as _unit
 
-from embedder.evaluate import diagnostics, knn_accuracies, open_set, retrieval_metrics
-
-
-def _unit(rows):
-    x = np.asarray(rows, dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
+from embedder.metrics import diagnostics, knn_accuracies, retrieval_metrics
 
 # Two tight clusters on the unit circle: class 0 near 0 degrees, class 1 near 90 degrees.
 GALLERY = _unit([[1, 0.00], [1, 0.05], [1, -0.05], [0.00, 1], [0.05, 1], [-0.05, 1]])
@@ -48,16 +43,6 @@ def test_knn_accuracies__vote_outvotes_a_single_close_mistake():
     acc = knn_accuracies(_unit([[1, 0.3]]), np.array([0]), gallery, labels, ks=(1, 3))
     assert acc[1] == (0.0, 0.0)  # 1-NN is the class-1 item sitting on the query
     assert acc[3][0] == 0.0  # the exact duplicate still dominates a distance-weighted vote
-
-
-def test_open_set__threshold_separates_known_from_unknown():
-    q = _unit([[1, 0.01], [1, -0.02], [0.01, 1], [-0.02, 1]])
-    result = open_set(q, np.array([0, 0, 1, 1]), GALLERY, G_LABELS, target_precision=0.95)
-    assert result["auroc"] == 1.0
-    known = 0.06  # every query is within this of its own cluster ...
-    assert known < result["threshold"] < 1.3  # ... and about 1.4 from the other one
-    assert result["coverage"] == 1.0 and result["precision"] == 1.0
-    assert [p["coverage"] for p in result["curve"]][0] == 0.0 and result["curve"][-1]["coverage"] == 1.0
 
 
 def test_diagnostics__confusion_matrix_and_pairs():

@@ -1,0 +1,142 @@
+"""Retrieval metrics of embeddings: P@1, R-Precision, MAP@R (pytorch-metric-learning), the kNN vote's accuracy,
+and per-class diagnostics. Every search goes through the streaming top-k."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .config import DEFAULT_K
+from .knn import StreamingKNN, topk
+from .predict import knn_predictions
+
+KNN_KS = (1, 3, 5, 10, 20)
+
+
+def _accuracy_calculator():
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    # The streaming top-k keeps AccuracyCalculator off faiss (not installed) and off a queries x gallery matrix.
+    return AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        knn_func=StreamingKNN(),
+    )
+
+
+def neighbors(
+    queries: np.ndarray, gallery: np.ndarray, k: int, leave_one_out: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact kNN (Q, k). With ``leave_one_out`` the queries are the gallery and nobody finds itself."""
+    return topk(queries, gallery, k, exclude=np.arange(len(queries)) if leave_one_out else None)
+
+
+def knn_accuracies(
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    ks: Sequence[int] = KNN_KS,
+    leave_one_out: bool = False,
+) -> dict[int, tuple[float, float]]:
+    """Distance-weighted kNN vote for each k -> {k: (accuracy, macro accuracy)} on exact neighbours."""
+    idx, dist = neighbors(queries, gallery, max(ks), leave_one_out)
+    out = {}
+    for k in ks:
+        if k > idx.shape[1]:
+            continue
+        correct = knn_predictions(idx, dist, gallery_labels, k) == query_labels
+        per_class = [correct[query_labels == c].mean() for c in np.unique(query_labels)]
+        out[k] = (float(correct.mean()), float(np.mean(per_class)))
+    return out
+
+
+def retrieval_metrics(
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    leave_one_out: bool = False,
+    k: int = DEFAULT_K,
+) -> dict:
+    """Queries (Q, D) against a gallery (N, D), both L2-normalised.
+
+    Queries whose label has no gallery image (with ``leave_one_out``: no other image) cannot be
+    answered right by retrieval; they are left out of the metrics and counted in ``n_unmatched_queries``.
+    """
+    labels, counts = np.unique(gallery_labels, return_counts=True)
+    answerable = labels[counts >= (2 if leave_one_out else 1)]
+    present = np.isin(query_labels, answerable)
+    q, ql = queries[present], query_labels[present]
+    if leave_one_out:
+        gallery, gallery_labels = q, ql
+    result = {"n_queries": int(len(q)), "n_unmatched_queries": int((~present).sum())}
+    if len(q) == 0:
+        return result
+    acc = _accuracy_calculator().get_accuracy(
+        torch.from_numpy(q),
+        torch.from_numpy(ql),
+        torch.from_numpy(gallery),
+        torch.from_numpy(gallery_labels),
+        ref_includes_query=leave_one_out,
+    )
+    knn = knn_accuracies(q, ql, gallery, gallery_labels, ks=sorted({*KNN_KS, k}), leave_one_out=leave_one_out)
+    best_k = max(knn, key=lambda j: (knn[j][0], -j))
+    default_k = k if k in knn else max(knn)
+    result.update(
+        precision_at_1=float(acc["precision_at_1"]),
+        r_precision=float(acc["r_precision"]),
+        map_at_r=float(acc["mean_average_precision_at_r"]),
+        knn_accuracy=knn[default_k][0],
+        knn_k=default_k,
+        knn_accuracy_at_1=knn[1][0],
+        best_k=best_k,
+        knn_accuracy_at_best_k=knn[best_k][0],
+        macro_accuracy=knn[default_k][1],
+    )
+    return result
+
+
+def diagnostics(
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    classes: list[str],
+    query_paths: Sequence,
+    gallery_paths: Sequence,
+    k: int = DEFAULT_K,
+    top_pairs: int = 6,
+) -> dict:
+    """Per-class accuracy, the confusion matrix of the kNN vote, and the most confused pairs with examples."""
+    present = np.isin(query_labels, gallery_labels)
+    q, ql = queries[present], query_labels[present]
+    paths = [p for p, ok in zip(query_paths, present) if ok]
+    if len(q) == 0:
+        return {}
+    idx, dist = topk(q, gallery, k)
+    pred = knn_predictions(idx, dist, gallery_labels, k)
+    n = len(classes)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (ql, pred), 1)
+    per_class = {
+        classes[c]: {"n": int(matrix[c].sum()), "accuracy": float(matrix[c, c] / matrix[c].sum())}
+        for c in range(n)
+        if matrix[c].sum()
+    }
+    off = [(int(matrix[a, b]), a, b) for a in range(n) for b in range(n) if a != b and matrix[a, b]]
+    pairs = []
+    for count, a, b in sorted(off, reverse=True)[:top_pairs]:
+        rows = np.flatnonzero((ql == a) & (pred == b))[:3]
+        examples = []
+        for r in rows:  # the query and its nearest neighbour of the wrongly predicted class
+            j = next(int(j) for j in idx[r] if gallery_labels[j] == b)
+            examples.append({"query": str(paths[r]), "neighbor": str(gallery_paths[j])})
+        pairs.append({"true": classes[a], "predicted": classes[b], "count": count, "examples": examples})
+    return {
+        "per_class": per_class,
+        "confusion": {"labels": classes, "matrix": matrix.tolist()},
+        "confused_pairs": pairs,
+    }
