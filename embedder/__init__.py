@@ -8,10 +8,11 @@ from .index import GalleryIndex, build_index
 from .knn import topk
 from .metrics import retrieval_metrics
 from .pipeline import TrainResult, train
-from .predict import Prediction, Predictor, vote
+from .predict import Prediction, Predictor
 from .progress import Progress, Stage
 from .project import Projection, project
 from .run import Run, list_runs, load_run
+from .vote import vote
 
 __all__ = [
     "Cancelled",

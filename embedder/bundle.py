@@ -17,7 +17,6 @@ or swapped in from another run) is named on load.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -36,20 +35,11 @@ import torch
 from .config import SCHEMA_VERSION, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
+from .machine import machine_versions
 
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")
 BUNDLE_FILES = frozenset({MARKER, *REQUIRED_FILES, "split.json", "history.json", "metrics.json"})
 CHECKSUMMED = ("model.pt", "gallery.npz", "index.ann")
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "torchvision", "pytorch-metric-learning", "annoy", "numpy", "scikit-learn"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[name] = version(name)
-    return out
 
 
 @dataclass
@@ -95,7 +85,7 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
             "schema_version": SCHEMA_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **config,
-            "versions": library_versions(),
+            "versions": machine_versions(),
             "checksums": {name: sha256(tmp / name) for name in CHECKSUMMED},
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2))

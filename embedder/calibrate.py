@@ -1,6 +1,8 @@
-"""Calibration on validation images: where "unknown" starts (a nearest-neighbour distance threshold).
+"""Calibration on validation images: how far a confident answer may be (the "unknown" distance threshold),
+and how often an answer is right (a probability from the vote share and the nearest distance).
 
-Everything here is fitted on validation queries only; test queries are never used for it.
+Everything here is fitted on validation queries only; test queries are never used for it, only to report
+how well it holds (``reliability``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import numpy as np
 
 from .config import DEFAULT_K
 from .knn import topk
-from .predict import knn_predictions
+from .vote import knn_predictions, knn_votes
 
 
 def open_set(
@@ -73,3 +75,65 @@ def open_set(
             dict(zip(("threshold", "coverage", "accuracy", "unknown_accepted"), (float(t), *at(t)[1:]))) for t in grid
         ],
     }
+
+
+def vote_outcomes(
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: the features confidence is read from, (vote share, nearest distance) (Q, 2), and whether the
+    vote was right (Q,)."""
+    idx, dist = topk(queries, gallery, k)
+    predicted, shares = knn_votes(idx, dist, gallery_labels, k)
+    return np.stack([shares, dist[:, 0]], axis=1), predicted == query_labels
+
+
+def fit_confidence(features: np.ndarray, correct: np.ndarray) -> dict:
+    """P(right | vote share, nearest distance): a logistic regression (Platt scaling on two features) fitted on
+    validation queries; with no wrong (or no right) answer to learn from, the smoothed rate (right + 1) / (n + 2).
+    Plain numbers, so the run stores it as JSON."""
+    n, right = len(correct), int(correct.sum())
+    if 0 < right < n:
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(C=1.0).fit(features, correct.astype(int))
+        return {
+            "kind": "logistic",
+            "coef": [float(c) for c in model.coef_[0]],
+            "intercept": float(model.intercept_[0]),
+            "n": n,
+            "right": right,
+        }
+    return {"kind": "constant", "value": (right + 1) / (n + 2), "n": n, "right": right}
+
+
+def apply_confidence(calibration: dict | None, features: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities (Q,) for features (Q, 2); without a calibration, the raw vote share."""
+    if not calibration:
+        return features[:, 0].astype(np.float64)
+    if calibration["kind"] == "constant":
+        return np.full(len(features), calibration["value"])
+    z = features @ np.asarray(calibration["coef"]) + calibration["intercept"]
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Reliability diagram data and the expected calibration error: in each confidence bin, the mean confidence
+    against the share actually right, weighted by the bin's size."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            conf, acc = float(confidence[inside].mean()), float(correct[inside].mean())
+            ece += inside.mean() * abs(conf - acc)
+            rows.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "confidence": conf,
+                    "accuracy": acc,
+                    "count": int(inside.sum()),
+                }
+            )
+    return {"bins": rows, "ece": float(ece), "n": int(len(correct))}

@@ -227,3 +227,42 @@ def threshold_curve(
 def at_threshold(curve: Sequence[dict], value: float) -> dict:
     """The curve point nearest ``value`` (the slider's reading)."""
     return min(curve, key=lambda p: abs(p["threshold"] - value))
+
+
+def reliability_diagram(before: dict, after: dict, height: int = 320) -> go.Figure:
+    """Confidence against the share actually right, per confidence bin: the raw vote share and the calibrated
+    probability, with the diagonal a calibrated model would follow. Marker size is the bin's count."""
+    fig = go.Figure(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line=dict(color="#999", dash="dot"),
+            name="perfectly calibrated",
+            hoverinfo="skip",
+        )
+    )
+    for name, data, color in (("vote share", before, "#BCBD22"), ("calibrated", after, PALETTE[0])):
+        bins = data["bins"]
+        fig.add_trace(
+            go.Scatter(
+                x=[b["confidence"] for b in bins],
+                y=[b["accuracy"] for b in bins],
+                mode="lines+markers",
+                name=f"{name} (ECE {data['ece']:.3f})",
+                line=dict(color=color),
+                marker=dict(size=[6 + 14 * np.sqrt(b["count"] / max(1, data["n"])) for b in bins]),
+                customdata=[b["count"] for b in bins],
+                hovertemplate="confidence %{x:.2f}<br>right %{y:.2f}<br>%{customdata} images<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title="confidence",
+        yaxis_title="share right",
+        xaxis_range=[0, 1.02],
+        yaxis_range=[0, 1.02],
+        legend=dict(orientation="h", y=-0.25),
+    )
+    return fig

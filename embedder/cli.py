@@ -189,7 +189,7 @@ def cmd_predict(args) -> int:
     else:
         for p in preds:
             nn = ", ".join(f"{n.label} {n.distance:.3f}" for n in p.neighbors)
-            print(f"{p.image}: {p.label} ({p.confidence:.0%})  neighbours: {nn}")
+            print(f"{p.image}: {p.label} (confidence {p.confidence:.0%}, vote {p.vote_share:.0%})  neighbours: {nn}")
     return EXIT_USER_ERROR if errors else 0
 
 

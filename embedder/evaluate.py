@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from .calibrate import open_set
+from .calibrate import apply_confidence, open_set, reliability, vote_outcomes
 from .data import scan_folder
 from .embed import embed_images
 from .errors import EmbedderError
@@ -119,6 +119,22 @@ def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
 _WHAT = ("queries", "gallery", "unseen")
 
 
+def _calibration(run, sets: _Sets, q_emb: np.ndarray) -> dict:
+    """How well confidence matches accuracy on these queries: the raw vote share, and the probability calibrated
+    on validation images (never on these queries)."""
+    present = np.isin(sets.q_labels, sets.g_labels)
+    if not present.any():
+        return {}
+    features, correct = vote_outcomes(
+        q_emb[present], sets.q_labels[present], run.gallery_embeddings, sets.g_labels, run.train_config.k
+    )
+    calibration = run.metrics.get("confidence")
+    return {
+        "before": reliability(features[:, 0], correct),
+        "after": reliability(apply_confidence(calibration, features), correct) if calibration else None,
+    }
+
+
 def _stored_baselines(run, sets: _Sets) -> tuple[dict, dict] | None:
     """The baselines measured at training on the same held-out queries, when this evaluation asks for those."""
     stored = run.metrics.get("test", {})
@@ -158,6 +174,7 @@ def evaluate_run(
     result["open_set"] = open_set(
         q_emb, sets.q_labels, run.gallery_embeddings, sets.g_labels, target_precision, k=run.train_config.k
     )
+    result["calibration"] = _calibration(run, sets, q_emb)
     result.update(
         diagnostics(
             q_emb,

@@ -10,7 +10,7 @@ import torch
 
 from .config import DEFAULT_K
 from .knn import StreamingKNN, topk
-from .predict import knn_predictions
+from .vote import knn_predictions
 
 KNN_KS = (1, 3, 5, 10, 20)
 
@@ -51,6 +51,31 @@ def knn_accuracies(
         per_class = [correct[query_labels == c].mean() for c in np.unique(query_labels)]
         out[k] = (float(correct.mean()), float(np.mean(per_class)))
     return out
+
+
+def vote_correct(
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    k: int = DEFAULT_K,
+    leave_one_out: bool = False,
+) -> np.ndarray:
+    """(Q,) bool: whether the distance-weighted vote of each query's k nearest gallery images is its label."""
+    if len(queries) == 0:
+        return np.zeros(0, dtype=bool)
+    idx, dist = neighbors(queries, gallery, k, leave_one_out)
+    return knn_predictions(idx, dist, gallery_labels, k) == query_labels
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a proportion (Wilson score): honest for small n and for 0% or 100%."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def retrieval_metrics(

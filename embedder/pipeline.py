@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibrate import open_set
+from .calibrate import fit_confidence, open_set, vote_outcomes
 from .checkpoint import remove_work_dir, work_dir
 from .config import IndexConfig, TrainConfig
 from .embed import embed_images
@@ -73,16 +73,19 @@ def index_gallery(emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> Galler
 
 
 def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> dict:
-    """The "unknown" distance threshold, from validation images against the training images."""
-    report(Progress(Stage.CALIBRATE, message='calibrating "unknown" on validation images'))
+    """From validation images against the training images: the "unknown" distance threshold, and the map from
+    vote share and nearest distance to the probability that an answer is right."""
+    report(Progress(Stage.CALIBRATE, message='calibrating confidence and "unknown" on validation images'))
     if not len(pl.val_idx):
-        return {"calibrated_on": "validation"}
+        return {"unknown": {"calibrated_on": "validation"}, "confidence": None}
     position = {int(i): r for r, i in enumerate(rows)}
     val, train = [position[int(i)] for i in pl.val_idx], [position[int(i)] for i in pl.train_idx]
     labels = pl.images.labels
-    calib = open_set(emb[val], labels[pl.val_idx], emb[train], labels[pl.train_idx], cfg.target_precision, k=cfg.k)
+    q, ql, g, gl = emb[val], labels[pl.val_idx], emb[train], labels[pl.train_idx]
+    calib = open_set(q, ql, g, gl, cfg.target_precision, k=cfg.k)
     keys = ("threshold", "target_precision", "precision", "coverage", "auroc")
-    return {**{k: calib[k] for k in keys if k in calib}, "calibrated_on": "validation"}
+    unknown = {**{k: calib[k] for k in keys if k in calib}, "calibrated_on": "validation"}
+    return {"unknown": unknown, "confidence": fit_confidence(*vote_outcomes(q, ql, g, gl, cfg.k))}
 
 
 def assemble(pl: Plan, cfg: TrainConfig, fitted: Fitted, rows: np.ndarray, emb: np.ndarray, index: GalleryIndex) -> Run:
@@ -127,9 +130,9 @@ def train(
     report = _guarded(report, stop)
     rows, emb = embed_gallery(pl, fitted, cfg, device, report)
     index = index_gallery(emb, cfg, report)
-    unknown = calibrate(pl, rows, emb, cfg, report)
+    calibration = calibrate(pl, rows, emb, cfg, report)
     run = assemble(pl, cfg, fitted, rows, emb, index)
-    run.metrics = {"index": index.stats(), **fitted.validation, "kept": fitted.kept, "unknown": unknown}
+    run.metrics = {"index": index.stats(), **fitted.validation, "kept": fitted.kept, **calibration}
     if len(pl.test_idx) or cfg.queries:
         run.metrics["test"] = evaluate_run(
             run, queries=cfg.queries, device=str(device), progress=report, target_precision=cfg.target_precision

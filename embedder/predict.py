@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+from .calibrate import apply_confidence
 from .embed import embed_images
 from .run import Run
 from .transforms import eval_transform
+from .vote import vote
 
 UNKNOWN = "unknown"
-EPS = 1e-6  # keeps an exact duplicate (distance 0) from dividing by zero; it then wins the vote outright
 
 
 @dataclass
@@ -29,10 +30,11 @@ class Neighbor:
 class Prediction:
     image: str
     label: str
-    confidence: float  # the winning label's share of the vote (0..1)
+    confidence: float  # probability that the label is right, calibrated on validation images (else: vote_share)
     votes: dict[str, float]  # every voting label's share, largest first
     neighbors: list[Neighbor]
     nearest_distance: float = float("nan")
+    vote_share: float = float("nan")  # the winning label's share of the distance-weighted vote (0..1)
     embedding: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
@@ -50,35 +52,11 @@ class Prediction:
             "file": self.image,
             "label": self.label,
             "confidence": round(self.confidence, 4),
+            "vote_share": round(self.vote_share, 4),
             "votes": json.dumps({k: round(v, 4) for k, v in self.votes.items()}),
             "nearest_distance": round(self.nearest_distance, 4),
             "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{where(n)}" for n in self.neighbors),
         }
-
-
-def vote(labels: Sequence[str], distances: Sequence[float]) -> tuple[str, float, dict[str, float]]:
-    """Distance-weighted vote: each neighbour adds 1 / (distance + eps) to its label.
-
-    Returns:
-        (label, confidence, shares): the label with the largest share (ties go to the label of the nearer
-        neighbour), its share, and all shares sorted largest first.
-    """
-    if len(labels) == 0:
-        raise ValueError("vote needs at least one neighbour")
-    weight: dict[str, float] = {}
-    first_seen: dict[str, int] = {}
-    for rank, (label, d) in enumerate(zip(labels, distances)):
-        weight[label] = weight.get(label, 0.0) + 1.0 / (float(d) + EPS)
-        first_seen.setdefault(label, rank)
-    total = sum(weight.values())
-    order = sorted(weight, key=lambda lab: (-weight[lab], first_seen[lab]))
-    shares = {lab: weight[lab] / total for lab in order}
-    return order[0], shares[order[0]], shares
-
-
-def knn_predictions(idx: np.ndarray, dist: np.ndarray, gallery_labels: np.ndarray, k: int) -> np.ndarray:
-    """Distance-weighted vote over the first k neighbours of each row -> predicted labels (Q,)."""
-    return np.array([int(vote(gallery_labels[i[:k]].tolist(), d[:k])[0]) for i, d in zip(idx, dist)])
 
 
 class Predictor:
@@ -94,6 +72,11 @@ class Predictor:
     def k(self) -> int:
         """The run's number of voting neighbours."""
         return self.run.train_config.k
+
+    @property
+    def calibration(self) -> dict | None:
+        """The run's map from (vote share, nearest distance) to the probability of being right, if it has one."""
+        return self.run.metrics.get("confidence")
 
     @property
     def calibrated_threshold(self) -> float | None:
@@ -132,10 +115,11 @@ class Predictor:
                 )
                 for j, d in zip(row, drow)
             ]
-            label, confidence, shares = vote([n.label for n in neighbors], [n.distance for n in neighbors])
+            label, share, shares = vote([n.label for n in neighbors], [n.distance for n in neighbors])
+            confidence = apply_confidence(self.calibration, np.array([[share, neighbors[0].distance]]))[0]
             if unknown_threshold is not None and neighbors[0].distance > unknown_threshold:
                 label = UNKNOWN  # the vote shares stay, to show what it resembles most
-            out.append(Prediction(name, label, float(confidence), shares, neighbors, neighbors[0].distance, emb))
+            out.append(Prediction(name, label, float(confidence), shares, neighbors, neighbors[0].distance, share, emb))
         return out
 
     def predict(

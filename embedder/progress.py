@@ -41,6 +41,7 @@ class EpochStats:
     val_map_at_r: float
     seconds: float
     val_unseen_map_at_r: float | None = None  # classes never trained on (leave-one-out among them)
+    val_label_accuracy: float | None = None  # share of validation images the k-NN vote labels right
     best: bool = False
 
     def to_dict(self) -> dict:

@@ -1,45 +1,95 @@
-"""Choosing the model a run keeps, among candidates scored on validation."""
+"""Choosing the model a run keeps: the one that labels validation images best, where "best" must beat the noise.
+
+Candidates: the baseline (the plain pretrained features; without pretrained weights the network before
+training), the pretrained backbone with its PCA head, and the best epoch. Each is scored by the k-NN vote's
+accuracy on the validation images (``validate.Score``). A candidate replaces the baseline only when, on the
+same validation images, it gets clearly more of them right (a paired test: queries it gets right that the
+baseline gets wrong, minus the reverse, must exceed 1.645 standard errors), or gets at least as many right
+and ranks them better (MAP@R). With a few dozen validation images a difference of one or two is noise, and
+the simpler model stays.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field
 
-from .model import EmbeddingNet
+import numpy as np
+
+from .validate import Score
+
+Z = 1.645  # one-sided 95%
 
 
 @dataclass
-class Best:
-    """The best trained candidate so far: its score, weights, epoch (0: before training) and metrics."""
-
-    score: float
-    state: dict
-    epoch: int
-    metrics: dict
+class Candidate:
+    name: str  # what the user reads: "epoch 7", "pretrained features", ...
+    score: Score
+    epoch: int | None = None  # a state of the trained network: 0 is before training
+    state: dict | None = field(default=None, repr=False)  # its weights
 
     def to_dict(self) -> dict:
-        return {"score": self.score, "state": self.state, "epoch": self.epoch, "metrics": self.metrics}
+        """For a checkpoint: tensors and plain values only."""
+        import torch
 
+        return {
+            "name": self.name,
+            "metrics": self.score.metrics,
+            "correct": torch.from_numpy(self.score.correct),
+            "epoch": self.epoch,
+            "state": self.state,
+        }
 
-def score_of(metrics: dict) -> float:
-    """The number candidates are ranked by (see ``ValidationSet.score``); -inf without validation."""
-    return metrics.get("score", float("-inf"))
+    @classmethod
+    def from_dict(cls, d: dict) -> Candidate:
+        return cls(d["name"], Score(d["metrics"], d["correct"].numpy()), d["epoch"], d["state"])
 
-
-def keep(model: EmbeddingNet, best: Best, pretrained: dict, device) -> tuple[EmbeddingNet, str]:
-    """The candidate that scored best on validation; the pretrained features win ties (simpler, no head)."""
-    if pretrained and score_of(pretrained) >= best.score:
-        kept = (
-            f"pretrained features: validation score {score_of(pretrained):.3f} >= {best.score:.3f} of the best "
-            f"trained epoch ({best.epoch})"
+    def summary(self) -> str:
+        m = self.score.metrics
+        if "label_accuracy" not in m:
+            return self.name
+        low, high = m["label_accuracy_ci"]
+        return (
+            f"{self.name}: validation label accuracy {m['label_accuracy']:.3f} [{low:.2f}, {high:.2f}] on "
+            f"{m['n_scored']} images, MAP@R {m.get('score_map_at_r', float('nan')):.3f}"
         )
-        return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), kept
-    model.load_state_dict(best.state)
-    kept = f"epoch {best.epoch}" + (
-        f": best validation score {best.score:.3f}" if best.metrics else " (no validation images)"
+
+
+def paired(a: Score, b: Score) -> tuple[int, int]:
+    """(validation images ``a`` labels right and ``b`` wrong, the reverse)."""
+    return int((a.correct & ~b.correct).sum()), int((~a.correct & b.correct).sum())
+
+
+def clearly_better(a: Score, b: Score) -> bool:
+    """Whether ``a`` labels the same validation images better than ``b`` by more than the noise."""
+    gain, loss = paired(a, b)
+    return gain - loss > Z * math.sqrt(gain + loss)
+
+
+def choose(baseline: Candidate, others: list[Candidate]) -> tuple[Candidate, str]:
+    """The candidate to keep and why, in one line (see the module docstring for the rule)."""
+    if not baseline.score:
+        return baseline, f"{baseline.name}: no validation images to check anything against"
+    better = [c for c in others if clearly_better(c.score, baseline.score)]
+    if better:
+        best = max(better, key=lambda c: c.score.key)
+        gain, loss = paired(best.score, baseline.score)
+        return best, (
+            f"{best.summary()}; it labels {gain} validation images right that {baseline.name} gets wrong "
+            f"and {loss} the other way round, more than the noise ({baseline.summary()})"
+        )
+    ties = [
+        c
+        for c in others
+        if np.greater_equal(*paired(c.score, baseline.score)) and c.score.key[1] > baseline.score.key[1]
+    ]
+    if ties:
+        best = max(ties, key=lambda c: c.score.key[1])
+        return best, (
+            f"{best.summary()}; it labels validation images as well as {baseline.name} and ranks them "
+            f"better ({baseline.summary()})"
+        )
+    return baseline, (
+        f"{baseline.summary()}; no other candidate labels validation images better by more than "
+        f"the noise ({'; '.join(c.summary() for c in others)})"
     )
-    if best.epoch == 0:
-        start = "the pretrained backbone with its PCA head" if model.config.pretrained else "the untrained network"
-        kept = f"{start}, before triplet training: no epoch beat it on validation (score {best.score:.3f})"
-    if pretrained:
-        kept += f"; pretrained features scored {score_of(pretrained):.3f}"
-    return model.eval(), kept

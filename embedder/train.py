@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +24,10 @@ from .errors import Cancelled
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
-from .select import Best, keep, score_of
+from .select import Candidate, choose
 from .transforms import eval_transform, train_transform
 from .triplets import batch_stats
-from .validate import ValidationSet, Validator
+from .validate import Score, ValidationSet, Validator
 
 
 @dataclass
@@ -122,12 +122,13 @@ class _Loop:
         )
         return DataLoader(self.dataset, batch_size=self.batch, sampler=sampler, drop_last=True)
 
-    def score(self, emb: np.ndarray | None = None) -> dict:
+    def score(self, emb: np.ndarray | None = None) -> Score:
         if not self.val:
-            return {}
-        return self.val.score(self.validator.embeddings() if emb is None else emb, self.pl.images.labels)
+            return Score({}, np.zeros(0, dtype=bool))
+        emb = self.validator.embeddings() if emb is None else emb
+        return self.val.score(emb, self.pl.images.labels, self.cfg.k)
 
-    def epoch(self, epoch: int, optimizer, report: Reporter, stop) -> tuple[EpochStats, dict]:
+    def epoch(self, epoch: int, optimizer, report: Reporter, stop) -> tuple[EpochStats, Score]:
         t0 = time.perf_counter()
         self.model.train()
         if self.model.config.pretrained and self.cfg.freeze_bn:
@@ -138,35 +139,42 @@ class _Loop:
         )
         self.model.eval()
         val = self.score()
+        m = val.metrics
         stats = EpochStats(
             epoch=epoch,
             loss=float(mean[0]),
             active_fraction=float(mean[1]),
             ap_distance=float(mean[2]),
             an_distance=float(mean[3]),
-            val_precision_at_1=float(val.get("precision_at_1", float("nan"))),
-            val_map_at_r=float(val.get("map_at_r", float("nan"))),
+            val_precision_at_1=float(m.get("precision_at_1", float("nan"))),
+            val_map_at_r=float(m.get("map_at_r", float("nan"))),
             seconds=time.perf_counter() - t0,
-            val_unseen_map_at_r=val.get("unseen_map_at_r"),
+            val_unseen_map_at_r=m.get("unseen_map_at_r"),
+            val_label_accuracy=m.get("label_accuracy"),
         )
         return stats, val
 
 
-def _starting_points(loop: _Loop) -> tuple[dict, dict]:
-    """Validation scores of the network before training and of the plain pretrained features.
+def _starting_points(loop: _Loop) -> tuple[Candidate, Candidate | None]:
+    """The network before training, and for a pretrained backbone its plain pretrained features, scored.
 
     For a pretrained backbone one pass of it initialises the head as PCA of the training images' features
     and scores both candidates.
     """
     model = loop.model
+    state = copy.deepcopy(model.state_dict())
     if not model.config.pretrained:
-        return loop.score(), {}
+        return Candidate("the network before training", loop.score(), 0, state), None
     feats = loop.validator.features()  # (N, F) in the validation set's row order
     nq, ng = len(loop.val.queries), len(loop.val.gallery)
     if isinstance(model.head, torch.nn.Linear):
         init_head_pca(model.head, feats[nq : nq + ng])
-    start = loop.score(loop.validator.embeddings(feats))
-    pretrained = loop.score(feats / np.linalg.norm(feats, axis=1, keepdims=True))
+        state = copy.deepcopy(model.state_dict())
+    start = Candidate(
+        "the pretrained backbone with its PCA head", loop.score(loop.validator.embeddings(feats)), 0, state
+    )
+    plain = loop.score(feats / np.linalg.norm(feats, axis=1, keepdims=True))
+    pretrained = Candidate("the pretrained features", plain)
     return start, pretrained
 
 
@@ -175,11 +183,26 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, optimizer, device, report:
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     report(Progress(Stage.NOTE, message=f"resumed from epoch {ckpt['epoch']}"))
-    return Best(**ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
+    return Candidate.from_dict(ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
+
+
+def _kept(model: EmbeddingNet, start: Candidate, best: Candidate, pretrained: Candidate | None, device):
+    """The network to keep and why: the selection rule of select.py over the starting points and the best epoch."""
+    if pretrained is None:
+        others = [best] if best.epoch else []
+        if not start.score:  # no validation: from scratch, training is the only way to a useful network
+            start, others = best, []
+        chosen, why = choose(start, others)
+    else:
+        chosen, why = choose(pretrained, [best])
+    if chosen.state is None:  # the plain pretrained features: no head
+        return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), chosen, why
+    model.load_state_dict(chosen.state)
+    return model.eval(), chosen, why
 
 
 def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
-    """Train a network on the plan's training images and keep the candidate that validates best.
+    """Train a network on the plan's training images and keep the candidate that labels validation images best.
 
     ``stop()`` is polled every step; True raises ``Cancelled`` (``--resume`` continues from the checkpoint).
     """
@@ -190,9 +213,8 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     loop = _Loop(pl, cfg, model, n_frozen, device)
     if loop.val.note:
         report(Progress(Stage.NOTE, message=loop.val.note))
-    start_val, pretrained_val = _starting_points(loop)
-    best = Best(score_of(start_val), copy.deepcopy(model.state_dict()), 0, start_val)
-    history, bad_epochs, first = [], 0, 1
+    start, pretrained = _starting_points(loop)
+    best, history, bad_epochs, first = start, [], 0, 1
     ckpt_path = work_dir(out) / "checkpoint.pt"
     if cfg.resume and ckpt_path.exists():
         best, history, bad_epochs, first = _resume(ckpt_path, cfg, model, optimizer, device, report)
@@ -201,34 +223,28 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     for epoch in range(first, cfg.epochs + 1):
         if bad_epochs >= cfg.patience:
             break
-        if best.score >= 1.0:  # only a strictly better epoch is kept, and none can beat perfect
+        if best.score.perfect:  # only a strictly better epoch is kept, and none can beat perfect
             report(Progress(Stage.NOTE, message=f"validation is perfect at epoch {best.epoch}: stopping"))
             break
         stats, val = loop.epoch(epoch, optimizer, report, stop)
-        stats.best = score_of(val) > best.score or not val
+        stats.best = val.key > best.score.key or not val
         history.append(stats.to_dict())
         if stats.best:
-            best, bad_epochs = Best(score_of(val), copy.deepcopy(model.state_dict()), epoch, val), 0
+            best, bad_epochs = Candidate(f"epoch {epoch}", val, epoch, copy.deepcopy(model.state_dict())), 0
         else:
             bad_epochs += 1
-        save_checkpoint(
-            ckpt_path,
-            {
-                "config": resume_key(cfg),
-                "model": model.state_dict(),
-                "epoch": epoch,
-                "optimizer": optimizer.state_dict(),
-                "best": best.to_dict(),
-                "history": history,
-                "bad_epochs": bad_epochs,
-            },
-        )
+        state = {
+            "config": resume_key(cfg),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "best": best.to_dict(),
+            "history": history,
+            "bad_epochs": bad_epochs,
+            "epoch": epoch,
+        }
+        save_checkpoint(ckpt_path, state)
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
-    kept_model, kept = keep(model, best, pretrained_val, device)
-    report(Progress(Stage.NOTE, message=f"kept {kept}"))
-    return Fitted(
-        kept_model,
-        kept,
-        history,
-        {"validation": best.metrics, "validation_pretrained": pretrained_val, "validation_untrained": start_val},
-    )
+    kept_model, chosen, why = _kept(model, start, best, pretrained, device)
+    report(Progress(Stage.NOTE, message=f"kept {why}"))
+    candidates = {c.name: c.score.metrics for c in (pretrained, start, best) if c is not None}
+    return Fitted(kept_model, why, history, {"validation": chosen.score.metrics, "validation_candidates": candidates})

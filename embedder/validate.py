@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .data import stratified_sample
 from .embed import embed_images
-from .metrics import retrieval_metrics
+from .metrics import retrieval_metrics, vote_correct, wilson_interval
 from .model import EmbeddingNet
 
 MAX_QUERIES = 2_000  # validation queries scored each epoch (and as many unseen-class images)
@@ -62,21 +62,52 @@ class ValidationSet:
     def __bool__(self) -> bool:
         return bool(len(self.queries) or len(self.unseen))
 
-    def score(self, emb: np.ndarray, labels: np.ndarray) -> dict:
-        """Metrics of embeddings ``emb`` (rows of ``self.rows``); ``score`` is what the kept model is chosen by:
-        MAP@R of the validation images, averaged with the unseen classes' when classes were held out."""
+    def score(self, emb: np.ndarray, labels: np.ndarray, k: int) -> Score:
+        """How well embeddings ``emb`` (rows of ``self.rows``) label the validation images.
+
+        Validation images are queries against the training images; unseen-class images (classes held out of
+        training) label each other leave-one-out. The kept model is chosen by the k-NN vote's accuracy over
+        all of them, MAP@R breaking ties.
+        """
         nq, ng = len(self.queries), len(self.gallery)
         lab = labels[self.rows]
-        m = retrieval_metrics(emb[:nq], lab[:nq], emb[nq : nq + ng], lab[nq : nq + ng]) if nq else {}
-        scores = [m["map_at_r"]] if "map_at_r" in m else []
+        q, g, u = (emb[:nq], lab[:nq]), (emb[nq : nq + ng], lab[nq : nq + ng]), (emb[nq + ng :], lab[nq + ng :])
+        m = retrieval_metrics(*q, *g, k=k) if nq else {}
+        correct = [vote_correct(*q, *g, k=k)] if nq else []
+        maps = [m["map_at_r"]] if "map_at_r" in m else []
         if len(self.unseen):
-            u = retrieval_metrics(emb[nq + ng :], lab[nq + ng :], emb[nq + ng :], lab[nq + ng :], leave_one_out=True)
-            if "map_at_r" in u:
-                m["unseen_map_at_r"], m["unseen_precision_at_1"] = u["map_at_r"], u["precision_at_1"]
-                scores.append(u["map_at_r"])
-        if scores:
-            m["score"] = float(np.mean(scores))
-        return m
+            um = retrieval_metrics(*u, *u, leave_one_out=True, k=k)
+            if "map_at_r" in um:
+                m["unseen_map_at_r"], m["unseen_precision_at_1"] = um["map_at_r"], um["precision_at_1"]
+                maps.append(um["map_at_r"])
+                correct.append(vote_correct(*u, *u, k=k, leave_one_out=True))
+        right = np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+        if len(right):
+            low, high = wilson_interval(int(right.sum()), len(right))
+            m.update(label_accuracy=float(right.mean()), label_accuracy_ci=[low, high], n_scored=len(right))
+        if maps:
+            m["score_map_at_r"] = float(np.mean(maps))
+        return Score(m, right)
+
+
+@dataclass
+class Score:
+    """A candidate's validation result: JSON-ready metrics, and which validation queries its vote got right."""
+
+    metrics: dict
+    correct: np.ndarray  # (Q,) bool
+
+    @property
+    def key(self) -> tuple[float, float]:
+        """What candidates are ranked by: label accuracy, then MAP@R; (-inf, -inf) without validation."""
+        return (self.metrics.get("label_accuracy", float("-inf")), self.metrics.get("score_map_at_r", float("-inf")))
+
+    @property
+    def perfect(self) -> bool:
+        return self.key == (1.0, 1.0)
+
+    def __bool__(self) -> bool:
+        return bool(len(self.correct))
 
 
 class Validator:

@@ -9,6 +9,7 @@ from embedder.charts import (
     metrics_bars,
     metrics_rows,
     per_class_bars,
+    reliability_diagram,
     threshold_curve,
     training_curves,
 )
@@ -83,6 +84,17 @@ else:
                     widgets.thumbnails(paths, captions, columns=6)
         else:
             st.success("No held-out query was labelled wrong.")
+
+    calibration = test.get("calibration") or {}
+    if calibration.get("after"):
+        st.subheader("Can the confidence be trusted?")
+        before, after = calibration["before"], calibration["after"]
+        st.caption(
+            f"Of the held-out answers given with 90% confidence, about 90% should be right. Expected calibration "
+            f"error on {after['n']} held-out images: **{after['ece']:.3f}** for the calibrated confidence (fitted on "
+            f"validation images) against {before['ece']:.3f} for the raw vote share."
+        )
+        st.plotly_chart(reliability_diagram(before, after), config={"displayModeBar": False}, key="reliability")
 
     open_set = test.get("open_set")
     if open_set and open_set.get("curve"):

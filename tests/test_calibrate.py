@@ -1,6 +1,7 @@
 """The "unknown" threshold: calibrated on validation queries against hand-placed clusters."""
 
 import numpy as np
+import pytest
 from helpers import unit as _unit
 
 from embedder.calibrate import open_set
@@ -17,3 +18,35 @@ def test_open_set__threshold_separates_known_from_unknown():
     assert known < result["threshold"] < 1.3  # ... and about 1.4 from the other one
     assert result["coverage"] == 1.0 and result["precision"] == 1.0
     assert [p["coverage"] for p in result["curve"]][0] == 0.0 and result["curve"][-1]["coverage"] == 1.0
+
+
+def test_fit_confidence__learns_that_split_votes_are_wrong_more_often():
+    from embedder.calibrate import apply_confidence, fit_confidence
+
+    rng = np.random.default_rng(0)
+    share = rng.uniform(0.3, 1.0, 2000)
+    nearest = rng.uniform(0.1, 0.6, 2000)
+    truth = rng.uniform(size=2000) < share  # by construction P(right) = share
+    cal = fit_confidence(np.stack([share, nearest], 1), truth)
+    assert cal["kind"] == "logistic" and cal["n"] == 2000
+    p = apply_confidence(cal, np.array([[0.4, 0.3], [0.95, 0.3]]))
+    assert p[0] == pytest.approx(0.4, abs=0.08) and p[1] == pytest.approx(0.95, abs=0.05)
+
+
+def test_fit_confidence__all_right_on_validation_gives_the_smoothed_rate_not_certainty():
+    from embedder.calibrate import apply_confidence, fit_confidence
+
+    cal = fit_confidence(np.array([[1.0, 0.2]] * 38), np.ones(38, dtype=bool))
+    assert cal == {"kind": "constant", "value": 39 / 40, "n": 38, "right": 38}
+    assert apply_confidence(cal, np.array([[0.5, 0.9]])).tolist() == [39 / 40]
+    assert apply_confidence(None, np.array([[0.5, 0.9]])).tolist() == [0.5]  # no calibration: the vote share
+
+
+def test_reliability__bins_and_expected_calibration_error_by_hand():
+    from embedder.calibrate import reliability
+
+    conf = np.array([0.95, 0.95, 0.95, 0.95, 0.55, 0.55])
+    right = np.array([True, True, True, False, True, False])
+    r = reliability(conf, right, bins=10)
+    assert [(b["count"], b["accuracy"]) for b in r["bins"]] == [(2, 0.5), (4, 0.75)]
+    assert r["ece"] == pytest.approx(2 / 6 * 0.05 + 4 / 6 * 0.2)

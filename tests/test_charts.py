@@ -26,3 +26,16 @@ def test_metrics_rows__trained_then_baselines():
     rows = metrics_rows(test)
     assert rows[0] == {"model": "trained (triplet)", "P@1": 0.9, "R-Precision": 0.8, "MAP@R": 0.7, "kNN accuracy": 0.95}
     assert rows[1] == {"model": "raw pixels", "P@1": 0.5, "R-Precision": None, "MAP@R": None, "kNN accuracy": None}
+
+
+def test_reliability_diagram__diagonal_then_both_curves_named_with_their_ece():
+    from embedder.charts import reliability_diagram
+
+    data = {
+        "bins": [{"confidence": 0.55, "accuracy": 0.5, "count": 2}, {"confidence": 0.95, "accuracy": 0.75, "count": 4}],
+        "ece": 0.14,
+        "n": 6,
+    }
+    fig = reliability_diagram(data, {**data, "ece": 0.02})
+    assert [t.name for t in fig.data] == ["perfectly calibrated", "vote share (ECE 0.140)", "calibrated (ECE 0.020)"]
+    assert list(fig.data[1].x) == [0.55, 0.95] and list(fig.data[1].y) == [0.5, 0.75]

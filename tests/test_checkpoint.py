@@ -26,4 +26,4 @@ def test_checkpoint__holds_only_weights_and_plain_values(shapes_folder, tmp_path
     with pytest.raises(Cancelled):
         train(_cfg(shapes_folder, out, epochs=2), should_stop=lambda: work_dir(out).exists())
     ckpt = torch.load(work_dir(out) / "checkpoint.pt", weights_only=True)  # raises on anything else
-    assert ckpt["epoch"] == 1 and set(ckpt["best"]) == {"score", "state", "epoch", "metrics"}
+    assert ckpt["epoch"] == 1 and set(ckpt["best"]) == {"name", "metrics", "correct", "epoch", "state"}

@@ -105,7 +105,7 @@ def test_pretrained_features_are_kept_when_training_does_not_beat_them(tmp_path)
     # untouched pretrained features, and the run must say so.
     cfg = _cfg(root, tmp_path / "run", image_size=64, lr=50.0, backbone_lr=50.0, freeze_fraction=0.0)
     result = train(cfg)
-    assert result.kept.startswith("pretrained features: validation score")
+    assert result.kept.startswith("the pretrained features: validation label accuracy")
     run = load_run(tmp_path / "run")
     assert run.model_config.backbone == "efficientnet_lite0" and run.model_config.dim is None
     assert run.gallery_embeddings.shape[1] == 1280

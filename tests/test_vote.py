@@ -1,6 +1,6 @@
 import pytest
 
-from embedder.predict import vote
+from embedder.vote import vote
 
 
 def test_vote__distance_weighted_shares():

@@ -1,0 +1,62 @@
+"""The keep rule on hand-built validation results: noise never makes the run leave the simpler model."""
+
+import numpy as np
+
+from embedder.select import Candidate, choose, clearly_better, paired
+from embedder.validate import Score
+
+
+def _score(right: str, map_at_r: float) -> Score:
+    """A validation result from a string of 1s (labelled right) and 0s."""
+    correct = np.array([c == "1" for c in right])
+    m = {
+        "label_accuracy": float(correct.mean()),
+        "label_accuracy_ci": [0.0, 1.0],
+        "n_scored": len(correct),
+        "score_map_at_r": map_at_r,
+    }
+    return Score(m, correct)
+
+
+def test_paired__counts_each_direction():
+    assert paired(_score("1100", 0.5), _score("1010", 0.5)) == (1, 1)
+
+
+def test_clearly_better__two_more_right_of_forty_is_noise_eight_is_not():
+    base = _score("1" * 30 + "0" * 10, 0.5)
+    assert not clearly_better(_score("1" * 32 + "0" * 8, 0.5), base)
+    assert clearly_better(_score("1" * 38 + "0" * 2, 0.5), base)
+
+
+def test_choose__keeps_the_baseline_when_the_gain_is_noise_and_it_ranks_worse():
+    base = Candidate("the pretrained features", _score("1" * 36 + "0" * 4, 0.80))
+    tuned = Candidate("epoch 4", _score("1" * 37 + "0" * 3, 0.75), 4, {})
+    kept, why = choose(base, [tuned])
+    assert kept is base and why.startswith("the pretrained features: validation label accuracy 0.900")
+
+
+def test_choose__a_clear_gain_on_labels_wins():
+    base = Candidate("the pretrained features", _score("1" * 28 + "0" * 12, 0.9))
+    tuned = Candidate("epoch 4", _score("1" * 39 + "0", 0.7), 4, {})
+    kept, why = choose(base, [tuned])
+    assert kept is tuned and "labels 11 validation images right that the pretrained features gets wrong" in why
+
+
+def test_choose__a_tie_on_labels_goes_to_the_better_ranking():
+    base = Candidate("the pretrained features", _score("1" * 40, 0.75))
+    tuned = Candidate("epoch 8", _score("1" * 40, 0.99), 8, {})
+    kept, why = choose(base, [tuned])
+    assert kept is tuned and "as well as the pretrained features and ranks them better" in why
+
+
+def test_choose__one_fewer_right_never_wins_on_ranking_alone():
+    base = Candidate("the pretrained features", _score("1" * 40, 0.75))
+    tuned = Candidate("epoch 8", _score("1" * 39 + "0", 0.99), 8, {})
+    assert choose(base, [tuned])[0] is base
+
+
+def test_choose__without_validation_the_baseline_stays_and_says_why():
+    empty = Score({}, np.zeros(0, dtype=bool))
+    base = Candidate("the pretrained features", empty)
+    kept, why = choose(base, [Candidate("epoch 3", empty, 3, {})])
+    assert kept is base and why == "the pretrained features: no validation images to check anything against"
