@@ -12,6 +12,8 @@ SCHEMA_VERSION = 2  # 2: marker file and checksums; runs of schema 1 still load
 
 BACKBONES = ("auto", "convnet", "resnet18", "resnet50", "efficientnet_lite0")
 MINERS = ("semihard", "hard", "all", "batch-hard")
+LOSSES = ("triplet", "multi-similarity")
+SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_K = 5  # neighbours that vote on a label: the one default, wherever k is asked for
 
@@ -104,6 +106,13 @@ class TrainConfig:
     margin: float = setting(
         0.2, "triplet margin, in L2 distance between unit vectors", low=0.001, high=2.0, step=0.05, label="Margin"
     )
+    loss: str = setting(
+        "triplet",
+        "the metric-learning loss: triplet (TripletMarginLoss with --miner) or multi-similarity "
+        "(MultiSimilarityLoss with its own miner: weighs every pair of a batch by how hard it is)",
+        choices=LOSSES,
+        label="Loss",
+    )
     miner: str = setting(
         "semihard",
         "which triplets of a batch the loss learns from: semihard | hard | all "
@@ -137,6 +146,12 @@ class TrainConfig:
         "Adam learning rate of a pretrained backbone: fine-tune it gently",
         low=0.0,
         label="Backbone learning rate",
+    )
+    schedule: str = setting(
+        "constant",
+        "learning-rate schedule over --epochs: constant, or cosine (decays to 0 by the last epoch)",
+        choices=SCHEDULES,
+        label="Learning-rate schedule",
     )
     weight_decay: float = setting(1e-4, "Adam weight decay", low=0.0, label="Weight decay")
     freeze_bn: bool = setting(

@@ -8,6 +8,7 @@ features through a PCA head), every epoch, and the plain pretrained features.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,15 @@ class Fitted:
     validation: dict = field(default_factory=dict)  # the kept candidate's, the untrained one's, the pretrained's
 
 
+def _loss_and_miner(cfg: TrainConfig):
+    """The loss and the miner that picks what it learns from, by name (pytorch-metric-learning)."""
+    from pytorch_metric_learning import losses, miners
+
+    if cfg.loss == "multi-similarity":
+        return losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner()
+    return losses.TripletMarginLoss(margin=cfg.margin), _miner(cfg.miner, cfg.margin)
+
+
 def _miner(name: str, margin: float):
     from pytorch_metric_learning import miners
 
@@ -56,6 +66,16 @@ def _optimizer(model: EmbeddingNet, cfg: TrainConfig) -> torch.optim.Optimizer:
     if head:
         groups.append({"params": head, "lr": cfg.lr})
     return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
+    """The epoch's learning rates from the schedule; a function of the epoch alone, so --resume repeats it."""
+    factor = 1.0
+    if cfg.schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(1, cfg.epochs)))
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+        group["lr"] = group["base_lr"] * factor
 
 
 def train_epoch(
@@ -89,8 +109,6 @@ class _Loop:
     """Everything the epochs share: data, sampler shape, loss, miner, validation."""
 
     def __init__(self, pl: Plan, cfg: TrainConfig, model: EmbeddingNet, n_frozen: int, device) -> None:
-        from pytorch_metric_learning import losses
-
         mc, images = model.config, pl.images
         self.pl, self.cfg, self.model, self.n_frozen = pl, cfg, model, n_frozen
         self.cache = DecodedImages(mc.image_size if mc.resize == "stretch" else round(mc.image_size * 256 / 224))
@@ -100,7 +118,7 @@ class _Loop:
         )
         self.batch = pl.classes_per_batch * pl.per_class
         self.length = max(self.batch, len(fit_idx) - len(fit_idx) % self.batch)
-        self.loss_fn, self.miner = losses.TripletMarginLoss(margin=cfg.margin), _miner(cfg.miner, cfg.margin)
+        self.loss_fn, self.miner = _loss_and_miner(cfg)
         self.val = ValidationSet.of(images.labels, pl.val_idx, pl.train_idx, pl.unseen_val_idx, cfg.seed)
         self.validator = Validator(
             model,
@@ -226,6 +244,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
         if best.score.perfect:  # only a strictly better epoch is kept, and none can beat perfect
             report(Progress(Stage.NOTE, message=f"validation is perfect at epoch {best.epoch}: stopping"))
             break
+        set_learning_rate(optimizer, cfg, epoch)
         stats, val = loop.epoch(epoch, optimizer, report, stop)
         stats.best = val.key > best.score.key or not val
         history.append(stats.to_dict())

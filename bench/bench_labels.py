@@ -1,0 +1,112 @@
+"""Labels you can trust, measured: train with the defaults on several seeds and report, on queries never used for
+any choice, the kept model's label accuracy (P@1, k-NN vote) and MAP@R next to the pretrained features and raw
+pixels measured in the same run, plus how well its confidence is calibrated (ECE before and after).
+
+Sets: "photos" (cats_dogs: train as gallery, val as queries), "finegrained" (generated patches of scikit-learn's
+sample photos: 40 classes, 8 training and 4 query views each), "digits" (the demo, held-out split).
+
+    python -m bench.bench_labels [--sets photos finegrained digits] [--seeds 0 1 2] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_finegrained import make_patches
+from bench.progress import log
+from embedder.config import TrainConfig
+from embedder.pipeline import train
+
+SHARED = Path(__file__).resolve().parents[2] / "shared/data/cats_dogs"
+KEYS = ("precision_at_1", "knn_accuracy", "map_at_r")
+
+
+def finegrained(root: Path, classes: int = 40, train_views: int = 8, query_views: int = 4) -> tuple[Path, Path]:
+    """Generated fine-grained classes split into training views and separate query views."""
+    make_patches(root / "all", classes, train_views + query_views, seed=0)
+    for folder in sorted((root / "all").iterdir()):
+        for view in sorted(folder.iterdir(), key=lambda p: int(p.stem)):
+            part = "query" if int(view.stem) >= train_views else "train"
+            (root / part / folder.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(view, root / part / folder.name / view.name)
+    return root / "train", root / "query"
+
+
+def run_one(name: str, seed: int, tmp: Path) -> dict:
+    if name == "photos":
+        cfg = TrainConfig(
+            data=str(SHARED / "train"), queries=str(SHARED / "val"), out=f"{tmp}/{name}-{seed}", seed=seed
+        )
+    elif name == "finegrained":
+        data, queries = (
+            finegrained(tmp / "finegrained")
+            if not (tmp / "finegrained").exists()
+            else (tmp / "finegrained/train", tmp / "finegrained/query")
+        )
+        cfg = TrainConfig(data=str(data), queries=str(queries), out=f"{tmp}/{name}-{seed}", seed=seed, unseen_classes=0)
+    else:
+        cfg = TrainConfig(data="demo", out=f"{tmp}/{name}-{seed}", seed=seed)
+    t0 = time.perf_counter()
+    result = train(cfg, progress=log)
+    test = result.metrics["test"]
+    row = {
+        "set": name,
+        "seed": seed,
+        "seconds": time.perf_counter() - t0,
+        "kept": result.kept,
+        "n_queries": test["n_queries"],
+        "kept_model": {k: test[k] for k in KEYS},
+        "baselines": {b: {k: m[k] for k in KEYS} for b, m in test["baselines"].items()},
+    }
+    cal = test.get("calibration") or {}
+    row["ece"] = {"before": cal.get("before", {}).get("ece"), "after": (cal.get("after") or {}).get("ece")}
+    return row
+
+
+def summary(rows: list[dict]) -> None:
+    for name in dict.fromkeys(r["set"] for r in rows):
+        mine = [r for r in rows if r["set"] == name]
+        print(f"\n{name}: {len(mine)} seeds, {mine[0]['n_queries']} queries each (mean ± half-range)")
+        models = ["kept_model", *mine[0]["baselines"]]
+        for model in models:
+            cells = []
+            for k in KEYS:
+                vals = [r[model][k] if model == "kept_model" else r["baselines"][model][k] for r in mine]
+                cells.append(f"{np.mean(vals):.3f} ± {(max(vals) - min(vals)) / 2:.3f}")
+            print(f"  {model:<12} P@1 {cells[0]}   kNN {cells[1]}   MAP@R {cells[2]}")
+        eces = [(r["ece"]["before"], r["ece"]["after"]) for r in mine]
+        print(
+            "  ECE before/after: " + ", ".join(f"{b:.3f}/{a:.3f}" if a is not None else f"{b:.3f}/-" for b, a in eces)
+        )
+        for r in mine:
+            print(f"  seed {r['seed']}: kept {r['kept'][:140]}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sets", nargs="+", default=["photos", "finegrained", "digits"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--json", default=None, help="also write every row to this JSON file")
+    args = ap.parse_args(argv)
+    if "photos" in args.sets and not SHARED.is_dir():
+        print(f"skipped photos: {SHARED} is not here (it comes with the team's shared folder)")
+        args.sets.remove("photos")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.sets:
+            for seed in args.seeds:
+                rows.append(run_one(name, seed, Path(tmp)))
+                if args.json:
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
+    summary(rows)
+
+
+if __name__ == "__main__":
+    main()
