@@ -46,6 +46,12 @@ def setting(default: Any, help: str, **kw) -> Any:
     return field(default=default, metadata={"setting": Setting(help, **kw)})
 
 
+def share(default: float | None, help: str, label: str, below: float | None = 1.0, high: float | None = None) -> Any:
+    """A setting that is a share (of each class, of the classes, of a network): from 0 up to ``below`` (or
+    ``high``, inclusive)."""
+    return setting(default, help, low=0.0, below=None if high else below, high=high, step=0.05, label=label)
+
+
 def settings_of(cls) -> list[tuple[Any, Setting]]:
     """(dataclass field, Setting) of every described field of ``cls``, in declaration order."""
     return [(f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata]
@@ -159,41 +165,27 @@ class TrainConfig:
         "keep a pretrained backbone's BatchNorm statistics fixed (small batches distort them)",
         label="Freeze BatchNorm",
     )
-    freeze_fraction: float = setting(
+    freeze_fraction: float = share(
         0.75,
         "share of a pretrained backbone's stages, from the input side, left frozen",
-        low=0.0,
+        "Frozen share of the backbone",
         high=1.0,
-        step=0.05,
-        label="Frozen share of the backbone",
     )
     patience: int = setting(
         5, "early stopping: epochs without a better validation score", low=1, high=1000, label="Patience (epochs)"
     )
-    test_fraction: float = setting(
-        0.2,
-        "share of each class held out as evaluation queries (0 with --queries)",
-        low=0.0,
-        below=1.0,
-        step=0.05,
-        label="Held-out test share",
+    test_fraction: float = share(
+        0.2, "share of each class held out as evaluation queries (0 with --queries)", "Held-out test share"
     )
-    val_fraction: float = setting(
-        0.1,
-        "share of each class used to choose the kept model (never trained on)",
-        low=0.0,
-        below=1.0,
-        step=0.05,
-        label="Validation share",
+    val_fraction: float = share(
+        0.1, "share of each class used to choose the kept model (never trained on)", "Validation share"
     )
-    unseen_classes: float | None = setting(
+    unseen_classes: float | None = share(
         None,
-        "share of classes never trained on, to validate and test "
-        "retrieval of new classes; unset = 0.2 from 20 classes up",
-        low=0.0,
+        "share of classes never trained on, to validate and test retrieval of new classes; unset = 0.2 from 20 "
+        "classes up",
+        "Classes never trained on",
         below=0.8,
-        step=0.05,
-        label="Classes never trained on",
     )
     queries: str | None = setting(
         None, "a separate ImageFolder of evaluation queries instead of a held-out split", app=False

@@ -53,15 +53,9 @@ def knn_accuracies(
     return out
 
 
-def vote_correct(
-    queries: np.ndarray,
-    query_labels: np.ndarray,
-    gallery: np.ndarray,
-    gallery_labels: np.ndarray,
-    k: int = DEFAULT_K,
-    leave_one_out: bool = False,
-) -> np.ndarray:
-    """(Q,) bool: whether the distance-weighted vote of each query's k nearest gallery images is its label."""
+def vote_correct(queries, query_labels, gallery, gallery_labels, k: int = DEFAULT_K, leave_one_out: bool = False):
+    """(Q,) bool: whether the distance-weighted vote of each query's k nearest gallery images is its label.
+    Arrays as for ``retrieval_metrics``."""
     if len(queries) == 0:
         return np.zeros(0, dtype=bool)
     idx, dist = neighbors(queries, gallery, k, leave_one_out)
