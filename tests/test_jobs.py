@@ -10,7 +10,8 @@ import pytest
 
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
-from ui.jobs import UNEXPECTED, JobRegistry, TrainJob
+from embedder.progress import Progress, Stage
+from ui.jobs import STAGE_WORDS, UNEXPECTED, JobRegistry, TrainJob
 
 TRAINING = ("train", "epoch")
 
@@ -131,3 +132,25 @@ def test_wait__a_job_cancelled_in_the_queue_is_over_at_once(registry, shapes_fol
     assert waiting.wait(0) is False
     waiting.cancel()
     assert waiting.wait(0) is True and waiting.status == "cancelled"
+
+
+def test_progress__every_stage_has_words_and_the_bar_never_goes_back(tmp_path):
+    job = TrainJob(TrainConfig(data="demo", out=str(tmp_path / "run"), epochs=2))
+    training = [Progress(stage, done=1, total=2, epoch=e) for e in (1, 2) for stage in (Stage.TRAIN, Stage.EPOCH)]
+    reports = [Progress(Stage.SCAN), *training, *(Progress(s) for s in list(Stage)[4:])]
+    assert {p.stage for p in reports} == set(Stage) - {Stage.NOTE}  # a new stage must be added here too
+    shown = []
+    for p in reports:
+        job.on_progress(p)
+        assert job.describe().split(":")[0] == STAGE_WORDS[p.stage.value]
+        shown.append(job.fraction())
+    assert shown == sorted(shown) and shown[-1] == 1.0, shown
+
+
+def test_progress__a_note_is_kept_and_leaves_the_stage_alone(tmp_path):
+    job = TrainJob(TrainConfig(data="demo", out=str(tmp_path / "run"), epochs=3))
+    job.on_progress(Progress(Stage.TRAIN, done=5, total=10, epoch=2, loss=0.25))
+    job.on_progress(Progress(Stage.NOTE, message="left out 1 class folder(s) with no usable image: empty"))
+    assert job.notes == ["left out 1 class folder(s) with no usable image: empty"]
+    assert job.describe() == "Training: epoch 2 of at most 3 · loss 0.2500"
+    assert job.fraction() == pytest.approx(0.9 * 1.5 / 3)

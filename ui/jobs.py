@@ -33,6 +33,7 @@ STAGE_WORDS = {
     "epoch": "Training",
     "embed": "Embedding the gallery",
     "index": "Building the index",
+    "calibrate": 'Calibrating "unknown"',
     "evaluate": "Evaluating",
     "write": "Writing the run",
     "done": "Done",
@@ -113,7 +114,7 @@ class TrainJob:
         if self.stage in ("train", "epoch"):
             within = self.done / self.total if self.total and self.stage == "train" else 1.0
             return min(0.9, 0.9 * ((self.epoch - 1 + within) / epochs))
-        tail = {"embed": 0.9, "index": 0.93, "evaluate": 0.95, "write": 0.99, "done": 1.0}
+        tail = {"embed": 0.9, "index": 0.93, "calibrate": 0.94, "evaluate": 0.95, "write": 0.99, "done": 1.0}
         return tail.get(self.stage, 0.0)
 
     def describe(self) -> str:
