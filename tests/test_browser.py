@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import held_out_digit
+from helpers import held_out_digit, make_shapes_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -259,8 +259,6 @@ def test_train_and_evaluate_pages_render(page, app_url):
 
 
 def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url, digits_run, shared_dir):
-    from conftest import make_shapes_folder
-
     folder = make_shapes_folder(shared_dir / "shapes", per_class=20)
     runs_before = sorted(p.name for p in digits_run.parent.iterdir())
     trainer_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
