@@ -1,10 +1,10 @@
-# make setup | test | demo | run. Everything installs into .venv from requirements.txt.
+# make setup | test | test-fast | demo | run. Everything installs into .venv from requirements.txt.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: setup test demo run bench clean
+.PHONY: setup test test-fast demo run bench clean
 
 setup: $(VENV)/.installed
 
@@ -17,6 +17,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# Everything that neither trains nor starts a server or a browser: under a minute on 2 cores.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 demo: setup
 	$(PY) -m embedder train --data demo --out runs/demo

@@ -1,5 +1,6 @@
 """Shared fixtures: generated image folders, one small digits run trained once per test session, and the
-environment the app's AppTest tests run in."""
+environment the app's AppTest tests run in. Also where the ``slow`` mark is given to every test that uses a
+fixture which trains."""
 
 from __future__ import annotations
 
@@ -19,14 +20,21 @@ def shapes_folder(tmp_path) -> Path:
     return make_shapes_folder(tmp_path / "shapes")
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory) -> Path:
-    """The digits demo set written into a per-session cache (never the user's ~/.cache)."""
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Path:
+    """A per-session cache for the demo set, set before any test runs: whatever the order, no test (nor a CLI it
+    starts) writes into the user's ~/.cache."""
     cache = tmp_path_factory.mktemp("cache")
     os.environ["EMBEDDER_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def demo_cache(private_cache) -> Path:
+    """The digits demo set, written once into the session's cache."""
     from embedder.data import demo_dataset
 
-    return demo_dataset(cache)
+    return demo_dataset(private_cache)
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +45,19 @@ def digits_run(tmp_path_factory, demo_cache) -> Path:
     out = tmp_path_factory.mktemp("runs") / "digits"
     train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0))
     return out
+
+
+# Fixtures that train a model: a test that uses one is slow, wherever it lives.
+TRAINING_FIXTURES = {"digits_run"}
+# Test files that train in every test but that this branch may not edit (the pipeline's own tests): marked here
+# until they carry ``pytestmark = pytest.mark.slow`` themselves.
+TRAINING_FILES = {"test_pipeline.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in TRAINING_FILES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ K = 5  # the Query page's default number of neighbours
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,  # each module starts streamlit servers and a browser, on a trained run
     pytest.mark.skipif(
         CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium) - browser tests skipped"
     ),
