@@ -74,9 +74,9 @@ def embedding_map(
     hover = list(hover) if hover is not None else [""] * n
     shown = top_labels(labels, top_n)
     fig = go.Figure()
-    for group, rows in _groups(labels, shown):
-        color, symbols = _group_style(group, rows, labels, shown, dims)
-        custom = _customdata(rows, row_ids, labels, hover)
+    for label, rows in _groups(labels, shown):
+        color, symbols = _group_style(label, rows, labels, shown, dims)
+        group, custom = OTHER if label is None else label, _customdata(rows, row_ids, labels, hover)
         fig.add_trace(_label_trace(coords[rows], color, symbols, f"{group} ({len(rows)})", group, custom))
     if query_coords is not None and len(query_coords):
         fig.add_trace(_query_trace(np.asarray(query_coords, dtype=np.float32), query_names))
@@ -84,20 +84,21 @@ def embedding_map(
     return fig
 
 
-def _groups(labels: list[str], shown: list[str]) -> list[tuple[str, np.ndarray]]:
-    """(legend group, its rows) in legend order: the shown labels sorted naturally, then "other"."""
-    overflow = len(set(labels)) > len(shown)
-    rows_by_group: dict[str, list[int]] = {g: [] for g in shown + ([OTHER] if overflow else [])}
+def _groups(labels: list[str], shown: list[str]) -> list[tuple[str | None, np.ndarray]]:
+    """(label, its rows) in legend order: the shown labels sorted naturally, then (None, the rest) if any. The
+    rest is keyed apart from the labels: a class may well be called "other"."""
+    rows_by_label: dict[str, list[int]] = {lab: [] for lab in shown}
+    rest: list[int] = []
     for i, lab in enumerate(labels):
-        rows_by_group[lab if lab in rows_by_group else OTHER].append(i)
-    order = sorted(shown, key=_natural) + ([OTHER] if overflow or OTHER in shown else [])
-    return [(g, np.array(rows_by_group[g], dtype=np.int64)) for g in order]
+        rows_by_label.get(lab, rest).append(i)
+    groups = [(lab, rows_by_label[lab]) for lab in sorted(shown, key=_natural)] + ([(None, rest)] if rest else [])
+    return [(lab, np.array(rows, dtype=np.int64)) for lab, rows in groups]
 
 
-def _group_style(group: str, rows: np.ndarray, labels: list[str], shown: list[str], dims: int):
-    """(colour, symbol or symbols): a shown label's own; "other" is grey, each point with its label's symbol."""
-    if group != OTHER:
-        return label_style(shown.index(group), dims)
+def _group_style(label: str | None, rows: np.ndarray, labels: list[str], shown: list[str], dims: int):
+    """(colour, symbol or symbols): a shown label's own; the rest is grey, each point with its label's symbol."""
+    if label is not None:
+        return label_style(shown.index(label), dims)
     every_label = top_labels(labels, len(labels))  # a fixed symbol per label, also inside "other"
     return OTHER_COLOR, [label_style(every_label.index(labels[i]), dims)[1] for i in rows]
 
