@@ -60,6 +60,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """Name the random order that ran (pytest-randomly), also under -q, so an order that fails can be rerun."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.hasplugin("randomly") and isinstance(seed, int):
+        terminalreporter.write_line(f"random test order: rerun it with -p randomly --randomly-seed={seed}")
+
+
 @pytest.fixture
 def no_job_outlives_its_test():
     """The job registry is process-wide: a job left queued or running would hold the training slot for the
