@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import zipfile
@@ -40,6 +41,7 @@ from .machine import machine_versions
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")
 BUNDLE_FILES = frozenset({MARKER, *REQUIRED_FILES, "split.json", "history.json", "metrics.json"})
 CHECKSUMMED = ("model.pt", "gallery.npz", "index.ann")
+NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
 
 
 @dataclass
@@ -210,13 +212,9 @@ def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, l
             arrays = {k: npz[k] for k in ("embeddings", "labels", "paths")}
     except KeyError as exc:
         raise damaged(path, f"gallery.npz lacks the array {exc}") from None
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise damaged(
-                path, "gallery.npz holds pickled objects, which are never loaded (they could run code)"
-            ) from None
-        raise damaged(path, "gallery.npz is not a readable .npz archive") from None
-    except (OSError, zipfile.BadZipFile, EOFError):
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, ValueError) and "pickle" in str(exc):  # numpy's refusal of allow_pickle=False
+            raise damaged(path, f"gallery.npz holds pickled objects, {NEVER_LOADED}") from None
         raise damaged(path, "gallery.npz is not a readable .npz archive") from None
     emb, labels, paths = arrays["embeddings"], arrays["labels"], arrays["paths"]
     checks = [
@@ -234,14 +232,10 @@ def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, l
 
 def read_state(path: Path) -> dict:
     """model.pt -> state_dict. ``weights_only`` refuses anything but tensors and plain containers."""
-    import pickle
-
     try:
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise damaged(
-            path, "model.pt holds objects other than weights, which are never loaded (they could run code)"
-        ) from None
+        raise damaged(path, f"model.pt holds objects other than weights, {NEVER_LOADED}") from None
     except Exception:  # torch raises many types for a file that is not a checkpoint at all
         raise damaged(path, "model.pt is not a PyTorch weights file") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -50,6 +50,30 @@ def _query_block(
     return best_d, best_i
 
 
+def _gallery_norms(gallery: np.ndarray, g_step: int) -> torch.Tensor:
+    """(N,) squared L2 norms of the gallery rows, read a chunk at a time."""
+    chunks = (np.array(gallery[s : s + g_step], dtype=np.float32) for s in range(0, len(gallery), g_step))
+    return torch.cat([torch.from_numpy(g).pow(2).sum(1) for g in chunks])
+
+
+def _block_rules(
+    start: int, n: int, exclude: np.ndarray | None, other_label: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+    """``exclude`` and ``other_label`` for the queries ``start:start+n``, as tensors (or None)."""
+    ex = None if exclude is None else torch.from_numpy(np.asarray(exclude[start : start + n], dtype=np.int64))
+    if other_label is None:
+        return ex, None
+    q_labels = torch.from_numpy(np.asarray(other_label[0][start : start + n], dtype=np.int64))
+    return ex, (q_labels, torch.from_numpy(np.asarray(other_label[1], dtype=np.int64)))
+
+
+def _nearest_first(d2: torch.Tensor, i: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(q, k) squared distances and rows in any order -> rows and distances by distance, then by row."""
+    d2, i = d2.numpy(), i.numpy()
+    order = np.lexsort((i, d2), axis=1)  # ties by row: the same answer on every run
+    return np.take_along_axis(i, order, 1), np.sqrt(np.clip(np.take_along_axis(d2, order, 1), 0, None))  # inf stays
+
+
 def topk(
     queries: np.ndarray,
     gallery: np.ndarray,
@@ -74,41 +98,19 @@ def topk(
     Returns:
         indices (Q, k') int64 and distances (Q, k') float32, k' = min(k, N - (exclude is not None)).
     """
-    n = len(gallery)
-    k = max(0, min(k, n - (1 if exclude is not None else 0)))
+    k = max(0, min(k, len(gallery) - (exclude is not None)))
+    idx, dist = np.zeros((len(queries), k), dtype=np.int64), np.zeros((len(queries), k), dtype=np.float32)
     if len(queries) == 0 or k == 0:
-        return np.zeros((len(queries), k), dtype=np.int64), np.zeros((len(queries), k), dtype=np.float32)
-    g_step = max(k, min(n, 8192))
+        return idx, dist
+    g_step = max(k, min(len(gallery), 8192))
     q_step = max(1, block_elements // g_step)
-    g_norms = torch.cat(
-        [
-            torch.from_numpy(np.array(gallery[s : s + g_step], dtype=np.float32)).pow(2).sum(1)
-            for s in range(0, n, g_step)
-        ]
-    )  # (N,)
-    idx = np.empty((len(queries), k), dtype=np.int64)
-    dist = np.empty((len(queries), k), dtype=np.float32)
+    g_norms = _gallery_norms(gallery, g_step)  # (N,)
     with torch.no_grad():
         for start in range(0, len(queries), q_step):
-            q = torch.from_numpy(np.array(queries[start : start + q_step], dtype=np.float32))
-            ex = (
-                None
-                if exclude is None
-                else torch.from_numpy(np.asarray(exclude[start : start + len(q)], dtype=np.int64))
-            )
-            same = (
-                None
-                if other_label is None
-                else (
-                    torch.from_numpy(np.asarray(other_label[0][start : start + len(q)], dtype=np.int64)),
-                    torch.from_numpy(np.asarray(other_label[1], dtype=np.int64)),
-                )
-            )
+            q = torch.from_numpy(np.array(queries[start : start + q_step], dtype=np.float32))  # (q, D)
+            ex, same = _block_rules(start, len(q), exclude, other_label)
             d2, i = _query_block(q, gallery, g_norms, k, g_step, ex, same)
-            d2, i = d2.numpy(), i.numpy()
-            order = np.lexsort((i, d2), axis=1)  # by distance, then by row: the same answer on every run
-            idx[start : start + len(q)] = np.take_along_axis(i, order, 1)
-            dist[start : start + len(q)] = np.sqrt(np.clip(np.take_along_axis(d2, order, 1), 0, None))  # inf stays inf
+            idx[start : start + len(q)], dist[start : start + len(q)] = _nearest_first(d2, i)
             if progress is not None:
                 progress(start + len(q), len(queries))
     return idx, dist

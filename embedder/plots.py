@@ -73,88 +73,86 @@ def embedding_map(
     row_ids = np.arange(n) if row_ids is None else np.asarray(row_ids)
     hover = list(hover) if hover is not None else [""] * n
     shown = top_labels(labels, top_n)
-    group_of = {lab: lab for lab in shown}
-    groups = shown + ([OTHER] if len(set(labels)) > len(shown) else [])
-    rows_by_group: dict[str, list[int]] = {g: [] for g in groups}
-    for i, lab in enumerate(labels):
-        rows_by_group[group_of.get(lab, OTHER)].append(i)
-    every_label = top_labels(labels, len(labels))  # a fixed symbol per label, also inside "other"
-
     fig = go.Figure()
-    for group in sorted(shown, key=_natural) + ([OTHER] if OTHER in groups else []):
-        rows = np.array(rows_by_group[group], dtype=np.int64)
-        if group == OTHER:
-            color = OTHER_COLOR
-            symbols = [label_style(every_label.index(labels[i]), dims)[1] for i in rows]
-        else:
-            color, symbols = label_style(shown.index(group), dims)
-        custom = (
-            np.stack(
-                [
-                    row_ids[rows],
-                    np.array([labels[i] for i in rows], dtype=object),
-                    np.array([hover[i] for i in rows], dtype=object),
-                ],
-                axis=1,
-            )
-            if len(rows)
-            else None
-        )
-        common = dict(
-            name=f"{group} ({len(rows)})",
-            legendgroup=group,
-            customdata=custom,
-            mode="markers",
-            hovertemplate="<b>%{customdata[1]}</b><br>%{customdata[2]}<extra></extra>",
-        )
-        if dims == 2:
-            fig.add_trace(
-                go.Scattergl(
-                    x=coords[rows, 0],
-                    y=coords[rows, 1],
-                    marker=dict(color=color, symbol=symbols, size=7, opacity=0.8, line=dict(width=0)),
-                    **common,
-                )
-            )
-        else:
-            fig.add_trace(
-                go.Scatter3d(
-                    x=coords[rows, 0],
-                    y=coords[rows, 1],
-                    z=coords[rows, 2],
-                    marker=dict(color=color, symbol=symbols, size=3, opacity=0.8),
-                    **common,
-                )
-            )
+    for label, rows in _groups(labels, shown):
+        color, symbols = _group_style(label, rows, labels, shown, dims)
+        group, custom = OTHER if label is None else label, _customdata(rows, row_ids, labels, hover)
+        fig.add_trace(_label_trace(coords[rows], color, symbols, f"{group} ({len(rows)})", group, custom))
     if query_coords is not None and len(query_coords):
-        q = np.asarray(query_coords, dtype=np.float32)
-        names = list(query_names) if query_names is not None else [f"query {i + 1}" for i in range(len(q))]
-        common = dict(
-            name="your images",
-            mode="markers+text",
-            text=names,
-            textposition="top center",
-            hovertemplate="<b>%{text}</b> (query)<extra></extra>",
-        )
-        if dims == 2:
-            fig.add_trace(
-                go.Scattergl(
-                    x=q[:, 0],
-                    y=q[:, 1],
-                    marker=dict(symbol="star", size=22, color=QUERY_COLOR, line=dict(color="#111111", width=1.5)),
-                    **common,
-                )
-            )
-        else:
-            fig.add_trace(
-                go.Scatter3d(
-                    x=q[:, 0],
-                    y=q[:, 1],
-                    z=q[:, 2],
-                    marker=dict(symbol="diamond", size=9, color=QUERY_COLOR, line=dict(color="#111111", width=2)),
-                    **common,
-                )
-            )
+        fig.add_trace(_query_trace(np.asarray(query_coords, dtype=np.float32), query_names))
+    _lay_out(fig, dims, height)
+    return fig
+
+
+def _groups(labels: list[str], shown: list[str]) -> list[tuple[str | None, np.ndarray]]:
+    """(label, its rows) in legend order: the shown labels sorted naturally, then (None, the rest) if any. The
+    rest is keyed apart from the labels: a class may well be called "other"."""
+    rows_by_label: dict[str, list[int]] = {lab: [] for lab in shown}
+    rest: list[int] = []
+    for i, lab in enumerate(labels):
+        rows_by_label.get(lab, rest).append(i)
+    groups = [(lab, rows_by_label[lab]) for lab in sorted(shown, key=_natural)] + ([(None, rest)] if rest else [])
+    return [(lab, np.array(rows, dtype=np.int64)) for lab, rows in groups]
+
+
+def _group_style(label: str | None, rows: np.ndarray, labels: list[str], shown: list[str], dims: int):
+    """(colour, symbol or symbols): a shown label's own; the rest is grey, each point with its label's symbol."""
+    if label is not None:
+        return label_style(shown.index(label), dims)
+    every_label = top_labels(labels, len(labels))  # a fixed symbol per label, also inside "other"
+    return OTHER_COLOR, [label_style(every_label.index(labels[i]), dims)[1] for i in rows]
+
+
+def _customdata(rows: np.ndarray, row_ids: np.ndarray, labels: list[str], hover: list[str]) -> np.ndarray | None:
+    """(len(rows), 3) [row id, label, hover text] per point, or None for no points."""
+    if not len(rows):
+        return None
+    names = np.array([labels[i] for i in rows], dtype=object)
+    return np.stack([row_ids[rows], names, np.array([hover[i] for i in rows], dtype=object)], axis=1)
+
+
+def _scatter(xyz: np.ndarray, marker: dict, **kw) -> go.Scattergl | go.Scatter3d:
+    """WebGL markers for a 2-D map, a Scatter3d for a 3-D one."""
+    if xyz.shape[1] == 2:
+        return go.Scattergl(x=xyz[:, 0], y=xyz[:, 1], marker=marker, **kw)
+    return go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], marker=marker, **kw)
+
+
+def _label_trace(xyz: np.ndarray, color, symbols, name: str, group: str, custom) -> go.Scattergl | go.Scatter3d:
+    if xyz.shape[1] == 2:
+        marker = dict(color=color, symbol=symbols, size=7, opacity=0.8, line=dict(width=0))
+    else:
+        marker = dict(color=color, symbol=symbols, size=3, opacity=0.8)
+    return _scatter(
+        xyz,
+        marker,
+        name=name,
+        legendgroup=group,
+        customdata=custom,
+        mode="markers",
+        hovertemplate="<b>%{customdata[1]}</b><br>%{customdata[2]}<extra></extra>",
+    )
+
+
+def _query_trace(q: np.ndarray, names: Sequence[str] | None) -> go.Scattergl | go.Scatter3d:
+    """The queries as stars (2-D) or large diamonds (3-D has no star), named on the map."""
+    names = list(names) if names is not None else [f"query {i + 1}" for i in range(len(q))]
+    if q.shape[1] == 2:
+        marker = dict(symbol="star", size=22, color=QUERY_COLOR, line=dict(color="#111111", width=1.5))
+    else:
+        marker = dict(symbol="diamond", size=9, color=QUERY_COLOR, line=dict(color="#111111", width=2))
+    return _scatter(
+        q,
+        marker,
+        name="your images",
+        mode="markers+text",
+        text=names,
+        textposition="top center",
+        hovertemplate="<b>%{text}</b> (query)<extra></extra>",
+    )
+
+
+def _lay_out(fig: go.Figure, dims: int, height: int) -> None:
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=30, b=10),
@@ -170,7 +168,6 @@ def embedding_map(
     else:
         axis = dict(showticklabels=False, title="", backgroundcolor="white", gridcolor="#EEEEEE")
         fig.update_layout(scene=dict(xaxis=axis, yaxis=axis, zaxis=axis))
-    return fig
 
 
 def _natural(label: str):

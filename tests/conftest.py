@@ -1,4 +1,6 @@
-"""Shared fixtures: generated image folders and one small digits run trained once per test session."""
+"""Shared fixtures: generated image folders, one small digits run trained once per test session, and the
+environment the app's AppTest tests run in. Also where the ``slow`` mark is given to every test that uses a
+fixture which trains."""
 
 from __future__ import annotations
 
@@ -7,35 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from helpers import make_shapes_folder
 
 from embedder.config import TrainConfig
-
-
-def make_shapes_folder(
-    root: Path, classes=("circle", "square", "triangle"), per_class: int = 12, size: int = 48, seed: int = 0
-) -> Path:
-    """An ImageFolder of generated shapes: one shape per class, random position, size and colour."""
-    rng = np.random.default_rng(seed)
-    for label in classes:
-        folder = root / label
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(180, 256, 3)))
-            draw = ImageDraw.Draw(img)
-            r = int(rng.integers(size // 5, size // 3))
-            cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
-            color = tuple(int(v) for v in rng.integers(0, 120, 3))
-            if label == "circle":
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
-            elif label == "square":
-                draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=color)
-            else:
-                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
-            img.save(folder / f"{i:03d}.png")
-    return root
 
 
 @pytest.fixture
@@ -43,14 +20,21 @@ def shapes_folder(tmp_path) -> Path:
     return make_shapes_folder(tmp_path / "shapes")
 
 
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory) -> Path:
-    """The digits demo set written into a per-session cache (never the user's ~/.cache)."""
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Path:
+    """A per-session cache for the demo set, set before any test runs: whatever the order, no test (nor a CLI it
+    starts) writes into the user's ~/.cache."""
     cache = tmp_path_factory.mktemp("cache")
     os.environ["EMBEDDER_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def demo_cache(private_cache) -> Path:
+    """The digits demo set, written once into the session's cache."""
     from embedder.data import demo_dataset
 
-    return demo_dataset(cache)
+    return demo_dataset(private_cache)
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +45,63 @@ def digits_run(tmp_path_factory, demo_cache) -> Path:
     out = tmp_path_factory.mktemp("runs") / "digits"
     train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0))
     return out
+
+
+# Fixtures that train a model: a test that uses one is slow, wherever it lives.
+TRAINING_FIXTURES = {"digits_run"}
+# Test files that train in every test but that this branch may not edit (the pipeline's own tests): marked here
+# until they carry ``pytestmark = pytest.mark.slow`` themselves.
+TRAINING_FILES = {"test_pipeline.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in TRAINING_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Name the random order that ran (pytest-randomly), also under -q, so an order that fails can be rerun."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.hasplugin("randomly") and isinstance(seed, int):
+        terminalreporter.write_line(f"random test order: rerun it with -p randomly --randomly-seed={seed}")
+
+
+@pytest.fixture
+def no_job_outlives_its_test():
+    """The job registry is process-wide: a job left queued or running would hold the training slot for the
+    tests after this one, whatever their order."""
+    yield
+    from ui import jobs
+
+    left = [j for j in jobs.registry().all() if j.active]
+    for job in left:
+        job.cancel()
+    for job in left:
+        assert job.wait(90), f"{job.out.name} did not stop"
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, digits_run, no_job_outlives_its_test):
+    """The app on the digits run: runs listed from its folder, image folders shared from ``tmp_path``, no
+    password."""
+    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(digits_run.parent))
+    monkeypatch.setenv("EMBEDDER_RUN", str(digits_run))
+    monkeypatch.setenv("EMBEDDER_DATA_ROOTS", str(tmp_path))  # the generated image folders live here
+    monkeypatch.delenv("EMBEDDER_PASSWORD", raising=False)
+    return digits_run
+
+
+@pytest.fixture
+def app_without_run(monkeypatch, tmp_path) -> Path:
+    """The app opened on a run that does not exist (nothing trained), for what shows before any run loads; the
+    demo is not trained either, since a run was named."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(runs))
+    monkeypatch.setenv("EMBEDDER_RUN", str(runs / "secret-project"))
+    monkeypatch.setenv("EMBEDDER_DATA_ROOTS", str(tmp_path))
+    monkeypatch.delenv("EMBEDDER_PASSWORD", raising=False)
+    return runs / "secret-project"
 
 
 @pytest.fixture

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def unit(rows) -> np.ndarray:
@@ -14,10 +17,39 @@ def unit(rows) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def copy_run(src, dst):
+def make_shapes_folder(
+    root: Path, classes=("circle", "square", "triangle"), per_class: int = 12, size: int = 48, seed: int = 0
+) -> Path:
+    """An ImageFolder of generated shapes: one shape per class, random position, size and colour."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for label in classes:
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(180, 256, 3)))
+            draw = ImageDraw.Draw(img)
+            r = int(rng.integers(size // 5, size // 3))
+            cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
+            color = tuple(int(v) for v in rng.integers(0, 120, 3))
+            if label == "circle":
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
+            elif label == "square":
+                draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=color)
+            else:
+                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
+            img.save(folder / f"{i:03d}.png")
+    return root
+
+
+def copy_run(src, dst, **changes):
+    """A copy of a run with files replaced: ``config_json=dict or str`` replaces config.json, and so on."""
     dst.mkdir(parents=True)
     for name in os.listdir(src):
         (dst / name).write_bytes((src / name).read_bytes())
+    for name, content in changes.items():
+        (dst / name.replace("_json", ".json")).write_text(content if isinstance(content, str) else json.dumps(content))
     return dst
 
 
@@ -77,3 +109,75 @@ def held_out_digit(run_dir) -> tuple[bytes, str]:
         ):
             return path.read_bytes(), run.classes[label]
     raise AssertionError("the fixture run labels none of its first 20 held-out images right")
+
+
+# --- The app under AppTest ---------------------------------------------------------------------------------
+
+
+def open_app(page: str | None = None):
+    """A fresh AppTest session that enters through app.py, as a browser does, then opens ``page``."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def nodes(at) -> list:
+    def walk(node):
+        yield node
+        for child in getattr(node, "children", {}).values():
+            yield from walk(child)
+
+    return list(walk(at._tree))
+
+
+def page_text(at) -> str:
+    """Everything the script sent towards the browser: element protos, with widget ids, labels and help."""
+    return "\n".join(str(getattr(n, "proto", "")) for n in nodes(at))
+
+
+def leaves(at) -> list[str]:
+    """The kinds of element on the page, in order: what a visitor sees, without the layout around it."""
+    return [type(n).__name__ for n in nodes(at) if not getattr(n, "children", None) and getattr(n, "proto", None)]
+
+
+def enter_password(at, password: str):
+    at.text_input(key="password").input(password)
+    return at.button(key="password_enter").click().run()
+
+
+def train_on_page(shapes, name: str, page=None, **settings):
+    """A Train page session that submits a training of the folder ``shapes`` into runs/<name>."""
+    at = page or open_app("pages/train.py")
+    at.radio(key="train_source").set_value("Folder on the server").run()
+    at.text_input(key="train_folder").set_value(str(shapes))
+    at.text_input(key="train_name").set_value(name)
+    for key, value in {"epochs": 1, **settings}.items():
+        at.number_input(key=f"train_{key}").set_value(value)
+    return at.button(key="train_submit").click().run()
+
+
+def zip_of(folder, classes=None, prefix: str = "") -> bytes:
+    """The PNGs under ``folder`` (only those of ``classes``, when given) as a .zip, paths under ``prefix``."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(folder.rglob("*.png")):
+            if classes is None or f.parent.name in classes:
+                zf.write(f, prefix + f.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+def train_zip_on_page(data: bytes, name: str):
+    """A Train page session that submits ``data`` as an uploaded .zip, trained into runs/<name>."""
+    at = open_app("pages/train.py")
+    at.radio(key="train_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="train_zip").set_value((f"{name}.zip", data, "application/zip"))
+    at.text_input(key="train_name").set_value(name)
+    at.number_input(key="train_epochs").set_value(1)
+    return at.button(key="train_submit").click().run()

@@ -2,6 +2,9 @@
 Playwright through Debian's Chromium. Screenshots land in artifacts/screenshots/ (docs/screenshots/ holds
 the ones the README shows).
 
+Waits are on what the page shows or on Streamlit's own signal that a script run finished (RUN_COUNTER), never on
+a clock. Each test opens its own browser context, so they pass in any order.
+
 Skipped only when `chromium` is not on PATH (CI installs the Debian package).
 """
 
@@ -19,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import held_out_digit
+from helpers import held_out_digit, make_shapes_folder
+from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -34,9 +38,27 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 K = 5  # the Query page's default number of neighbours
+VIEWPORT = {"width": 1400, "height": 1000}
+# Streamlit marks its root element data-test-script-state="running" while the script runs and "notRunning" once
+# it is done (its own e2e tests wait on this). Counting the switches to "notRunning" tells a rerun that has
+# finished from one that has not started yet.
+RUN_COUNTER = """
+window.__runsFinished = 0;
+new MutationObserver((changes) => {
+  for (const c of changes) {
+    if (c.oldValue !== "notRunning" && c.target.getAttribute("data-test-script-state") === "notRunning") {
+      window.__runsFinished += 1;
+    }
+  }
+}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                      attributeFilter: ["data-test-script-state"]});
+"""
+IDLE = """() => window.__runsFinished > 0 &&
+  document.querySelector('[data-testid="stApp"]')?.getAttribute("data-test-script-state") === "notRunning" """
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,  # each module starts streamlit servers and a browser, on a trained run
     pytest.mark.skipif(
         CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium) - browser tests skipped"
     ),
@@ -136,43 +158,58 @@ def locked_url(digits_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
 
+@contextmanager
+def _tab(browser, timeout_ms: int = 60_000):
+    """A page in a browser context of its own (no cookies or session shared with another test)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.add_init_script(RUN_COUNTER)
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(browser, app_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    # Every journey starts where a user starts: the entry page.
-    page.goto(app_url)
-    page.get_by_text("Active run").first.wait_for()
-    yield page
-    context.close()
+    with _tab(browser) as page:
+        # Every journey starts where a user starts: the entry page.
+        page.goto(app_url)
+        page.get_by_text("Active run").first.wait_for()
+        yield page
 
 
-def test_a_deep_link_to_a_fresh_server_gets_the_app_navigation(browser, app_url):
-    # Kept first in this module on purpose: the server has not run app.py for anyone yet, which is when
-    # Streamlit would run pages/query.py alone, with a sidebar of file names ("app", "query", ...).
+@pytest.fixture
+def fresh_url(digits_run, shared_dir, tmp_path):
+    """A server of its own that no browser has opened yet."""
+    env = {
+        "EMBEDDER_RUNS_DIR": str(digits_run.parent),
+        "EMBEDDER_RUN": str(digits_run),
+        "EMBEDDER_DATA_ROOTS": os.pathsep.join([str(shared_dir), str(digits_run.parent)]),
+    }
+    with _serve(env, tmp_path / "fresh.log") as url:
+        yield url
+
+
+def test_a_deep_link_to_a_fresh_server_gets_the_app_navigation(browser, fresh_url):
+    # A fresh server has not run app.py for anyone yet, which is when Streamlit would run pages/query.py alone,
+    # with a sidebar of file names ("app", "query", ...).
     import re
 
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
-        page.goto(f"{app_url}/query")
+    with _tab(browser) as page:
+        page.goto(f"{fresh_url}/query")
         page.locator('[data-testid="stSidebarNavLink"]', has_text=re.compile("Evaluate")).first.wait_for()
         links = [t.split()[-1] for t in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()]
         assert links == ["Home", "Query", "Explore", "Train", "Evaluate"]
         page.get_by_text("Images to label").first.wait_for()  # and it is the Query page that was asked for
         assert page.url.endswith("/query")
-    finally:
-        context.close()
 
 
 def _open(page, url: str, name: str) -> None:
@@ -182,9 +219,22 @@ def _open(page, url: str, name: str) -> None:
 
 
 def _settle(page) -> None:
-    """Wait until the script run is over (the status widget disappears)."""
-    page.wait_for_timeout(300)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
+    """Wait until a script run has finished since the page loaded and none is running. Call it on a fresh page, or
+    once the page shows something the current run draws; after an action that reruns the script, use _rerun."""
+    page.wait_for_function(IDLE)
+
+
+def _rerun(page, action) -> None:
+    """Do ``action`` (a click, an upload, ...) and wait until the script run it starts has finished."""
+    before = page.evaluate("window.__runsFinished")
+    action()
+    page.wait_for_function("n => window.__runsFinished > n", arg=before)
+    page.wait_for_function(IDLE)
+
+
+def _painted(page) -> None:
+    """Wait until the browser has drawn two more frames (a scroll has been painted)."""
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
 def _shot(page, name: str) -> None:
@@ -202,19 +252,16 @@ def test_home_shows_the_active_run(page, app_url, digits_run):
 def test_query_upload_shows_label_and_neighbours(page, app_url, digits_run):
     data, label = held_out_digit(digits_run)
     _open(page, f"{app_url}/query", "Query")
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
-        files=[{"name": "digit.png", "mimeType": "image/png", "buffer": data}]
-    )
-    value = page.locator('[data-testid="stMetricValue"]').first
-    value.wait_for()
-    assert value.inner_text().strip() == label
+    upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    _rerun(page, lambda: upload.set_input_files(files=[{"name": "digit.png", "mimeType": "image/png", "buffer": data}]))
+    expect(page.locator('[data-testid="stMetricValue"]').first).to_have_text(label, timeout=60_000)
+    _settle(page)  # the run that drew the label has finished: every neighbour is on the page
     neighbours = page.locator('[data-testid="stImageCaption"]', has_text="d = ")
     assert neighbours.count() >= K
     page.locator(".js-plotly-plot").first.wait_for()
-    _settle(page)
     _shot(page, "query")
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
-    page.wait_for_timeout(500)
+    _painted(page)
     page.screenshot(path=str(SHOTS / "query-map.png"))
 
 
@@ -232,15 +279,17 @@ def test_explore_draws_every_point_and_a_lasso_shows_thumbnails(page, app_url, d
     # Lasso a square in the middle of the plot area: some points must land in the selection grid.
     area = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     cx, cy, r = area["x"] + area["width"] / 2, area["y"] + area["height"] / 2, area["height"] / 4
-    page.mouse.move(cx - r, cy - r)
-    page.mouse.down()
-    for x, y in [(cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r), (cx - r, cy - r)]:
-        page.mouse.move(x, y, steps=8)
-    page.mouse.up()
+
+    def lasso():
+        page.mouse.move(cx - r, cy - r)
+        page.mouse.down()
+        for x, y in [(cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r), (cx - r, cy - r)]:
+            page.mouse.move(x, y, steps=8)
+        page.mouse.up()
+
+    _rerun(page, lasso)
     thumbs = page.locator('[data-testid="stImageCaption"]', has_text="#")
-    thumbs.first.wait_for()
-    _settle(page)
-    assert thumbs.count() > 0
+    expect(thumbs.first).to_be_visible()
     page.get_by_text("Show the nearest neighbours of").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "explore-selection.png"))
 
@@ -254,26 +303,19 @@ def test_train_and_evaluate_pages_render(page, app_url):
     page.get_by_text("held-out images queried").wait_for()  # the table itself is a canvas
     page.locator(".js-plotly-plot").first.wait_for()
     _settle(page)
-    assert page.locator('[data-testid="stException"]').count() == 0
+    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
     _shot(page, "evaluate")
 
 
 def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url, digits_run, shared_dir):
-    from conftest import make_shapes_folder
-
     folder = make_shapes_folder(shared_dir / "shapes", per_class=20)
     runs_before = sorted(p.name for p in digits_run.parent.iterdir())
-    trainer_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    querier_ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        trainer = trainer_ctx.new_page()
-        trainer.set_default_timeout(60_000)
+    with _tab(browser) as trainer, _tab(browser, timeout_ms=120_000) as querier:
         trainer.goto(app_url)
         _open(trainer, f"{app_url}/train", "Train")
-        trainer.get_by_text("Folder on the server").click()
+        _rerun(trainer, trainer.get_by_text("Folder on the server").click)
         trainer.get_by_role("textbox", name="Image folder").fill(str(folder))
-        trainer.get_by_role("textbox", name="Image folder").press("Enter")
-        _settle(trainer)
+        _rerun(trainer, lambda: trainer.get_by_role("textbox", name="Image folder").press("Enter"))
         trainer.get_by_role("spinbutton", name="Epochs (max)").fill("500")
         trainer.get_by_text("More settings").click()
         trainer.get_by_role("spinbutton", name="Patience (epochs)").fill("100")
@@ -283,24 +325,17 @@ def test_training_in_one_tab_while_another_queries_then_cancel(browser, app_url,
         cancel.wait_for()
 
         # Meanwhile, another user queries the existing run and gets an answer.
-        querier = querier_ctx.new_page()
-        querier.set_default_timeout(120_000)
         querier.goto(app_url)
         _open(querier, f"{app_url}/query", "Query")
         data, label = held_out_digit(digits_run)
         querier.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
             files=[{"name": "digit.png", "mimeType": "image/png", "buffer": data}]
         )
-        value = querier.locator('[data-testid="stMetricValue"]').first
-        value.wait_for()
-        assert value.inner_text().strip() == label
+        expect(querier.locator('[data-testid="stMetricValue"]').first).to_have_text(label, timeout=120_000)
 
         assert cancel.is_visible()  # the training job was running all along
         cancel.click()
         trainer.get_by_text("training cancelled").wait_for()
-    finally:
-        trainer_ctx.close()
-        querier_ctx.close()
     assert sorted(p.name for p in digits_run.parent.iterdir() if not p.name.startswith(".")) == [
         n for n in runs_before if not n.startswith(".")
     ]
@@ -316,10 +351,7 @@ def _log_in(page, url: str, path: str = "") -> None:
 
 def test_password_gate_in_a_real_browser(browser, locked_url):
     url, run = locked_url
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with _tab(browser) as page:
         page.goto(f"{url}/query")  # a deep link asks first
         field = page.get_by_label("Password", exact=True)
         field.wait_for()
@@ -337,20 +369,13 @@ def test_password_gate_in_a_real_browser(browser, locked_url):
         page.get_by_role("button", name="Enter").click()
         page.get_by_text("Images to label").first.wait_for()  # then opens the page it asked for
         assert page.url.endswith("/query")
-    finally:
-        context.close()
 
 
 def test_an_error_on_a_page_shows_no_traceback_or_server_path(browser, locked_url):
     url, run = locked_url
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    try:
+    with _tab(browser) as page:
         _log_in(page, url)
         page.get_by_text("Something went wrong on this page").wait_for()
         _settle(page)
         html = page.content()
         assert "Traceback" not in html and "ValueError" not in html and str(run.parent) not in html
-    finally:
-        context.close()

@@ -114,6 +114,7 @@ def test_index_of_another_gallery_of_the_same_size_is_found(tmp_path, digits_run
     _one_line(info, "index.ann", "is not gallery image")
 
 
+@pytest.mark.slow  # trains a second run
 def test_model_pt_of_another_run_with_the_same_network_is_named(tmp_path, digits_run, shapes_folder):
     from embedder.config import TrainConfig
     from embedder.pipeline import train

@@ -9,6 +9,8 @@ from embedder.checkpoint import work_dir
 from embedder.errors import Cancelled, EmbedderError
 from embedder.pipeline import train
 
+pytestmark = pytest.mark.slow  # both tests start a training
+
 
 def test_resume__a_planted_checkpoint_never_runs_code(shapes_folder, tmp_path):
     out = tmp_path / "run"

@@ -1,16 +1,19 @@
-"""ui/jobs.py: the training queue, driven with real (tiny) trainings on generated shapes."""
+"""ui/jobs.py: the training queue, driven with real (tiny) trainings on generated shapes. Waits are on the
+job's own signals (``wait``, ``wait_until``), never on a clock."""
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import pytest
 
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
-from ui.jobs import UNEXPECTED, JobRegistry, TrainJob
+from embedder.progress import Progress, Stage
+from ui.jobs import STAGE_WORDS, UNEXPECTED, JobRegistry, TrainJob
+
+TRAINING = ("train", "epoch")
 
 
 def _cfg(data: Path, out: Path, long: bool = False) -> TrainConfig:
@@ -19,17 +22,8 @@ def _cfg(data: Path, out: Path, long: bool = False) -> TrainConfig:
 
 
 def _wait(job: TrainJob, seconds: float = 90) -> None:
-    deadline = time.time() + seconds
-    while job.active and time.time() < deadline:
-        time.sleep(0.1)
-    assert not job.active, f"{job.out.name} is still {job.status}"
-
-
-def _wait_until_training(job: TrainJob, seconds: float = 60) -> None:
-    deadline = time.time() + seconds
-    while job.stage not in ("train", "epoch") and job.active and time.time() < deadline:
-        time.sleep(0.05)
-    assert job.running, job.error
+    assert job.wait(seconds), f"{job.out.name} is still {job.status} after {seconds} s"
+    assert not job.active
 
 
 @pytest.fixture
@@ -42,6 +36,7 @@ def registry():
         _wait(job)
 
 
+@pytest.mark.slow
 def test_queue__one_trains_the_others_wait_in_order_and_start_when_the_slot_frees(registry, shapes_folder, tmp_path):
     long = registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
     second = registry.start(_cfg(shapes_folder, tmp_path / "second"))
@@ -59,6 +54,7 @@ def test_queue__one_trains_the_others_wait_in_order_and_start_when_the_slot_free
     assert long.finished <= second.started and second.finished <= third.started
 
 
+@pytest.mark.slow
 def test_queue__cancel_takes_a_waiting_job_out_at_once(registry, shapes_folder, tmp_path):
     long = registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
     waiting = registry.start(_cfg(shapes_folder, tmp_path / "waiting"))
@@ -72,6 +68,7 @@ def test_queue__cancel_takes_a_waiting_job_out_at_once(registry, shapes_folder, 
     assert waiting.result is None and not (tmp_path / "waiting").exists()
 
 
+@pytest.mark.slow
 def test_queue__the_same_folder_is_one_job(registry, shapes_folder, tmp_path):
     job = registry.start(_cfg(shapes_folder, tmp_path / "run", long=True))
     assert registry.start(_cfg(shapes_folder, tmp_path / "run")) is job  # the app's own demo start
@@ -79,6 +76,7 @@ def test_queue__the_same_folder_is_one_job(registry, shapes_folder, tmp_path):
         registry.start(_cfg(shapes_folder, tmp_path / "run"), exclusive=True)  # a browser's start
 
 
+@pytest.mark.slow
 def test_queue__the_cap_comes_from_the_environment(monkeypatch, shapes_folder, tmp_path):
     monkeypatch.setenv("EMBEDDER_MAX_TRAININGS", "2")
     reg = JobRegistry()
@@ -92,6 +90,7 @@ def test_queue__the_cap_comes_from_the_environment(monkeypatch, shapes_folder, t
             _wait(job)
 
 
+@pytest.mark.slow
 def test_an_unexpected_failure_is_one_line_for_the_user_and_a_trace_in_the_log(
     registry, shapes_folder, tmp_path, caplog
 ):
@@ -103,12 +102,55 @@ def test_an_unexpected_failure_is_one_line_for_the_user_and_a_trace_in_the_log(
     assert "Traceback" in caplog.text and str(tmp_path) in caplog.text
 
 
+@pytest.mark.slow
 def test_a_cancelled_running_job_frees_its_slot(registry, shapes_folder, tmp_path):
     long = registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
-    _wait_until_training(long)
+    assert long.wait_until(lambda j: j.stage in TRAINING, timeout=60), long.error
     long.cancel()
     _wait(long)
     assert long.status == "cancelled"
     nxt = registry.start(_cfg(shapes_folder, tmp_path / "next"))
     assert nxt.status == "running"
     _wait(nxt)
+
+
+@pytest.mark.slow
+def test_wait__times_out_on_a_running_job_and_returns_once_it_is_over(registry, shapes_folder, tmp_path):
+    long = registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
+    assert long.wait(0.05) is False and long.running
+    assert long.wait_until(lambda j: j.epoch >= 1, timeout=60)  # an epoch in: the predicate saw a progress report
+    long.cancel()
+    assert long.wait(60) is True and long.status == "cancelled"
+    assert long.wait(0) is True  # and stays over
+    assert long.wait_until(lambda j: j.stage == "never", timeout=60) is False  # an ended job wakes every waiter
+
+
+@pytest.mark.slow
+def test_wait__a_job_cancelled_in_the_queue_is_over_at_once(registry, shapes_folder, tmp_path):
+    registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
+    waiting = registry.start(_cfg(shapes_folder, tmp_path / "waiting"))
+    assert waiting.wait(0) is False
+    waiting.cancel()
+    assert waiting.wait(0) is True and waiting.status == "cancelled"
+
+
+def test_progress__every_stage_has_words_and_the_bar_never_goes_back(tmp_path):
+    job = TrainJob(TrainConfig(data="demo", out=str(tmp_path / "run"), epochs=2))
+    training = [Progress(stage, done=1, total=2, epoch=e) for e in (1, 2) for stage in (Stage.TRAIN, Stage.EPOCH)]
+    reports = [Progress(Stage.SCAN), *training, *(Progress(s) for s in list(Stage)[4:])]
+    assert {p.stage for p in reports} == set(Stage) - {Stage.NOTE}  # a new stage must be added here too
+    shown = []
+    for p in reports:
+        job.on_progress(p)
+        assert job.describe().split(":")[0] == STAGE_WORDS[p.stage.value]
+        shown.append(job.fraction())
+    assert shown == sorted(shown) and shown[-1] == 1.0, shown
+
+
+def test_progress__a_note_is_kept_and_leaves_the_stage_alone(tmp_path):
+    job = TrainJob(TrainConfig(data="demo", out=str(tmp_path / "run"), epochs=3))
+    job.on_progress(Progress(Stage.TRAIN, done=5, total=10, epoch=2, loss=0.25))
+    job.on_progress(Progress(Stage.NOTE, message="left out 1 class folder(s) with no usable image: empty"))
+    assert job.notes == ["left out 1 class folder(s) with no usable image: empty"]
+    assert job.describe() == "Training: epoch 2 of at most 3 · loss 0.2500"
+    assert job.fraction() == pytest.approx(0.9 * 1.5 / 3)

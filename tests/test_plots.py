@@ -3,7 +3,7 @@
 import numpy as np
 import plotly.graph_objects as go
 
-from embedder.plots import OTHER, embedding_map, label_style, top_labels
+from embedder.plots import OTHER, OTHER_COLOR, PALETTE, embedding_map, label_style, top_labels
 
 
 def _points(fig: go.Figure) -> dict[str, list[int]]:
@@ -50,3 +50,17 @@ def test_label_style__colours_cycle_then_symbols_change():
 
 def test_top_labels__most_frequent_first_ties_alphabetical():
     assert top_labels(["c", "b", "a", "b", "c"], 2) == ["b", "c"]
+
+
+def test_embedding_map__a_class_named_other_keeps_its_colour_and_every_point_is_drawn_once():
+    def drawn(fig):
+        return [(t.name, [int(c[0]) for c in t.customdata], t.marker.color) for t in fig.data]
+
+    fig = embedding_map(np.zeros((2, 2)), ["other", "a"])
+    assert drawn(fig) == [("a (1)", [1], PALETTE[0]), ("other (1)", [0], PALETTE[1])]
+    fig = embedding_map(np.zeros((5, 2)), ["other", "other", "a", "b", "c"], top_n=2)
+    assert drawn(fig) == [
+        ("a (1)", [2], PALETTE[1]),
+        ("other (2)", [0, 1], PALETTE[0]),
+        ("other (2)", [3, 4], OTHER_COLOR),
+    ]

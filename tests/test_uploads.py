@@ -1,9 +1,12 @@
-"""ui/uploads.py: unpacked uploads go when nothing refers to them, and nothing else ever goes."""
+"""ui/uploads.py: unpacked uploads go when nothing refers to them, and nothing else ever goes; files over the
+size limit are refused in one line on both pages that take uploads."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from helpers import open_app, train_zip_on_page
 
 from ui.uploads import sweep
 
@@ -55,3 +58,21 @@ def test_sweep__an_unreadable_run_config_keeps_everything(tmp_path):
 
 def test_sweep__no_uploads_folder_is_fine(tmp_path):
     assert sweep(tmp_path / "runs") == []
+
+
+def test_uploads_over_the_size_limit_are_refused_in_one_line(app_env, monkeypatch, tmp_path):
+    from streamlit import config
+
+    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(tmp_path / "runs"))
+    before = config.get_option("server.maxUploadSize")
+    config.set_option("server.maxUploadSize", 1)
+    try:
+        big = b"\0" * (1024 * 1024 + 1)
+        at = open_app("pages/query.py")
+        at.file_uploader(key="query_files").set_value(("huge.png", big, "image/png")).run()
+        assert [e.value for e in at.error] == ["**huge.png** is larger than the 1 MB upload limit; it was skipped."]
+        at = train_zip_on_page(big, "huge")
+        assert [e.value for e in at.error] == ["**huge.zip** is larger than the 1 MB upload limit; it was skipped."]
+        assert not (tmp_path / "runs" / ".data").exists()
+    finally:
+        config.set_option("server.maxUploadSize", before)

@@ -33,6 +33,7 @@ STAGE_WORDS = {
     "epoch": "Training",
     "embed": "Embedding the gallery",
     "index": "Building the index",
+    "calibrate": 'Calibrating "unknown"',
     "evaluate": "Evaluating",
     "write": "Writing the run",
     "done": "Done",
@@ -58,6 +59,8 @@ class TrainJob:
     result: TrainResult | None = None
     finished: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _over: threading.Event = field(default_factory=threading.Event, repr=False)  # see wait()
+    _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)  # see wait_until()
     _unqueue: Callable[[TrainJob], None] | None = field(default=None, repr=False)  # set by the registry
 
     @property
@@ -76,12 +79,32 @@ class TrainJob:
     def on_progress(self, p: Progress) -> None:
         if p.stage == "note":
             self.notes = [*self.notes, p.message]
-            return
-        if p.stage == "epoch" and p.stats is not None:
-            self.history = [*self.history, p.stats.to_dict()]
-        self.stage, self.done, self.total, self.epoch = p.stage, p.done, p.total, p.epoch or self.epoch
-        if p.loss is not None:
-            self.loss = p.loss
+        else:
+            if p.stage == "epoch" and p.stats is not None:
+                self.history = [*self.history, p.stats.to_dict()]
+            self.stage, self.done, self.total, self.epoch = p.stage, p.done, p.total, p.epoch or self.epoch
+            if p.loss is not None:
+                self.loss = p.loss
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job is over (done, failed or cancelled, while queued or running) and the registry has
+        freed its slot, started the next job and swept unused uploads. False when ``timeout`` seconds passed first."""
+        return self._over.wait(timeout)
+
+    def wait_until(self, predicate: Callable[[TrainJob], bool], timeout: float | None = None) -> bool:
+        """Block until ``predicate(job)`` holds, checked at every progress report and when the job is over.
+        False when it does not hold after ``timeout`` seconds or once the job is over."""
+        with self._changed:
+            self._changed.wait_for(lambda: predicate(self) or self._over.is_set(), timeout)
+        return predicate(self)
+
+    def _end(self) -> None:
+        """Called by the registry once nothing of the job is left to do: wakes every wait."""
+        self._over.set()
+        with self._changed:
+            self._changed.notify_all()
 
     def fraction(self) -> float:
         """Overall progress 0..1: epochs dominate; the gallery, index and evaluation are the last tenth."""
@@ -91,7 +114,7 @@ class TrainJob:
         if self.stage in ("train", "epoch"):
             within = self.done / self.total if self.total and self.stage == "train" else 1.0
             return min(0.9, 0.9 * ((self.epoch - 1 + within) / epochs))
-        tail = {"embed": 0.9, "index": 0.93, "evaluate": 0.95, "write": 0.99, "done": 1.0}
+        tail = {"embed": 0.9, "index": 0.93, "calibrate": 0.94, "evaluate": 0.95, "write": 0.99, "done": 1.0}
         return tail.get(self.stage, 0.0)
 
     def describe(self) -> str:
@@ -229,12 +252,19 @@ class JobRegistry:
         try:
             job.run()
         finally:
+            self._release(job)
+
+    def _release(self, job: TrainJob) -> None:
+        """Free the slot of a job that is over, start the next ones, sweep unused uploads; then wake its waits."""
+        try:
             with self._lock:
                 self._running -= 1
                 ready = self._next_ready()
             for j in ready:
                 self._launch(j)
             self.sweep(job.out.parent)
+        finally:
+            job._end()
 
     def _unqueue(self, job: TrainJob) -> None:
         with self._lock:
@@ -243,6 +273,7 @@ class JobRegistry:
             self._queue.remove(job)
             job.error, job.status, job.finished = "training cancelled before it started", "cancelled", time.time()
         self.sweep(job.out.parent)
+        job._end()
 
 
 # A module global, not st.cache_resource: any browser can ask Streamlit to clear the resource cache, and the

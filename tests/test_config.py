@@ -1,0 +1,165 @@
+"""embedder/config.py: every setting described once. The messages name the CLI flag and the range in words;
+bounds are inclusive unless ``below``; the cross-field checks of ``validate``; the field helpers the CLI and the
+Train page are generated with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import pytest
+
+from embedder.config import ModelConfig, Setting, TrainConfig, check_settings, default_of, field_type, settings_of
+from embedder.errors import EmbedderError
+
+
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        (Setting("h", low=0, high=1), "in [0, 1]"),
+        (Setting("h", low=0.001, high=2.0), "in [0.001, 2]"),
+        (Setting("h", low=0, below=1), "in [0, 1)"),
+        (Setting("h", low=2), "at least 2"),
+        (Setting("h", positive=True), "above 0"),
+        (Setting("h"), ""),
+        (Setting("h", choices=("a", "b")), ""),
+    ],
+)
+def test_bounds_text__the_range_in_words(setting, words):
+    assert setting.bounds_text() == words
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"margin": 5}, "--margin must be in [0.001, 2], got 5"),
+        ({"margin": 0.0}, "--margin must be in [0.001, 2], got 0.0"),
+        ({"dim": 1}, "--dim must be in [2, 4096], got 1"),
+        ({"epochs": -1}, "--epochs must be in [0, 10000], got -1"),
+        ({"lr": 0}, "--lr must be above 0, got 0"),
+        ({"backbone_lr": -1e-4}, "--backbone-lr must be at least 0, got -0.0001"),
+        ({"test_fraction": 1.0}, "--test-fraction must be in [0, 1), got 1.0"),
+        ({"unseen_classes": 0.8}, "--unseen-classes must be in [0, 0.8), got 0.8"),
+        ({"k": 0}, "--k must be in [1, 100], got 0"),
+        (
+            {"backbone": "vgg"},
+            "unknown --backbone 'vgg': choose one of auto, convnet, resnet18, resnet50, efficientnet_lite0",
+        ),
+        ({"miner": "easy"}, "unknown --miner 'easy': choose one of semihard, hard, all, batch-hard"),
+        (
+            {"backbone": "vgg", "margin": 5},
+            "unknown --backbone 'vgg': choose one of auto, convnet, resnet18, resnet50, efficientnet_lite0",
+        ),  # the first field in declaration order
+    ],
+)
+def test_check_settings__the_first_bad_field_names_its_flag_and_range(changes, message):
+    assert check_settings(TrainConfig(**changes)) == message
+    with pytest.raises(EmbedderError) as info:
+        TrainConfig(**changes).validate()
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"margin": 0.001},
+        {"margin": 2.0},  # inclusive bounds
+        {"epochs": 0},
+        {"test_fraction": 0.0, "val_fraction": 0.0},
+        {"test_fraction": 0.99999, "val_fraction": 0.0},  # ``below``: anything under it
+        {"image_size": None, "unseen_classes": None, "pretrained": None},  # unset: "auto", never checked
+        {"pretrained": True, "freeze_bn": False},
+        {"backbone_lr": 0.0},
+    ],
+)
+def test_check_settings__values_at_the_bounds_and_unset_ones_pass(changes):
+    assert check_settings(TrainConfig(**changes)) is None
+
+
+def test_check_settings__a_brute_force_walk_over_every_numeric_field_agrees_with_its_setting():
+    for f, s in settings_of(TrainConfig):
+        if field_type(TrainConfig, f.name) not in (int, float) or s.choices:
+            continue
+        for value in (-1e9, -1, -1e-9, 0, 1e-9, 0.5, 1, 2, 3, 100, 4096, 1e9):
+            if field_type(TrainConfig, f.name) is int and value != int(value):
+                continue
+            ok = (
+                (s.low is None or value >= s.low)
+                and (s.high is None or value <= s.high)
+                and (s.below is None or value < s.below)
+                and (not s.positive or value > 0)
+            )
+            problem = check_settings(TrainConfig(**{f.name: value}))
+            assert (problem is None) == ok, (f.name, value, problem)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"test_fraction": 0.5, "val_fraction": 0.4}, "test and validation fractions leave too little to train on"),
+        (
+            {"classes_per_batch": 1024, "per_class": 5},
+            "a batch (classes-per-batch x per-class) holds at most 4096 images",
+        ),
+    ],
+)
+def test_validate__settings_fine_alone_but_not_together(changes, message):
+    assert check_settings(TrainConfig(**changes)) is None
+    with pytest.raises(EmbedderError) as info:
+        TrainConfig(**changes).validate()
+    assert str(info.value) == message
+
+
+def test_validate__just_inside_the_cross_field_limits():
+    TrainConfig(test_fraction=0.45, val_fraction=0.44).validate()
+    TrainConfig(classes_per_batch=1024, per_class=4).validate()
+
+
+def test_field_type__without_its_optional_none():
+    assert [
+        field_type(TrainConfig, n) for n in ("image_size", "pretrained", "margin", "backbone", "unseen_classes")
+    ] == [
+        int,
+        bool,
+        float,
+        str,
+        float,
+    ]
+
+
+def test_default_of__a_plain_default_and_a_factory():
+    @dataclass
+    class C:
+        plain: int = 3
+        made: list = field(default_factory=lambda: [1, 2])
+
+    assert [default_of(f) for f in fields(C)] == [3, [1, 2]]
+    assert default_of(next(f for f in fields(TrainConfig) if f.name == "miner")) == "semihard"
+
+
+def test_settings_of__every_train_field_is_described_and_none_of_the_model_fields():
+    assert [f.name for f, _ in settings_of(TrainConfig)] == [f.name for f in fields(TrainConfig)]
+    assert settings_of(ModelConfig) == []
+
+
+def test_from_dict__ignores_what_it_does_not_know_and_round_trips():
+    cfg = TrainConfig(epochs=7, miner="hard")
+    assert TrainConfig.from_dict({**cfg.to_dict(), "from_the_future": 1}) == cfg
+
+
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({}, None),
+        ({"backbone": "auto"}, "unknown backbone 'auto'"),
+        ({"backbone": "vgg"}, "unknown backbone 'vgg'"),
+        ({"dim": 1}, "embedding size 1 out of range"),
+        ({"dim": None}, None),
+        ({"image_size": 4}, "image size 4 out of range"),
+        ({"resize": "pad"}, "unknown resize 'pad'"),
+        ({"augment": "heavy"}, "unknown augmentation 'heavy'"),
+        ({"std": (0.5, 0.0, 0.5)}, "std must be positive"),
+    ],
+)
+def test_model_config_problem__what_a_file_may_hold_that_no_network_can_be_built_from(changes, problem):
+    assert ModelConfig(**changes).problem() == problem

@@ -1,0 +1,57 @@
+"""embedder/progress.py: the stages, in the order a training goes through them, and what an epoch reports."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import cfg
+
+from embedder.progress import EpochStats, Progress, Stage, silent
+
+ORDER = ["scan", "note", "train", "epoch", "embed", "index", "calibrate", "evaluate", "write", "done"]
+
+
+def test_stage__listed_in_pipeline_order_and_equal_to_its_name():
+    assert [s.value for s in Stage] == ORDER
+    assert Stage.TRAIN == "train" and str(Stage.TRAIN) == "train" and f"{Stage.EMBED}" == "embed"
+    assert Stage("epoch") is Stage.EPOCH
+    with pytest.raises(ValueError):
+        Stage("sleep")
+
+
+def test_epoch_stats__to_dict_holds_every_field_as_history_json_stores_it():
+    stats = EpochStats(1, 0.5, 0.25, 0.4, 0.9, 0.8, 0.7, 1.5)
+    assert stats.to_dict() == {
+        "epoch": 1,
+        "loss": 0.5,
+        "active_fraction": 0.25,
+        "ap_distance": 0.4,
+        "an_distance": 0.9,
+        "val_precision_at_1": 0.8,
+        "val_map_at_r": 0.7,
+        "seconds": 1.5,
+        "val_unseen_map_at_r": None,
+        "best": False,
+    }
+
+
+def test_progress__defaults_and_silent_listens_to_nothing():
+    p = Progress(Stage.SCAN)
+    assert (p.done, p.total, p.epoch, p.loss, p.message, p.stats, p.extra) == (0, 0, 0, None, "", None, {})
+    assert Progress(Stage.SCAN).extra is not p.extra
+    assert silent(p) is None
+
+
+@pytest.mark.slow  # trains for a second on generated shapes
+def test_stage__a_training_reports_its_stages_in_this_order(shapes_folder, tmp_path):
+    from embedder.pipeline import train
+
+    events: list[Progress] = []
+    train(cfg(shapes_folder, tmp_path / "run"), progress=events.append)
+    stages = [e.stage for e in events if e.stage != Stage.NOTE]
+    assert all(isinstance(s, Stage) for s in stages)
+    seen = list(dict.fromkeys(stages))  # each stage's first report, in order
+    assert seen == sorted(seen, key=ORDER.index), seen  # never back to an earlier stage
+    # One epoch, so even "train" (its steps) never comes after "epoch" (its end): every report moves forward.
+    assert [ORDER.index(s) for s in stages] == sorted(ORDER.index(s) for s in stages)
+    assert seen[0] == Stage.SCAN and seen[-1] == Stage.DONE
+    assert {Stage.TRAIN, Stage.EPOCH, Stage.EMBED, Stage.INDEX, Stage.WRITE} <= set(seen)
