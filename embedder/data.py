@@ -223,6 +223,9 @@ def demo_dataset(cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
-def resolve_data(data: str) -> Path:
-    """``"demo"`` -> the cached digits folder; anything else is taken as a path."""
-    return demo_dataset() if data == "demo" else Path(data).expanduser().resolve()
+def resolve_data(data: str, write: bool = True) -> Path:
+    """``"demo"`` -> the cached digits folder (written on first use unless ``write`` is False); anything else is
+    taken as a path."""
+    if data == "demo":
+        return demo_dataset() if write else Path(default_cache_dir()) / "digits"
+    return Path(data).expanduser().resolve()

@@ -189,20 +189,25 @@ def evaluate_run(
     )
     if disjoint is not None:
         result["class_disjoint"] = disjoint
-    if not baselines:
-        return result
+    if baselines:
+        _add_baselines(result, run, sets, device, report)
+    return result
+
+
+def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter) -> None:
+    """The baselines of both protocols into ``result``: the stored ones when these are the queries they were
+    measured on at training (and say so), else measured now."""
     stored = _stored_baselines(run, sets)
     if stored is not None:
         result["baselines"], reused_disjoint = stored
-        if disjoint is not None and reused_disjoint:
+        if "class_disjoint" in result and reused_disjoint:
             result["class_disjoint"]["baselines"] = reused_disjoint
         result["baselines_reused"] = sorted(result["baselines"])
         report(Progress(Stage.EVALUATE, message=f"baselines reused from training: {', '.join(sorted(stored[0]))}"))
-        return result
+        return
     result["baselines"] = {}
     for name, (qe, ge, ue) in _baseline_embeddings(run, sets, device, report):
         held, dis = sets.protocols(qe, ge, ue)
         result["baselines"][name] = held
         if dis is not None:
             result["class_disjoint"].setdefault("baselines", {})[name] = dis
-    return result

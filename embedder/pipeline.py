@@ -27,6 +27,7 @@ from .progress import Progress, Reporter, Stage, silent
 from .run import Run, gallery_rows, split_record
 from .train import Fitted, fit
 from .transforms import eval_transform
+from .validate import MAX_QUERIES, cap
 
 
 @dataclass
@@ -79,9 +80,10 @@ def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, rep
     if not len(pl.val_idx):
         return {"unknown": {"calibrated_on": "validation"}, "confidence": None}
     position = {int(i): r for r, i in enumerate(rows)}
-    val, train = [position[int(i)] for i in pl.val_idx], [position[int(i)] for i in pl.train_idx]
     labels = pl.images.labels
-    q, ql, g, gl = emb[val], labels[pl.val_idx], emb[train], labels[pl.train_idx]
+    val_idx = cap(pl.val_idx, labels, MAX_QUERIES, cfg.seed)  # as many as validation scores: enough to fit two numbers
+    val, train = [position[int(i)] for i in val_idx], [position[int(i)] for i in pl.train_idx]
+    q, ql, g, gl = emb[val], labels[val_idx], emb[train], labels[pl.train_idx]
     calib = open_set(q, ql, g, gl, cfg.target_precision, k=cfg.k)
     keys = ("threshold", "target_precision", "precision", "coverage", "auroc")
     unknown = {**{k: calib[k] for k in keys if k in calib}, "calibrated_on": "validation"}

@@ -85,8 +85,8 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
     """Scan the data and decide everything before any training starts (cheap; errors surface here)."""
     cfg.validate()
     report = progress or (lambda p: None)
-    root = resolve_data(cfg.data)
-    check_out(cfg.out, [root, *([cfg.queries] if cfg.queries else [])], cfg.overwrite)
+    check_out(cfg.out, [resolve_data(cfg.data, write=False), *([cfg.queries] if cfg.queries else [])], cfg.overwrite)
+    root = resolve_data(cfg.data)  # refused before the demo set is written
     images = scan_folder(root, progress=lambda d, t: report(Progress(Stage.SCAN, done=d, total=t)))
     notes = []
     if images.skipped:

@@ -12,6 +12,8 @@ from embedder.errors import Cancelled, EmbedderError
 from embedder.pipeline import train
 from embedder.plan import plan
 
+pytestmark = pytest.mark.slow  # every test here trains
+
 
 def test_train__same_seed_same_model(shapes_folder, tmp_path):
     a = train(_cfg(shapes_folder, tmp_path / "a"))
