@@ -1,11 +1,11 @@
-# make setup | test | test-fast | demo | run. Everything installs into .venv from requirements.txt.
+# make setup | lint | test | test-fast | demo | run. Everything installs into .venv from requirements.txt.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo run bench clean
+.PHONY: setup lint test test-fast demo run bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # Tests run in a random order (pytest-randomly), so a test that leans on another's leftovers fails; the seed is
 # printed at the end. Repeat an order with: make test PYTEST_ARGS=--randomly-seed=N
-test: setup
+test: setup lint
 	$(PY) -m pytest -q -p randomly $(PYTEST_ARGS)
+
+# ruff lints and checks the formatting (settings in pyproject.toml); `ruff format .` fixes the latter.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Everything that neither trains nor starts a server or a browser: under a minute on 2 cores.
 test-fast: setup
