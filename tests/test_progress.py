@@ -30,6 +30,7 @@ def test_epoch_stats__to_dict_holds_every_field_as_history_json_stores_it():
         "val_map_at_r": 0.7,
         "seconds": 1.5,
         "val_unseen_map_at_r": None,
+        "val_label_accuracy": None,
         "best": False,
     }
 
