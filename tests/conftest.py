@@ -13,13 +13,13 @@ import pytest
 from helpers import make_shapes_folder
 from hypothesis import settings
 
+from embedder.config import TrainConfig
+
 # Property tests draw the same examples on every run (CI must not pass or fail by luck); explore new ones with
 # HYPOTHESIS_PROFILE=explore.
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
-
-from embedder.config import TrainConfig
 
 
 @pytest.fixture
