@@ -99,7 +99,12 @@ class TrainConfig:
     )
     dim: int = setting(128, "embedding size of the head", low=2, high=4096, label="Embedding size")
     epochs: int = setting(
-        30, "maximum epochs; early stopping usually ends sooner", low=0, high=10_000, label="Epochs (max)", main=True
+        40,
+        "maximum epochs (the cosine schedule spans them); early stopping may end sooner",
+        low=0,
+        high=10_000,
+        label="Epochs (max)",
+        main=True,
     )
     image_size: int | None = setting(
         None,
@@ -154,7 +159,7 @@ class TrainConfig:
         label="Backbone learning rate",
     )
     schedule: str = setting(
-        "constant",
+        "cosine",
         "learning-rate schedule over --epochs: constant, or cosine (decays to 0 by the last epoch)",
         choices=SCHEDULES,
         label="Learning-rate schedule",
@@ -172,7 +177,7 @@ class TrainConfig:
         high=1.0,
     )
     patience: int = setting(
-        5, "early stopping: epochs without a better validation score", low=1, high=1000, label="Patience (epochs)"
+        10, "early stopping: epochs without a better validation score", low=1, high=1000, label="Patience (epochs)"
     )
     test_fraction: float = share(
         0.2, "share of each class held out as evaluation queries (0 with --queries)", "Held-out test share"

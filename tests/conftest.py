@@ -50,7 +50,7 @@ def digits_run(tmp_path_factory, demo_cache) -> Path:
     from embedder.pipeline import train
 
     out = tmp_path_factory.mktemp("runs") / "digits"
-    train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0))
+    train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0, schedule="constant"))
     return out
 
 

@@ -28,7 +28,7 @@ def test_set_learning_rate__cosine_decays_to_near_zero_and_constant_stays():
         lrs.append(opt.param_groups[0]["lr"])
     assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(0.5e-3)
     assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.03e-3
-    set_learning_rate(opt, TrainConfig(epochs=10), 7)
+    set_learning_rate(opt, TrainConfig(epochs=10, schedule="constant"), 7)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
