@@ -12,10 +12,11 @@ the simpler model stays.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .model import EmbeddingNet
 from .validate import Score
 
 Z = 1.645  # one-sided 95%
@@ -93,3 +94,18 @@ def choose(baseline: Candidate, others: list[Candidate]) -> tuple[Candidate, str
         f"{baseline.summary()}; no other candidate labels validation images better by more than "
         f"the noise ({'; '.join(c.summary() for c in others)})"
     )
+
+
+def kept_network(model: EmbeddingNet, start: Candidate, best: Candidate, pretrained: Candidate | None, device):
+    """The network to keep and why: the selection rule of select.py over the starting points and the best epoch."""
+    if pretrained is None:
+        others = [best] if best.epoch else []
+        if not start.score:  # no validation: from scratch, training is the only way to a useful network
+            start, others = best, []
+        chosen, why = choose(start, others)
+    else:
+        chosen, why = choose(pretrained, [best])
+    if chosen.state is None:  # the plain pretrained features: no head
+        return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), chosen, why
+    model.load_state_dict(chosen.state)
+    return model.eval(), chosen, why

@@ -1,9 +1,6 @@
-"""Fitting: P×K batches, online triplet mining, the epoch loop, checkpoints, and choosing the model to keep.
-
-``fit`` is one stage of the pipeline (pipeline.py); it returns the kept network and the story of how it was
-chosen. Candidates, each scored on validation: the network before training (for a pretrained backbone: its
-features through a PCA head), every epoch, and the plain pretrained features.
-"""
+"""Fitting: P×K batches, online mining, the epoch loop, checkpoints, and the candidates to keep (select.py chooses):
+the network before training (for a pretrained backbone: its features through a PCA head), the best epoch, and the
+plain pretrained features. ``fit`` is one stage of the pipeline (pipeline.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ from .errors import Cancelled
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
-from .select import Candidate, choose
+from .select import Candidate, kept_network
 from .transforms import eval_transform, train_transform
 from .triplets import batch_stats
 from .validate import Score, ValidationSet, Validator
@@ -47,15 +44,11 @@ def _loss_and_miner(cfg: TrainConfig):
 
     if cfg.loss == "multi-similarity":
         return losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner()
-    return losses.TripletMarginLoss(margin=cfg.margin), _miner(cfg.miner, cfg.margin)
-
-
-def _miner(name: str, margin: float):
-    from pytorch_metric_learning import miners
-
-    if name == "batch-hard":
-        return miners.BatchHardMiner()
-    return miners.TripletMarginMiner(margin=margin, type_of_triplets=name)
+    if cfg.miner == "batch-hard":
+        return losses.TripletMarginLoss(margin=cfg.margin), miners.BatchHardMiner()
+    return losses.TripletMarginLoss(margin=cfg.margin), miners.TripletMarginMiner(
+        margin=cfg.margin, type_of_triplets=cfg.miner
+    )
 
 
 def _optimizer(model: EmbeddingNet, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -204,21 +197,6 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, optimizer, device, report:
     return Candidate.from_dict(ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
 
 
-def _kept(model: EmbeddingNet, start: Candidate, best: Candidate, pretrained: Candidate | None, device):
-    """The network to keep and why: the selection rule of select.py over the starting points and the best epoch."""
-    if pretrained is None:
-        others = [best] if best.epoch else []
-        if not start.score:  # no validation: from scratch, training is the only way to a useful network
-            start, others = best, []
-        chosen, why = choose(start, others)
-    else:
-        chosen, why = choose(pretrained, [best])
-    if chosen.state is None:  # the plain pretrained features: no head
-        return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), chosen, why
-    model.load_state_dict(chosen.state)
-    return model.eval(), chosen, why
-
-
 def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
     """Train a network on the plan's training images and keep the candidate that labels validation images best.
 
@@ -263,7 +241,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
         }
         save_checkpoint(ckpt_path, state)
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
-    kept_model, chosen, why = _kept(model, start, best, pretrained, device)
+    kept_model, chosen, why = kept_network(model, start, best, pretrained, device)
     report(Progress(Stage.NOTE, message=f"kept {why}"))
     candidates = {c.name: c.score.metrics for c in (pretrained, start, best) if c is not None}
     return Fitted(kept_model, why, history, {"validation": chosen.score.metrics, "validation_candidates": candidates})
