@@ -67,6 +67,17 @@ def clearly_better(a: Score, b: Score) -> bool:
     return gain - loss > Z * math.sqrt(gain + loss)
 
 
+def improves(new: Score, best: Score, top: Score) -> bool:
+    """Whether an epoch scoring ``new`` replaces the best epoch so far (``best``) during training: it labels the
+    validation images clearly better, or ranks them better (MAP@R) while labelling them no worse than ``best`` nor
+    than the epoch that labelled the most right (``top``) beyond the noise. With validation labels near 100%, one
+    image more or less right is noise; the ranking is not."""
+    if clearly_better(new, best):
+        return True
+    no_worse = not clearly_better(best, new) and not clearly_better(top, new)
+    return no_worse and new.key[1] > best.key[1]
+
+
 def choose(baseline: Candidate, others: list[Candidate]) -> tuple[Candidate, str]:
     """The candidate to keep and why, in one line (see the module docstring for the rule)."""
     if not baseline.score:

@@ -22,7 +22,7 @@ from .errors import Cancelled
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
-from .select import Candidate, kept_network
+from .select import Candidate, improves, kept_network
 from .transforms import eval_transform, train_transform
 from .triplets import batch_stats
 from .validate import Score, ValidationSet, Validator
@@ -211,9 +211,11 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
         report(Progress(Stage.NOTE, message=loop.val.note))
     start, pretrained = _starting_points(loop)
     best, history, bad_epochs, first = start, [], 0, 1
+    top = start.score  # the best label accuracy seen: the kept epoch may not drift below it by more than noise
     ckpt_path = work_dir(out) / "checkpoint.pt"
     if cfg.resume and ckpt_path.exists():
         best, history, bad_epochs, first = _resume(ckpt_path, cfg, model, optimizer, device, report)
+        top = best.score
     elif cfg.resume:
         report(Progress(Stage.NOTE, message="nothing to resume: starting from the beginning"))
     for epoch in range(first, cfg.epochs + 1):
@@ -224,7 +226,8 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
             break
         set_learning_rate(optimizer, cfg, epoch)
         stats, val = loop.epoch(epoch, optimizer, report, stop)
-        stats.best = val.key > best.score.key or not val
+        stats.best = improves(val, best.score, top) or not val
+        top = max(top, val, key=lambda s: s.key)
         history.append(stats.to_dict())
         if stats.best:
             best, bad_epochs = Candidate(f"epoch {epoch}", val, epoch, copy.deepcopy(model.state_dict())), 0

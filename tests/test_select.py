@@ -60,3 +60,22 @@ def test_choose__without_validation_the_baseline_stays_and_says_why():
     base = Candidate("the pretrained features", empty)
     kept, why = choose(base, [Candidate("epoch 3", empty, 3, {})])
     assert kept is base and why == "the pretrained features: no validation images to check anything against"
+
+
+def test_improves__one_image_less_right_at_the_top_is_noise_a_better_ranking_is_not():
+    from embedder.select import improves
+
+    best = _score("1" * 179, 0.974)  # every validation image right, ranking so-so
+    later = _score("1" * 178 + "0", 0.995)  # one image less: noise; the ranking: much better
+    assert improves(later, best, top=best)
+    assert not improves(_score("1" * 178 + "0", 0.970), best, top=best)  # worse ranking: no
+
+
+def test_improves__cannot_drift_below_the_best_labels_seen_by_more_than_noise():
+    from embedder.select import improves
+
+    top = _score("1" * 40, 0.90)
+    best = _score("1" * 35 + "0" * 5, 0.95)
+    slipping = _score("1" * 33 + "0" * 7, 0.99)  # no worse than best beyond noise, but clearly worse than top
+    assert improves(slipping, best, top=best)
+    assert not improves(slipping, best, top)
