@@ -112,6 +112,15 @@ def is_replaceable(path: Path) -> bool:
     return path.is_dir() and is_run(path) and not foreign_entries(path, BUNDLE_FILES)
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail before training, not after it, when the run's folder cannot be made or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise EmbedderError(f"cannot write runs into {folder}: {exc.strerror or exc}") from None
+
+
 def check_out(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), overwrite: bool = False) -> None:
     """Refuse an output folder whose replacement would destroy what the program did not write.
 
@@ -128,6 +137,7 @@ def check_out(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), 
                 f"--out {out} overlaps the data folder {Path(folder).expanduser().resolve()}: writing the run "
                 "there would replace your images; choose an --out outside it"
             )
+    _check_writable(out.parent)
     recover(out)
     if not out.exists():
         return

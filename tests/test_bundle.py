@@ -2,6 +2,7 @@
 --out only ever replaces a run."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,20 @@ def test_check_out__never_overlaps_the_data(tmp_path, out):
     (tmp_path / "data" / "cats").mkdir(parents=True)
     with pytest.raises(EmbedderError, match="overlaps the data folder"):
         check_out(tmp_path / out, inputs=[tmp_path / "data"])
+
+
+def test_check_out__a_folder_that_cannot_be_written_is_refused_before_training(tmp_path):
+    import os
+
+    from embedder.run import check_out
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: try a place no one can write to
+            locked = Path("/proc")
+        with pytest.raises(EmbedderError, match="cannot write runs into"):
+            check_out(locked / "run")
+    finally:
+        (tmp_path / "locked").chmod(0o700)
