@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
-from .errors import EmbedderError, one_line
+from .errors import EmbedderError, UnreadableImage, one_line
 
 # Decode budget, checked on the header before any pixel is decoded: a blank 15000×15000 PNG is 220 KB on disk
 # and 900 MB in memory. 50 MP is a 8660×5773 photo; EMBEDDER_MAX_PIXELS overrides it (up to the backstop).
@@ -214,7 +214,7 @@ def load_image(
             decoded at a reduced scale where it can be, and a big decode is dropped as soon as it is shrunk.
 
     Raises:
-        EmbedderError: one line, e.g. "not a readable image: x.jpg (truncated)", "too large: x.png (15000×15000
+        UnreadableImage: one line, e.g. "not a readable image: x.jpg (truncated)", "too large: x.png (15000×15000
             pixels, limit 50 MP)", "not a regular file: x.jpg (named pipe)".
     """
     limit = max_pixels()
@@ -225,7 +225,8 @@ def load_image(
         fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
         return _decode(fp, limit, min_side, max_side)
     except Exception as exc:  # PIL raises many types for damaged data; each becomes one line
-        raise EmbedderError(_message(_source_name(source), skip_reason(exc))) from None
+        reason = skip_reason(exc)
+        raise UnreadableImage(_message(_source_name(source), reason), reason) from None
 
 
 def check_image(path: Path, limit: int) -> tuple[int, int]:

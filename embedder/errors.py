@@ -9,6 +9,15 @@ class EmbedderError(Exception):
     """
 
 
+class UnreadableImage(EmbedderError):
+    """An image file that cannot be used, and why: ``reason`` is the short phrase ("truncated", "not an image",
+    "too large (15000×15000 pixels, limit 50 MP)", "not a regular file (named pipe)", ...)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class Cancelled(EmbedderError):
     """Raised when a training job is asked to stop; the previous run bundle is left untouched."""
 

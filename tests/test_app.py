@@ -55,7 +55,7 @@ def test_query_answers_the_good_file_when_another_is_not_an_image(app_env):
         [("notes.txt", b"not an image", "text/plain"), ("digit.png", data, "image/png")]
     ).run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["**notes.txt** is not a readable image; it was skipped."]
+    assert [e.value for e in at.error] == ["**notes.txt** is not a readable image (not an image); it was skipped."]
     assert [m.value for m in at.metric] == [label]
 
 

@@ -34,3 +34,15 @@ def test_one_line__cut_to_the_width_with_an_ellipsis():
 
 def test_cancelled_is_a_user_error():
     assert issubclass(Cancelled, EmbedderError)
+
+
+def test_unreadable_image__is_a_user_error_that_carries_its_reason():
+    import pytest
+
+    from embedder.data import load_image
+    from embedder.errors import EmbedderError, UnreadableImage
+
+    with pytest.raises(UnreadableImage) as info:
+        load_image(b"%PDF-1.4 not an image")
+    assert isinstance(info.value, EmbedderError) and info.value.reason == "not an image"
+    assert str(info.value) == "not a readable image (not an image)"

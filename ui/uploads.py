@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from embedder.errors import EmbedderError
+from embedder.errors import EmbedderError, UnreadableImage
 from embedder.run import Run
 
 from . import cache
@@ -57,10 +57,11 @@ def embed_uploads(run: Run, files: Iterable) -> list[QueryImage]:
         data = f.getvalue()
         try:
             emb, thumb = cache.query_upload(str(run.path), cache.stamp(run.path), cache.digest(data), data)
+        except UnreadableImage as exc:  # its message names an in-memory buffer; the file's name says more
+            st.error(f"**{f.name}** is not a readable image ({exc.reason}); it was skipped.")
+            continue
         except EmbedderError as exc:
-            # load_image's reason names an in-memory buffer, not the file; the file name says more.
-            unreadable = str(exc).startswith("not a readable image")
-            st.error(f"**{f.name}** is not a readable image; it was skipped." if unreadable else f"**{f.name}**: {exc}")
+            st.error(f"**{f.name}**: {exc}")
             continue
         out.append(QueryImage(f.name, emb, thumb))
     return out
