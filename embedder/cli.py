@@ -107,7 +107,9 @@ class _Bars:
             self.close()
             self.tqdm.write(
                 f"epoch {s.epoch}: loss {s.loss:.4f}  active {s.active_fraction:.2f}  d(a,p) {s.ap_distance:.3f}  "
-                f"d(a,n) {s.an_distance:.3f}  val P@1 {s.val_precision_at_1:.3f}  MAP@R {s.val_map_at_r:.3f}"
+                f"d(a,n) {s.an_distance:.3f}  val"
+                + (f" labels {s.val_label_accuracy:.3f}" if s.val_label_accuracy is not None else "")
+                + f"  P@1 {s.val_precision_at_1:.3f}  MAP@R {s.val_map_at_r:.3f}"
                 + (f"  unseen MAP@R {s.val_unseen_map_at_r:.3f}" if s.val_unseen_map_at_r is not None else "")
                 + ("  *" if s.best else ""),
                 file=sys.stderr,
