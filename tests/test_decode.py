@@ -131,7 +131,7 @@ def test_load_image__a_fifo_is_refused_not_read(tmp_path, run_alone):
         f"from embedder.decode import load_image\ntry:\n    load_image({str(tmp_path / 'x.jpg')!r})\n"
         "except Exception as exc:\n    print(type(exc).__name__, exc)"
     )
-    assert run_alone(code, timeout=30) == ["EmbedderError not a regular file: x.jpg (named pipe)"]
+    assert run_alone(code, timeout=30) == ["UnreadableImage not a regular file: x.jpg (named pipe)"]
 
 
 @pytest.mark.parametrize("path, kind", [("/dev/null", "device"), (".", "folder")])

@@ -94,8 +94,8 @@ def test_queue__the_cap_comes_from_the_environment(monkeypatch, shapes_folder, t
 def test_an_unexpected_failure_is_one_line_for_the_user_and_a_trace_in_the_log(
     registry, shapes_folder, tmp_path, caplog
 ):
-    (tmp_path / "a-file").write_text("")
-    job = registry.start(_cfg(shapes_folder, tmp_path / "a-file" / "run"))  # the run cannot be written there
+    (tmp_path / ".run.partial").write_text("")  # where the first checkpoint goes: a file, not a folder
+    job = registry.start(_cfg(shapes_folder, tmp_path / "run"))
     with caplog.at_level(logging.ERROR, logger="ui.jobs"):
         _wait(job)
     assert job.status == "failed" and job.error == UNEXPECTED

@@ -98,10 +98,11 @@ def test_train_page_trains_on_an_uploaded_zip(monkeypatch, tmp_path, app_env, sh
 
 @pytest.mark.slow
 def test_an_unexpected_training_failure_is_one_generic_line(app_env, monkeypatch, tmp_path, shapes_folder):
-    (tmp_path / "not-a-folder").write_text("")
-    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(tmp_path / "not-a-folder"))  # the run cannot be written
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / ".doomed.partial").write_text("")  # where the first checkpoint goes: a file, not a folder
+    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(tmp_path / "runs"))
     at = train_on_page(shapes_folder, "doomed")
-    job = _finished(jobs.registry().get(tmp_path / "not-a-folder" / "doomed"))
+    job = _finished(jobs.registry().get(tmp_path / "runs" / "doomed"))
     at.run()
     assert not at.exception
     assert job.error == jobs.UNEXPECTED
