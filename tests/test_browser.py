@@ -255,9 +255,8 @@ def test_query_upload_shows_label_and_neighbours(page, app_url, digits_run):
     upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
     _rerun(page, lambda: upload.set_input_files(files=[{"name": "digit.png", "mimeType": "image/png", "buffer": data}]))
     expect(page.locator('[data-testid="stMetricValue"]').first).to_have_text(label, timeout=60_000)
-    _settle(page)  # the run that drew the label has finished: every neighbour is on the page
     neighbours = page.locator('[data-testid="stImageCaption"]', has_text="d = ")
-    assert neighbours.count() >= K
+    expect(neighbours.nth(K - 1)).to_be_visible(timeout=60_000)  # the K-th neighbour's thumbnail is drawn
     page.locator(".js-plotly-plot").first.wait_for()
     _shot(page, "query")
     page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
