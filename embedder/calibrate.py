@@ -22,6 +22,7 @@ def open_set(
     target_precision: float = 0.95,
     k: int = DEFAULT_K,
     points: int = 41,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """How well the nearest-neighbour distance tells known from unknown, and where to cut.
 
@@ -29,6 +30,8 @@ def open_set(
     "unknown" (its own class removed from the gallery: any answer is wrong). The threshold is the
     largest distance at which accepted answers are still right ``target_precision`` of the time
     (placed midway to the next observed distance).
+
+    ``neighbours``: the queries' k nearest (indices, distances) when the caller has them already.
 
     Returns:
         auroc (known vs unknown by distance), threshold, its precision and coverage of known queries,
@@ -40,7 +43,7 @@ def open_set(
     q, ql = queries[present], query_labels[present]
     if len(q) == 0 or len(np.unique(gallery_labels)) < 2:
         return {}
-    idx, dist = topk(q, gallery, k)
+    idx, dist = topk(q, gallery, k) if neighbours is None else (neighbours[0][present], neighbours[1][present])
     correct = knn_predictions(idx, dist, gallery_labels, k) == ql
     d_known = dist[:, 0]
     d_unknown = topk(q, gallery, 1, other_label=(ql, gallery_labels))[1][:, 0]  # its own class removed
@@ -92,11 +95,16 @@ def _threshold(candidates: np.ndarray, at, target_precision: float) -> float:
 
 
 def vote_outcomes(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, k: int
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    k: int,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per query: the features confidence is read from, (vote share, nearest distance) (Q, 2), and whether the
-    vote was right (Q,)."""
-    idx, dist = topk(queries, gallery, k)
+    vote was right (Q,). ``neighbours``: the queries' k nearest, when the caller has them already."""
+    idx, dist = topk(queries, gallery, k) if neighbours is None else neighbours
     predicted, shares = knn_votes(idx, dist, gallery_labels, k)
     return np.stack([shares, dist[:, 0]], axis=1), predicted == query_labels
 

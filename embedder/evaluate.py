@@ -15,6 +15,7 @@ from .calibrate import apply_confidence, open_set, reliability, vote_outcomes
 from .data import scan_folder
 from .embed import embed_images
 from .errors import EmbedderError
+from .knn import topk
 from .metrics import diagnostics, retrieval_metrics
 from .progress import Progress, Reporter, Stage, silent
 
@@ -119,14 +120,20 @@ def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
 _WHAT = ("queries", "gallery", "unseen")
 
 
-def _calibration(run, sets: _Sets, q_emb: np.ndarray) -> dict:
+def _calibration(run, sets: _Sets, q_emb: np.ndarray, nearest: tuple[np.ndarray, np.ndarray]) -> dict:
     """How well confidence matches accuracy on these queries: the raw vote share, and the probability calibrated
     on validation images (never on these queries)."""
     present = np.isin(sets.q_labels, sets.g_labels)
     if not present.any():
         return {}
+    idx, dist = nearest
     features, correct = vote_outcomes(
-        q_emb[present], sets.q_labels[present], run.gallery_embeddings, sets.g_labels, run.train_config.k
+        q_emb[present],
+        sets.q_labels[present],
+        run.gallery_embeddings,
+        sets.g_labels,
+        run.train_config.k,
+        neighbours=(idx[present], dist[present]),
     )
     calibration = run.metrics.get("confidence")
     return {
@@ -171,10 +178,17 @@ def evaluate_run(
     result["queries"] = sets.source
     if sets.skipped:
         result["skipped"] = sets.skipped
+    nearest = topk(q_emb, run.gallery_embeddings, run.train_config.k)  # shared by the three below
     result["open_set"] = open_set(
-        q_emb, sets.q_labels, run.gallery_embeddings, sets.g_labels, target_precision, k=run.train_config.k
+        q_emb,
+        sets.q_labels,
+        run.gallery_embeddings,
+        sets.g_labels,
+        target_precision,
+        k=run.train_config.k,
+        neighbours=nearest,
     )
-    result["calibration"] = _calibration(run, sets, q_emb)
+    result["calibration"] = _calibration(run, sets, q_emb, nearest)
     result.update(
         diagnostics(
             q_emb,
@@ -185,6 +199,7 @@ def evaluate_run(
             sets.q_paths,
             sets.g_paths,
             k=run.train_config.k,
+            neighbours=nearest,
         )
     )
     if disjoint is not None:

@@ -128,14 +128,16 @@ def diagnostics(
     gallery_paths: Sequence,
     k: int = DEFAULT_K,
     top_pairs: int = 6,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """Per-class accuracy, the confusion matrix of the kNN vote, and the most confused pairs with examples."""
+    """Per-class accuracy, the confusion matrix of the kNN vote, and the most confused pairs with examples.
+    ``neighbours``: the queries' k nearest (indices, distances) when the caller has them already."""
     present = np.isin(query_labels, gallery_labels)
     q, ql = queries[present], query_labels[present]
     paths = [p for p, ok in zip(query_paths, present) if ok]
     if len(q) == 0:
         return {}
-    idx, dist = topk(q, gallery, k)
+    idx, dist = topk(q, gallery, k) if neighbours is None else (neighbours[0][present], neighbours[1][present])
     pred = knn_predictions(idx, dist, gallery_labels, k)
     n = len(classes)
     matrix = np.zeros((n, n), dtype=np.int64)

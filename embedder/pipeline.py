@@ -21,6 +21,7 @@ from .embed import embed_images
 from .errors import Cancelled
 from .evaluate import evaluate_run
 from .index import GalleryIndex, build_index
+from .knn import topk
 from .model import resolve_device
 from .plan import Plan, plan
 from .progress import Progress, Reporter, Stage, silent
@@ -84,10 +85,12 @@ def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, rep
     val_idx = cap(pl.val_idx, labels, MAX_QUERIES, cfg.seed)  # as many as validation scores: enough to fit two numbers
     val, train = [position[int(i)] for i in val_idx], [position[int(i)] for i in pl.train_idx]
     q, ql, g, gl = emb[val], labels[val_idx], emb[train], labels[pl.train_idx]
-    calib = open_set(q, ql, g, gl, cfg.target_precision, k=cfg.k)
+    nearest = topk(q, g, cfg.k)  # one search serves both calibrations
+    calib = open_set(q, ql, g, gl, cfg.target_precision, k=cfg.k, neighbours=nearest)
     keys = ("threshold", "target_precision", "precision", "coverage", "auroc")
     unknown = {**{k: calib[k] for k in keys if k in calib}, "calibrated_on": "validation"}
-    return {"unknown": unknown, "confidence": fit_confidence(*vote_outcomes(q, ql, g, gl, cfg.k))}
+    confidence = fit_confidence(*vote_outcomes(q, ql, g, gl, cfg.k, neighbours=nearest))
+    return {"unknown": unknown, "confidence": confidence}
 
 
 def assemble(pl: Plan, cfg: TrainConfig, fitted: Fitted, rows: np.ndarray, emb: np.ndarray, index: GalleryIndex) -> Run:
