@@ -1,4 +1,5 @@
-"""python -m embedder train | predict | evaluate | project. User errors: one line on stderr, exit code 2."""
+"""python -m embedder train | predict | evaluate | project, and the insight commands (cli_insights.py).
+User errors: one line on stderr, exit code 2."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import sys
 from dataclasses import fields
 
+from . import cli_insights
 from .config import TrainConfig, field_type, settings_of
 from .errors import EmbedderError
 from .progress import Progress
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=int, default=2, choices=(2, 3), help="output dimensions")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default=None, help="CSV file to write (default: stdout)")
+    cli_insights.add_commands(sub)
     return parser
 
 
@@ -228,9 +231,13 @@ def cmd_project(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "project": cmd_project}[
-        args.command
-    ]
+    command = {
+        "train": cmd_train,
+        "predict": cmd_predict,
+        "evaluate": cmd_evaluate,
+        "project": cmd_project,
+        **cli_insights.COMMANDS,
+    }[args.command]
     try:
         return command(args)
     except EmbedderError as exc:

@@ -84,6 +84,24 @@ def mine_triplets(
     return [Triplet(int(i), int(j), int(k), float(d[i, j]), float(d[i, k])) for i, j, k in zip(a, p, n)]
 
 
+def pk_rows(labels: np.ndarray, classes_per_batch: int, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows of one random PxK batch: ``classes_per_batch`` labels with 2+ images, up to ``per_class`` rows each.
+
+    Raises:
+        EmbedderError: fewer than 2 labels with 2 images each.
+    """
+    usable = [c for c in np.unique(labels) if (labels == c).sum() >= 2]
+    if len(usable) < 2:
+        raise EmbedderError("need at least 2 labels with 2 or more gallery images to show triplets")
+    chosen = rng.choice(usable, size=min(classes_per_batch, len(usable)), replace=False)
+    return np.concatenate(
+        [
+            rng.choice(np.flatnonzero(labels == c), size=min(per_class, int((labels == c).sum())), replace=False)
+            for c in chosen
+        ]
+    )
+
+
 def sample_triplets(
     run, n: int = 4, classes_per_batch: int = 8, per_class: int = 4, seed: int = 0
 ) -> list[TripletImages]:
@@ -97,16 +115,7 @@ def sample_triplets(
     """
     labels = np.asarray(run.gallery_labels)
     rng = np.random.default_rng(seed)
-    usable = [c for c in np.unique(labels) if (labels == c).sum() >= 2]
-    if len(usable) < 2:
-        raise EmbedderError("need at least 2 labels with 2 or more gallery images to show triplets")
-    chosen = rng.choice(usable, size=min(classes_per_batch, len(usable)), replace=False)
-    rows = np.concatenate(
-        [
-            rng.choice(np.flatnonzero(labels == c), size=min(per_class, int((labels == c).sum())), replace=False)
-            for c in chosen
-        ]
-    )
+    rows = pk_rows(labels, classes_per_batch, per_class, rng)
     emb, lab = run.gallery_embeddings[rows], labels[rows]
     margin = run.train_config.margin
     for kind in ("semihard", "hard", "all"):

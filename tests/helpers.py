@@ -181,3 +181,46 @@ def train_zip_on_page(data: bytes, name: str):
     at.text_input(key="train_name").set_value(name)
     at.number_input(key="train_epochs").set_value(1)
     return at.button(key="train_submit").click().run()
+
+
+# --- A digits set with planted label problems (insights) ------------------------------------------------------
+
+
+def planted_digits(demo_cache, root, per_class: int = 40, queries_per_class: int = 10) -> dict:
+    """Digits in ``root/data`` with known problems, and held-out queries in ``root/queries``:
+
+    - ``flipped``: one image of each of 8 digits moved into the next digit's folder (a wrong label);
+    - ``duplicates``: 5 images copied within their own folder as ``dup-<name>`` (pairs of byte-identical files);
+    - ``leaked``: 6 query images also copied into the data folder as ``leak-<name>`` (a train/test leak).
+
+    Returns those three as lists of paths relative to ``root/data``: flipped files, (original, copy) pairs,
+    (query path relative to ``root/queries``, leaked copy) pairs.
+    """
+    import shutil
+
+    data, queries = root / "data", root / "queries"
+    flipped, duplicates, leaked = [], [], []
+    for d in range(10):
+        files = sorted((demo_cache / str(d)).glob("*.png"))
+        (data / str(d)).mkdir(parents=True, exist_ok=True)
+        (queries / str(d)).mkdir(parents=True, exist_ok=True)
+        for f in files[:per_class]:
+            shutil.copy(f, data / str(d) / f.name)
+        for f in files[per_class : per_class + queries_per_class]:
+            shutil.copy(f, queries / str(d) / f.name)
+    sources = [sorted((data / str(d)).glob("*.png"))[3] for d in range(8)]  # chosen before any moves
+    for d, src in enumerate(sources):
+        wrong = data / str(d + 1) / src.name
+        shutil.move(src, wrong)
+        flipped.append(wrong.relative_to(data).as_posix())
+    for d in range(5):
+        src = sorted((data / str(d)).glob("*.png"))[7]
+        copy = src.with_name(f"dup-{src.name}")
+        shutil.copy(src, copy)
+        duplicates.append((src.relative_to(data).as_posix(), copy.relative_to(data).as_posix()))
+    for d in range(6):
+        q = sorted((queries / str(d)).glob("*.png"))[0]
+        copy = data / str(d) / f"leak-{q.name}"
+        shutil.copy(q, copy)
+        leaked.append((q.relative_to(queries).as_posix(), copy.relative_to(data).as_posix()))
+    return {"flipped": flipped, "duplicates": duplicates, "leaked": leaked}
