@@ -54,8 +54,27 @@ def digits_run(tmp_path_factory, demo_cache) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def planted_run(tmp_path_factory, demo_cache) -> tuple[Path, dict]:
+    """A run on digits with planted flipped labels, duplicates and a train/test leak (helpers.planted_digits),
+    trained for 3 epochs with the planted queries as its held-out set (a few seconds): (run folder, planted)."""
+    from helpers import planted_digits
+
+    from embedder.pipeline import train
+
+    root = tmp_path_factory.mktemp("planted")
+    planted = planted_digits(demo_cache, root)
+    out = root / "runs" / "planted"
+    train(
+        TrainConfig(
+            data=str(root / "data"), out=str(out), queries=str(root / "queries"), epochs=3, seed=0, schedule="constant"
+        )
+    )
+    return out, planted
+
+
 # Fixtures that train a model: a test that uses one is slow, wherever it lives.
-TRAINING_FIXTURES = {"digits_run"}
+TRAINING_FIXTURES = {"digits_run", "planted_run"}
 # Test files that train in every test but that this branch may not edit (the pipeline's own tests): marked here
 # until they carry ``pytestmark = pytest.mark.slow`` themselves.
 TRAINING_FILES: set[str] = set()  # files whose every test trains mark themselves with pytestmark
