@@ -33,6 +33,7 @@ pages = [
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+    st.Page("pages/insights.py", title="Insights", icon=":material/troubleshoot:"),
 ]
 st.session_state[state.ENTERED] = True  # before st.navigation, which may rerun the script
 allowed = auth.allowed()

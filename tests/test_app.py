@@ -12,6 +12,7 @@ import pytest
 from helpers import copy_run, held_out_digit, open_app, page_text
 
 PAGES = ["pages/home.py", "pages/query.py", "pages/explore.py", "pages/train.py", "pages/evaluate.py"]
+PAGES.append("pages/insights.py")
 
 
 @pytest.mark.parametrize("page", PAGES)
