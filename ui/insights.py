@@ -24,17 +24,17 @@ OUTLIERS_SHOWN = 12
 
 @st.cache_resource(max_entries=4, show_spinner="Searching every gallery image's neighbours…")
 def _gallery(path: str, version: float) -> GalleryFindings:
-    return gallery_findings(cache._run(path, version))
+    return gallery_findings(cache.get_run(path))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Embedding the held-out queries…")
 def _leaks(path: str, version: float, threshold: float) -> LeakFindings | None:
-    return leak_findings(cache._run(path, version), threshold)
+    return leak_findings(cache.get_run(path), threshold)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Embedding a batch with the network before training…")
 def _explain(path: str, version: float, seed: int) -> Explanation:
-    return explain_batch(cache._run(path, version), seed=seed)
+    return explain_batch(cache.get_run(path), seed=seed)
 
 
 def findings(run) -> GalleryFindings:
