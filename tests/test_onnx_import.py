@@ -16,6 +16,7 @@ from torch import nn
 
 from embedder.cli import main
 from embedder.errors import EmbedderError
+from embedder.evaluate import evaluate_run
 from embedder.onnx_import import ImportConfig, import_model
 from embedder.predict import Predictor
 from embedder.run import load_run
@@ -158,3 +159,24 @@ def test_cli__import_model_writes_a_run_that_predict_uses(tmp_path, capsys):
         label,
         pytest.approx(0, abs=1e-3),
     )  # a gallery image finds itself
+
+
+def test_import__the_projects_pretrained_backbone_is_a_baseline_when_its_weights_are_here(tmp_path):
+    from embedder.model import pretrained_available
+
+    if not pretrained_available("efficientnet_lite0"):
+        pytest.skip("EfficientNet-Lite0 weights are not installed")
+    shapes = make_shapes_folder(tmp_path / "shapes", per_class=5)
+    result = import_model(
+        export(SmallCNN(), tmp_path / "m.onnx"), ImportConfig(data=str(shapes), out=str(tmp_path / "r"))
+    )
+    assert set(result.metrics["test"]["baselines"]) == {"raw_pixels", "pretrained"}
+    assert "pretrained (" in result.notes[-1]
+    run = load_run(tmp_path / "r")
+    assert (run.info["baseline_model"]["backbone"], run.info["baseline_model"]["image_size"]) == (
+        "efficientnet_lite0",
+        224,
+    )
+    # Asked about other queries, evaluate measures the baselines again, the pretrained one included.
+    again = evaluate_run(run, queries=str(shapes))
+    assert set(again["baselines"]) == {"raw_pixels", "pretrained"} and "baselines_reused" not in again
