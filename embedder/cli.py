@@ -268,7 +268,8 @@ def cmd_export_model(args) -> int:
     finally:
         bars.close()
     print(f"wrote {done.path} ({done.size / 2**20:.1f} MB): {done.preprocessing}")
-    print(f"checked on {done.n_images} validation images: max abs difference to the run's {done.max_abs_diff:.2e}")
+    diff = f"max abs difference to the run's embeddings {done.max_abs_diff:.2e}"
+    print(f"checked on {done.n_images} validation images: {diff}")
     return 0
 
 

@@ -36,7 +36,7 @@ def exported(digits_run, tmp_path_factory):
 
 def test_export__computes_the_runs_embeddings_and_says_how_close(exported, digits_run):
     out, printed = exported
-    diff = float(re.search(r"max abs difference to the run's ([0-9.e+-]+)", printed).group(1))
+    diff = float(re.search(r"max abs difference to the run's embeddings ([0-9.e+-]+)", printed).group(1))
     assert 0 <= diff <= 1e-4
     assert f"checked on {len(load_run(digits_run).queries('val')[0])} validation images" in printed
 
