@@ -4,14 +4,15 @@ reading and validating every file, and the rule for which folders may be replace
 A run folder holds:
     .embedder-run  the marker: only a folder carrying it (and nothing but these files) is ever replaced
     config.json    model + training config, classes, data root, index stats, versions, checksums, schema version
-    model.pt       the network's state_dict (loaded with weights_only=True)
+    model.pt       the network's state_dict (loaded with weights_only=True), or
+    model.onnx     a network imported from an ONNX file (run by onnxruntime only; see onnx_model.py)
     gallery.npz    gallery embeddings (N, D), labels (N,), paths relative to the data root (no pickles)
     split.json     the held-out evaluation queries (and validation images) as [relative path, label]
     index.ann      the Annoy index over the gallery embeddings
     history.json   one row per epoch
     metrics.json   evaluation results, baselines, index recall
 
-config.json records the SHA-256 of model.pt, gallery.npz and index.ann; a file that does not match (damaged,
+config.json records the SHA-256 of the model file, gallery.npz and index.ann; a file that does not match (damaged,
 or swapped in from another run) is named on load.
 """
 
@@ -33,14 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import SCHEMA_VERSION, ModelConfig, TrainConfig
+from .config import IMPORTED, SCHEMA_VERSION, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
 from .machine import machine_versions
+from .onnx_model import OnnxInput
 
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")
-BUNDLE_FILES = frozenset({MARKER, *REQUIRED_FILES, "split.json", "history.json", "metrics.json"})
-CHECKSUMMED = ("model.pt", "gallery.npz", "index.ann")
+BUNDLE_FILES = frozenset({MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json"})
+CHECKSUMMED = ("model.pt", "gallery.npz", "index.ann")  # model.onnx instead of model.pt for an imported network
 NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
 
 
@@ -63,22 +65,33 @@ class Manifest:
     data_root: str
     index: IndexStats
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 (schema 2 on)
+    onnx: OnnxInput | None = None  # an imported network's preprocessing: then model.onnx holds the network
+
+
+def model_file(manifest: Manifest) -> str:
+    """The file that holds the run's network."""
+    return "model.onnx" if manifest.onnx is not None else "model.pt"
 
 
 def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = False) -> Path:
     """Write a complete bundle into a temporary sibling folder, then swap it into ``out``.
 
-    ``files``: "model.pt" -> a state dict, "gallery.npz" -> {name: array}, "index.ann" -> an object with
-    ``save(path)``, "*.json" -> a JSON value. ``config`` is completed with the schema version, the creation
-    time, library versions and the checksums. An interruption at any point leaves either the previous bundle
-    or the new one, never a mix; a folder at ``out`` that is not a run is never replaced (``check_out``).
+    ``files``: "model.pt" -> a state dict (or "model.onnx" -> its bytes), "gallery.npz" -> {name: array},
+    "index.ann" -> an object with ``save(path)``, "*.json" -> a JSON value. ``config`` is completed with the
+    schema version, the creation time, library versions and the checksums. An interruption at any point leaves
+    either the previous bundle or the new one, never a mix; a folder at ``out`` that is not a run is never
+    replaced (``check_out``).
     """
     out = Path(out).resolve()
     check_out(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        torch.save(files["model.pt"], tmp / "model.pt")
+        model = "model.onnx" if "model.onnx" in files else "model.pt"
+        if model == "model.onnx":
+            (tmp / model).write_bytes(files[model])
+        else:
+            torch.save(files[model], tmp / model)
         np.savez(tmp / "gallery.npz", **files["gallery.npz"])
         files["index.ann"].save(tmp / "index.ann")
         for name in ("split.json", "history.json", "metrics.json"):
@@ -88,7 +101,7 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **config,
             "versions": machine_versions(),
-            "checksums": {name: sha256(tmp / name) for name in CHECKSUMMED},
+            "checksums": {name: sha256(tmp / name) for name in (model, *CHECKSUMMED[1:])},
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
@@ -195,13 +208,16 @@ def read_manifest(path: Path) -> tuple[Manifest, dict]:
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
         raise damaged(path, f"config.json field {where}: {error['msg']}") from None
     problem = manifest.model.problem() or (None if manifest.classes else "no classes")
+    if problem is None and (manifest.onnx is not None) != (manifest.model.backbone == IMPORTED):
+        problem = "the onnx section and the model's backbone disagree"
+    problem = problem or (manifest.onnx.problem() if manifest.onnx is not None else None)
     if problem:
         raise damaged(path, f"config.json: {problem}")
     return manifest, raw
 
 
 def _verify_checksums(path: Path, manifest: Manifest) -> None:
-    for name in CHECKSUMMED:
+    for name in (model_file(manifest), *CHECKSUMMED[1:]):
         want = manifest.checksums.get(name)
         if want is None:
             if manifest.schema_version >= 2:
@@ -281,9 +297,11 @@ def read(path: Path) -> dict:
     if not (path / "config.json").is_file():
         raise EmbedderError(f"{path} is not a run folder (no config.json); train one with: python -m embedder train")
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
-    if missing:
+    if missing and missing != ["model.pt"]:  # an imported network's run has model.onnx instead
         raise damaged(path, f"missing {', '.join(missing)}")
     manifest, raw = read_manifest(path)
+    if not (path / model_file(manifest)).is_file():
+        raise damaged(path, f"missing {model_file(manifest)}")
     _verify_checksums(path, manifest)
     embeddings, labels, paths = _read_gallery(path, len(manifest.classes))
     if manifest.index.size != len(paths):

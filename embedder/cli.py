@@ -1,4 +1,5 @@
-"""python -m embedder train | predict | evaluate | project, and the insight commands (cli_insights.py).
+"""python -m embedder train | predict | evaluate | project | import-model | export-model, and the insight commands
+(cli_insights.py).
 User errors: one line on stderr, exit code 2."""
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default=None, help="CSV file to write (default: stdout)")
     cli_insights.add_commands(sub)
+
+    from .onnx_import import ImportConfig
+
+    p = sub.add_parser("import-model", help="make a run from an embedder trained elsewhere (an ONNX file)")
+    p.add_argument("model", help="the .onnx file (run by onnxruntime only; custom operators are refused)")
+    add_settings(p, ImportConfig)
+
+    p = sub.add_parser("export-model", help="write a run's embedder as an ONNX file, checked against the run")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
     return parser
 
 
@@ -229,15 +241,55 @@ def cmd_project(args) -> int:
     return 0
 
 
+def cmd_import_model(args) -> int:
+    from pathlib import Path
+
+    from .onnx_import import ImportConfig, import_model
+    from .onnx_model import read_bytes
+
+    cfg = ImportConfig(**{f.name: getattr(args, f.name) for f in fields(ImportConfig) if hasattr(args, f.name)})
+    cfg.validate()
+    bars = _Bars()
+    try:
+        result = import_model(read_bytes(args.model), cfg, name=Path(args.model).name, progress=bars)
+    finally:
+        bars.close()
+    print(f"run written to {result.run_dir}")
+    if result.metrics.get("test"):
+        _print_metrics(result.metrics["test"])
+        print(result.notes[-1])
+    return 0
+
+
+def cmd_export_model(args) -> int:
+    from .onnx_export import export_model
+    from .run import load_run
+
+    bars = _Bars()
+    try:
+        done = export_model(load_run(args.run), args.out, overwrite=args.overwrite, progress=bars)
+    finally:
+        bars.close()
+    print(f"wrote {done.path} ({done.size / 2**20:.1f} MB): {done.preprocessing}")
+    diff = f"max abs difference to the run's embeddings {done.max_abs_diff:.2e}"
+    print(f"checked on {done.n_images} validation images: {diff}")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+    "project": cmd_project,
+    "import-model": cmd_import_model,
+    "export-model": cmd_export_model,
+    **cli_insights.COMMANDS,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {
-        "train": cmd_train,
-        "predict": cmd_predict,
-        "evaluate": cmd_evaluate,
-        "project": cmd_project,
-        **cli_insights.COMMANDS,
-    }[args.command]
+    command = COMMANDS[args.command]
     try:
         return command(args)
     except EmbedderError as exc:

@@ -15,6 +15,7 @@ MINERS = ("semihard", "hard", "all", "batch-hard")
 LOSSES = ("triplet", "multi-similarity")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+IMPORTED = "onnx"  # ModelConfig.backbone of a network imported from an ONNX file (never a --backbone choice)
 DEFAULT_K = 5  # neighbours that vote on a label: the one default, wherever k is asked for
 
 
@@ -271,7 +272,7 @@ class ModelConfig:
     def problem(self) -> str | None:
         """Why this config cannot describe a network (read from a file, so anything may be in it), or None."""
         checks = [
-            (self.backbone in BACKBONES and self.backbone != "auto", f"unknown backbone '{self.backbone}'"),
+            (self.backbone in (*BACKBONES[1:], IMPORTED), f"unknown backbone '{self.backbone}'"),
             (self.dim is None or 2 <= self.dim <= 65536, f"embedding size {self.dim} out of range"),
             (8 <= self.image_size <= 4096, f"image size {self.image_size} out of range"),
             (self.resize in ("stretch", "crop"), f"unknown resize '{self.resize}'"),

@@ -81,22 +81,12 @@ class _Sets:
 
 def _embedder(run, device, report: Reporter):
     """embed(fn, paths, what) with the run's transform, batch size and mirror averaging, reporting progress."""
-    from .transforms import eval_transform
-
-    transform, cfg = eval_transform(run.model_config), run.model_config
 
     def embed(fn, paths, what: str) -> np.ndarray:
         if len(paths) == 0:
             return np.zeros((0, 1), dtype=np.float32)
-        return embed_images(
-            fn,
-            paths,
-            transform,
-            batch_size=run.train_config.batch_size_embed,
-            flip_tta=cfg.flip_tta,
-            device=device,
-            progress=lambda d, t: report(Progress(Stage.EVALUATE, done=d, total=t, message=what)),
-        )
+        progress = lambda d, t: report(Progress(Stage.EVALUATE, done=d, total=t, message=what))
+        return run.embed(paths, device=device, progress=progress, fn=fn)
 
     return embed
 
@@ -109,6 +99,9 @@ def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
     embed, all_paths = _embedder(run, device, report), (sets.q_paths, sets.g_paths, sets.u_paths)
     report(Progress(Stage.EVALUATE, message="raw pixels baseline"))
     yield "raw_pixels", tuple(raw_pixel_embed(p) if len(p) else np.zeros((0, 1), np.float32) for p in all_paths)
+    if run.onnx is not None:  # an imported network has no untrained twin here; the project's own backbone instead
+        yield from _project_backbone(run, all_paths, device, report)
+        return
     torch.manual_seed(run.train_config.seed)
     untrained = EmbeddingNet(run.model_config, load_pretrained=False).eval().to(device)
     yield "untrained", tuple(embed(untrained, p, f"untrained: {w}") for p, w in zip(all_paths, _WHAT))
@@ -118,6 +111,40 @@ def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
 
 
 _WHAT = ("queries", "gallery", "unseen")
+
+
+def _project_backbone(run, all_paths, device, report: Reporter):
+    """("pretrained", embeddings) of the project's ImageNet-pretrained backbone with its own preprocessing, as
+    recorded at import (``baseline_model``); nothing when the import skipped it or the weights are missing."""
+    from .config import ModelConfig
+    from .model import EmbeddingNet, pretrained_available
+    from .transforms import eval_transform
+
+    recorded = run.info.get("baseline_model")
+    try:
+        mc = ModelConfig(**{**recorded, "mean": tuple(recorded["mean"]), "std": tuple(recorded["std"])})
+    except (TypeError, KeyError):
+        return
+    if mc.problem() or not mc.pretrained or not pretrained_available(mc.backbone):
+        return
+    net = EmbeddingNet(mc, load_pretrained=True).eval().to(device)
+    transform = eval_transform(mc)
+
+    def embed(paths, what):
+        if len(paths) == 0:
+            return np.zeros((0, 1), dtype=np.float32)
+        progress = lambda d, t: report(Progress(Stage.EVALUATE, done=d, total=t, message=f"pretrained: {what}"))
+        return embed_images(
+            net.backbone_features,
+            paths,
+            transform,
+            batch_size=run.train_config.batch_size_embed,
+            flip_tta=mc.flip_tta,
+            device=device,
+            progress=progress,
+        )
+
+    yield "pretrained", tuple(embed(p, w) for p, w in zip(all_paths, _WHAT))
 
 
 def _calibration(run, sets: _Sets, q_emb: np.ndarray, nearest: tuple[np.ndarray, np.ndarray]) -> dict:

@@ -10,9 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .calibrate import apply_confidence
-from .embed import embed_images
 from .run import Run
-from .transforms import eval_transform
 from .vote import vote
 
 UNKNOWN = "unknown"
@@ -64,8 +62,7 @@ class Predictor:
 
     def __init__(self, run: Run, device: str = "cpu") -> None:
         self.run, self.device = run, device
-        self.model = run.model(device)
-        self.transform = eval_transform(run.model_config)
+        self.model = run.model(device)  # loaded now, not at the first query
         self.index = run.index()
 
     @property
@@ -85,14 +82,7 @@ class Predictor:
 
     def embed(self, images: Sequence[Image.Image | str]) -> np.ndarray:
         """PIL images or paths -> (N, D) unit vectors, exactly as the gallery was embedded."""
-        return embed_images(
-            self.model,
-            images,
-            self.transform,
-            batch_size=self.run.train_config.batch_size_embed,
-            flip_tta=self.run.model_config.flip_tta,
-            device=self.device,
-        )
+        return self.run.embed(images, device=self.device)
 
     def predict_embeddings(
         self,

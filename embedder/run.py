@@ -7,6 +7,7 @@ Which images form the gallery, and which are recorded as held-out queries, is de
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers 
 from .config import ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .index import GalleryIndex, load_index
+from .onnx_model import OnnxInput
 
 GALLERY_PARTS = ("train", "val", "unseen_val", "unseen_test")  # every image but the held-out test queries
 RECORDED_PARTS = ("test", "val", "unseen_val", "unseen_test")  # kept in split.json as [relative path, label]
@@ -59,6 +61,7 @@ class Run:
     info: dict  # the rest of config.json (index stats, versions, created, kept, notes)
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    onnx: OnnxInput | None = None  # an imported network's preprocessing; None for a network trained here
     _model: Any = None
     _index: GalleryIndex | None = None
 
@@ -77,7 +80,15 @@ class Run:
         return [self.classes[i] for i in labels]
 
     def model(self, device: str | torch.device = "cpu"):
-        """The network in eval mode on ``device``, loaded once (weights only: a file cannot run code)."""
+        """The network in eval mode on ``device``, loaded once (weights only: a file cannot run code); for an
+        imported network an ``OnnxEmbedder``, run by onnxruntime. Either maps (B, C, H, W) to (B, D) unit vectors."""
+        if self._model is None and self.onnx is not None:
+            from .onnx_model import OnnxEmbedder
+
+            try:
+                self._model = OnnxEmbedder((self.path / "model.onnx").read_bytes(), self.onnx)
+            except EmbedderError as exc:
+                raise bundle.damaged(self.path, f"model.onnx: {exc}") from None
         if self._model is None:
             from .model import EmbeddingNet
 
@@ -88,6 +99,37 @@ class Run:
                 raise bundle.damaged(self.path, "model.pt does not fit the network described in config.json") from None
             self._model = net.eval()
         return self._model.to(device)
+
+    def transform(self) -> Callable:
+        """PIL image -> the network's input tensor (C, H, W), exactly as the gallery was embedded."""
+        if self.onnx is not None:
+            from .onnx_model import transform
+
+            return transform(self.onnx)
+        from .transforms import eval_transform
+
+        return eval_transform(self.model_config)
+
+    def embed(
+        self,
+        images: Sequence,
+        device: str | torch.device = "cpu",
+        progress: Callable[[int, int], None] | None = None,
+        fn: Callable | None = None,
+    ) -> np.ndarray:
+        """PIL images or paths -> (N, D) unit vectors with the run's network (or ``fn``, a network that takes the
+        same input) and preprocessing, batched; whether the network is torch or ONNX is this method's business."""
+        from .embed import embed_images
+
+        return embed_images(
+            fn if fn is not None else self.model(device),
+            images,
+            self.transform(),
+            batch_size=self.train_config.batch_size_embed,
+            flip_tta=self.model_config.flip_tta,
+            device=device,
+            progress=progress,
+        )
 
     def index(self) -> GalleryIndex:
         if self._index is None:
@@ -115,8 +157,15 @@ class Run:
             **info,
             "index": self.index().stats(),
         }
+        if self.onnx is not None:
+            config["onnx"] = self.onnx.to_dict()
+        model = (
+            {"model.onnx": self.model().data}
+            if self.onnx is not None
+            else {"model.pt": {k: v.cpu() for k, v in self.model().state_dict().items()}}
+        )
         files = {
-            "model.pt": {k: v.cpu() for k, v in self.model().state_dict().items()},
+            **model,
             "gallery.npz": {
                 "embeddings": self.gallery_embeddings.astype(np.float32),
                 "labels": self.gallery_labels.astype(np.int64),
@@ -149,9 +198,12 @@ class Run:
             gallery_labels=got["labels"],
             gallery_embeddings=got["embeddings"],
             split=got["split"],
-            info={k: v for k, v in got["config"].items() if k not in ("model", "train", "classes", "data_root")},
+            info={
+                k: v for k, v in got["config"].items() if k not in ("model", "train", "classes", "data_root", "onnx")
+            },
             history=got["history"],
             metrics=got["metrics"],
+            onnx=manifest.onnx,
         )
         run.index()
         return run

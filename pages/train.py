@@ -7,6 +7,7 @@ import streamlit as st
 
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
+from embedder.onnx_import import ImportConfig
 from ui import access, forms, jobs, state, training, uploads, widgets
 
 state.require_app(__file__)
@@ -39,7 +40,24 @@ elif source == "Upload a .zip":
         help=f"cat/1.jpg, dog/2.jpg, … (one wrapper folder around them is fine); up to {uploads.limit_mb()} MB",
     )
 
-# The settings' widgets are made from TrainConfig's field descriptions: the same help and ranges as the CLI.
+network = st.radio(
+    "Network",
+    training.NETWORKS,
+    horizontal=True,
+    key="train_network",
+    help="Train an embedder here, or bring one you trained elsewhere (Keras, PyTorch, …) exported to ONNX",
+)
+model = None
+if network == training.NETWORKS[1]:
+    model = st.file_uploader(
+        "Your embedder as an .onnx file",
+        type=["onnx"],
+        key="train_onnx",
+        help="Run with onnxruntime only (no custom operators); its input size and layout are read from the graph. "
+        f"Up to {uploads.limit_mb()} MB",
+    )
+
+# The settings' widgets are made from the config's field descriptions: the same help and ranges as the CLI.
 with st.form("train_form"):
     name = st.text_input(
         "Run name",
@@ -48,12 +66,20 @@ with st.form("train_form"):
         help="Saved as runs/<name>; an existing run of that name is replaced when training "
         "succeeds, unless someone has it open",
     )
-    form = forms.config_form(TrainConfig, key_prefix="train_")
-    submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:", key="train_submit")
+    if network == training.NETWORKS[1]:
+        form = forms.config_form(ImportConfig, key_prefix="import_")
+    else:
+        form = forms.config_form(TrainConfig, key_prefix="train_")
+    submitted = st.form_submit_button(
+        "Import" if network == training.NETWORKS[1] else "Train",
+        type="primary",
+        icon=":material/play_arrow:",
+        key="train_submit",
+    )
 
 if submitted:
     try:
-        st.session_state[JOB] = str(training.start(source, folder, upload, name, form).out)
+        st.session_state[JOB] = str(training.start(source, folder, upload, name, form, network, model).out)
     except EmbedderError as exc:
         st.error(access.public(str(exc)))
 

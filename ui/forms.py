@@ -20,6 +20,8 @@ def widget(where, cls, name: str, s: Setting, default, key: str):
         return TRI_STATE[choice]
     if kind is bool:
         return where.checkbox(label, default, key=key, help=s.help)
+    if kind is str:
+        return where.text_input(label, default, key=key, help=s.help, placeholder="default")
     if kind is int:
         return where.number_input(
             label,

@@ -62,6 +62,9 @@ class TrainJob:
     _over: threading.Event = field(default_factory=threading.Event, repr=False)  # see wait()
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)  # see wait_until()
     _unqueue: Callable[[TrainJob], None] | None = field(default=None, repr=False)  # set by the registry
+    # What the job does instead of training ``cfg``: (progress, should_stop) -> TrainResult (an import, whose
+    # ``cfg`` still names its data and output folder)
+    task: Callable[..., TrainResult] | None = field(default=None, repr=False)
 
     @property
     def out(self) -> Path:
@@ -137,7 +140,8 @@ class TrainJob:
         try:
             if self._stop.is_set():  # cancelled between leaving the queue and this thread starting
                 raise Cancelled("training cancelled before it started")
-            self.result = train(self.cfg, progress=self.on_progress, should_stop=self._stop.is_set)
+            work = self.task or (lambda **kw: train(self.cfg, **kw))
+            self.result = work(progress=self.on_progress, should_stop=self._stop.is_set)
             self.status = "done"
         except Cancelled as exc:
             self.error, self.status = str(exc), "cancelled"
@@ -171,9 +175,11 @@ class JobRegistry:
         except ValueError:
             return 1
 
-    def start(self, cfg: TrainConfig, exclusive: bool = False) -> TrainJob:
+    def start(
+        self, cfg: TrainConfig, exclusive: bool = False, task: Callable[..., TrainResult] | None = None
+    ) -> TrainJob:
         """Queue ``cfg`` and start it when a slot is free, or return the job already queued or training into
-        the same folder.
+        the same folder. ``task``: what to do instead of training ``cfg`` (see ``TrainJob.task``).
 
         Raises:
             EmbedderError: ``exclusive`` and a job is already queued or training into that folder.
@@ -185,7 +191,7 @@ class JobRegistry:
                 if exclusive:
                     raise EmbedderError(f"run '{key.name}' is being trained already: choose another name")
                 return job
-            job = TrainJob(cfg, _unqueue=self._unqueue)
+            job = TrainJob(cfg, _unqueue=self._unqueue, task=task)
             self._jobs[key] = job
             self._queue.append(job)
             ready = self._next_ready()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -10,12 +11,14 @@ import streamlit as st
 from embedder.archive import extract_zip, image_root
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
+from embedder.onnx_import import ImportConfig, import_model, read_network
 from embedder.run import is_run
 from embedder.triplets import sample_triplets
 
 from . import access, cache, jobs, sessions, state, uploads, widgets
 
 SOURCES = ("Demo digits", "Folder on the server", "Upload a .zip")
+NETWORKS = ("Train a new one", "Use my own model (.onnx)")
 KIND_WORDS = {
     "hard": "the negative is nearer than the positive",
     "semi-hard": "the negative is inside the margin",
@@ -50,8 +53,31 @@ def config(data: str, out: Path, form: dict) -> TrainConfig:
     return cfg
 
 
-def start(source: str, folder: str | None, upload, name: str, form: dict) -> jobs.TrainJob:
-    """Check everything, then queue the training the form asks for.
+def importer(model, out: Path, form: dict) -> Callable[[str], jobs.TrainJob]:
+    """data folder -> the queued import of the uploaded ONNX ``model`` with the form's settings. The file and
+    the settings are checked now, so a bad one is refused on the page rather than by a failed job."""
+    if model is None:
+        raise EmbedderError("upload your model as an .onnx file first")
+    refused = uploads.too_big(model)
+    if refused:
+        raise EmbedderError(refused)
+    data, name = model.getvalue(), model.name
+
+    def start(folder: str) -> jobs.TrainJob:
+        cfg = ImportConfig(data=folder, out=str(out), **form)
+        cfg.validate()
+        read_network(data, cfg, name)
+        task = lambda **kw: import_model(data, cfg, name, **kw)
+        return jobs.registry().start(cfg.train_config(), exclusive=True, task=task)
+
+    return start
+
+
+def start(
+    source: str, folder: str | None, upload, name: str, form: dict, network: str = NETWORKS[0], model=None
+) -> jobs.TrainJob:
+    """Check everything, then queue the training the form asks for, or for the network "Use my own model" the
+    import of ``model`` (the uploaded .onnx file).
 
     Raises:
         EmbedderError: a bad run name or target, a folder outside the shared ones, a bad upload or setting.
@@ -59,12 +85,16 @@ def start(source: str, folder: str | None, upload, name: str, form: dict) -> job
     out = out_path(name)
     check_target(out)
     registry = jobs.registry()
+    if network == NETWORKS[0]:
+        launch = lambda data: registry.start(config(data, out, form), exclusive=True)
+    else:
+        launch = importer(model, out, form)
     if source == "Demo digits":
-        return registry.start(config("demo", out, form), exclusive=True)
+        return launch("demo")
     if source == "Folder on the server":
         if not folder:
             raise EmbedderError("enter the path of an image folder on the server")
-        return registry.start(config(str(access.shared_folder(folder)), out, form), exclusive=True)
+        return launch(str(access.shared_folder(folder)))
     if upload is None:
         raise EmbedderError("upload a .zip of class folders first")
     refused = uploads.too_big(upload)
@@ -81,7 +111,7 @@ def start(source: str, folder: str | None, upload, name: str, form: dict) -> job
             else:
                 with st.spinner(f"Unpacking {upload.name}…"):
                     root = extract_zip(data, dest)
-            return registry.start(config(str(root), out, form), exclusive=True)
+            return launch(str(root))
     finally:
         registry.sweep(state.runs_dir())  # a refused upload leaves nothing behind
 

@@ -72,7 +72,7 @@ def _job_view(out: str, show_curves: bool, cancel: bool) -> None:
             key=f"curves-{name}-{len(job.history)}",
             config={"displayModeBar": False},
         )
-    elif show_curves and job.running:
+    elif show_curves and job.running and job.cfg.epochs:  # an import has no epochs
         st.caption("Curves appear after the first epoch.")
     for note in job.notes:
         st.caption(f":material/info: {access.public(note)}")
