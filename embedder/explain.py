@@ -44,7 +44,7 @@ class Explanation:
 
     rows: np.ndarray  # (B,) the batch's gallery rows
     triplets: list[ExplainedTriplet]
-    before_name: str  # "pretrained" or "untrained": the baseline the "before" network is
+    before_name: str  # "pretrained", "untrained" or (an imported network) "raw pixels": what "before" is
     counts: dict  # {"before"|"after": {"easy"|"semihard"|"hard": number of the batch's triplets}}
     margin: float
 
@@ -108,9 +108,14 @@ def explain_batch(
 
     labels = np.asarray(run.gallery_labels)
     rows = pk_rows(labels, classes_per_batch, per_class, np.random.default_rng(seed))  # (B,)
-    fn, name = before_network(run, device)
     files = run.gallery_files()
-    before = _embedder(run, device, progress or silent)(fn, [files[r] for r in rows], f"{name} network")  # (B, D')
+    if run.onnx is not None:  # trained elsewhere: nothing here knows its starting point; raw pixels stand in
+        from .evaluate import raw_pixel_embed
+
+        before, name = raw_pixel_embed([files[r] for r in rows]), "raw pixels"
+    else:
+        fn, name = before_network(run, device)
+        before = _embedder(run, device, progress or silent)(fn, [files[r] for r in rows], f"{name} network")  # (B, D')
     after = run.gallery_embeddings[rows]  # (B, D)
     margin = run.train_config.margin
     found, counts = compare(before, after, labels[rows], margin, n, seed)

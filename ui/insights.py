@@ -142,7 +142,10 @@ def triplets(run) -> None:
     seed = st.session_state.get("insights-batch", 0)
     e = _explain(str(run.path), cache.stamp(run.path), seed)
     files, names = run.gallery_files(), run.label_names(run.gallery_labels)
-    before = "the plain pretrained features" if e.before_name == "pretrained" else "the untrained network"
+    before = {
+        "pretrained": "the plain pretrained features",
+        "raw pixels": "raw pixels (the imported network was trained elsewhere)",
+    }.get(e.before_name, "the untrained network")
     st.caption(
         f"One batch of {len(e.rows)} gallery images, measured by {before} (before) and by the trained model "
         f"(after). Margin {e.margin}: a triplet is *easy* when the negative is farther than the positive by the "
