@@ -36,6 +36,7 @@ demo: setup
 run: setup
 	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
+# Every benchmark, written into BENCHMARKS.md's generated section (+ knn_recall_qps.png): about 15 min on 2 cores.
 bench: setup
 	$(PY) -m bench.run_all
 

@@ -50,8 +50,16 @@ NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickl
 class IndexStats:
     n_trees: int
     search_k: int
-    recall_at_10: float
+    recall_at_10: float  # what queries get: 1.0 when they are answered exactly
     size: int
+    # Recorded from the index choice on (runs from before it have none and were Annoy): how queries are answered,
+    # and the measurement that chose it.
+    method: str = "annoy"  # "annoy" or "exact"
+    annoy_recall_at_10: float | None = None
+    annoy_ms: float | None = None  # one query at a time, on the probes
+    exact_ms: float | None = None
+    probes: int | None = None
+    probe_kind: str | None = None  # "held-out" or "gallery, self excluded"
 
 
 @dataclass

@@ -293,3 +293,6 @@ class IndexConfig:
     target_recall: float = 0.99  # recall@10 against exact search that search_k is raised to reach
     recall_sample: int = 200  # probe queries used when measuring recall
     seed: int = 0
+    method: str = "auto"  # "auto": Annoy only where it measurably beats exact search; or force "exact" / "annoy"
+    min_speedup: float = 1.5  # auto picks Annoy only this many times faster than exact search: exact is never wrong
+    on_disk_items: int = 500_000  # from this gallery size Annoy builds in a file, not in memory (on_disk_build)

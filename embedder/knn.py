@@ -1,8 +1,10 @@
 """Exact k-nearest-neighbour search that streams: the one top-k routine behind every exact search.
 
 Queries x gallery never exists as a whole matrix: the gallery is read in chunks, each chunk's k best are
-taken with ``torch.topk`` and merged into a running (Q, k) answer, so memory is O(Q·k + block) whatever the
-gallery size. float32 throughout, distances from one matrix product per block (BLAS).
+taken with ``np.argpartition`` and merged into a running (Q, k) answer, so memory is O(Q·k + block) whatever the
+gallery size. float32 throughout, distances from one BLAS matrix product per block. The block is shaped by the
+number of queries: one query reads the gallery in one matrix-vector product (what serving one upload costs), a
+large batch in chunks of 8,192 rows.
 """
 
 from __future__ import annotations
@@ -13,63 +15,67 @@ import numpy as np
 import torch
 
 BLOCK_ELEMENTS = 1 << 24  # query rows x gallery rows per distance block: 64 MB of float32
+MAX_QUERY_ROWS = 2048  # queries per block; with them the gallery is read 8,192 rows at a time
 
 
-def _merge(best_d: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, i: torch.Tensor, k: int):
-    """Keep the k smallest of the running answer and a new block's candidates (both (q, *))."""
-    all_d, all_i = torch.cat([best_d, d], dim=1), torch.cat([best_i, i], dim=1)
-    kept_d, pos = torch.topk(all_d, min(k, all_d.shape[1]), dim=1, largest=False, sorted=False)
-    return kept_d, torch.gather(all_i, 1, pos)
+def as_float32(x: np.ndarray) -> np.ndarray:
+    """A float32 C-contiguous view when ``x`` already is one (no copy), else a float32 copy."""
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _query_block(
-    q: torch.Tensor,
-    gallery: np.ndarray,
-    g_norms: torch.Tensor,
-    k: int,
-    g_step: int,
-    exclude: torch.Tensor | None,
-    same: tuple[torch.Tensor, torch.Tensor] | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def squared_norms(gallery: np.ndarray, step: int = 65536) -> np.ndarray:
+    """(N,) squared L2 norms of the gallery rows, read a chunk at a time (a memory-mapped gallery stays on disk)."""
+    out = np.empty(len(gallery), dtype=np.float32)
+    for s in range(0, len(gallery), step):
+        g = as_float32(gallery[s : s + step])
+        out[s : s + len(g)] = np.einsum("ij,ij->i", g, g)
+    return out
+
+
+def _smallest(d2: np.ndarray, k: int) -> np.ndarray:
+    """Column positions of the k smallest entries of each row of (q, m), in any order."""
+    if k >= d2.shape[1]:
+        return np.broadcast_to(np.arange(d2.shape[1]), d2.shape)
+    return np.argpartition(d2, k - 1, axis=1)[:, :k]
+
+
+def _query_block(q: np.ndarray, gallery: np.ndarray, g_norms: np.ndarray, k: int, g_step: int, rules) -> tuple:
     """(q, D) queries against the whole gallery, chunk by chunk -> squared distances and indices (q, k)."""
-    best_d = torch.empty((len(q), 0))
-    best_i = torch.empty((len(q), 0), dtype=torch.int64)
-    q_norms = (q * q).sum(1, keepdim=True)  # (q, 1)
+    exclude, same = rules
+    best_d, best_i = np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
+    q_norms = np.einsum("ij,ij->i", q, q)[:, None]  # (q, 1)
     for start in range(0, len(gallery), g_step):
-        g = torch.from_numpy(np.array(gallery[start : start + g_step], dtype=np.float32))  # a copy: mmap is read-only
-        d2 = torch.addmm(q_norms + g_norms[start : start + len(g)][None, :], q, g.T, alpha=-2.0)  # (q, g)
+        g = as_float32(gallery[start : start + g_step])  # (g, D)
+        d2 = q @ g.T  # (q, g): BLAS
+        d2 *= -2.0
+        d2 += q_norms + g_norms[None, start : start + len(g)]
         if exclude is not None:
             local = exclude - start
-            rows = torch.nonzero((local >= 0) & (local < len(g))).flatten()
-            d2[rows, local[rows]] = float("inf")
+            rows = np.flatnonzero((local >= 0) & (local < len(g)))
+            d2[rows, local[rows]] = np.inf
         if same is not None:
-            q_labels, g_labels = same
-            d2.masked_fill_(q_labels[:, None] == g_labels[None, start : start + len(g)], float("inf"))
-        d, i = torch.topk(d2, min(k, len(g)), dim=1, largest=False, sorted=False)
-        best_d, best_i = _merge(best_d, best_i, d, i + start, k)
+            d2[same[0][:, None] == same[1][None, start : start + len(g)]] = np.inf
+        pos = _smallest(d2, k)
+        if start == 0:  # nothing to merge with yet (a whole gallery in one block: a single query's case)
+            best_d, best_i = np.take_along_axis(d2, pos, 1), pos + start
+            continue
+        all_d = np.concatenate([best_d, np.take_along_axis(d2, pos, 1)], axis=1)
+        all_i = np.concatenate([best_i, pos + start], axis=1)
+        keep = _smallest(all_d, k)
+        best_d, best_i = np.take_along_axis(all_d, keep, 1), np.take_along_axis(all_i, keep, 1)
     return best_d, best_i
 
 
-def _gallery_norms(gallery: np.ndarray, g_step: int) -> torch.Tensor:
-    """(N,) squared L2 norms of the gallery rows, read a chunk at a time."""
-    chunks = (np.array(gallery[s : s + g_step], dtype=np.float32) for s in range(0, len(gallery), g_step))
-    return torch.cat([torch.from_numpy(g).pow(2).sum(1) for g in chunks])
-
-
-def _block_rules(
-    start: int, n: int, exclude: np.ndarray | None, other_label: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
-    """``exclude`` and ``other_label`` for the queries ``start:start+n``, as tensors (or None)."""
-    ex = None if exclude is None else torch.from_numpy(np.asarray(exclude[start : start + n], dtype=np.int64))
+def _block_rules(start: int, n: int, exclude: np.ndarray | None, other_label: tuple[np.ndarray, np.ndarray] | None):
+    """``exclude`` and ``other_label`` for the queries ``start:start+n`` (or None each)."""
+    ex = None if exclude is None else np.asarray(exclude[start : start + n], dtype=np.int64)
     if other_label is None:
         return ex, None
-    q_labels = torch.from_numpy(np.asarray(other_label[0][start : start + n], dtype=np.int64))
-    return ex, (q_labels, torch.from_numpy(np.asarray(other_label[1], dtype=np.int64)))
+    return ex, (np.asarray(other_label[0][start : start + n]), np.asarray(other_label[1]))
 
 
-def _nearest_first(d2: torch.Tensor, i: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_first(d2: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(q, k) squared distances and rows in any order -> rows and distances by distance, then by row."""
-    d2, i = d2.numpy(), i.numpy()
     order = np.lexsort((i, d2), axis=1)  # ties by row: the same answer on every run
     return np.take_along_axis(i, order, 1), np.sqrt(np.clip(np.take_along_axis(d2, order, 1), 0, None))  # inf stays
 
@@ -83,6 +89,7 @@ def topk(
     other_label: tuple[np.ndarray, np.ndarray] | None = None,
     progress: Callable[[int, int], None] | None = None,
     block_elements: int = BLOCK_ELEMENTS,
+    gallery_norms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest gallery rows of each query by L2 distance, nearest first (ties: lower row first).
 
@@ -94,6 +101,7 @@ def topk(
         other_label: (query labels (Q,), gallery labels (N,)): return only gallery rows of another label
             (how near the nearest wrong answer is); rows that cannot qualify come back at distance inf.
         progress: called with (queries done, Q).
+        gallery_norms: (N,) the gallery's ``squared_norms``, when a caller searching it often keeps them.
 
     Returns:
         indices (Q, k') int64 and distances (Q, k') float32, k' = min(k, N - (exclude is not None)).
@@ -102,17 +110,17 @@ def topk(
     idx, dist = np.zeros((len(queries), k), dtype=np.int64), np.zeros((len(queries), k), dtype=np.float32)
     if len(queries) == 0 or k == 0:
         return idx, dist
-    g_step = max(k, min(len(gallery), 8192))
+    q_rows = min(len(queries), MAX_QUERY_ROWS)
+    g_step = max(k, min(len(gallery), block_elements // q_rows))
     q_step = max(1, block_elements // g_step)
-    g_norms = _gallery_norms(gallery, g_step)  # (N,)
-    with torch.no_grad():
-        for start in range(0, len(queries), q_step):
-            q = torch.from_numpy(np.array(queries[start : start + q_step], dtype=np.float32))  # (q, D)
-            ex, same = _block_rules(start, len(q), exclude, other_label)
-            d2, i = _query_block(q, gallery, g_norms, k, g_step, ex, same)
-            idx[start : start + len(q)], dist[start : start + len(q)] = _nearest_first(d2, i)
-            if progress is not None:
-                progress(start + len(q), len(queries))
+    g_norms = squared_norms(gallery) if gallery_norms is None else gallery_norms  # (N,)
+    for start in range(0, len(queries), q_step):
+        q = as_float32(queries[start : start + q_step])  # (q, D)
+        rules = _block_rules(start, len(q), exclude, other_label)
+        d2, i = _query_block(q, gallery, g_norms, k, g_step, rules)
+        idx[start : start + len(q)], dist[start : start + len(q)] = _nearest_first(d2, i)
+        if progress is not None:
+            progress(start + len(q), len(queries))
     return idx, dist
 
 

@@ -13,6 +13,7 @@ from embedder.charts import (
     threshold_curve,
     training_curves,
 )
+from embedder.index import describe as describe_index
 from ui import state, widgets
 
 state.require_app(__file__)
@@ -125,10 +126,7 @@ else:
 
     index = run.metrics.get("index", {})
     if index:
-        st.caption(
-            f"Annoy index: {index.get('n_trees')} trees, search_k {index.get('search_k')}, recall@10 "
-            f"{index.get('recall_at_10', 0):.3f} against exact search."
-        )
+        st.caption(describe_index(index))
 
 st.subheader("Training history")
 st.caption(f"Kept: {run.info.get('kept', '?')}")
