@@ -211,7 +211,7 @@ def figure(curves: list[dict], path: Path) -> None:
 
 
 def run(quick: bool, out: Path) -> str:
-    """The section for BENCHMARKS.md; the figure goes to ``out``/knn_recall_qps.png."""
+    """The section for BENCHMARKS.md; the figure goes to ``out``/docs/knn_recall_qps.png."""
     sizes = QUICK if quick else FULL
     parts, curves = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -219,11 +219,12 @@ def run(quick: bool, out: Path) -> str:
             md, c = size_section(n, queries_n, n_trees_grid, search_ks, Path(folder))
             parts.append(md)
             curves.append(c)
-    figure(curves, out / "knn_recall_qps.png")
+    (out / "docs").mkdir(parents=True, exist_ok=True)
+    figure(curves, out / "docs/knn_recall_qps.png")
     head = (
         f"Gaussian mixture on the unit sphere, d={DIM}, {CLASSES:,} classes, noise per size {SPREAD}; queries from the "
         "mixture, never gallery items. k=10. Times are the best of 2–3 passes on a shared 2-core machine.\n\n"
-        "![recall against queries per second](knn_recall_qps.png)"
+        "![recall against queries per second](docs/knn_recall_qps.png)"
     )
     return "\n\n".join([head, *parts])
 

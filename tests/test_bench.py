@@ -25,4 +25,4 @@ def test_run_all_quick__writes_the_tables_and_the_figure_between_the_markers(tmp
     for heading in ("### kNN: 10,000 gallery items", "### Embedding throughput", "### Query latency", "### Projection"):
         assert heading in text
     assert "| exact numpy, 1 query | 1.000 |" in text and "The product (`build_index`" in text
-    assert (tmp_path / "knn_recall_qps.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "docs/knn_recall_qps.png").read_bytes()[:4] == b"\x89PNG"
