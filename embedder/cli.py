@@ -58,8 +58,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m embedder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_settings(
-        sub.add_parser("train", help="train an embedder on an image folder and write a run bundle"), TrainConfig
+    p = sub.add_parser("train", help="train an embedder on an image folder and write a run bundle")
+    add_settings(p, TrainConfig)
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="embed the gallery in a pool of Ray actors: on the cluster at ADDRESS, or on a local Ray instance "
+        "(needs pip install 'ray[data]'). Several GPUs train with: torchrun --nproc_per_node=N -m embedder train",
     )
 
     p = sub.add_parser("predict", help="label images by their nearest gallery neighbours")
@@ -150,14 +158,20 @@ def _fmt(m: dict, key: str) -> str:
 
 
 def cmd_train(args) -> int:
+    from .distributed import process_group
     from .pipeline import train
+    from .progress import silent
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
-    bars = _Bars()
-    try:
-        result = train(cfg, progress=bars)
-    finally:
-        bars.close()
+    with process_group(cfg.device) as world:  # under torchrun: rank 0 reports and writes, the others train quietly
+        bars = _Bars() if world.main else None
+        try:
+            result = train(cfg, progress=bars or silent, ray=args.ray)
+        finally:
+            if bars is not None:
+                bars.close()
+    if not world.main:
+        return 0
     test = result.metrics.get("test")
     print(f"run written to {result.run_dir}")
     print(f"kept: {result.kept}")

@@ -17,6 +17,7 @@ import numpy as np
 from .calibrate import fit_confidence, open_set, vote_outcomes
 from .checkpoint import remove_work_dir, work_dir
 from .config import IndexConfig, TrainConfig
+from .distributed import world
 from .embed import embed_images
 from .errors import Cancelled
 from .evaluate import evaluate_run
@@ -52,11 +53,20 @@ def _guarded(report: Reporter, stop: Callable[[], bool]) -> Reporter:
 
 
 def embed_gallery(
-    pl: Plan, fitted: Fitted, cfg: TrainConfig, device, report: Reporter
+    pl: Plan, fitted: Fitted, cfg: TrainConfig, device, report: Reporter, ray: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(gallery rows into the plan's images (N,), their embeddings (N, D)) with the kept network."""
+    """(gallery rows into the plan's images (N,), their embeddings (N, D)) with the kept network; on a Ray cluster
+    when ``ray`` is given (its address, or "" for a local instance)."""
     rows = gallery_rows(pl.parts)
     mc = fitted.model.config
+    if ray is not None:  # the same embeddings, from a pool of Ray actors (ray_embed.py)
+        from .ray_embed import embeddings_with_ray
+
+        paths = [pl.images.paths[i] for i in rows]
+        progress = lambda d, t: report(Progress(Stage.EMBED, done=d, total=t))
+        return rows, embeddings_with_ray(
+            fitted.model, paths, address=ray, batch_size=cfg.batch_size_embed, progress=progress
+        )
     emb = embed_images(
         fitted.model,
         [pl.images.paths[i] for i in rows],
@@ -123,8 +133,13 @@ def train(
     cfg: TrainConfig,
     progress: Reporter | None = None,
     should_stop: Callable[[], bool] | None = None,
+    ray: str | None = None,
 ) -> TrainResult:
-    """Train an embedder on ``cfg.data`` and write the run bundle to ``cfg.out``."""
+    """Train an embedder on ``cfg.data`` and write the run bundle to ``cfg.out``.
+
+    Under torchrun (distributed.py) every rank trains and rank 0 alone goes on to write the run; with ``ray``
+    (a cluster address, or "" for a local instance) the gallery is embedded by a pool of Ray actors.
+    """
     report, stop = progress or silent, should_stop or (lambda: False)
     pl = plan(cfg, report)
     for note in pl.notes:
@@ -132,8 +147,10 @@ def train(
     device = resolve_device(cfg.device)
     out = Path(cfg.out).expanduser().resolve()
     fitted = fit(pl, cfg, out, device, report, stop)
+    if not world().main:
+        return TrainResult(out, fitted.history, {}, fitted.kept, pl.notes)
     report = _guarded(report, stop)
-    rows, emb = embed_gallery(pl, fitted, cfg, device, report)
+    rows, emb = embed_gallery(pl, fitted, cfg, device, report, ray)
     index = index_gallery(emb, cfg, report)
     calibration = calibrate(pl, rows, emb, cfg, report)
     run = assemble(pl, cfg, fitted, rows, emb, index)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .checkpoint import load_checkpoint, resume_key, save_checkpoint, work_dir
 from .config import TrainConfig
 from .embed import DecodedImages, ImageDataset
@@ -82,8 +83,12 @@ def train_epoch(
     report: Reporter,
     stop: Callable[[], bool],
 ) -> np.ndarray:
-    """One pass over the P×K batches. Returns the epoch's means of (loss, active share, d(a,p), d(a,n))."""
-    sums, steps = np.zeros(4), len(loader)
+    """One pass over the P×K batches. Returns the epoch's means of (loss, active share, d(a,p), d(a,n)).
+
+    Under torchrun ``model`` is the DDP-wrapped network and ``loss_fn``/``miner`` see every rank's batch; the
+    loss is that of the gathered batch (see ``distributed.global_batch``), the other statistics this rank's.
+    """
+    sums, steps, ranks = np.zeros(4), len(loader), distributed.world().size
     for step, (x, y) in enumerate(loader, 1):
         if stop():
             raise Cancelled("training cancelled; the previous run is unchanged (use --resume to continue)")
@@ -93,26 +98,34 @@ def train_epoch(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        sums += (loss.item(), *batch_stats(emb.detach(), y, margin))
-        report(Progress(Stage.TRAIN, done=step, total=steps, epoch=epoch, loss=loss.item()))
+        value = loss.item() / ranks
+        sums += (value, *batch_stats(emb.detach(), y, margin))
+        report(Progress(Stage.TRAIN, done=step, total=steps, epoch=epoch, loss=value))
     return sums / max(1, steps)
 
 
 class _Loop:
-    """Everything the epochs share: data, sampler shape, loss, miner, validation."""
+    """Everything the epochs share: data, sampler shape, loss, miner, validation.
+
+    Under torchrun each rank takes its share of an epoch's batches from a sampler of its own, and only rank 0
+    validates (the others get an empty validation set).
+    """
 
     def __init__(self, pl: Plan, cfg: TrainConfig, model: EmbeddingNet, n_frozen: int, device) -> None:
         mc, images = model.config, pl.images
         self.pl, self.cfg, self.model, self.n_frozen = pl, cfg, model, n_frozen
+        self.net, self.world = model, distributed.world()  # ``net`` is what trains: DDP-wrapped by ``distribute``
         self.cache = DecodedImages(mc.image_size if mc.resize == "stretch" else round(mc.image_size * 256 / 224))
         fit_idx = pl.train_idx[np.isin(images.labels[pl.train_idx], pl.trainable_classes)]
         self.dataset = ImageDataset(
             [images.paths[i] for i in fit_idx], images.labels[fit_idx], train_transform(mc), loader=self.cache
         )
         self.batch = pl.classes_per_batch * pl.per_class
-        self.length = max(self.batch, len(fit_idx) - len(fit_idx) % self.batch)
+        share = len(fit_idx) // self.world.size  # images per rank and epoch: an epoch is one pass over the data
+        self.length = max(self.batch, share - share % self.batch)
         self.loss_fn, self.miner = _loss_and_miner(cfg)
-        self.val = ValidationSet.of(images.labels, pl.val_idx, pl.train_idx, pl.unseen_val_idx, cfg.seed)
+        parts = (pl.val_idx, pl.train_idx, pl.unseen_val_idx) if self.world.main else (np.zeros(0, dtype=int),) * 3
+        self.val = ValidationSet.of(images.labels, *parts, cfg.seed)
         self.validator = Validator(
             model,
             n_frozen,
@@ -123,11 +136,19 @@ class _Loop:
             self.cache,
         )
 
+    def distribute(self) -> None:
+        """Under torchrun: train through DDP, with the loss and the miner over every rank's batch."""
+        if self.model.config.pretrained and self.cfg.freeze_bn:
+            freeze_batchnorm(self.model.backbone)  # before DDP is built: it reduces what requires gradients then
+        self.net = distributed.parallel(self.model)
+        self.loss_fn, self.miner = distributed.global_batch(self.loss_fn, self.miner)
+
     def loader(self, epoch: int) -> DataLoader:
         from pytorch_metric_learning import samplers
 
-        np.random.seed(self.cfg.seed * 10_007 + epoch)  # MPerClassSampler draws from numpy's global RNG
-        torch.manual_seed(self.cfg.seed * 10_007 + epoch)  # augmentation; per epoch, so --resume repeats exactly
+        seed = distributed.rank_seed(self.cfg.seed * 10_007 + epoch)  # per epoch, so --resume repeats exactly
+        np.random.seed(seed)  # MPerClassSampler draws from numpy's global RNG
+        torch.manual_seed(seed)  # augmentation
         sampler = samplers.MPerClassSampler(
             self.dataset.labels, m=self.pl.per_class, batch_size=self.batch, length_before_new_iter=self.length
         )
@@ -141,12 +162,12 @@ class _Loop:
 
     def epoch(self, epoch: int, optimizer, report: Reporter, stop) -> tuple[EpochStats, Score]:
         t0 = time.perf_counter()
-        self.model.train()
+        self.net.train()
         if self.model.config.pretrained and self.cfg.freeze_bn:
             freeze_batchnorm(self.model.backbone)
         set_frozen_eval(self.model.backbone, self.n_frozen)
         mean = train_epoch(
-            self.model, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin, epoch, report, stop
+            self.net, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin, epoch, report, stop
         )
         self.model.eval()
         val = self.score()
@@ -174,7 +195,7 @@ def _starting_points(loop: _Loop) -> tuple[Candidate, Candidate | None]:
     """
     model = loop.model
     state = copy.deepcopy(model.state_dict())
-    if not model.config.pretrained:
+    if not model.config.pretrained or not loop.world.main:  # other ranks take rank 0's PCA head when DDP is built
         return Candidate("the network before training", loop.score(), 0, state), None
     feats = loop.validator.features()  # (N, F) in the validation set's row order
     nq, ng = len(loop.val.queries), len(loop.val.gallery)
@@ -195,6 +216,18 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, optimizer, device, report:
     optimizer.load_state_dict(ckpt["optimizer"])
     report(Progress(Stage.NOTE, message=f"resumed from epoch {ckpt['epoch']}"))
     return Candidate.from_dict(ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
+
+
+def _checkpoint(cfg: TrainConfig, model, optimizer, best: Candidate, history, bad_epochs: int, epoch: int) -> dict:
+    return {
+        "config": resume_key(cfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best": best.to_dict(),
+        "history": history,
+        "bad_epochs": bad_epochs,
+        "epoch": epoch,
+    }
 
 
 def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
@@ -218,11 +251,11 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
         top = best.score
     elif cfg.resume:
         report(Progress(Stage.NOTE, message="nothing to resume: starting from the beginning"))
+    loop.distribute()
     for epoch in range(first, cfg.epochs + 1):
-        if bad_epochs >= cfg.patience:
-            break
-        if best.score.perfect:  # only a strictly better epoch is kept, and none can beat perfect
+        if best.score.perfect and bad_epochs < cfg.patience:  # only a strictly better epoch is kept: none beats it
             report(Progress(Stage.NOTE, message=f"validation is perfect at epoch {best.epoch}: stopping"))
+        if distributed.agree(bad_epochs >= cfg.patience or best.score.perfect):  # rank 0 decides for all
             break
         set_learning_rate(optimizer, cfg, epoch)
         stats, val = loop.epoch(epoch, optimizer, report, stop)
@@ -233,17 +266,11 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
             best, bad_epochs = Candidate(f"epoch {epoch}", val, epoch, copy.deepcopy(model.state_dict())), 0
         else:
             bad_epochs += 1
-        state = {
-            "config": resume_key(cfg),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "best": best.to_dict(),
-            "history": history,
-            "bad_epochs": bad_epochs,
-            "epoch": epoch,
-        }
-        save_checkpoint(ckpt_path, state)
+        if loop.world.main:
+            save_checkpoint(ckpt_path, _checkpoint(cfg, model, optimizer, best, history, bad_epochs, epoch))
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
+    if not loop.world.main:  # its part is done: rank 0 keeps a network and writes the run
+        return Fitted(model.eval(), "", history)
     kept_model, chosen, why = kept_network(model, start, best, pretrained, device)
     report(Progress(Stage.NOTE, message=f"kept {why}"))
     candidates = {c.name: c.score.metrics for c in (pretrained, start, best) if c is not None}
