@@ -2,7 +2,8 @@
 
 ``embed_with_ray`` reads the image list as a Ray Dataset, runs ``map_batches`` with a callable class (``_Embedder``:
 the network rebuilt from its ModelConfig and weights, one per actor, on a GPU when the cluster has them), and
-writes each block it gets back as one shard (``part-<n>.npz``: the rows it holds and their embeddings).
+writes each block it gets back as one shard (``part-<n>.npz``: the rows it holds, their embeddings and which actor
+embedded them).
 ``read_shards`` puts them back together in the input order. Each actor embeds exactly as ``embed.embed_images``
 does, with the same transform, mirror averaging and decoding bounds, so the result is the single-process one.
 
@@ -22,7 +23,7 @@ import numpy as np
 from .config import ModelConfig
 from .errors import EmbedderError
 
-SHARD_MARKER = ".embedder-shards"  # written into every shard folder: only such a folder is ever written into again
+SHARD_MARKER = ".embedder-shards"  # marks a folder of shards: read_shards reads no other
 ROWS_PER_BLOCK = 1024  # images per Ray block: one shard each, and the unit of work an actor takes
 
 
@@ -37,7 +38,9 @@ def import_ray():
 
 
 class _Embedder:
-    """One actor of the pool: the network built once, then batches of {"row", "path"} -> {"row", "embedding"}."""
+    """One actor of the pool: the network built once, then batches of {"row", "path"} -> {"row", "embedding",
+    "error"}. An image that cannot be read fails its batch with the reason in "error" (one line naming the file):
+    an exception would reach the caller only as Ray's wrapper of a traceback."""
 
     def __init__(self, config: ModelConfig, weights: list, batch_size: int, threads: int, gpu: bool) -> None:
         import ray
@@ -53,19 +56,27 @@ class _Embedder:
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
         self.net, self.transform = net.to(self.device).eval(), eval_transform(config)
         self.batch_size, self.flip_tta = batch_size, config.flip_tta
+        self.dim = config.dim or net.backbone.out_features
+        self.actor = ray.get_runtime_context().get_actor_id()  # recorded in its shards: which actor embedded what
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .embed import embed_images
 
-        emb = embed_images(  # (B, D)
-            self.net,
-            [str(p) for p in batch["path"]],
-            self.transform,
-            batch_size=self.batch_size,
-            flip_tta=self.flip_tta,
-            device=self.device,
-        )
-        return {"row": batch["row"], "embedding": emb}
+        n = len(batch["row"])
+        try:
+            emb = embed_images(  # (B, D)
+                self.net,
+                [str(p) for p in batch["path"]],
+                self.transform,
+                batch_size=self.batch_size,
+                flip_tta=self.flip_tta,
+                device=self.device,
+            )
+        except EmbedderError as exc:
+            emb, error = np.zeros((n, self.dim), np.float32), str(exc)
+        else:
+            error = ""
+        return {"row": batch["row"], "embedding": emb, "error": [error] * n, "actor": [self.actor] * n}
 
 
 @dataclass
@@ -91,25 +102,15 @@ def _new_shard_folder(out: Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EmbedderError(f"{out} already exists and is not an empty folder: choose a new folder for the shards")
     out.mkdir(parents=True, exist_ok=True)
-    (out / SHARD_MARKER).write_text("embedder embedding shards: part-<n>.npz, rows and embeddings\n")
+    (out / SHARD_MARKER).write_text("embedder embedding shards: part-<n>.npz holds rows, embeddings, actors\n")
     return out
 
 
-def _write_shard(out: Path, n: int, rows: np.ndarray, emb: np.ndarray) -> None:
+def _write_shard(out: Path, n: int, block: dict[str, np.ndarray]) -> None:
     tmp = out / f".part-{n:06d}.tmp.npz"
-    np.savez(tmp, rows=rows.astype(np.int64), embeddings=emb.astype(np.float32))
+    actors = np.asarray(block["actor"], dtype=str)
+    np.savez(tmp, rows=block["row"].astype(np.int64), embeddings=block["embedding"].astype(np.float32), actors=actors)
     tmp.replace(out / f"part-{n:06d}.npz")
-
-
-def _user_error(exc: BaseException) -> EmbedderError | None:
-    """The EmbedderError (an unreadable image, ...) an actor raised, found inside Ray's wrapping, if any."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, EmbedderError):
-            return exc
-        exc = getattr(exc, "cause", None) or exc.__cause__
-    return None
 
 
 def _connect(ray, address: str | None, num_cpus: int | None) -> bool:
@@ -182,17 +183,14 @@ def embed_with_ray(
             batch_format="numpy",
         )
         done = 0
-        try:
-            for n, block in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy")):
-                _write_shard(out, n, block["row"], block["embedding"])
-                done += len(block["row"])
-                if progress is not None:
-                    progress(done, len(items))
-        except Exception as exc:
-            user = _user_error(exc)
-            if user is None:
-                raise
-            raise EmbedderError(str(user)) from None
+        for n, block in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy")):
+            failed = [e for e in block["error"] if e]
+            if failed:
+                raise EmbedderError(str(failed[0]))
+            _write_shard(out, n, block)
+            done += len(block["row"])
+            if progress is not None:
+                progress(done, len(items))
     finally:
         if started:
             ray.shutdown()
