@@ -234,6 +234,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     """Train a network on the plan's training images and keep the candidate that labels validation images best.
 
     ``stop()`` is polled every step; True raises ``Cancelled`` (``--resume`` continues from the checkpoint).
+    Under torchrun every rank calls it; rank 0 returns the kept network, the others their copy of the last one.
     """
     torch.manual_seed(cfg.seed)
     model = EmbeddingNet(pl.model_config).to(device).eval()
@@ -259,7 +260,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
             break
         set_learning_rate(optimizer, cfg, epoch)
         stats, val = loop.epoch(epoch, optimizer, report, stop)
-        stats.best = improves(val, best.score, top) or not val
+        stats.best = not val or improves(val, best.score, top)  # ranks other than 0 have no validation
         top = max(top, val, key=lambda s: s.key)
         history.append(stats.to_dict())
         if stats.best:
