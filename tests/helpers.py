@@ -181,3 +181,37 @@ def train_zip_on_page(data: bytes, name: str):
     at.text_input(key="train_name").set_value(name)
     at.number_input(key="train_epochs").set_value(1)
     return at.button(key="train_submit").click().run()
+
+
+def synthetic_run(out: Path, n: int = 100_000, n_classes: int = 30, dim: int = 16, seed: int = 0) -> Path:
+    """A real run bundle with a big gallery, assembled without training: an untrained tiny network, ``n`` gallery
+    embeddings drawn from an overlapping Gaussian mixture (unit rows), a real Annoy index, and a few real
+    generated images per class that the gallery rows point at (2 files per class, shared by its rows)."""
+    from embedder.config import IndexConfig, ModelConfig, TrainConfig
+    from embedder.index import build_index
+    from embedder.model import EmbeddingNet
+    from embedder.run import Run
+
+    classes = [f"class{c:02d}" for c in range(n_classes)]
+    data = make_shapes_folder(out.parent / f"{out.name}-images", classes=classes, per_class=2, size=32, seed=seed)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n)
+    centres = rng.normal(size=(n_classes, dim))
+    emb = unit(centres[labels] + 1.2 * rng.normal(size=(n, dim)))  # neighbouring classes overlap
+    model_config = ModelConfig(backbone="convnet", dim=dim, image_size=32)
+    run = Run(
+        path=out,
+        model_config=model_config,
+        train_config=TrainConfig(data=str(data), out=str(out), dim=dim),
+        classes=classes,
+        data_root=data,
+        gallery_paths=[f"{classes[lab]}/{i % 2:03d}.png" for i, lab in enumerate(labels)],
+        gallery_labels=labels.astype(np.int64),
+        gallery_embeddings=emb,
+        split={"test": [], "val": [], "unseen_val": [], "unseen_test": [], "queries_root": None},
+        info={"kept": "synthetic: untrained network, generated embeddings"},
+    )
+    run._model = EmbeddingNet(model_config, load_pretrained=False).eval()
+    run._index = build_index(emb, IndexConfig(n_trees=5, target_recall=0.5, recall_sample=100))
+    run.save()
+    return out
