@@ -66,8 +66,10 @@ class MapFigure:
 
     def highlight(self, rows: np.ndarray) -> None:
         """Mark ``rows`` selected and grey out the rest (not removed): how a selection made on another, linked
-        map is shown on this one."""
+        map is shown on this one. 2-D only: Plotly's 3-D scatter has no selection (nor per-point opacity)."""
         for trace, in_trace in zip(self.figure.data, self.trace_rows):
+            if not isinstance(trace, go.Scattergl):
+                continue
             trace.selectedpoints = np.flatnonzero(np.isin(in_trace, rows)).astype(np.int32)
             trace.unselected = dict(marker=dict(opacity=FADED))
 

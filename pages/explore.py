@@ -10,6 +10,7 @@ from embedder.data import stratified_sample
 from embedder.plots import embedding_map
 from ui import cache, maps, state, widgets
 
+maps.keep_url()
 state.require_app(__file__)
 
 MAX_GRID = 48  # thumbnails shown for a selection
@@ -28,27 +29,28 @@ compare = st.toggle(
     "a selection on either map is highlighted on both",
 )
 names = np.array(run.classes)[run.gallery_labels]
+focus = np.flatnonzero(np.isin(names, view.labels)) if view.labels else None
 rows = maps.sample_rows(run, np.arange(len(names)))
 colours = maps.colouring(run, view, rows)
 proj = maps.projection(run, view.method, view.dims)
 if proj is None:
     st.stop()
-after = embedding_map(proj.coords[rows], rows=rows, focus=view.labels, height=560 if compare else 620, **colours)
+after = embedding_map(proj.coords[rows], rows=rows, height=560 if compare else 620, **colours)
 if compare:
     maps.before_embeddings(run)
     before_proj = maps.projection(run, view.method, view.dims, before=True)
     if before_proj is None:
         st.stop()
-    before = embedding_map(before_proj.coords[rows], rows=rows, focus=view.labels, height=560, **colours)
+    before = embedding_map(before_proj.coords[rows], rows=rows, height=560, **colours)
     left, right = st.columns(2)
     with left:
         st.markdown(f"**Before training** ({mapdata.before_kind(run)} network)")
-        maps.draw(before, f"map-before-{run.name}")
+        maps.draw(before, f"map-before-{run.name}", focus)
     with right:
         st.markdown("**After training**")
-        maps.draw(after, f"map-{run.name}")
+        maps.draw(after, f"map-{run.name}", focus)
 else:
-    maps.draw(after, f"map-{run.name}")
+    maps.draw(after, f"map-{run.name}", focus)
 method_name = view.method.upper() if view.method != "tsne" else "t-SNE"
 st.caption(
     f"Showing {len(rows):,} of {len(names):,} gallery images · {method_name} {view.dims}D · "

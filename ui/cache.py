@@ -62,15 +62,10 @@ def get_projection(path: str | Path, method: str, dims: int, seed: int = 0, befo
     return _projection(str(path), stamp(path), method, dims, seed, before)
 
 
-# Arrays as resources: one copy shared by every session, never pickled per rerun (N x D floats).
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _before(path: str, version: float, _progress=None) -> np.ndarray:  # the callback is not part of the key
-    return mapdata.before_embeddings(_run(path, version), progress=_progress)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _predicted(path: str, version: float, _progress=None) -> np.ndarray:
-    return mapdata.predicted_labels(_run(path, version), _progress)
+# Not st.cache_*: the progress callback draws on the page, which a cached function may not do. The arrays are
+# cached in the run folder instead (reading them back is milliseconds).
+def _before(path: str, version: float, progress=None) -> np.ndarray:
+    return mapdata.before_embeddings(_run(path, version), progress=progress)
 
 
 def get_before(path: str | Path, progress=None) -> np.ndarray:
@@ -79,8 +74,8 @@ def get_before(path: str | Path, progress=None) -> np.ndarray:
 
 
 def get_predicted(path: str | Path, progress=None) -> np.ndarray:
-    """(N,) each gallery image's leave-one-out k-NN vote (computed once, then read from the run)."""
-    return _predicted(str(path), stamp(path), progress)
+    """(N,) each gallery image's k-NN vote, itself left out (computed once, then read from the run)."""
+    return mapdata.predicted_labels(get_run(path), progress)
 
 
 @st.cache_data(max_entries=4, show_spinner="Comparing every class before and after training…")

@@ -35,6 +35,7 @@ WAIT = {
     "tsne": "Running t-SNE (can take a minute)…",
     "umap": "Running UMAP (the first time loads numba: ~15 s)…",
 }
+URL = "map_url"  # session_state: the query parameters the session was opened with
 WIDGETS = {"method": "map_method", "dims": "map_dims", "colour": "map_colour", "labels": "map_labels"}
 
 
@@ -50,13 +51,20 @@ def settings() -> tuple[str, int]:
     return st.session_state.get(SETTINGS, ("pca", 2))
 
 
+def keep_url() -> None:
+    """Before anything can switch pages: keep the link's parameters (a deep link to a fresh server is sent
+    through app.py first, and that switch drops them)."""
+    if URL not in st.session_state:
+        st.session_state[URL] = dict(st.query_params)
+
+
 def restore_from_url() -> None:
-    """Once per session, before any widget: open the run and the view a shared link names. A run is named by its
-    folder name under the runs folder, never by a path."""
-    if st.session_state.get("map_url_read"):
+    """Once per session, before any widget: open the run and the view a shared link names (kept by ``keep_url``).
+    A run is named by its folder name under the runs folder, never by a path."""
+    params = st.session_state.get(URL)
+    if params is None or st.session_state.get("map_url_read"):
         return
     st.session_state["map_url_read"] = True
-    params = st.query_params
     name = params.get("run", "")
     if name and "/" not in name and "\\" not in name and not name.startswith("."):
         path = state.runs_dir() / name
@@ -176,10 +184,13 @@ def before_embeddings(run: Run) -> np.ndarray:
         bar.empty()
 
 
-def draw(m: MapFigure, key: str, select: bool = True) -> None:
-    """Draw a map; a selection made on it becomes the rows in ``SELECTED`` (and survives the redraw)."""
+def draw(m: MapFigure, key: str, focus: np.ndarray | None = None, select: bool = True) -> None:
+    """Draw a map; a selection made on it becomes the rows in ``SELECTED`` (and survives the redraw). The
+    selection, else the ``focus`` rows (highlighted labels), stay bright; the rest is greyed out, not removed."""
     if SELECTED in st.session_state and len(st.session_state[SELECTED]):
         m.highlight(st.session_state[SELECTED])
+    elif focus is not None:
+        m.highlight(focus)
     st.session_state.setdefault(TRACES, {})[key] = m.trace_rows
     if not select:
         st.plotly_chart(m.figure, key=key)
