@@ -47,6 +47,8 @@ def copy_run(src, dst, **changes):
     """A copy of a run with files replaced: ``config_json=dict or str`` replaces config.json, and so on."""
     dst.mkdir(parents=True)
     for name in os.listdir(src):
+        if (src / name).is_dir():  # projections/: the app's cache of maps
+            continue
         (dst / name).write_bytes((src / name).read_bytes())
     for name, content in changes.items():
         (dst / name.replace("_json", ".json")).write_text(content if isinstance(content, str) else json.dumps(content))
