@@ -8,7 +8,7 @@ import re
 import pytest
 from helpers import synthetic_run
 from playwright.sync_api import expect
-from test_browser import CHROMIUM, _open, _rerun, _serve, _shot, _tab, browser  # noqa: F401  (browser: a fixture)
+from test_browser import CHROMIUM, SHOTS, _open, _rerun, _serve, _shot, _tab, browser  # noqa: F401  (browser: a fixture)
 
 N = 100_000
 pytestmark = [
@@ -56,7 +56,7 @@ def test_explore_draws_100k_points_and_answers_a_lasso(browser, big_url):  # noq
         expect(page.locator('[data-testid="stImageCaption"]', has_text="#").first).to_be_visible()
         # The address bar now links to this view and the picked image.
         assert re.search(r"[?&]item=\d+", page.url) and "method=pca" in page.url
-        page.screenshot(path=str(page.url and __import__("test_browser").SHOTS / "explore-100k-lasso.png"))
+        page.screenshot(path=str(SHOTS / "explore-100k-lasso.png"))
 
 
 def test_a_shared_url_reopens_the_same_view_in_a_fresh_browser(browser, big_url):  # noqa: F811
