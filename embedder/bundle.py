@@ -11,6 +11,7 @@ A run folder holds:
     index.ann      the Annoy index over the gallery embeddings
     history.json   one row per epoch
     metrics.json   evaluation results, baselines, index recall
+    projections/   cached maps (optional, written by the app; embedder/project.py)
 
 config.json records the SHA-256 of the model file, gallery.npz and index.ann; a file that does not match (damaged,
 or swapped in from another run) is named on load.
@@ -42,6 +43,7 @@ from .onnx_model import OnnxInput
 
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")
 BUNDLE_FILES = frozenset({MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json"})
+BUNDLE_FILES |= {"projections"}  # the app's cache of maps (embedder/project.py): part of the run, rebuilt on demand
 CHECKSUMMED = ("model.pt", "gallery.npz", "index.ann")  # model.onnx instead of model.pt for an imported network
 NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
 

@@ -1,18 +1,25 @@
-"""Plotly figure builders for the app: the embedding map, training curves, metrics next to baselines.
+"""The embedding map as a Plotly figure: compact enough for 100,000 points in a browser.
 
-No Streamlit here: every function takes arrays or dicts and returns a ``go.Figure`` (or plain rows).
+No Streamlit here: arrays in, a ``MapFigure`` out. What makes it compact: every point array is a numpy array,
+which plotly >= 6 sends as a base64 typed array; positions go as uint16 on a 65,536-step grid (x and y: 5.3
+bytes a point, where float32 took 11.5 with the JSON escaping of "/"); one trace per colour group,
+so a group's name, colour, symbol and hover text are written once per trace, never once per point; and no
+``customdata``: a selection names (trace, point index), and ``MapFigure.trace_rows`` turns that back into
+gallery rows on the server.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io
 
 OTHER = "other"
-TOP_N = 20  # labels that get their own colour and legend entry; the rest share the grey "other" trace
+TOP_N = 20  # groups that get their own colour and legend entry; the rest are grey, behind one legend entry
+MAX_TRACES = 200  # beyond this many groups the rest share one trace (hover then says "other")
 PALETTE = (
     "#1F77B4",
     "#FF7F0E",
@@ -26,112 +33,186 @@ PALETTE = (
     "#7F7F7F",
 )  # D3's ten: distinct on white and for most colour-blind viewers
 OTHER_COLOR = "#C8C8C8"
-# Beyond ten labels the colours repeat, so the symbol changes. Scatter3d only knows these eight symbols.
+FADED = 0.12  # opacity of points outside the focus or the selection: greyed out, still there for context
+# Beyond ten groups the colours repeat, so the symbol changes. Scatter3d only knows these eight symbols.
 SYMBOLS_2D = ("circle", "square", "diamond", "triangle-up", "cross", "x", "pentagon", "hexagon")
 SYMBOLS_3D = ("circle", "square", "diamond", "cross", "x", "circle-open", "square-open", "diamond-open")
 QUERY_COLOR = "#FFD400"
+GRID = 65535  # positions are sent as uint16 steps of the map's extent
+SCORE_SCALE = "YlOrRd"
+
+
+@dataclass
+class MapFigure:
+    """A map and the gallery rows behind each of its point traces (queries, drawn last, have none)."""
+
+    figure: go.Figure
+    trace_rows: list[np.ndarray]  # trace i's point j is gallery row trace_rows[i][j]
+
+    @property
+    def n_points(self) -> int:
+        return sum(len(r) for r in self.trace_rows)
+
+    def rows_of(self, points: Iterable[dict]) -> np.ndarray:
+        """Gallery rows (sorted, unique) of selected points as Streamlit reports them
+        ({"curve_number", "point_index", ...}); query stars and unknown traces are ignored."""
+        rows = [
+            int(self.trace_rows[p["curve_number"]][p["point_index"]])
+            for p in points
+            if 0 <= p.get("curve_number", -1) < len(self.trace_rows)
+            and 0 <= p.get("point_index", -1) < len(self.trace_rows[p["curve_number"]])
+        ]
+        return np.unique(np.array(rows, dtype=np.int64))
+
+    def highlight(self, rows: np.ndarray) -> None:
+        """Mark ``rows`` selected and grey out the rest (not removed): how a selection made on another, linked
+        map is shown on this one. 2-D only: Plotly's 3-D scatter has no selection (nor per-point opacity)."""
+        for trace, in_trace in zip(self.figure.data, self.trace_rows):
+            if not isinstance(trace, go.Scattergl):
+                continue
+            trace.selectedpoints = np.flatnonzero(np.isin(in_trace, rows)).astype(np.int32)
+            trace.unselected = dict(marker=dict(opacity=FADED))
+
+    def payload_bytes(self) -> int:
+        """Bytes of the figure as Streamlit sends it to the browser (``st.plotly_chart`` writes exactly this)."""
+        return len(plotly.io.to_json(self.figure, validate=False).encode())
+
+    def bytes_per_point(self) -> float:
+        return self.payload_bytes() / max(1, self.n_points)
 
 
 def top_labels(labels: Sequence[str], top_n: int = TOP_N) -> list[str]:
     """The ``top_n`` most frequent labels, most frequent first (ties: alphabetical), or all when fewer."""
-    counts = Counter(labels)
-    return sorted(counts, key=lambda lab: (-counts[lab], lab))[:top_n]
+    values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    return [str(values[i]) for i in sorted(range(len(values)), key=lambda i: (-counts[i], values[i]))[:top_n]]
 
 
 def label_style(index: int, dims: int = 2) -> tuple[str, str]:
-    """(colour, symbol) of the label at ``index`` in the legend order: colours first, then symbols."""
+    """(colour, symbol) of the group at ``index`` in the legend order: colours first, then symbols."""
     symbols = SYMBOLS_2D if dims == 2 else SYMBOLS_3D
     return PALETTE[index % len(PALETTE)], symbols[(index // len(PALETTE)) % len(symbols)]
 
 
 def embedding_map(
     coords: np.ndarray,
-    labels: Sequence[str],
-    row_ids: Sequence[int] | None = None,
-    hover: Sequence[str] | None = None,
+    groups: Sequence[str],
+    rows: np.ndarray | None = None,
     *,
+    score: np.ndarray | None = None,
+    score_name: str = "score",
+    focus: Sequence[str] = (),
     top_n: int = TOP_N,
     query_coords: np.ndarray | None = None,
     query_names: Sequence[str] | None = None,
     height: int = 620,
-) -> go.Figure:
-    """Scatter map of a gallery, one trace per label (2-D: WebGL ``Scattergl``; 3-D: ``Scatter3d``).
+    legend_title: str = "label",
+) -> MapFigure:
+    """Scatter map of a gallery (2-D: WebGL ``Scattergl``; 3-D: ``Scatter3d``).
 
     Args:
         coords: (N, 2) or (N, 3) map positions.
-        labels: (N,) label names; beyond the ``top_n`` most frequent they are drawn in one grey "other" trace
-            whose symbols still tell the labels apart, and the hover names the real label.
-        row_ids: (N,) stable ids put in ``customdata`` (Plotly's point indices restart in every trace, so a
-            selection is mapped back to gallery rows through these). Default: 0..N-1.
-        hover: (N,) extra hover text, e.g. file names.
+        groups: (N,) what colours each point: its label, its predicted label, "right"/"wrong", ... One trace per
+            group; the ``top_n`` largest have colours and legend entries, the rest are grey behind one "other"
+            legend entry (each still its own trace with its name in the hover, up to MAX_TRACES).
+        rows: (N,) the gallery row of each point. Default: 0..N-1.
+        score: (N,) values in [0, 1]: colour by this instead (one trace, a colour scale; hover shows it in %).
+        focus: groups to bring forward; every other group is drawn faded and grey, but drawn.
         query_coords: (Q, dims) query positions, drawn on top as stars (3-D has no star: large diamonds).
         query_names: (Q,) their names.
     """
-    coords = np.asarray(coords, dtype=np.float32)
-    n, dims = coords.shape
-    labels = [str(x) for x in labels]
-    row_ids = np.arange(n) if row_ids is None else np.asarray(row_ids)
-    hover = list(hover) if hover is not None else [""] * n
-    shown = top_labels(labels, top_n)
-    fig = go.Figure()
-    for label, rows in _groups(labels, shown):
-        color, symbols = _group_style(label, rows, labels, shown, dims)
-        group, custom = OTHER if label is None else label, _customdata(rows, row_ids, labels, hover)
-        fig.add_trace(_label_trace(coords[rows], color, symbols, f"{group} ({len(rows)})", group, custom))
+    coords, to_grid = on_grid(coords)
+    dims = coords.shape[1]
+    rows = np.arange(len(coords)) if rows is None else np.asarray(rows, dtype=np.int64)
+    groups = np.asarray(groups, dtype=str)
+    fig, trace_rows = go.Figure(), []
+    if score is not None:
+        fig.add_trace(_score_trace(coords, np.asarray(score, dtype=np.float32), score_name))
+        trace_rows.append(rows)
+    else:
+        for trace, members in _group_traces(coords, groups, top_n, set(focus), dims):
+            fig.add_trace(trace)
+            trace_rows.append(rows[members])
     if query_coords is not None and len(query_coords):
-        fig.add_trace(_query_trace(np.asarray(query_coords, dtype=np.float32), query_names))
-    _lay_out(fig, dims, height)
-    return fig
+        fig.add_trace(_query_trace(to_grid(query_coords), query_names))
+    _lay_out(fig, dims, height, legend_title)
+    return MapFigure(fig, trace_rows)
 
 
-def _groups(labels: list[str], shown: list[str]) -> list[tuple[str | None, np.ndarray]]:
-    """(label, its rows) in legend order: the shown labels sorted naturally, then (None, the rest) if any. The
-    rest is keyed apart from the labels: a class may well be called "other"."""
-    rows_by_label: dict[str, list[int]] = {lab: [] for lab in shown}
-    rest: list[int] = []
-    for i, lab in enumerate(labels):
-        rows_by_label.get(lab, rest).append(i)
-    groups = [(lab, rows_by_label[lab]) for lab in sorted(shown, key=_natural)] + ([(None, rest)] if rest else [])
-    return [(lab, np.array(rows, dtype=np.int64)) for lab, rows in groups]
+def on_grid(coords: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """(N, dims) positions -> uint16 positions on one grid for all axes (distances keep their proportions), and
+    the same mapping for other points (queries, which may fall outside: float32). A step is 1/65,535 of the
+    map's extent: finer than a pixel until the map is zoomed in more than 60 times."""
+    coords = np.asarray(coords, dtype=np.float64)
+    low = coords.min(axis=0) if len(coords) else np.zeros(coords.shape[1])
+    extent = float((coords.max(axis=0) - low).max()) if len(coords) else 0.0
+    scale = GRID / extent if extent > 0 else 1.0
+
+    def to_grid(points: np.ndarray) -> np.ndarray:
+        return ((np.asarray(points, dtype=np.float64) - low) * scale).astype(np.float32)
+
+    return np.clip(np.round(to_grid(coords)), 0, GRID).astype(np.uint16), to_grid
 
 
-def _group_style(label: str | None, rows: np.ndarray, labels: list[str], shown: list[str], dims: int):
-    """(colour, symbol or symbols): a shown label's own; the rest is grey, each point with its label's symbol."""
-    if label is not None:
-        return label_style(shown.index(label), dims)
-    every_label = top_labels(labels, len(labels))  # a fixed symbol per label, also inside "other"
-    return OTHER_COLOR, [label_style(every_label.index(labels[i]), dims)[1] for i in rows]
+def _group_traces(coords: np.ndarray, groups: np.ndarray, top_n: int, focus: set[str], dims: int):
+    """(trace, its point positions) per group, in legend order: the ``top_n`` largest sorted naturally, then the
+    rest, grey, behind one legend entry. The rest is keyed apart from the names: a class may be called "other"."""
+    ranked = top_labels(groups, len(groups))
+    order = np.argsort(groups, kind="stable")
+    names, starts = np.unique(groups[order], return_index=True)
+    members = dict(zip(names.tolist(), np.split(order, starts[1:])))
+    shown, rest = sorted(ranked[:top_n], key=_natural), ranked[top_n:]
+    rank = {g: i for i, g in enumerate(ranked)}
+    rest_label = f"{OTHER} ({len(rest)} groups, {sum(len(members[g]) for g in rest)})"
+    for i, name in enumerate(shown + rest[: MAX_TRACES - len(shown)]):
+        color, symbol = label_style(rank[name], dims)
+        faded = bool(focus) and name not in focus
+        if i < len(shown):
+            kw = dict(name=f"{name} ({len(members[name])})", legendgroup=name)
+        else:
+            color, kw = OTHER_COLOR, dict(name=rest_label, legendgroup=f"\0{OTHER}", showlegend=i == len(shown))
+        yield (
+            _points_trace(coords[members[name]], OTHER_COLOR if faded else color, symbol, name, faded, **kw),
+            members[name],
+        )
+    leftover = [members[g] for g in rest[MAX_TRACES - len(shown) :]]
+    if leftover:
+        where = np.sort(np.concatenate(leftover))
+        kw = dict(name=rest_label, legendgroup=f"\0{OTHER}", showlegend=False)
+        yield _points_trace(coords[where], OTHER_COLOR, "circle", OTHER, bool(focus), **kw), where
 
 
-def _customdata(rows: np.ndarray, row_ids: np.ndarray, labels: list[str], hover: list[str]) -> np.ndarray | None:
-    """(len(rows), 3) [row id, label, hover text] per point, or None for no points."""
-    if not len(rows):
-        return None
-    names = np.array([labels[i] for i in rows], dtype=object)
-    return np.stack([row_ids[rows], names, np.array([hover[i] for i in rows], dtype=object)], axis=1)
+def _points_trace(xyz: np.ndarray, color: str, symbol: str, hover: str, faded: bool, **kw):
+    """One group's points; ``hover`` is written once in the trace (``meta``), not once per point."""
+    opacity = FADED if faded else 0.8
+    if xyz.shape[1] == 2:
+        marker = dict(color=color, symbol=symbol, size=6, opacity=opacity, line=dict(width=0))
+    else:
+        marker = dict(color=color, symbol=symbol, size=3, opacity=opacity)
+    return _scatter(xyz, marker, mode="markers", meta=hover, hovertemplate="<b>%{meta}</b><extra></extra>", **kw)
+
+
+def _score_trace(xyz: np.ndarray, score: np.ndarray, name: str):
+    """All points coloured by ``score`` in [0, 1], sent as whole percents (uint8: 1.3 bytes a point)."""
+    percent = np.clip(np.round(np.nan_to_num(score) * 100), 0, 100).astype(np.uint8)
+    marker = dict(
+        color=percent,
+        colorscale=SCORE_SCALE,
+        cmin=0,
+        cmax=100,
+        size=6 if xyz.shape[1] == 2 else 3,
+        opacity=0.85,
+        colorbar=dict(title=dict(text=name), ticksuffix="%"),
+    )
+    return _scatter(
+        xyz, marker, mode="markers", name=name, meta=name, hovertemplate="%{meta}: %{marker.color}%<extra></extra>"
+    )
 
 
 def _scatter(xyz: np.ndarray, marker: dict, **kw) -> go.Scattergl | go.Scatter3d:
-    """WebGL markers for a 2-D map, a Scatter3d for a 3-D one."""
+    """WebGL markers for a 2-D map, a Scatter3d for a 3-D one. Coordinates stay numpy arrays (typed arrays)."""
     if xyz.shape[1] == 2:
         return go.Scattergl(x=xyz[:, 0], y=xyz[:, 1], marker=marker, **kw)
     return go.Scatter3d(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], marker=marker, **kw)
-
-
-def _label_trace(xyz: np.ndarray, color, symbols, name: str, group: str, custom) -> go.Scattergl | go.Scatter3d:
-    if xyz.shape[1] == 2:
-        marker = dict(color=color, symbol=symbols, size=7, opacity=0.8, line=dict(width=0))
-    else:
-        marker = dict(color=color, symbol=symbols, size=3, opacity=0.8)
-    return _scatter(
-        xyz,
-        marker,
-        name=name,
-        legendgroup=group,
-        customdata=custom,
-        mode="markers",
-        hovertemplate="<b>%{customdata[1]}</b><br>%{customdata[2]}<extra></extra>",
-    )
 
 
 def _query_trace(q: np.ndarray, names: Sequence[str] | None) -> go.Scattergl | go.Scatter3d:
@@ -152,14 +233,15 @@ def _query_trace(q: np.ndarray, names: Sequence[str] | None) -> go.Scattergl | g
     )
 
 
-def _lay_out(fig: go.Figure, dims: int, height: int) -> None:
+def _lay_out(fig: go.Figure, dims: int, height: int, legend_title: str) -> None:
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=30, b=10),
-        legend=dict(itemsizing="constant", title="label"),
+        legend=dict(itemsizing="constant", title=legend_title),
         dragmode="lasso" if dims == 2 else "orbit",
         plot_bgcolor="white",
         uirevision="map",
+        hovermode="closest",
     )
     if dims == 2:
         # Map axes carry no units; equal scale keeps distances honest.

@@ -1,61 +1,97 @@
-"""Explore: the gallery as a map. Select points (box, lasso, click) to see their images and neighbours."""
+"""Explore: the gallery as a map. Select points (box, lasso, click) to see their images and neighbours; compare
+with the map before training; the address bar always links back to this view."""
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
+from embedder import mapdata
 from embedder.data import stratified_sample
 from embedder.plots import embedding_map
-from ui import maps, state, widgets
+from ui import (
+    cache,
+    insights,  # noqa: F401  (registers the "suspected mislabel" colour in maps.SCORES)
+    maps,
+    state,
+    widgets,
+)
 
+maps.keep_url()
 state.require_app(__file__)
 
 MAX_GRID = 48  # thumbnails shown for a selection
 
 st.title("Explore")
+maps.restore_from_url()
 run = widgets.active_run()
 if run is None:
     st.stop()
 
-method, dims = maps.controls()
-names = np.array(run.label_names(run.gallery_labels))
-keep = st.multiselect("Show labels", run.classes, placeholder="all labels", key="map_labels")
-rows = np.flatnonzero(np.isin(names, keep)) if keep else np.arange(len(names))
-proj = maps.projection(run, method, dims)
+view = maps.controls(run)
+compare = st.toggle(
+    "Compare with before training",
+    key="map_compare",
+    help=f"The same gallery embedded by the {mapdata.before_kind(run)} network, side by side; "
+    "a selection on either map is highlighted on both",
+)
+names = np.array(run.classes)[run.gallery_labels]
+focus = np.flatnonzero(np.isin(names, view.labels)) if view.labels else None
+rows = maps.sample_rows(run, np.arange(len(names)))
+colours = maps.colouring(run, view, rows)
+proj = maps.projection(run, view.method, view.dims)
 if proj is None:
     st.stop()
-rows = maps.sample_rows(run, rows)
-
-fig = embedding_map(proj.coords[rows], names[rows], row_ids=rows, hover=[run.gallery_paths[i] for i in rows])
-event = st.plotly_chart(
-    fig,
-    on_select="rerun",
-    selection_mode=("points", "box", "lasso"),
-    key=f"map-{run.name}-{method}-{dims}-{','.join(keep)}",
-)
+after = embedding_map(proj.coords[rows], rows=rows, height=560 if compare else 620, **colours)
+if compare:
+    maps.before_embeddings(run)
+    before_proj = maps.projection(run, view.method, view.dims, before=True)
+    if before_proj is None:
+        st.stop()
+    before = embedding_map(before_proj.coords[rows], rows=rows, height=560, **colours)
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**Before training** ({mapdata.before_kind(run)} network)")
+        maps.draw(before, f"map-before-{run.name}", focus)
+    with right:
+        st.markdown("**After training**")
+        maps.draw(after, f"map-{run.name}", focus)
+else:
+    maps.draw(after, f"map-{run.name}", focus)
+method_name = view.method.upper() if view.method != "tsne" else "t-SNE"
 st.caption(
-    f"{len(rows):,} gallery images · {method.upper() if method != 'tsne' else 't-SNE'} {dims}D · "
+    f"Showing {len(rows):,} of {len(names):,} gallery images · {method_name} {view.dims}D · "
     + (
-        "drag a lasso or a box, or click a point, to see the images"
-        if dims == 2
+        "drag a lasso or a box, or click a point, to see the images; double-click to clear"
+        if view.dims == 2
         else "rotate with the mouse; switch to 2D to select points"
     )
+    + "."
+    + maps.fit_note(proj)
 )
+if compare:
+    with st.expander("What training changed, per class", expanded=False):
+        table = pd.DataFrame(cache.per_class_change(str(run.path), cache.stamp(run.path)))
+        st.caption(
+            f"P@1 and MAP@R, leave-one-out among a stratified sample of at most {mapdata.COMPARE_SAMPLE:,} "
+            "gallery images (the same for both; the trained model saw most of them), largest gain first."
+        )
+        st.dataframe(table, hide_index=True, key="map_change")
 
-# customdata[0] is the gallery row: Plotly's own point indices restart in every trace.
-points = event.selection.points if event and event.selection else []
-selected = list(dict.fromkeys(int(p["customdata"][0]) for p in points if p.get("customdata") is not None))
-if not selected:
+selected = st.session_state.get(maps.SELECTED, np.zeros(0, np.int64))
+item = st.session_state.get("map_item")
+if item is not None and 0 <= item < len(names) and not len(selected):
+    selected = np.array([item])
+maps.share(run, view, compare, item)
+if not len(selected):
     st.stop()
 
-st.subheader(f"{len(selected)} selected")
-counts = {}
-for i in selected:
-    counts[names[i]] = counts.get(names[i], 0) + 1
-st.caption(" · ".join(f"**{lab}** × {n}" for lab, n in sorted(counts.items(), key=lambda kv: -kv[1])))
+st.subheader(f"{len(selected):,} selected")
+counts = pd.Series(names[selected]).value_counts()
+st.caption(" · ".join(f"**{lab}** × {n}" for lab, n in counts.items()))
 # A big lasso would otherwise show only the lowest row ids (one label); a stratified pick shows them all.
-shown = [selected[i] for i in stratified_sample(names[selected], MAX_GRID)]
+shown = selected[stratified_sample(names[selected], MAX_GRID)].tolist()
 if len(selected) > MAX_GRID:
-    st.caption(f"Showing {len(shown)} of {len(selected)}, every selected label in its share.")
+    st.caption(f"Showing {len(shown)} of {len(selected):,}, every selected label in its share.")
 files = run.gallery_files()
 widgets.thumbnails([files[i] for i in shown], [f"{names[i]} · #{i}" for i in shown], columns=12, side=72)
 
@@ -63,9 +99,11 @@ left, right = st.columns([3, 1])
 pick = left.selectbox(
     "Show the nearest neighbours of",
     shown,
+    index=shown.index(item) if item in shown else 0,
     format_func=lambda i: f"#{i} · {names[i]} · {run.gallery_paths[i]}",
     key="map_pick",
 )
+maps.share(run, view, compare, pick)
 k = right.slider("Neighbours", 1, 20, 8, key="map_k")
 pairs = list(zip(*run.index().neighbors_of(pick, k)))
 widgets.thumbnails(

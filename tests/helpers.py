@@ -47,6 +47,8 @@ def copy_run(src, dst, **changes):
     """A copy of a run with files replaced: ``config_json=dict or str`` replaces config.json, and so on."""
     dst.mkdir(parents=True)
     for name in os.listdir(src):
+        if (src / name).is_dir():  # projections/: the app's cache of maps
+            continue
         (dst / name).write_bytes((src / name).read_bytes())
     for name, content in changes.items():
         (dst / name.replace("_json", ".json")).write_text(content if isinstance(content, str) else json.dumps(content))
@@ -224,3 +226,37 @@ def planted_digits(demo_cache, root, per_class: int = 40, queries_per_class: int
         shutil.copy(q, copy)
         leaked.append((q.relative_to(queries).as_posix(), copy.relative_to(data).as_posix()))
     return {"flipped": flipped, "duplicates": duplicates, "leaked": leaked}
+
+
+def synthetic_run(out: Path, n: int = 100_000, n_classes: int = 30, dim: int = 16, seed: int = 0) -> Path:
+    """A real run bundle with a big gallery, assembled without training: an untrained tiny network, ``n`` gallery
+    embeddings drawn from an overlapping Gaussian mixture (unit rows), a real Annoy index, and a few real
+    generated images per class that the gallery rows point at (2 files per class, shared by its rows)."""
+    from embedder.config import IndexConfig, ModelConfig, TrainConfig
+    from embedder.index import build_index
+    from embedder.model import EmbeddingNet
+    from embedder.run import Run
+
+    classes = [f"class{c:02d}" for c in range(n_classes)]
+    data = make_shapes_folder(out.parent / f"{out.name}-images", classes=classes, per_class=2, size=32, seed=seed)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, n)
+    centres = rng.normal(size=(n_classes, dim))
+    emb = unit(centres[labels] + 1.2 * rng.normal(size=(n, dim)))  # neighbouring classes overlap
+    model_config = ModelConfig(backbone="convnet", dim=dim, image_size=32)
+    run = Run(
+        path=out,
+        model_config=model_config,
+        train_config=TrainConfig(data=str(data), out=str(out), dim=dim),
+        classes=classes,
+        data_root=data,
+        gallery_paths=[f"{classes[lab]}/{i % 2:03d}.png" for i, lab in enumerate(labels)],
+        gallery_labels=labels.astype(np.int64),
+        gallery_embeddings=emb,
+        split={"test": [], "val": [], "unseen_val": [], "unseen_test": [], "queries_root": None},
+        info={"kept": "synthetic: untrained network, generated embeddings"},
+    )
+    run._model = EmbeddingNet(model_config, load_pretrained=False).eval()
+    run._index = build_index(emb, IndexConfig(n_trees=5, target_recall=0.5, recall_sample=100))
+    run.save()
+    return out

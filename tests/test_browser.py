@@ -271,7 +271,7 @@ def test_explore_draws_every_point_and_a_lasso_shows_thumbnails(page, app_url, d
     _open(page, f"{app_url}/explore", "Explore")
     plot = page.locator(".js-plotly-plot").first
     plot.wait_for()
-    counts = page.evaluate("() => document.querySelector('.js-plotly-plot').data.map(t => t.customdata.length)")
+    counts = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData.map(t => t._length)")
     assert sum(counts) == n
     _shot(page, "explore")
 

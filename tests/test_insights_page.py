@@ -46,3 +46,24 @@ def test_insights__another_batch_shows_other_triplets(planted_app):
     at.button(key="insights-another-batch").click().run()
     assert not at.exception
     assert [m.value for m in at.markdown if m.value.startswith("before:")] != before
+
+
+def test_explore__colour_by_suspected_mislabel_lights_up_the_planted_flips(planted_app):
+    import base64
+    import json
+
+    import numpy as np
+
+    from embedder.run import load_run
+
+    run_dir, truth = planted_app
+    at = open_app("pages/explore.py")
+    assert "Suspected mislabel" in at.selectbox(key="map_colour").options
+    at.selectbox(key="map_colour").set_value("suspected mislabel").run()
+    assert not at.exception and not at.error
+    (trace,) = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    colour = trace["marker"]["color"]
+    shade = np.frombuffer(base64.b64decode(colour["bdata"]), dtype=colour["dtype"])  # whole percents, by row
+    paths = load_run(run_dir).gallery_paths
+    flipped = [paths.index(p) for p in truth["flipped"]]
+    assert np.median(shade[flipped]) > 50 and np.median(shade) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from helpers import open_app
 from streamlit.testing.v1 import AppTest
 
@@ -15,9 +16,13 @@ from ui import maps
 def _controls_script():
     import streamlit as st
 
+    from embedder.config import ModelConfig, TrainConfig
+    from embedder.run import Run
     from ui import maps
 
-    st.session_state["chosen"] = maps.controls()
+    run = Run(".", ModelConfig(), TrainConfig(), ["a", "b"], ".", [], None, None, {}, {})
+    view = maps.controls(run)
+    st.session_state["chosen"] = (view.method, view.dims)
 
 
 def test_controls__pca_2d_first_then_the_choice_is_remembered_for_other_pages():
@@ -71,18 +76,70 @@ def test_sample_rows__above_the_cap_a_sample_keeps_each_labels_share_and_says_so
     assert at.session_state["shares"] == [maps.POINT_CAP // 2, maps.POINT_CAP // 4, maps.POINT_CAP // 4]
     assert at.session_state["unique"]
     assert [c.value for c in at.caption] == [
-        "Showing 50,000 of 100,000 points (a sample that keeps every label's share)."
+        f"Showing {maps.POINT_CAP:,} of {2 * maps.POINT_CAP:,} points (a sample that keeps every label's share)."
     ]
+
+
+def _count(typed: dict | list) -> int:
+    """Points in a Plotly typed array ({dtype, bdata}) as the browser decodes it (or in a plain list)."""
+    import base64
+
+    if isinstance(typed, list):
+        return len(typed)
+    return len(base64.b64decode(typed["bdata"])) // {"u2": 2, "i4": 4, "f4": 4, "f8": 8}[typed["dtype"]]
 
 
 def test_explore_draws_every_gallery_point_in_2d_then_3d(app_env):
     at = open_app("pages/explore.py")
     assert not at.exception
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert sum(len(t["customdata"]) for t in figure["data"]) == len(load_run(app_env).gallery_paths)
+    assert sum(_count(t["x"]) for t in figure["data"]) == len(load_run(app_env).gallery_paths)
     assert {t["type"] for t in figure["data"]} == {"scattergl"}
+    assert {t["x"]["dtype"] for t in figure["data"]} == {"u2"}  # typed arrays, not lists of numbers
 
     at.segmented_control(key="map_dims").set_value("3D").run()
     assert not at.exception
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert {t["type"] for t in figure["data"]} == {"scatter3d"}
+
+
+def test_explore_compare_draws_before_and_after_and_a_selection_on_one_highlights_both(app_env):
+    at = open_app("pages/explore.py")
+    at.toggle(key="map_compare").set_value(True).run()
+    assert not at.exception
+    before, after = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    n = len(load_run(app_env).gallery_paths)
+    assert sum(_count(t["x"]) for t in before["data"]) == sum(_count(t["x"]) for t in after["data"]) == n
+    table = at.dataframe[0].value
+    assert list(table.columns)[:3] == ["label", "images", "P@1 before"] and len(table) == 10
+    assert (table["MAP@R after"] > table["MAP@R before"]).mean() > 0.5  # 3 epochs of training help most digits
+    # What a selection on either map leaves behind (maps._selected, turned into rows by MapFigure.rows_of).
+    at.session_state[maps.SELECTED] = np.array([0, 1, 2])
+    at.run()
+    assert at.subheader[0].value == "3 selected"
+    for spec in (json.loads(c.proto.spec) for c in at.get("plotly_chart")):
+        assert (
+            sum(_count(t["selectedpoints"]) for t in spec["data"] if "selectedpoints" in t) == 3
+        )  # the same rows, on both maps
+
+
+def test_explore_opens_the_view_a_link_names_and_writes_the_view_back(app_env):
+    from helpers import ROOT
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params.update(run=app_env.name, method="pca", dims="3", colour="predicted", labels="7", item="5")
+    at.run()
+    at.switch_page("pages/explore.py").run()
+    assert not at.exception
+    assert at.segmented_control(key="map_dims").value == "3D"
+    assert at.selectbox(key="map_colour").value == "predicted" and at.multiselect(key="map_labels").value == ["7"]
+    assert at.selectbox(key="map_pick").value == 5
+    assert dict(at.query_params) | {} == {
+        "run": app_env.name,
+        "method": "pca",
+        "dims": "3",
+        "colour": "predicted",
+        "labels": "7",
+        "item": "5",
+    }

@@ -99,3 +99,76 @@ def test_project__too_few_points_for_a_map_says_how_many_are_needed(dims, n):
         project(_clusters()[0][:n], "pca", dims)
     assert str(info.value) == f"need at least {dims + 2} embeddings to draw a map, got {n}"
     project(_clusters()[0][: dims + 2], "tsne", dims)  # and that many is enough, even for t-SNE
+
+
+def test_project__above_the_fit_cap_tsne_fits_a_sample_and_places_the_rest_at_their_nearest_sample_points():
+    from embedder.project import PLACE_K
+
+    x, ids = _clusters(per=20)
+    proj = project(x, "tsne", 2, labels=ids, fit_cap=15)
+    assert proj.fitted_on == 15 and proj.sampled and proj.coords.shape == (60, 2)
+    # Brute force: the placed rows sit at the mean of their PLACE_K nearest rows of the fitted sample.
+    from embedder.data import stratified_sample
+
+    fit_rows = stratified_sample(ids, 15)
+    rest = np.setdiff1d(np.arange(60), fit_rows)
+    d = np.linalg.norm(x[rest][:, None] - x[fit_rows][None], axis=2)
+    nearest = np.argsort(d, axis=1, kind="stable")[:, :PLACE_K]
+    np.testing.assert_allclose(proj.coords[rest], proj.coords[fit_rows][nearest].mean(1), atol=1e-5)
+    assert np.bincount(ids[fit_rows]).tolist() == [5, 5, 5]  # every cluster keeps its share
+
+
+def test_cached_project__a_run_keeps_its_map_and_a_changed_gallery_gets_a_new_one(tmp_path):
+    from embedder.folders import MARKER
+    from embedder.project import CACHE_DIR, cached_project
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / MARKER).write_text("")
+    x, ids = _clusters()
+    first = cached_project(run, x, "tsne", 2, labels=ids)
+    files = list((run / CACHE_DIR).glob("*.npz"))
+    assert len(files) == 1
+    again = cached_project(run, x, "tsne", 2, labels=ids)
+    np.testing.assert_array_equal(first.coords, again.coords)
+    assert again.model is None and again.fitted_on == 30  # read back, not fitted again
+    grown = np.concatenate([x, x[:3]])
+    assert cached_project(run, grown, "tsne", 2).coords.shape == (33, 2)
+    assert len(list((run / CACHE_DIR).glob("*.npz"))) == 2
+
+
+def test_cached_project__pca_read_back_still_places_queries(tmp_path):
+    from embedder.folders import MARKER
+    from embedder.project import cached_project
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / MARKER).write_text("")
+    x, _ = _clusters()
+    cached_project(tmp_path, x, "pca", 2)
+    back = cached_project(tmp_path, x, "pca", 2)
+    assert back.model is None
+    np.testing.assert_allclose(back.place(x[[4, 17]]), back.coords[[4, 17]], atol=1e-5)
+
+
+def test_cached_project__writes_nothing_into_a_folder_that_is_not_a_run(tmp_path):
+    from embedder.project import cached_project
+
+    cached_project(tmp_path, _clusters()[0], "pca", 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cached_project__a_damaged_or_pickled_cache_file_is_recomputed_never_unpickled(tmp_path):
+    from helpers import Payload
+
+    from embedder.folders import MARKER
+    from embedder.project import CACHE_DIR, cached_project
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / MARKER).write_text("")
+    x, _ = _clusters()
+    cached_project(tmp_path, x, "pca", 2)
+    (file,) = (tmp_path / CACHE_DIR).glob("*.npz")
+    np.savez(file, coords=np.array([Payload(tmp_path / "pwned")], dtype=object), fitted_on=np.array(30))
+    proj = cached_project(tmp_path, x, "pca", 2)
+    assert proj.coords.shape == (30, 2) and not (tmp_path / "pwned").exists()

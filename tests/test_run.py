@@ -39,7 +39,8 @@ def test_load_run__not_a_run_and_damaged_runs_are_one_line_errors(tmp_path, digi
     broken = tmp_path / "broken"
     broken.mkdir()
     for name in os.listdir(digits_run):
-        (broken / name).write_bytes((digits_run / name).read_bytes())
+        if (digits_run / name).is_file():  # not the app's projections/ cache
+            (broken / name).write_bytes((digits_run / name).read_bytes())
     (broken / "index.ann").unlink()
     with pytest.raises(EmbedderError, match="missing index.ann"):
         load_run(broken)

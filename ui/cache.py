@@ -10,9 +10,10 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from embedder import mapdata
 from embedder.data import load_image
 from embedder.predict import Predictor
-from embedder.project import Projection, project
+from embedder.project import Projection, cached_project
 from embedder.run import Run, load_run
 
 THUMB = 96  # thumbnail side in pixels
@@ -46,14 +47,42 @@ def get_predictor(path: str | Path) -> Predictor:
 
 
 # A resource, not cache_data: the fitted PCA/UMAP places query points later, and cache_data would unpickle a
-# copy of it (UMAP's is large) on every rerun.
+# copy of it (UMAP's is large) on every rerun. Underneath, the coordinates are cached in the run folder too.
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _projection(path: str, version: float, method: str, dims: int, seed: int) -> Projection:
-    return project(_run(path, version).gallery_embeddings, method=method, dims=dims, seed=seed)
+def _projection(path: str, version: float, method: str, dims: int, seed: int, before: bool) -> Projection:
+    run = _run(path, version)
+    emb = _before(path, version) if before else run.gallery_embeddings
+    tag = f"before-{mapdata.before_kind(run)}" if before else ""
+    return cached_project(run.path, emb, method, dims, seed=seed, labels=run.gallery_labels, tag=tag)
 
 
-def get_projection(path: str | Path, method: str, dims: int, seed: int = 0) -> Projection:
-    return _projection(str(path), stamp(path), method, dims, seed)
+def get_projection(path: str | Path, method: str, dims: int, seed: int = 0, before: bool = False) -> Projection:
+    """The run's map; with ``before``, the map of its gallery as the network before training embeds it (call
+    ``get_before`` first: that one shows progress)."""
+    return _projection(str(path), stamp(path), method, dims, seed, before)
+
+
+# Not st.cache_*: the progress callback draws on the page, which a cached function may not do. The arrays are
+# cached in the run folder instead (reading them back is milliseconds).
+def _before(path: str, version: float, progress=None) -> np.ndarray:
+    return mapdata.before_embeddings(_run(path, version), progress=progress)
+
+
+def get_before(path: str | Path, progress=None) -> np.ndarray:
+    """(N, D') the gallery embedded by the network before training (computed once, then read from the run)."""
+    return _before(str(path), stamp(path), progress)
+
+
+def get_predicted(path: str | Path, progress=None) -> np.ndarray:
+    """(N,) each gallery image's k-NN vote, itself left out (computed once, then read from the run)."""
+    return mapdata.predicted_labels(get_run(path), progress)
+
+
+@st.cache_data(max_entries=4, show_spinner="Comparing every class before and after training…")
+def per_class_change(path: str, version: float) -> list[dict]:
+    run = _run(path, version)
+    before = _before(path, version)
+    return mapdata.per_class_change(before, run.gallery_embeddings, run.gallery_labels, run.classes)
 
 
 def digest(data: bytes) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from embedder import export
 from embedder.explain import Explanation, explain_batch
 from embedder.insights import GalleryFindings, LeakFindings, gallery_findings, leak_findings
 
-from . import cache, widgets
+from . import cache, maps, widgets
 
 SHOW_SUSPECTS = 8  # suspects shown with their neighbours; the CSV holds them all
 NEIGHBOURS_SHOWN = 5
@@ -219,3 +220,15 @@ def exports(run) -> None:
         key="insights-bundle",
         help="the run folder's own files: model, gallery, index, splits, metrics",
     )
+
+
+def mislabel_score(run) -> np.ndarray:
+    """(N,) each gallery image's suspected-mislabel score (0 for images whose neighbours agree with their label),
+    for the maps' "Colour by"; from the same cached findings as this page."""
+    scores = np.zeros(len(run.gallery_labels), dtype=np.float32)
+    for s in findings(run).mislabels:
+        scores[s.row] = s.score
+    return scores
+
+
+maps.SCORES["suspected mislabel"] = mislabel_score

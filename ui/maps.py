@@ -1,57 +1,148 @@
-"""The embedding map as Explore and Query share it: the chosen projection, the point cap, query stars."""
+"""The embedding map as Explore and Query share it: the view (projection, dimensions, colour, highlighted labels),
+kept in the URL so a link reopens it; cached projections; selections that survive reruns and link two maps.
+
+URL (st.query_params): run, method, dims, colour, labels (comma-separated), item (a gallery row), compare.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
 
+from embedder import mapdata
 from embedder.data import stratified_sample
 from embedder.errors import EmbedderError
-from embedder.plots import embedding_map
-from embedder.project import Projection
-from embedder.run import Run
+from embedder.plots import MapFigure, embedding_map
+from embedder.project import FIT_CAP, Projection
+from embedder.run import Run, is_run
 
-from . import cache
+from . import cache, state
 
-POINT_CAP = 50_000  # above this the browser gets sluggish even with WebGL; a stratified sample is drawn
+POINT_CAP = 200_000  # drawn in full up to here (≈6 bytes a point); above it a stratified sample is drawn
 METHODS = {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}
+COLOURS = {"label": "Label", "predicted": "Predicted label", "correct": "Right / wrong"}
+# Per-row scores in [0, 1] to colour by: name -> fn(run) -> (N,) array. Filled at import time by modules that
+# compute them (e.g. a suspected-mislabel score); each becomes a "Colour by" choice.
+SCORES: dict[str, Callable[[Run], np.ndarray]] = {}
 SETTINGS = "map_settings"  # session_state: (method, dims); a plain key, so it outlives Explore's widgets
+SELECTED = "map_selected"  # session_state: gallery rows selected on any map of this run (np.ndarray)
+TRACES = "map_traces"  # session_state: chart key -> MapFigure.trace_rows, to turn a selection into rows
 WAIT = {
     "pca": "Projecting…",
     "tsne": "Running t-SNE (can take a minute)…",
     "umap": "Running UMAP (the first time loads numba: ~15 s)…",
 }
+URL = "map_url"  # session_state: the query parameters the session was opened with
+WIDGETS = {"method": "map_method", "dims": "map_dims", "colour": "map_colour", "labels": "map_labels"}
+
+
+@dataclass
+class View:
+    method: str  # pca | tsne | umap
+    dims: int  # 2 | 3
+    colour: str  # a COLOURS key or a SCORES name
+    labels: list[str]  # highlighted labels (the rest greyed out); empty: all
 
 
 def settings() -> tuple[str, int]:
     return st.session_state.get(SETTINGS, ("pca", 2))
 
 
-def controls() -> tuple[str, int]:
-    """Method and dimension pickers; the choice is remembered for the Query page's map."""
+def keep_url() -> None:
+    """Before anything can switch pages: keep the link's parameters (a deep link to a fresh server is sent
+    through app.py first, and that switch drops them)."""
+    if URL not in st.session_state:
+        st.session_state[URL] = dict(st.query_params)
+
+
+def restore_from_url() -> None:
+    """Once per session, before any widget: open the run and the view a shared link names (kept by ``keep_url``).
+    A run is named by its folder name under the runs folder, never by a path."""
+    params = st.session_state.get(URL)
+    if params is None or st.session_state.get("map_url_read"):
+        return
+    st.session_state["map_url_read"] = True
+    name = params.get("run", "")
+    if name and "/" not in name and "\\" not in name and not name.startswith("."):
+        path = state.runs_dir() / name
+        if is_run(path):
+            state.set_active_run(path)
+    method = {v: k for k, v in METHODS.items()}.get(params.get("method", ""))
+    defaults = {
+        WIDGETS["method"]: method,
+        WIDGETS["dims"]: {"2": "2D", "3": "3D"}.get(params.get("dims", "")),
+        WIDGETS["colour"]: params.get("colour") if params.get("colour") in (*COLOURS, *SCORES) else None,
+        WIDGETS["labels"]: [x for x in params.get("labels", "").split(",") if x] or None,
+        "map_compare": params.get("compare") == "1" or None,
+    }
+    for key, value in defaults.items():
+        if value is not None:
+            st.session_state[key] = value
+    if params.get("item", "").isdigit():
+        st.session_state["map_item"] = int(params["item"])
+
+
+def controls(run: Run) -> View:
+    """Method, dimension, colour and highlight pickers; the method and view are remembered for the Query page."""
     method, dims = settings()
     names = list(METHODS)
-    c1, c2 = st.columns([3, 1])
+    c1, c2, c3 = st.columns([3, 1, 2])
     label = c1.segmented_control(
         "Projection",
         names,
         default=names[list(METHODS.values()).index(method)],
-        key="map_method",
+        key=WIDGETS["method"],
         help="PCA is instant; t-SNE and UMAP show local clusters better",
     )
-    shape = c2.segmented_control("View", ["2D", "3D"], default=f"{dims}D", key="map_dims")
-    chosen = (METHODS[label or "PCA"], int((shape or "2D")[0]))
-    st.session_state[SETTINGS] = chosen
-    return chosen
+    shape = c2.segmented_control("View", ["2D", "3D"], default=f"{dims}D", key=WIDGETS["dims"])
+    choices = {**COLOURS, **{name: name.capitalize() for name in SCORES}}
+    colour = c3.selectbox("Colour by", list(choices), format_func=choices.get, key=WIDGETS["colour"])
+    if st.session_state.get(WIDGETS["labels"]):  # a label the URL named but this run lacks is dropped
+        st.session_state[WIDGETS["labels"]] = [x for x in st.session_state[WIDGETS["labels"]] if x in run.classes]
+    labels = st.multiselect(
+        "Highlight labels",
+        run.classes,
+        placeholder=f"type to find one of {len(run.classes)} labels; the rest is greyed out",
+        key=WIDGETS["labels"],
+    )
+    view = View(METHODS[label or "PCA"], int((shape or "2D")[0]), colour or "label", labels)
+    st.session_state[SETTINGS] = (view.method, view.dims)
+    return view
 
 
-def projection(run: Run, method: str, dims: int) -> Projection | None:
+def share(run: Run, view: View, compare: bool, item: int | None) -> None:
+    """Write the view into the URL, so that the address bar is a link to it."""
+    params = {"run": run.name, "method": view.method, "dims": str(view.dims), "colour": view.colour}
+    if view.labels:
+        params["labels"] = ",".join(view.labels)
+    if compare:
+        params["compare"] = "1"
+    if item is not None:
+        params["item"] = str(item)
+    if dict(st.query_params) != params:
+        st.query_params.from_dict(params)
+
+
+def projection(run: Run, method: str, dims: int, before: bool = False) -> Projection | None:
+    """The run's map (``before``: the map of its gallery before training), cached in the run folder."""
     try:
         with st.spinner(WAIT[method]):
-            return cache.get_projection(run.path, method, dims)
+            return cache.get_projection(run.path, method, dims, before=before)
     except EmbedderError as exc:
         st.error(str(exc))
         return None
+
+
+def fit_note(proj: Projection) -> str:
+    if not proj.sampled:
+        return ""
+    return (
+        f" Fitted on a {proj.fitted_on:,}-image sample that keeps every label's share (at most {FIT_CAP:,}); "
+        f"the other {len(proj.coords) - proj.fitted_on:,} are placed at their nearest sample images' mean."
+    )
 
 
 def sample_rows(run: Run, rows: np.ndarray) -> np.ndarray:
@@ -62,6 +153,59 @@ def sample_rows(run: Run, rows: np.ndarray) -> np.ndarray:
     return rows
 
 
+def colouring(run: Run, view: View, rows: np.ndarray) -> dict:
+    """embedding_map's colour arguments for ``rows``: groups (label, predicted label, right/wrong) or a score."""
+    names = np.array(run.classes)
+    if view.colour in SCORES:
+        return {"groups": names[run.gallery_labels[rows]], "score": SCORES[view.colour](run)[rows]}
+    if view.colour == "label":
+        return {"groups": names[run.gallery_labels[rows]]}
+    predicted = predicted_labels(run)
+    if view.colour == "predicted":
+        return {"groups": names[predicted[rows]], "legend_title": "predicted"}
+    right = predicted[rows] == run.gallery_labels[rows]
+    return {"groups": np.where(right, "right", "wrong"), "legend_title": f"k-NN vote (k = {run.train_config.k})"}
+
+
+def predicted_labels(run: Run) -> np.ndarray:
+    bar = st.progress(0.0, text="Voting each gallery image's label from its neighbours (once per run)…")
+    try:
+        return cache.get_predicted(run.path, lambda d, t: bar.progress(d / max(t, 1), text=f"vote: {d:,} / {t:,}"))
+    finally:
+        bar.empty()
+
+
+def before_embeddings(run: Run) -> np.ndarray:
+    kind = mapdata.before_kind(run)
+    bar = st.progress(0.0, text=f"Embedding the gallery with the {kind} network (once per run)…")
+    try:
+        return cache.get_before(run.path, lambda d, t: bar.progress(d / max(t, 1), text=f"{kind}: {d:,} / {t:,}"))
+    finally:
+        bar.empty()
+
+
+def draw(m: MapFigure, key: str, focus: np.ndarray | None = None, select: bool = True) -> None:
+    """Draw a map; a selection made on it becomes the rows in ``SELECTED`` (and survives the redraw). The
+    selection, else the ``focus`` rows (highlighted labels), stay bright; the rest is greyed out, not removed."""
+    if SELECTED in st.session_state and len(st.session_state[SELECTED]):
+        m.highlight(st.session_state[SELECTED])
+    elif focus is not None:
+        m.highlight(focus)
+    st.session_state.setdefault(TRACES, {})[key] = m.trace_rows
+    if not select:
+        st.plotly_chart(m.figure, key=key)
+        return
+    st.plotly_chart(m.figure, key=key, on_select=lambda: _selected(key), selection_mode=("points", "box", "lasso"))
+
+
+def _selected(key: str) -> None:
+    """on_select: the chart's points -> gallery rows, kept apart from the chart (a new figure is a new widget)."""
+    event = st.session_state.get(key) or {}
+    points = (event.get("selection") or {}).get("points") or []
+    st.session_state[SELECTED] = MapFigure(None, st.session_state[TRACES][key]).rows_of(points)
+    st.session_state.pop("map_item", None)
+
+
 def query_map(run: Run, embeddings: np.ndarray, names: list[str], neighbor_idx: np.ndarray) -> None:
     """The current map with the queries as stars (t-SNE cannot place new points: at their neighbours' mean)."""
     method, dims = settings()
@@ -69,17 +213,17 @@ def query_map(run: Run, embeddings: np.ndarray, names: list[str], neighbor_idx: 
     if proj is None:
         return
     rows = sample_rows(run, np.arange(len(run.gallery_paths)))
-    fig = embedding_map(
+    m = embedding_map(
         proj.coords[rows],
-        run.label_names(run.gallery_labels[rows]),
-        row_ids=rows,
-        hover=[run.gallery_paths[i] for i in rows],
+        np.array(run.classes)[run.gallery_labels[rows]],
+        rows,
         query_coords=proj.place(embeddings, neighbor_idx),
         query_names=names,
         height=520,
     )
-    st.plotly_chart(fig, key="query-map")
+    st.plotly_chart(m.figure, key="query-map")
+    placed = method == "tsne" or proj.linear is None and proj.model is None
     st.caption(
         f"{method.upper() if method != 'tsne' else 't-SNE'} {dims}D map — change it on the Explore page."
-        + (" t-SNE cannot place new points, so each star sits at its neighbours' mean." if method == "tsne" else "")
+        + (" This map cannot place new points, so each star sits at its neighbours' mean." if placed else "")
     )
