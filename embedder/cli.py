@@ -120,7 +120,7 @@ class _Bars:
         self.tqdm, self.bar, self.key = tqdm, None, None
 
     def __call__(self, p: Progress) -> None:
-        if p.stage in ("note", "write", "index", "done") or (p.stage == "evaluate" and not p.total):
+        if p.stage in ("note", "done") or (not p.total and p.stage not in ("train", "epoch")):  # a line, no bar
             self.close()
             if p.message and p.stage != "done":
                 self.tqdm.write(f"{p.stage}: {p.message}", file=sys.stderr)
@@ -141,7 +141,7 @@ class _Bars:
         key = (p.stage, p.epoch, p.message)
         if key != self.key:
             self.close()
-            desc = f"epoch {p.epoch}" if p.stage == "train" else (p.message or p.stage)
+            desc = f"epoch {p.epoch}" if p.stage == "train" else f"{p.stage}: {p.message}" if p.message else p.stage
             self.bar, self.key = self.tqdm(total=p.total, desc=desc, file=sys.stderr, leave=False), key
         if p.loss is not None:
             self.bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)

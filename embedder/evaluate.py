@@ -17,15 +17,17 @@ from .embed import embed_images
 from .errors import EmbedderError
 from .knn import topk
 from .metrics import diagnostics, retrieval_metrics
-from .progress import Progress, Reporter, Stage, silent
+from .progress import Progress, Reporter, Stage, counter, silent
 
 RAW_PIXELS_SIDE = 32
 
 
-def raw_pixel_embed(paths: Sequence, batch_size: int = 128) -> np.ndarray:
+def raw_pixel_embed(paths: Sequence, batch_size: int = 128, progress=None) -> np.ndarray:
     """The simplest baseline: each image as its 32x32 RGB pixels, flattened and L2-normalised."""
     transform = T.Compose([T.Resize((RAW_PIXELS_SIDE, RAW_PIXELS_SIDE)), T.ToTensor()])
-    return embed_images(lambda x: F.normalize(x.flatten(1), dim=1), paths, transform, batch_size=batch_size)
+    return embed_images(
+        lambda x: F.normalize(x.flatten(1), dim=1), paths, transform, batch_size=batch_size, progress=progress
+    )
 
 
 @dataclass
@@ -79,14 +81,13 @@ class _Sets:
         return held, disjoint
 
 
-def _embedder(run, device, report: Reporter):
+def _embedder(run, device, report: Reporter, stage: Stage = Stage.EVALUATE):
     """embed(fn, paths, what) with the run's transform, batch size and mirror averaging, reporting progress."""
 
     def embed(fn, paths, what: str) -> np.ndarray:
         if len(paths) == 0:
             return np.zeros((0, 1), dtype=np.float32)
-        progress = lambda d, t: report(Progress(Stage.EVALUATE, done=d, total=t, message=what))
-        return run.embed(paths, device=device, progress=progress, fn=fn)
+        return run.embed(paths, device=device, progress=counter(report, stage, what), fn=fn)
 
     return embed
 
@@ -96,9 +97,16 @@ def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
     for a pretrained backbone its plain pretrained features. One at a time: a gallery's worth each."""
     from .model import EmbeddingNet
 
-    embed, all_paths = _embedder(run, device, report), (sets.q_paths, sets.g_paths, sets.u_paths)
-    report(Progress(Stage.EVALUATE, message="raw pixels baseline"))
-    yield "raw_pixels", tuple(raw_pixel_embed(p) if len(p) else np.zeros((0, 1), np.float32) for p in all_paths)
+    embed, all_paths = _embedder(run, device, report, Stage.BASELINES), (sets.q_paths, sets.g_paths, sets.u_paths)
+    yield (
+        "raw_pixels",
+        tuple(
+            raw_pixel_embed(p, progress=counter(report, Stage.BASELINES, f"raw pixels: {w}"))
+            if len(p)
+            else np.zeros((0, 1), np.float32)
+            for p, w in zip(all_paths, _WHAT)
+        ),
+    )
     if run.onnx is not None:  # an imported network has no untrained twin here; the project's own backbone instead
         yield from _project_backbone(run, all_paths, device, report)
         return
@@ -133,7 +141,7 @@ def _project_backbone(run, all_paths, device, report: Reporter):
     def embed(paths, what):
         if len(paths) == 0:
             return np.zeros((0, 1), dtype=np.float32)
-        progress = lambda d, t: report(Progress(Stage.EVALUATE, done=d, total=t, message=f"pretrained: {what}"))
+        progress = counter(report, Stage.BASELINES, f"pretrained: {what}")
         return embed_images(
             net.backbone_features,
             paths,
@@ -201,10 +209,12 @@ def evaluate_run(
     embed = _embedder(run, device, report)
     model = run.model(device)
     q_emb, u_emb = embed(model, sets.q_paths, "queries"), embed(model, sets.u_paths, "unseen-class images")
+    report(Progress(Stage.EVALUATE, message=f"retrieval metrics of {len(q_emb):,} queries"))
     result, disjoint = sets.protocols(q_emb, run.gallery_embeddings, u_emb)
     result["queries"] = sets.source
     if sets.skipped:
         result["skipped"] = sets.skipped
+    report(Progress(Stage.EVALUATE, message='"unknown" detection, calibration and per-class diagnostics'))
     nearest = topk(q_emb, run.gallery_embeddings, run.train_config.k)  # shared by the three below
     result["open_set"] = open_set(
         q_emb,
@@ -245,10 +255,11 @@ def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter) -> 
         if "class_disjoint" in result and reused_disjoint:
             result["class_disjoint"]["baselines"] = reused_disjoint
         result["baselines_reused"] = sorted(result["baselines"])
-        report(Progress(Stage.EVALUATE, message=f"baselines reused from training: {', '.join(sorted(stored[0]))}"))
+        report(Progress(Stage.BASELINES, message=f"reused from training: {', '.join(sorted(stored[0]))}"))
         return
     result["baselines"] = {}
     for name, (qe, ge, ue) in _baseline_embeddings(run, sets, device, report):
+        report(Progress(Stage.BASELINES, message=f"{name}: retrieval metrics of {len(qe):,} queries"))
         held, dis = sets.protocols(qe, ge, ue)
         result["baselines"][name] = held
         if dis is not None:

@@ -2,8 +2,9 @@
 
     plan -> fit -> embed the gallery -> index -> calibrate -> evaluate -> write
 
-Each stage is a function of the one before; progress leaves through ``report``, and ``stop()`` is polled
-throughout: a True answer raises ``Cancelled`` and leaves the previous run at ``cfg.out`` untouched.
+Each stage is a function of the one before; progress leaves through ``report`` (every stage that can take more
+than a moment reports its start, and counts what it works through), and ``stop()`` is polled throughout: a True
+answer raises ``Cancelled`` and leaves the previous run at ``cfg.out`` untouched.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .index import GalleryIndex, build_index
 from .knn import topk
 from .model import resolve_device
 from .plan import Plan, plan
-from .progress import Progress, Reporter, Stage, silent
+from .progress import Progress, Reporter, Stage, counter, silent
 from .run import Run, gallery_rows, split_record
 from .train import Fitted, fit
 from .transforms import eval_transform
@@ -74,14 +75,27 @@ def embed_gallery(
         batch_size=cfg.batch_size_embed,
         flip_tta=mc.flip_tta,
         device=device,
-        progress=lambda d, t: report(Progress(Stage.EMBED, done=d, total=t)),
+        progress=counter(report, Stage.EMBED, "the gallery"),
     )
     return rows, emb
 
 
 def index_gallery(emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> GalleryIndex:
-    report(Progress(Stage.INDEX, message="building the Annoy index"))
+    report(Progress(Stage.INDEX, message=f"building the Annoy index over {len(emb):,} images"))
     return build_index(emb, IndexConfig(n_trees=cfg.n_trees, seed=cfg.seed))
+
+
+def describe_plan(pl: Plan) -> str:
+    """One line saying what the plan decided, e.g. ``100,000 images in 10 classes: 70,000 train, ...``."""
+    parts = [(len(pl.train_idx), "train"), (len(pl.val_idx), "validate"), (len(pl.test_idx), "test")]
+    unseen = len(pl.unseen_val_idx) + len(pl.unseen_test_idx)
+    parts += [(unseen, "of classes never trained on")] if unseen else []
+    mc = pl.model_config
+    return (
+        f"{len(pl.images):,} images in {len(pl.images.classes)} classes: "
+        + ", ".join(f"{n:,} {what}" for n, what in parts)
+        + f"; {mc.backbone} at {mc.image_size} px, batches of {pl.classes_per_batch} classes x {pl.per_class}"
+    )
 
 
 def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> dict:
@@ -142,6 +156,7 @@ def train(
     """
     report, stop = progress or silent, should_stop or (lambda: False)
     pl = plan(cfg, report)
+    report(Progress(Stage.PLAN, message=describe_plan(pl)))
     for note in pl.notes:
         report(Progress(Stage.NOTE, message=note))
     device = resolve_device(cfg.device)

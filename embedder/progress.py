@@ -14,13 +14,16 @@ class Stage(str, Enum):
     """The pipeline's stages, in order (a str, so ``Stage.TRAIN == "train"``)."""
 
     SCAN = "scan"
+    PLAN = "plan"  # splits, model and batch shape decided: ``message`` says what
     NOTE = "note"  # a message for the user, not a stage of its own
+    VALIDATE = "validate"  # embedding validation images (before training: epoch 0, then after each epoch)
     TRAIN = "train"  # steps of one epoch
     EPOCH = "epoch"  # an epoch finished: ``stats`` holds its numbers
     EMBED = "embed"
     INDEX = "index"
     CALIBRATE = "calibrate"
     EVALUATE = "evaluate"
+    BASELINES = "baselines"  # the same evaluation for raw pixels, the untrained and the pretrained network
     WRITE = "write"
     DONE = "done"
 
@@ -67,3 +70,8 @@ Reporter = Callable[[Progress], None]
 
 def silent(_: Progress) -> None:
     """The reporter used when nobody listens."""
+
+
+def counter(report: Reporter, stage: Stage, message: str = "", epoch: int = 0) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback (embed_images, topk, scan_folder) that reports ``stage``."""
+    return lambda done, total: report(Progress(stage, done=done, total=total, epoch=epoch, message=message))

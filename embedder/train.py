@@ -22,7 +22,7 @@ from .embed import DecodedImages, ImageDataset
 from .errors import Cancelled
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
 from .plan import Plan
-from .progress import EpochStats, Progress, Reporter, Stage
+from .progress import EpochStats, Progress, Reporter, Stage, counter
 from .select import Candidate, improves, kept_network
 from .transforms import eval_transform, train_transform
 from .triplets import batch_stats
@@ -154,10 +154,13 @@ class _Loop:
         )
         return DataLoader(self.dataset, batch_size=self.batch, sampler=sampler, drop_last=True)
 
-    def score(self, emb: np.ndarray | None = None) -> Score:
+    def score(self, report: Reporter, epoch: int = 0, emb: np.ndarray | None = None) -> Score:
+        """The validation score of the current network (of ``emb`` when given), ``epoch`` 0 before training."""
         if not self.val:
             return Score({}, np.zeros(0, dtype=bool))
-        emb = self.validator.embeddings() if emb is None else emb
+        if emb is None:
+            words = f"after epoch {epoch}" if epoch else "before training"
+            emb = self.validator.embeddings(progress=counter(report, Stage.VALIDATE, words, epoch))
         return self.val.score(emb, self.pl.images.labels, self.cfg.k)
 
     def epoch(self, epoch: int, optimizer, report: Reporter, stop) -> tuple[EpochStats, Score]:
@@ -170,7 +173,7 @@ class _Loop:
             self.net, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin, epoch, report, stop
         )
         self.model.eval()
-        val = self.score()
+        val = self.score(report, epoch)
         m = val.metrics
         stats = EpochStats(
             epoch=epoch,
@@ -187,7 +190,7 @@ class _Loop:
         return stats, val
 
 
-def _starting_points(loop: _Loop) -> tuple[Candidate, Candidate | None]:
+def _starting_points(loop: _Loop, report: Reporter) -> tuple[Candidate, Candidate | None]:
     """The network before training, and for a pretrained backbone its plain pretrained features, scored.
 
     For a pretrained backbone one pass of it initialises the head as PCA of the training images' features
@@ -196,16 +199,16 @@ def _starting_points(loop: _Loop) -> tuple[Candidate, Candidate | None]:
     model = loop.model
     state = copy.deepcopy(model.state_dict())
     if not model.config.pretrained or not loop.world.main:  # other ranks take rank 0's PCA head when DDP is built
-        return Candidate("the network before training", loop.score(), 0, state), None
-    feats = loop.validator.features()  # (N, F) in the validation set's row order
+        return Candidate("the network before training", loop.score(report), 0, state), None
+    feats = loop.validator.features(counter(report, Stage.VALIDATE, "before training"))  # (N, F), validation order
     nq, ng = len(loop.val.queries), len(loop.val.gallery)
     if isinstance(model.head, torch.nn.Linear):
         init_head_pca(model.head, feats[nq : nq + ng])
         state = copy.deepcopy(model.state_dict())
     start = Candidate(
-        "the pretrained backbone with its PCA head", loop.score(loop.validator.embeddings(feats)), 0, state
+        "the pretrained backbone with its PCA head", loop.score(report, emb=loop.validator.embeddings(feats)), 0, state
     )
-    plain = loop.score(feats / np.linalg.norm(feats, axis=1, keepdims=True))
+    plain = loop.score(report, emb=feats / np.linalg.norm(feats, axis=1, keepdims=True))
     pretrained = Candidate("the pretrained features", plain)
     return start, pretrained
 
@@ -243,7 +246,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     loop = _Loop(pl, cfg, model, n_frozen, device)
     if loop.val.note:
         report(Progress(Stage.NOTE, message=loop.val.note))
-    start, pretrained = _starting_points(loop)
+    start, pretrained = _starting_points(loop, report)
     best, history, bad_epochs, first = start, [], 0, 1
     top = start.score  # the best label accuracy seen: the kept epoch may not drift below it by more than noise
     ckpt_path = work_dir(out) / "checkpoint.pt"

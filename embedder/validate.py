@@ -7,6 +7,7 @@ epoch's validation costs the same at a million images as at ten thousand, and th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,7 @@ class Validator:
         device,
         loader,
         max_bytes: int = 1 << 30,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.model, self.n_frozen, self.paths, self.batch_size, self.device = model, n_frozen, paths, batch_size, device
         self.transform, self.loader, self.acts = transform, loader, None
@@ -140,11 +142,12 @@ class Validator:
                     batch_size=batch_size,
                     device=device,
                     loader=loader,
+                    progress=progress,
                 )
 
     @torch.no_grad()
-    def features(self) -> np.ndarray:
-        """Pooled backbone features (N, F) of ``paths``, not normalised."""
+    def features(self, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Pooled backbone features (N, F) of ``paths``, not normalised; ``progress(done, total)`` as they come."""
         if self.acts is None:
             return embed_images(
                 self.model.backbone,
@@ -153,19 +156,20 @@ class Validator:
                 batch_size=self.batch_size,
                 device=self.device,
                 loader=self.loader,
+                progress=progress,
             )
-        b = self.batch_size
-        out = [
-            self.model.backbone.run(torch.from_numpy(self.acts[i : i + b]).to(self.device), self.n_frozen)
-            .mean(dim=(2, 3))
-            .cpu()
-            .numpy()
-            for i in range(0, len(self.acts), b)
-        ]
+        b, out = self.batch_size, []
+        for i in range(0, len(self.acts), b):
+            x = torch.from_numpy(self.acts[i : i + b]).to(self.device)  # (B, C, H, W)
+            out.append(self.model.backbone.run(x, self.n_frozen).mean(dim=(2, 3)).cpu().numpy())
+            if progress is not None:
+                progress(min(i + b, len(self.acts)), len(self.acts))
         return np.concatenate(out)
 
     @torch.no_grad()
-    def embeddings(self, features: np.ndarray | None = None) -> np.ndarray:
+    def embeddings(
+        self, features: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         """(N, D) unit vectors of the current network (from ``features`` when already computed)."""
-        f = torch.from_numpy(self.features() if features is None else features).to(self.device)
+        f = torch.from_numpy(self.features(progress) if features is None else features).to(self.device)
         return F.normalize(self.model.head(f), dim=1).cpu().numpy()

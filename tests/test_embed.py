@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from embedder.embed import DecodedImages, ImageDataset, embed_images
+from embedder.data import load_image
+from embedder.embed import CACHE_ENV, DecodedImages, ImageDataset, cache_budget, embed_images, image_bytes
+from embedder.errors import EmbedderError
 
 
 def _strip(left: int, right: int) -> Image.Image:
@@ -90,13 +92,52 @@ def test_decoded_images__decoded_once_at_the_short_side_asked_for(photos):
     assert decoded(wide) is first  # from memory, not decoded again
 
 
-def test_decoded_images__beyond_max_items_images_are_decoded_each_time(photos):
+def test_decoded_images__beyond_its_byte_budget_images_are_decoded_each_time(photos):
     wide, tall = photos
-    decoded = DecodedImages(side=16, max_items=1)
+    one = image_bytes(load_image(wide, min_side=16))  # 32x16 RGB: 2 KB of pixels and the objects around them
+    decoded = DecodedImages(side=16, max_bytes=one)
     assert decoded(wide) is decoded(wide)
     assert decoded(tall) is not decoded(tall)
     assert decoded(tall).size == (16, 48)
-    assert list(decoded.items) == [wide]
+    assert list(decoded.items) == [wide] and decoded.bytes == one
+
+
+def test_decoded_images__a_folder_larger_than_the_budget_stays_within_it(tmp_path):
+    for i in range(40):
+        Image.new("RGB", (64, 64), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    budget = 100_000
+    decoded = DecodedImages(side=32, max_bytes=budget)
+    for _ in range(2):
+        for i in range(40):
+            assert decoded(tmp_path / f"{i}.png").size == (32, 32)
+    held = sum(image_bytes(img) for img in decoded.items.values())
+    assert decoded.bytes == held <= budget
+    assert len(decoded.items) == budget // image_bytes(decoded(tmp_path / "0.png"))  # filled, then no more
+
+
+def test_image_bytes__counts_pillow_storage_and_metadata():
+    rgb, grey = Image.new("RGB", (10, 10)), Image.new("L", (10, 10))
+    assert image_bytes(rgb) - image_bytes(grey) == 300  # RGB is held as 4 bytes a pixel, L as 1
+    tagged = Image.new("RGB", (10, 10))
+    tagged.info["icc_profile"] = b"x" * 5000
+    assert image_bytes(tagged) == image_bytes(rgb) + 5000
+
+
+def test_cache_budget__from_the_environment(monkeypatch):
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    assert cache_budget() == 256 * 1024**2
+    monkeypatch.setenv(CACHE_ENV, "1.5")
+    assert cache_budget() == int(1.5 * 1024**2)
+    monkeypatch.setenv(CACHE_ENV, "lots")
+    with pytest.raises(EmbedderError, match=CACHE_ENV):
+        cache_budget()
+
+
+def test_embed_images__keeps_the_output_shape_of_a_backbone_stage():
+    out = embed_images(lambda x: x * 2, [_strip(0, 0), _strip(255, 255)], T.ToTensor(), batch_size=1)
+    assert out.shape == (2, 3, 1, 2) and out.dtype == np.float32  # (N, C, H, W): as the frozen stages give it
+    np.testing.assert_allclose(out[0], 0.0)
+    np.testing.assert_allclose(out[1], 2.0)
 
 
 def test_image_dataset__transformed_image_and_int_label_through_the_loader(photos):

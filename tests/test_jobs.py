@@ -136,8 +136,10 @@ def test_wait__a_job_cancelled_in_the_queue_is_over_at_once(registry, shapes_fol
 
 def test_progress__every_stage_has_words_and_the_bar_never_goes_back(tmp_path):
     job = TrainJob(TrainConfig(data="demo", out=str(tmp_path / "run"), epochs=2))
-    training = [Progress(stage, done=1, total=2, epoch=e) for e in (1, 2) for stage in (Stage.TRAIN, Stage.EPOCH)]
-    reports = [Progress(Stage.SCAN), *training, *(Progress(s) for s in list(Stage)[4:])]
+    stages = (Stage.TRAIN, Stage.VALIDATE, Stage.EPOCH)
+    training = [Progress(stage, done=1, total=2, epoch=e) for e in (1, 2) for stage in stages]
+    start = [Progress(Stage.SCAN), Progress(Stage.PLAN), Progress(Stage.VALIDATE, done=1, total=2)]
+    reports = [*start, *training, *(Progress(s) for s in list(Stage)[list(Stage).index(Stage.EPOCH) + 1 :])]
     assert {p.stage for p in reports} == set(Stage) - {Stage.NOTE}  # a new stage must be added here too
     shown = []
     for p in reports:

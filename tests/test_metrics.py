@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from helpers import unit as _unit
 
 from embedder.metrics import diagnostics, knn_accuracies, retrieval_metrics
@@ -55,3 +56,25 @@ def test_diagnostics__confusion_matrix_and_pairs():
     assert d["confused_pairs"][0]["true"] == "zero" and d["confused_pairs"][0]["predicted"] == "one"
     assert d["confused_pairs"][0]["examples"][0]["query"] == "q2.png"
     assert d["confused_pairs"][0]["examples"][0]["neighbor"] in g_paths[3:]
+
+
+def test_retrieval_metrics__blocks_of_queries_give_the_whole_sets_numbers(monkeypatch):
+    """MAP@R holds a block of queries x R neighbours at a time; the means over blocks are the one-shot ones."""
+    import torch
+
+    from embedder import metrics
+
+    rng = np.random.default_rng(0)
+    g, gl = _unit(rng.normal(size=(300, 8))), rng.integers(0, 3, 300)
+    q, ql = _unit(rng.normal(size=(50, 8))), rng.integers(0, 3, 50)
+    oracle = metrics._accuracy_calculator().get_accuracy(*map(torch.from_numpy, (q, ql, g, gl)))
+    whole = retrieval_metrics(q, ql, g, gl)
+    whole_loo = retrieval_metrics(g, gl, g, gl, leave_one_out=True)
+    monkeypatch.setattr(metrics, "MAX_KNN_ENTRIES", 7 * 120)  # blocks of 7 queries: R is about 100
+    blocked = retrieval_metrics(q, ql, g, gl)
+    blocked_loo = retrieval_metrics(g, gl, g, gl, leave_one_out=True)
+    assert whole["map_at_r"] == pytest.approx(float(oracle["mean_average_precision_at_r"]), abs=1e-6)
+    for key in ("precision_at_1", "r_precision", "map_at_r"):
+        assert blocked[key] == pytest.approx(whole[key], abs=1e-6)
+        assert blocked_loo[key] == pytest.approx(whole_loo[key], abs=1e-6)
+    assert 0 < whole["map_at_r"] < 1 and 0 < whole_loo["map_at_r"] < 1

@@ -5,9 +5,23 @@ from __future__ import annotations
 import pytest
 from helpers import cfg
 
-from embedder.progress import EpochStats, Progress, Stage, silent
+from embedder.progress import EpochStats, Progress, Stage, counter, silent
 
-ORDER = ["scan", "note", "train", "epoch", "embed", "index", "calibrate", "evaluate", "write", "done"]
+ORDER = [
+    "scan",
+    "plan",
+    "note",
+    "validate",
+    "train",
+    "epoch",
+    "embed",
+    "index",
+    "calibrate",
+    "evaluate",
+    "baselines",
+    "write",
+    "done",
+]
 
 
 def test_stage__listed_in_pipeline_order_and_equal_to_its_name():
@@ -48,11 +62,23 @@ def test_stage__a_training_reports_its_stages_in_this_order(shapes_folder, tmp_p
 
     events: list[Progress] = []
     train(cfg(shapes_folder, tmp_path / "run"), progress=events.append)
-    stages = [e.stage for e in events if e.stage != Stage.NOTE]
+    stages = [e.stage for e in events if e.stage not in (Stage.NOTE, Stage.VALIDATE)]
     assert all(isinstance(s, Stage) for s in stages)
     seen = list(dict.fromkeys(stages))  # each stage's first report, in order
     assert seen == sorted(seen, key=ORDER.index), seen  # never back to an earlier stage
     # One epoch, so even "train" (its steps) never comes after "epoch" (its end): every report moves forward.
     assert [ORDER.index(s) for s in stages] == sorted(ORDER.index(s) for s in stages)
     assert seen[0] == Stage.SCAN and seen[-1] == Stage.DONE
-    assert {Stage.TRAIN, Stage.EPOCH, Stage.EMBED, Stage.INDEX, Stage.WRITE} <= set(seen)
+    assert set(ORDER) - {"note", "validate"} == set(seen)  # every stage says when it runs
+    # Validation embeds its images before training (epoch 0) and after the epoch's steps, before its line.
+    kinds = [(e.stage, e.epoch) for e in events if e.stage in (Stage.VALIDATE, Stage.TRAIN, Stage.EPOCH)]
+    runs = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]
+    assert runs == [(Stage.VALIDATE, 0), (Stage.TRAIN, 1), (Stage.VALIDATE, 1), (Stage.EPOCH, 1)]
+    assert all(e.total and 0 < e.done <= e.total for e in events if e.stage == Stage.VALIDATE)
+
+
+def test_counter__reports_done_and_total_as_a_stage():
+    events: list[Progress] = []
+    counter(events.append, Stage.EMBED, "the gallery", epoch=2)(3, 10)
+    (p,) = events
+    assert (p.stage, p.done, p.total, p.message, p.epoch) == (Stage.EMBED, 3, 10, "the gallery", 2)

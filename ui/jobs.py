@@ -28,13 +28,16 @@ UNEXPECTED = "training failed unexpectedly; the details are in the server log"
 log = logging.getLogger(__name__)
 STAGE_WORDS = {
     "scan": "Scanning images",
+    "plan": "Planning",
     "note": "Preparing",
+    "validate": "Validating",
     "train": "Training",
     "epoch": "Training",
     "embed": "Embedding the gallery",
     "index": "Building the index",
     "calibrate": 'Calibrating "unknown"',
     "evaluate": "Evaluating",
+    "baselines": "Measuring the baselines",
     "write": "Writing the run",
     "done": "Done",
 }
@@ -114,15 +117,23 @@ class TrainJob:
         epochs = max(1, self.cfg.epochs)
         if self.status == "done":
             return 1.0
-        if self.stage in ("train", "epoch"):
+        if self.stage in ("train", "epoch", "validate"):  # validating before training is epoch 0
             within = self.done / self.total if self.total and self.stage == "train" else 1.0
-            return min(0.9, 0.9 * ((self.epoch - 1 + within) / epochs))
-        tail = {"embed": 0.9, "index": 0.93, "calibrate": 0.94, "evaluate": 0.95, "write": 0.99, "done": 1.0}
+            return max(0.0, min(0.9, 0.9 * ((self.epoch - 1 + within) / epochs)))
+        tail = {
+            "embed": 0.9,
+            "index": 0.93,
+            "calibrate": 0.94,
+            "evaluate": 0.95,
+            "baselines": 0.97,
+            "write": 0.99,
+            "done": 1.0,
+        }
         return tail.get(self.stage, 0.0)
 
     def describe(self) -> str:
         words = STAGE_WORDS.get(self.stage, self.stage)
-        if self.stage in ("train", "epoch"):
+        if self.stage in ("train", "epoch") or (self.stage == "validate" and self.epoch):
             loss = f" · loss {self.loss:.4f}" if self.loss is not None else ""
             return f"{words}: epoch {self.epoch} of at most {self.cfg.epochs}{loss}"
         if self.total:
