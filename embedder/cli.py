@@ -1,5 +1,5 @@
-"""python -m embedder train | predict | evaluate | project | import-model | export-model, and the insight commands
-(cli_insights.py).
+"""python -m embedder train | predict | evaluate | project | add | import-model | export-model, and the insight
+commands (cli_insights.py).
 User errors: one line on stderr, exit code 2."""
 
 from __future__ import annotations
@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", default=None, help="an ImageFolder of query images (default: the run's held-out split)")
     p.add_argument("--no-baselines", dest="baselines", action="store_false", help="skip the baselines")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("add", help="add labelled images to a run's gallery without retraining")
+    p.add_argument("run", help="run folder")
+    p.add_argument("folder", help="an ImageFolder of the images to add (FOLDER/<label>/<image>); new labels are fine")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the run's network embeds them")
 
     p = sub.add_parser("project", help="2-D/3-D coordinates of the gallery embeddings")
     p.add_argument("run", help="run folder")
@@ -240,6 +245,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_add(args) -> int:
+    from .add import add_images
+
+    bars = _Bars()
+    try:
+        added = add_images(args.run, args.folder, device=args.device, progress=bars)
+    finally:
+        bars.close()
+    print(f"{added.summary()}; run written to {added.run_dir}")
+    print("note: metrics, the unknown threshold and confidence were measured before; run evaluate to measure again")
+    return 0
+
+
 def cmd_project(args) -> int:
     from .project import project
     from .run import load_run
@@ -295,6 +313,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "evaluate": cmd_evaluate,
     "project": cmd_project,
+    "add": cmd_add,
     "import-model": cmd_import_model,
     "export-model": cmd_export_model,
     **cli_insights.COMMANDS,

@@ -94,7 +94,9 @@ def _class_folders(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     return class_dirs, candidates
 
 
-def scan_folder(root: str | os.PathLike, progress: Callable[[int, int], None] | None = None) -> ImageSet:
+def scan_folder(
+    root: str | os.PathLike, progress: Callable[[int, int], None] | None = None, min_classes: int = 2
+) -> ImageSet:
     """Read an ImageFolder tree ``root/<label>/<image>``.
 
     Hidden entries and non-image files are ignored; unusable images (truncated, too large, not a regular file,
@@ -102,7 +104,8 @@ def scan_folder(root: str | os.PathLike, progress: Callable[[int, int], None] | 
     sub-folders that hold at least one usable image; the others are listed in ``ImageSet.empty_classes``.
 
     Raises:
-        EmbedderError: the folder is missing, holds no readable image, or fewer than two classes.
+        EmbedderError: the folder is missing, holds no readable image, or fewer than ``min_classes`` classes
+        (training needs two; images added to a gallery may all be of one).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -136,9 +139,11 @@ def scan_folder(root: str | os.PathLike, progress: Callable[[int, int], None] | 
     )
     if not paths:
         raise EmbedderError(f"no readable images in {root}: {found.skipped_message()}")
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         empty = f"; {found.empty_classes_message()}" if found.empty_classes else ""
-        raise EmbedderError(f"need at least 2 classes (sub-folders with images) in {root}, found {len(classes)}{empty}")
+        raise EmbedderError(
+            f"need at least {min_classes} classes (sub-folders with images) in {root}, found {len(classes)}{empty}"
+        )
     index = {c: i for i, c in enumerate(classes)}
     found.labels = np.array([index[n] for n in names], dtype=np.int64)
     return found

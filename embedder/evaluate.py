@@ -182,6 +182,8 @@ def _stored_baselines(run, sets: _Sets) -> tuple[dict, dict] | None:
     stored = run.metrics.get("test", {})
     if sets.source != "held-out split" or stored.get("queries") != sets.source or not stored.get("baselines"):
         return None
+    if run.metrics.get("not_reevaluated"):  # images were added since (embedder.add): another gallery
+        return None
     return stored["baselines"], stored.get("class_disjoint", {}).get("baselines", {})
 
 
