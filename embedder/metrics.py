@@ -96,8 +96,11 @@ def retrieval_metrics(
     result = {"n_queries": int(len(q)), "n_unmatched_queries": int((~present).sum())}
     if len(q) == 0:
         return result
-    acc = _blockwise_accuracy(q, ql, gallery, gallery_labels, leave_one_out)
-    knn = knn_accuracies(q, ql, gallery, gallery_labels, ks=sorted({*KNN_KS, k}), leave_one_out=leave_one_out)
+    acc, correct = _blockwise_scores(q, ql, gallery, gallery_labels, leave_one_out, sorted({*KNN_KS, k}))
+    knn = {
+        j: (float(c.mean()), float(np.mean([c[ql == label].mean() for label in np.unique(ql)])))
+        for j, c in correct.items()
+    }
     best_k = max(knn, key=lambda j: (knn[j][0], -j))
     default_k = k if k in knn else max(knn)
     result.update(
@@ -114,34 +117,55 @@ def retrieval_metrics(
     return result
 
 
-def _blockwise_accuracy(
-    q: np.ndarray, ql: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, leave_one_out: bool
-) -> dict:
-    """P@1, R-Precision and MAP@R (pytorch-metric-learning) a block of queries at a time.
+class _Found:
+    """pytorch-metric-learning's ``knn_func`` hook answering with neighbours already found: (B, K) rows into the
+    reference it is given, nearest first."""
+
+    def __init__(self, idx: np.ndarray, dist: np.ndarray) -> None:
+        self.idx, self.dist = torch.from_numpy(idx), torch.from_numpy(dist)
+
+    def __call__(self, query: torch.Tensor, k: int, reference: torch.Tensor, ref_includes_query: bool = False):
+        return self.dist[:, :k], self.idx[:, :k]
+
+
+def _blockwise_scores(
+    q: np.ndarray, ql: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, leave_one_out: bool, ks
+) -> tuple[dict, dict[int, np.ndarray]]:
+    """P@1, R-Precision and MAP@R (pytorch-metric-learning), and whether each query's k-NN vote is right for each
+    of ``ks``, from one exact search per block of queries.
 
     MAP@R reads each query's R nearest gallery items, R its class's count there: all queries at once would hold
     Q x R neighbours (20,000 x 8,000 at 100k images of 10 classes: gigabytes). Each metric is a mean over
     queries, so the blocks' means weighted by their sizes are exactly the whole set's.
+
+    Returns:
+        (the three means, {k: (Q,) bool}) for each k the gallery is large enough for.
     """
     _, counts = np.unique(gallery_labels, return_counts=True)
-    step = max(1, MAX_KNN_ENTRIES // int(counts.max()))
+    depth = max(int(counts.max()), max(ks))  # R of the largest class, or the largest vote
+    step = max(1, MAX_KNN_ENTRIES // depth)
     calculator, sums = _accuracy_calculator(), dict.fromkeys(_PML_KEYS, 0.0)
+    correct: dict[int, list] = {j: [] for j in ks}
     for start in range(0, len(q), step):
-        block = slice(start, start + step)
-        ref, ref_labels = gallery, gallery_labels
+        stop = min(start + step, len(q))
+        idx, dist = topk(q[start:stop], gallery, depth, exclude=np.arange(start, stop) if leave_one_out else None)
+        ref, ref_labels, ref_idx = gallery, gallery_labels, idx  # (B, K) rows of the gallery
         if leave_one_out:  # pml's contract: the reference starts with the queries themselves
-            order = np.r_[start : min(start + step, len(q)), :start, start + step : len(q)]
-            ref, ref_labels = gallery[order], gallery_labels[order]
+            order = np.r_[start:stop, :start, stop : len(q)]
+            where = np.empty_like(order)
+            where[order] = np.arange(len(order))
+            ref, ref_labels, ref_idx = gallery[order], gallery_labels[order], where[idx]
+        calculator.knn_func = _Found(ref_idx, dist)
         acc = calculator.get_accuracy(
-            torch.from_numpy(q[block]),
-            torch.from_numpy(ql[block]),
-            torch.from_numpy(ref),
-            torch.from_numpy(ref_labels),
-            ref_includes_query=leave_one_out,
+            *map(torch.from_numpy, (q[start:stop], ql[start:stop], ref, ref_labels)), ref_includes_query=leave_one_out
         )
         for key in _PML_KEYS:
-            sums[key] += float(acc[key]) * len(q[block])
-    return {key: total / len(q) for key, total in sums.items()}
+            sums[key] += float(acc[key]) * (stop - start)
+        for j in ks:
+            if j <= idx.shape[1]:
+                correct[j].append(knn_predictions(idx, dist, gallery_labels, j) == ql[start:stop])
+    means = {key: total / len(q) for key, total in sums.items()}
+    return means, {j: np.concatenate(c) for j, c in correct.items() if c}
 
 
 def diagnostics(

@@ -5,7 +5,6 @@ import shutil
 import pytest
 
 from embedder.evaluate import evaluate_run
-from embedder.progress import Stage
 from embedder.run import load_run
 
 pytestmark = pytest.mark.slow
@@ -14,12 +13,13 @@ pytestmark = pytest.mark.slow
 def test_evaluate_run__reuses_the_baselines_stored_at_training_and_says_so(digits_run):
     run = load_run(digits_run)
     said = []
-    result = evaluate_run(run, progress=lambda p: said.append(p.message) if p.stage == Stage.EVALUATE else None)
+    result = evaluate_run(run, progress=lambda p: said.append(f"{p.stage}: {p.message}"))
     stored = run.metrics["test"]
     assert result["baselines_reused"] == ["raw_pixels", "untrained"]
     assert result["baselines"] == stored["baselines"]
-    assert "baselines reused from training: raw_pixels, untrained" in said
-    assert not any(m.startswith("untrained:") for m in said)  # no gallery was embedded again
+    assert "baselines: reused from training: raw_pixels, untrained" in said
+    assert "evaluate: queries" in said
+    assert not any(m.startswith(("baselines: untrained:", "baselines: raw")) for m in said)  # nothing embedded again
     assert result["precision_at_1"] == stored["precision_at_1"]
 
 
@@ -39,3 +39,18 @@ def test_evaluate_run__reports_calibration_before_and_after_on_held_out_queries(
     cal = result["calibration"]
     assert cal["before"]["n"] == cal["after"]["n"] == result["n_queries"]
     assert 0 <= cal["after"]["ece"] <= 1 and sum(b["count"] for b in cal["after"]["bins"]) == result["n_queries"]
+
+
+def test_evaluate_run__more_queries_than_the_cap_are_sampled_with_every_class_and_say_so(digits_run, monkeypatch):
+    from embedder import evaluate
+
+    run = load_run(digits_run)
+    _, labels = run.queries("test")
+    monkeypatch.setattr(evaluate, "MAX_QUERIES", 50)
+    notes = []
+    result = evaluate_run(run, baselines=False, progress=lambda p: notes.append(p.message) if p.stage == "note" else 0)
+    assert result["n_queries"] == 50 < len(labels)
+    assert result["sampled"] == f"scored a seeded sample, every class keeping its share: 50 of {len(labels)} queries"
+    assert notes == [result["sampled"]]
+    assert set(result["per_class"]) == set(run.classes)  # all ten digits kept their share
+    assert "sampled" not in run.metrics["test"] and run.metrics["test"]["n_queries"] == len(labels)  # under the cap

@@ -59,7 +59,8 @@ def test_diagnostics__confusion_matrix_and_pairs():
 
 
 def test_retrieval_metrics__blocks_of_queries_give_the_whole_sets_numbers(monkeypatch):
-    """MAP@R holds a block of queries x R neighbours at a time; the means over blocks are the one-shot ones."""
+    """MAP@R holds a block of queries x R neighbours at a time; the means over blocks are the one-shot ones, and
+    one search per block serves the metrics and the votes."""
     import torch
 
     from embedder import metrics
@@ -74,6 +75,11 @@ def test_retrieval_metrics__blocks_of_queries_give_the_whole_sets_numbers(monkey
     blocked = retrieval_metrics(q, ql, g, gl)
     blocked_loo = retrieval_metrics(g, gl, g, gl, leave_one_out=True)
     assert whole["map_at_r"] == pytest.approx(float(oracle["mean_average_precision_at_r"]), abs=1e-6)
+    votes = knn_accuracies(q, ql, g, gl, ks=(1, 5))  # the votes' own search, apart from the metrics'
+    assert (whole["knn_accuracy_at_1"], whole["knn_accuracy"], whole["macro_accuracy"]) == pytest.approx(
+        (votes[1][0], votes[5][0], votes[5][1])
+    )
+    assert blocked["knn_accuracy"] == whole["knn_accuracy"] and blocked["best_k"] == whole["best_k"]
     for key in ("precision_at_1", "r_precision", "map_at_r"):
         assert blocked[key] == pytest.approx(whole[key], abs=1e-6)
         assert blocked_loo[key] == pytest.approx(whole_loo[key], abs=1e-6)
