@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import state, widgets
+from ui import adding, state, widgets
 
 state.require_app(__file__)
 
@@ -38,10 +38,18 @@ st.subheader("Active run")
 run = widgets.active_run()
 if run is not None:
     widgets.run_summary(run)
+    grown = run.metrics.get("not_reevaluated")
+    if grown:
+        new = f", {len(grown['new_classes'])} of them new labels" if grown["new_classes"] else ""
+        st.caption(
+            f"{grown['images']:,} images were added after training{new}: the held-out numbers above were "
+            "measured before they came."
+        )
     go = st.columns(3)
     go[0].page_link("pages/query.py", label="Label a new image", icon=":material/image_search:")
     go[1].page_link("pages/explore.py", label="Explore the map", icon=":material/scatter_plot:")
     go[2].page_link("pages/evaluate.py", label="See how good it is", icon=":material/analytics:")
+    adding.form(run)
 
 st.subheader("Load a run")
 widgets.run_picker()

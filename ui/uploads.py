@@ -82,7 +82,8 @@ def _run_data(runs_dir: Path) -> list[Path] | None:
         try:
             config = json.loads((run / "config.json").read_text())
             train = config.get("train", {})
-            paths = [config.get("data_root"), train.get("data"), train.get("queries")]
+            added = [a.get("folder") for a in config.get("additions", []) if isinstance(a, dict)]  # embedder.add
+            paths = [config.get("data_root"), train.get("data"), train.get("queries"), *added]
         except (OSError, ValueError, AttributeError):
             return None
         used += [Path(p).expanduser().resolve() for p in paths if isinstance(p, str) and p and p != "demo"]
