@@ -66,8 +66,9 @@ def _write_chunk(args: tuple[Path, int, int, int, int]) -> int:
     return stop - start
 
 
-def generate(target: Path, n_images: int, n_classes: int = 10, seed: int = 0, workers: int = 2) -> Path:
-    """The image folder, written once into ``target`` (atomically: a killed run leaves nothing half-written)."""
+def generate(target: Path, n_images: int, n_classes: int = 10, seed: int = 0, workers: int = 2, first: int = 0) -> Path:
+    """Images ``first..first + n_images`` of the set, written once into ``target`` (atomically: a killed run leaves
+    nothing half-written)."""
     if (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +76,8 @@ def generate(target: Path, n_images: int, n_classes: int = 10, seed: int = 0, wo
     for c in range(n_classes):
         (tmp / f"class_{c:02d}").mkdir()
     step = 2_000
-    chunks = [(tmp, s, min(s + step, n_images), n_classes, seed) for s in range(0, n_images, step)]
+    end = first + n_images
+    chunks = [(tmp, s, min(s + step, end), n_classes, seed) for s in range(first, end, step)]
     t0, done = time.perf_counter(), 0
     with Pool(workers) as pool:
         for n in pool.imap_unordered(_write_chunk, chunks):
@@ -102,6 +104,15 @@ def _status_kb(pid: int, key: str) -> int | None:
     return None
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (on a shared machine, wall time says more about the neighbours)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _reset_peak(pid: int) -> bool:
     """Start a new VmHWM window (Linux ≥ 4.0: writing 5 to clear_refs resets the peak RSS)."""
     try:
@@ -124,22 +135,28 @@ class Measured:
     def __init__(self, argv: list[str], kill_above_kb: int | None = None) -> None:
         self.argv, self.stages, self.lines, self.kill_above_kb, self.killed = argv, {}, [], kill_above_kb, False
         self.peak_kb, self.wall, self.returncode = 0, 0.0, None
-        self._current, self._exact = None, False
+        self._current, self._raw, self._exact = None, None, False
 
     def _enter(self, pid: int, stage: str) -> None:
         now = time.perf_counter()
-        if stage == self._current or stage in self.stages:
+        if stage == self._raw or stage in ("note", "done"):  # a note is a line within a stage
             return
+        self._raw = stage
+        seen = sum(1 for name in self.stages if name.split(" (")[0] == stage)
+        stage = f"{stage} ({seen + 1})" if seen else stage  # validation comes back after each epoch
         self._close(pid)
         self._exact = _reset_peak(pid)
-        self.stages[stage] = {"start": now, "peak_kb": _status_kb(pid, "VmRSS") or 0}
+        self.stages[stage] = {"start": now, "peak_kb": _status_kb(pid, "VmRSS") or 0, "cpu0": _cpu_seconds(pid)}
         self._current = stage
 
     def _close(self, pid: int) -> None:
-        if self._current is not None and self._exact:
-            hwm = _status_kb(pid, "VmHWM")
-            if hwm:
-                self.stages[self._current]["peak_kb"] = max(self.stages[self._current]["peak_kb"], hwm)
+        if self._current is None:
+            return
+        current = self.stages[self._current]
+        current["cpu"] = _cpu_seconds(pid) - current["cpu0"]
+        hwm = _status_kb(pid, "VmHWM") if self._exact else None
+        if hwm:
+            current["peak_kb"] = max(current["peak_kb"], hwm)
 
     def _sample(self, pid: int, stop: threading.Event) -> None:
         while not stop.wait(0.1):
@@ -177,7 +194,7 @@ class Measured:
         stop.set()
         reader.join()
         self.wall, self.returncode = time.perf_counter() - t0, proc.returncode
-        self.peak_kb = usage.ru_maxrss
+        self.peak_kb, self.cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
         self.stdout = (out[0] if out else b"").decode(errors="replace")
         ends = [s["start"] for s in self.stages.values()][1:] + [t0 + self.wall]
         for s, end in zip(self.stages.values(), ends):
@@ -188,9 +205,15 @@ class Measured:
         goal = f"  ({self.peak_kb * 1024 / GOAL_BYTES:.0%} of the 4 GB goal)"
         if self.killed:
             goal += f", KILLED when its RSS passed {self.kill_above_kb / 1024**2:.1f} GB"
-        print(f"\n{title}: exit {self.returncode}, {self.wall:.0f} s, peak RSS {self.peak_kb / 1024**2:.2f} GB{goal}")
+        print(
+            f"\n{title}: exit {self.returncode}, {self.wall:.0f} s wall, {self.cpu:.0f} s CPU, "
+            f"peak RSS {self.peak_kb / 1024**2:.2f} GB{goal}"
+        )
         for name, s in self.stages.items():
-            print(f"  {name:<12} {s['seconds']:7.1f} s   peak RSS {s['peak_kb'] / 1024**2:5.2f} GB")
+            cpu = s.get("cpu", float("nan"))
+            print(
+                f"  {name:<12} {s['seconds']:7.1f} s wall {cpu:7.1f} s CPU   peak RSS {s['peak_kb'] / 1024**2:5.2f} GB"
+            )
 
 
 # --- the benchmark ------------------------------------------------------------------------------------------
@@ -226,7 +249,12 @@ def main(argv=None) -> None:
         e = Measured([*py, "evaluate", str(out)], limit).run()
         e.report("evaluate")
         print(e.stdout)
-        queries = sorted((data / "class_03").glob("*.png"))[:3]
+        extra = generate(cache / f"bench-scale-extra-{args.images}", 1_000, first=args.images)  # new, same classes
+        a = Measured([*py, "add", str(out), str(extra)], limit).run()
+        a.report("add 1,000 images")
+        print(a.stdout)
+        fresh = generate(cache / f"bench-scale-queries-{args.images}", 3, first=args.images + 1_000)
+        queries = sorted(fresh.glob("*/*.png"))  # neither trained on nor in the gallery
         p = Measured([*py, "predict", str(out), *map(str, queries)], limit).run()
         p.report("predict")
         print(p.stdout)

@@ -121,3 +121,21 @@ def load_run_queries(run_dir):
     from embedder.run import load_run
 
     return load_run(run_dir).queries("test")[0]
+
+
+def test_bars__every_stage_shows_a_line_or_a_bar(capsys):
+    from embedder.cli import _Bars
+    from embedder.progress import Progress, Stage
+
+    bars = _Bars()
+    bars(Progress(Stage.PLAN, message="100 images in 2 classes"))
+    bars(Progress(Stage.VALIDATE, done=5, total=10, message="before training"))
+    assert bars.bar.desc == "validate: before training"  # a stage with a count is a bar named by it
+    bars(Progress(Stage.TRAIN, done=1, total=4, epoch=1, loss=0.5))
+    assert bars.bar.desc == "epoch 1"
+    bars(Progress(Stage.CALIBRATE, message='calibrating "unknown"'))
+    assert bars.bar is None  # a stage without a count closes the bar and says what it does in a line
+    bars(Progress(Stage.DONE, message="/runs/x"))
+    err = capsys.readouterr().err
+    assert "plan: 100 images in 2 classes\n" in err and 'calibrate: calibrating "unknown"\n' in err
+    assert "/runs/x" not in err
