@@ -22,13 +22,11 @@ import numpy as np
 
 from .checkpoint import work_dir
 from .data import ImageSet, scan_folder
-from .embed import embed_images
 from .errors import EmbedderError
 from .folders import is_inside
 from .pipeline import index_gallery
 from .progress import Progress, Reporter, Stage, counter, silent
 from .run import Run, load_run
-from .transforms import eval_transform
 
 NOT_REEVALUATED = (
     "the gallery grew after these metrics, the unknown threshold and the confidence calibration were measured; "
@@ -63,18 +61,10 @@ class Added:
 
 
 def embed_new(run: Run, paths: list[Path], device: str = "cpu", report: Reporter = silent) -> np.ndarray:
-    """(N, D) embeddings of ``paths`` exactly as the gallery's were made: the run's network, transform, batch size
-    and mirror averaging; images stream from disk a batch at a time. The one step another backend may replace."""
-    mc = run.model_config
-    return embed_images(
-        run.model(device),
-        paths,
-        eval_transform(mc),
-        batch_size=run.train_config.batch_size_embed,
-        flip_tta=mc.flip_tta,
-        device=device,
-        progress=counter(report, Stage.EMBED, "the added images"),
-    )
+    """(N, D) embeddings of ``paths`` exactly as the gallery's were made: the run's network (torch or ONNX),
+    transform, batch size and mirror averaging; images stream from disk a batch at a time. The one step another
+    backend may replace."""
+    return run.embed(paths, device=device, progress=counter(report, Stage.EMBED, "the added images"))
 
 
 def _check_folders(run: Run, folder: Path) -> None:

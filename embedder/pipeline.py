@@ -81,7 +81,7 @@ def embed_gallery(
 
 
 def index_gallery(emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> GalleryIndex:
-    report(Progress(Stage.INDEX, message=f"building the Annoy index over {len(emb):,} images"))
+    report(Progress(Stage.INDEX, message=f"building and timing the index over {len(emb):,} images"))
     return build_index(emb, IndexConfig(n_trees=cfg.n_trees, seed=cfg.seed))
 
 
