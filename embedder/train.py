@@ -111,7 +111,9 @@ class _Loop:
     validates (the others get an empty validation set).
     """
 
-    def __init__(self, pl: Plan, cfg: TrainConfig, model: EmbeddingNet, n_frozen: int, device) -> None:
+    def __init__(
+        self, pl: Plan, cfg: TrainConfig, model: EmbeddingNet, n_frozen: int, device, report: Reporter
+    ) -> None:
         mc, images = model.config, pl.images
         self.pl, self.cfg, self.model, self.n_frozen = pl, cfg, model, n_frozen
         self.net, self.world = model, distributed.world()  # ``net`` is what trains: DDP-wrapped by ``distribute``
@@ -134,6 +136,7 @@ class _Loop:
             cfg.batch_size_embed,
             device,
             self.cache,
+            progress=counter(report, Stage.VALIDATE, "the frozen layers, once"),
         )
 
     def distribute(self) -> None:
@@ -243,7 +246,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     model = EmbeddingNet(pl.model_config).to(device).eval()
     n_frozen = freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
     optimizer = _optimizer(model, cfg)
-    loop = _Loop(pl, cfg, model, n_frozen, device)
+    loop = _Loop(pl, cfg, model, n_frozen, device, report)
     if loop.val.note:
         report(Progress(Stage.NOTE, message=loop.val.note))
     start, pretrained = _starting_points(loop, report)
