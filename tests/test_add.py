@@ -52,7 +52,10 @@ def run_dir(trained, tmp_path) -> Path:
 
 def test_add__new_class_is_found_as_neighbours_and_labels_new_queries(run_dir, tmp_path):
     before = load_run(run_dir)
+    (run_dir / "projections").mkdir()  # the app's cached maps of the smaller gallery
+    (run_dir / "projections" / "pca-2.npz").write_bytes(b"stale")
     added = add_images(run_dir, stripes(tmp_path / "new" / "stripes", 10, seed=1).parent)
+    assert not (run_dir / "projections").exists()  # the run was rewritten whole: no map of the old gallery
     assert (added.added, added.new_classes, added.by_class) == (10, ["stripes"], {"stripes": 10})
 
     run = load_run(run_dir)  # written whole: checksums, index size and gallery all agree
