@@ -60,11 +60,22 @@ class Added:
         return "; ".join([f"added {self.added} images ({classes})", *filter(None, left)])
 
 
-def embed_new(run: Run, paths: list[Path], device: str = "cpu", report: Reporter = silent) -> np.ndarray:
+def embed_new(
+    run: Run, paths: list[Path], device: str = "cpu", report: Reporter = silent, ray: str | None = None
+) -> np.ndarray:
     """(N, D) embeddings of ``paths`` exactly as the gallery's were made: the run's network (torch or ONNX),
-    transform, batch size and mirror averaging; images stream from disk a batch at a time. The one step another
-    backend may replace."""
-    return run.embed(paths, device=device, progress=counter(report, Stage.EMBED, "the added images"))
+    transform, batch size and mirror averaging; images stream from disk a batch at a time. With ``ray`` (a
+    cluster's address, or "" for a local instance) a pool of Ray actors computes the same embeddings."""
+    progress = counter(report, Stage.EMBED, "the added images")
+    if ray is None:
+        return run.embed(paths, device=device, progress=progress)
+    if run.onnx is not None:
+        raise EmbedderError("--ray embeds with torch networks; an imported ONNX network embeds in this process")
+    from .ray_embed import embeddings_with_ray
+
+    return embeddings_with_ray(
+        run.model(), paths, address=ray, batch_size=run.train_config.batch_size_embed, progress=progress
+    )
 
 
 def _check_folders(run: Run, folder: Path) -> None:
@@ -104,7 +115,11 @@ def _new_rows(run: Run, images: ImageSet) -> tuple[list[int], int, int]:
 
 
 def add_images(
-    run_dir: str | os.PathLike, folder: str | os.PathLike, device: str = "cpu", progress: Reporter | None = None
+    run_dir: str | os.PathLike,
+    folder: str | os.PathLike,
+    device: str = "cpu",
+    progress: Reporter | None = None,
+    ray: str | None = None,
 ) -> Added:
     """Add the labelled images of ``folder`` (``folder/<label>/<image>``) to the gallery of the run at
     ``run_dir`` and rewrite the run atomically (a failure at any point leaves the run as it was).
@@ -129,7 +144,7 @@ def add_images(
     new_classes = [c for c in dict.fromkeys(names) if c not in run.classes]
     classes = [*run.classes, *new_classes]
     index_of = {c: i for i, c in enumerate(classes)}
-    emb = embed_new(run, paths, device, report)  # (n, D)
+    emb = embed_new(run, paths, device, report, ray)  # (n, D)
 
     run.classes = classes
     run.gallery_paths = [*run.gallery_paths, *(_stored_path(run, p) for p in paths)]

@@ -55,20 +55,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m embedder", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train an embedder on an image folder and write a run bundle")
-    add_settings(p, TrainConfig)
-    p.add_argument(
+def _ray_option(parser: argparse.ArgumentParser, what: str, more: str = "") -> None:
+    parser.add_argument(
         "--ray",
         nargs="?",
         const="",
         default=None,
         metavar="ADDRESS",
-        help="embed the gallery in a pool of Ray actors: on the cluster at ADDRESS, or on a local Ray instance "
-        "(needs pip install 'ray[data]'). Several GPUs train with: torchrun --nproc_per_node=N -m embedder train",
+        help=f"{what}: on the Ray cluster at ADDRESS, or with no address on RAY_ADDRESS or a local Ray instance "
+        f"(needs pip install 'ray[data]'). {more}".strip(),
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m embedder", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train an embedder on an image folder and write a run bundle")
+    add_settings(p, TrainConfig)
+    _ray_option(p, "embed the gallery in a pool of Ray actors", "Several GPUs train with: torchrun -m embedder train")
 
     p = sub.add_parser("predict", help="label images by their nearest gallery neighbours")
     p.add_argument("run", help="run folder")
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument("folder", help="an ImageFolder of the images to add (FOLDER/<label>/<image>); new labels are fine")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the run's network embeds them")
+    _ray_option(p, "embed the new images in a pool of Ray actors")
 
     p = sub.add_parser("project", help="2-D/3-D coordinates of the gallery embeddings")
     p.add_argument("run", help="run folder")
@@ -250,7 +255,7 @@ def cmd_add(args) -> int:
 
     bars = _Bars()
     try:
-        added = add_images(args.run, args.folder, device=args.device, progress=bars)
+        added = add_images(args.run, args.folder, device=args.device, progress=bars, ray=args.ray)
     finally:
         bars.close()
     print(f"{added.summary()}; run written to {added.run_dir}")

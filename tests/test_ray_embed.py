@@ -94,6 +94,33 @@ def test_train_with_ray__writes_the_run_bundle_of_the_single_process_path(local_
     assert ray.metrics["test"]["precision_at_1"] == plain.metrics["test"]["precision_at_1"]
 
 
+@pytest.mark.slow
+def test_add_with_ray__the_same_gallery_as_adding_in_one_process(local_ray, tmp_path):
+    import shutil
+
+    from embedder.add import add_images
+    from embedder.pipeline import train
+
+    shapes = make_shapes_folder(tmp_path / "shapes")
+    more = make_shapes_folder(tmp_path / "more", per_class=5, seed=7)
+    train(cfg(shapes, tmp_path / "plain"))
+    shutil.copytree(tmp_path / "plain", tmp_path / "ray")
+    before = len(load_run(tmp_path / "plain").gallery_paths)
+    add_images(tmp_path / "plain", more)
+    events = []
+    add_images(tmp_path / "ray", more, progress=events.append, ray="")
+    assert any(e.stage == "embed" for e in events)
+    plain, ray = load_run(tmp_path / "plain"), load_run(tmp_path / "ray")
+    assert ray.gallery_paths == plain.gallery_paths and len(plain.gallery_paths) == before + 15
+    np.testing.assert_allclose(ray.gallery_embeddings, plain.gallery_embeddings, atol=1e-5)
+
+
+def test_add_cli__ray_takes_an_optional_address():
+    parser = build_parser()
+    assert parser.parse_args(["add", "RUN", "DIR"]).ray is None
+    assert parser.parse_args(["add", "RUN", "DIR", "--ray"]).ray == ""
+
+
 def test_read_shards__puts_rows_back_in_input_order_and_refuses_a_gap(tmp_path):
     (tmp_path / SHARD_MARKER).touch()
     np.savez(tmp_path / "part-000000.npz", rows=np.array([2, 0]), embeddings=np.array([[2.0], [0.0]], np.float32))
