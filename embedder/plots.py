@@ -39,6 +39,7 @@ SYMBOLS_2D = ("circle", "square", "diamond", "triangle-up", "cross", "x", "penta
 SYMBOLS_3D = ("circle", "square", "diamond", "cross", "x", "circle-open", "square-open", "diamond-open")
 QUERY_COLOR = "#FFD400"
 GRID = 65535  # positions are sent as uint16 steps of the map's extent
+IMAGE_SIZE = 0.035  # images drawn on a map: this share of its extent wide
 SCORE_SCALE = "YlOrRd"
 
 
@@ -72,6 +73,26 @@ class MapFigure:
                 continue
             trace.selectedpoints = np.flatnonzero(np.isin(in_trace, rows)).astype(np.int32)
             trace.unselected = dict(marker=dict(opacity=FADED))
+
+    def show_images(self, rows: Sequence[int], sources: Sequence[str], size: float = IMAGE_SIZE) -> int:
+        """Draw images (``sources``: data URIs or URLs) on a 2-D map where gallery ``rows`` are, each ``size`` of
+        the map's extent wide: fixed in map units, so zooming in makes them bigger and pulls them apart. Returns
+        how many were placed (rows not drawn on this map, or a 3-D map, get none)."""
+        where: dict[int, tuple[float, float]] = {}
+        for trace, in_trace in zip(self.figure.data, self.trace_rows):
+            if not isinstance(trace, go.Scattergl):
+                return 0
+            hit = np.flatnonzero(np.isin(in_trace, rows))
+            xs, ys = np.asarray(trace.x)[hit], np.asarray(trace.y)[hit]
+            where.update({int(in_trace[j]): (float(x), float(y)) for j, x, y in zip(hit, xs, ys)})
+        images = [
+            dict(source=src, xref="x", yref="y", x=where[r][0], y=where[r][1], sizex=size * GRID, sizey=size * GRID)
+            for r, src in zip(rows, sources)
+            if int(r) in where
+        ]
+        for image in images:
+            self.figure.add_layout_image(image, xanchor="center", yanchor="middle", layer="above", sizing="contain")
+        return len(images)
 
     def payload_bytes(self) -> int:
         """Bytes of the figure as Streamlit sends it to the browser (``st.plotly_chart`` writes exactly this)."""

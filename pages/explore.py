@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from embedder import mapdata
+from embedder import export, mapdata
 from embedder.data import stratified_sample
 from embedder.plots import embedding_map
 from ui import (
@@ -34,7 +34,17 @@ compare = st.toggle(
     help=f"The same gallery embedded by the {mapdata.before_kind(run)} network, side by side; "
     "a selection on either map is highlighted on both",
 )
+images = st.toggle(
+    "Images on the map", value=True, key="map_images", help="The selected images drawn where they are on the map"
+)
 names = np.array(run.classes)[run.gallery_labels]
+selected = st.session_state.get(maps.SELECTED, np.zeros(0, np.int64))
+item = st.session_state.get("map_item")
+if item is not None and 0 <= item < len(names) and not len(selected):
+    selected = np.array([item])
+# A big lasso would otherwise show only the lowest row ids (one label); a stratified pick shows them all.
+shown = selected[stratified_sample(names[selected], MAX_GRID)].tolist()
+files = run.gallery_files()
 focus = np.flatnonzero(np.isin(names, view.labels)) if view.labels else None
 rows = maps.sample_rows(run, np.arange(len(names)))
 colours = maps.colouring(run, view, rows)
@@ -42,6 +52,8 @@ proj = maps.projection(run, view.method, view.dims)
 if proj is None:
     st.stop()
 after = embedding_map(proj.coords[rows], rows=rows, height=560 if compare else 620, **colours)
+if images:
+    after.show_images(shown, [cache.thumbnail_uri(str(files[i])) for i in shown])
 if compare:
     maps.before_embeddings(run)
     before_proj = maps.projection(run, view.method, view.dims, before=True)
@@ -77,10 +89,6 @@ if compare:
         )
         st.dataframe(table, hide_index=True, key="map_change")
 
-selected = st.session_state.get(maps.SELECTED, np.zeros(0, np.int64))
-item = st.session_state.get("map_item")
-if item is not None and 0 <= item < len(names) and not len(selected):
-    selected = np.array([item])
 maps.share(run, view, compare, item)
 if not len(selected):
     st.stop()
@@ -88,11 +96,17 @@ if not len(selected):
 st.subheader(f"{len(selected):,} selected")
 counts = pd.Series(names[selected]).value_counts()
 st.caption(" · ".join(f"**{lab}** × {n}" for lab, n in counts.items()))
-# A big lasso would otherwise show only the lowest row ids (one label); a stratified pick shows them all.
-shown = selected[stratified_sample(names[selected], MAX_GRID)].tolist()
+st.download_button(
+    "Download the selection (CSV)",
+    lambda: export.to_csv(export.selection_rows(run, selected, proj.coords[selected])),  # built when clicked
+    file_name=f"{run.name}-selection.csv",
+    mime="text/csv",
+    key="map_selection_csv",
+    icon=":material/download:",
+    help="id, path, label, map coordinates and the ids of the 5 nearest gallery images, one row per selected image",
+)
 if len(selected) > MAX_GRID:
     st.caption(f"Showing {len(shown)} of {len(selected):,}, every selected label in its share.")
-files = run.gallery_files()
 widgets.thumbnails([files[i] for i in shown], [f"{names[i]} · #{i}" for i in shown], columns=12, side=72)
 
 left, right = st.columns([3, 1])

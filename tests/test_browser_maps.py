@@ -4,6 +4,7 @@ lasso, and a shared URL reopens the same view in a fresh browser context."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from helpers import synthetic_run
@@ -57,6 +58,12 @@ def test_explore_draws_100k_points_and_answers_a_lasso(browser, big_url):  # noq
         # The address bar now links to this view and the picked image.
         assert re.search(r"[?&]item=\d+", page.url) and "method=pca" in page.url
         page.screenshot(path=str(SHOTS / "explore-100k-lasso.png"))
+        # The selection downloads as CSV: one row per selected image, with its map position and neighbours.
+        with page.expect_download() as got:
+            page.get_by_role("button", name=re.compile("Download the selection")).click()
+        lines = Path(got.value.path()).read_text().splitlines()
+        assert lines[0] == "id,path,label,x,y,neighbours" and len(lines) == selected + 1
+        assert len(lines[1].split(",")[-1].split()) == 5  # the ids of its 5 nearest gallery images
 
 
 def test_a_shared_url_reopens_the_same_view_in_a_fresh_browser(browser, big_url):  # noqa: F811

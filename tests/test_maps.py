@@ -123,6 +123,16 @@ def test_explore_compare_draws_before_and_after_and_a_selection_on_one_highlight
         )  # the same rows, on both maps
 
 
+def test_explore_draws_the_selected_images_on_the_map_unless_turned_off(app_env):
+    at = open_app("pages/explore.py")
+    at.session_state[maps.SELECTED] = np.array([0, 1, 2])
+    at.run()
+    images = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["images"]
+    assert len(images) == 3 and all(im["source"].startswith("data:image/jpeg;base64,") for im in images)
+    at.toggle(key="map_images").set_value(False).run()
+    assert "images" not in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+
+
 def test_explore_opens_the_view_a_link_names_and_writes_the_view_back(app_env):
     from helpers import ROOT
     from streamlit.testing.v1 import AppTest

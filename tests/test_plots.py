@@ -35,6 +35,18 @@ def test_highlight__selected_rows_stay_bright_and_the_rest_is_greyed_not_removed
     assert sum(len(t.x) for t in m.figure.data) == 4
 
 
+def test_show_images__each_image_sits_on_its_rows_point_and_3d_maps_get_none():
+    coords = np.array([[0.0, 0.0], [1.0, 0.5], [0.5, 1.0], [1.0, 1.0]])
+    m = embedding_map(coords, ["a", "b", "a", "b"], rows=np.array([10, 11, 12, 13]))
+    assert m.show_images([12, 11, 99], ["data:12", "data:11", "data:99"]) == 2  # row 99 is not on this map
+    placed = {im.source: (im.x, im.y) for im in m.figure.layout.images}
+    half = round(GRID / 2)  # positions are whole grid steps
+    assert placed == {"data:12": (half, GRID), "data:11": (GRID, half)}
+    assert {im.sizex for im in m.figure.layout.images} == {0.035 * GRID}  # map units: bigger when zoomed in
+    flat = embedding_map(np.c_[coords, coords[:, :1]], ["a", "b", "a", "b"])
+    assert flat.show_images([0], ["data:0"]) == 0 and not flat.figure.layout.images
+
+
 def test_embedding_map__3d_uses_scatter3d_and_queries_are_a_last_trace():
     coords = np.eye(4, 3, dtype=np.float32) + np.arange(4)[:, None]
     m = embedding_map(coords, ["x", "x", "y", "y"], query_coords=np.zeros((1, 3)), query_names=["q.png"])

@@ -109,3 +109,14 @@ def fit(img: Image.Image, side: int = THUMB) -> Image.Image:
 @st.cache_data(max_entries=4096, show_spinner=False)
 def thumbnail(path: str, side: int = THUMB) -> Image.Image:
     return fit(load_image(path, max_side=side), side)
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail_uri(path: str, side: int = 64) -> str:
+    """A small JPEG of the image as a data URI, to draw on a map (a few KB; no server path in it)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    thumbnail(path, side).convert("RGB").save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
