@@ -14,7 +14,7 @@ from embedder.errors import EmbedderError
 from embedder.progress import Progress
 from embedder.run import Run
 
-from . import access, jobs, sessions, state, uploads
+from . import access, jobs, state, training, uploads
 
 SOURCES = ("Folder on the server", "Upload a .zip")
 WORDS = {"embed": "Embedding the new images", "index": "Rebuilding the index", "scan": "Scanning the new images"}
@@ -22,17 +22,19 @@ _busy: set[Path] = set()  # runs being added to in this server process: a second
 _busy_lock = threading.Lock()
 
 
+ADD_REFUSALS = {
+    "protected": "cannot be changed from the browser: train a run of your own first",
+    "training": "is being trained: add images once training is done",
+    "open": "is open in another session: add images when nobody else has it open",
+}
+
+
 def check_run(run: Path) -> None:
-    """Refuse a run the browser may not rewrite: the demo or the operator's EMBEDDER_RUN, one a training is
-    writing, one another session has open (its visitor would see it change under them), one being added to."""
+    """Refuse a run the browser may not rewrite (``training.busy``), or one being added to already."""
     run = run.resolve()
-    if run in [p.resolve() for p in state.protected_runs()]:
-        raise EmbedderError(f"run '{run.name}' cannot be changed from the browser: train a run of your own first")
-    job = jobs.registry().get(run)
-    if job is not None and job.active:
-        raise EmbedderError(f"run '{run.name}' is being trained: add images once training is done")
-    if sessions.others_using(run):
-        raise EmbedderError(f"run '{run.name}' is open in another session: add images when nobody else has it open")
+    reason = training.busy(run)
+    if reason:
+        raise EmbedderError(f"run '{run.name}' {ADD_REFUSALS[reason]}")
     if run in _busy:
         raise EmbedderError(f"images are being added to run '{run.name}' already")
 

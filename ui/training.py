@@ -33,17 +33,31 @@ def out_path(name: str) -> Path:
     return state.runs_dir() / name
 
 
-def check_target(out: Path) -> None:
-    """Refuse a run folder a browser may not replace: the demo, the operator's EMBEDDER_RUN, or a run that
-    another live session has open (its visitor would see it change under them)."""
-    out = out.resolve()
-    if out in [p.resolve() for p in state.protected_runs()]:
-        raise EmbedderError(f"run '{out.name}' cannot be replaced from the browser: choose another name")
-    job = jobs.registry().get(out)
+def busy(run: Path) -> str | None:
+    """Why a browser may not rewrite ``run`` now, or None: it is the demo or the operator's EMBEDDER_RUN
+    ("protected"), a training is writing it ("training"), or another live session has it open ("open": its
+    visitor would see it change under them). The one rule for replacing a run and for adding to one."""
+    run = run.resolve()
+    if run in [p.resolve() for p in state.protected_runs()]:
+        return "protected"
+    job = jobs.registry().get(run)
     if job is not None and job.active:
-        raise EmbedderError(f"run '{out.name}' is being trained already: choose another name")
-    if sessions.others_using(out):
-        raise EmbedderError(f"run '{out.name}' is open in another session: choose another name")
+        return "training"
+    return "open" if sessions.others_using(run) else None
+
+
+REPLACE_REFUSALS = {
+    "protected": "cannot be replaced from the browser",
+    "training": "is being trained already",
+    "open": "is open in another session",
+}
+
+
+def check_target(out: Path) -> None:
+    """Refuse a run folder a browser may not replace (see ``busy``)."""
+    reason = busy(out)
+    if reason:
+        raise EmbedderError(f"run '{out.resolve().name}' {REPLACE_REFUSALS[reason]}: choose another name")
 
 
 def config(data: str, out: Path, form: dict) -> TrainConfig:
