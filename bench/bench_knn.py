@@ -5,6 +5,8 @@ Gallery and queries are drawn from one Gaussian mixture on the unit sphere (d=12
 exact 1-NN label accuracy is about 0.95); queries are never gallery items, and ``build_index`` tunes on a third,
 separate draw. Baselines: exact search one query at a time (numpy BLAS matrix-vector product + argpartition, which
 is the product's exact path; and torch) and 256 at a time (``embedder.knn.topk``; torch matmul + topk).
+For the largest size, a fresh process loads what a run serves from (the gallery, the Annoy file memory-mapped)
+and answers queries: its peak RSS against the gallery's raw size.
 
     python -m bench.bench_knn [--quick]
 """
@@ -12,6 +14,9 @@ is the product's exact path; and torch) and 256 at a time (``embedder.knn.topk``
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +27,7 @@ from annoy import AnnoyIndex
 
 from bench.common import mixture, ms_per_call, rss_mb, table
 from embedder.config import IndexConfig
-from embedder.index import build_index
+from embedder.index import build_index, load_index
 from embedder.knn import squared_norms, topk
 
 DIM, CLASSES, K = 128, 1000, 10
@@ -114,9 +119,9 @@ def annoy_grid(gallery, queries, truth, labels, exact_vote, n_trees_grid, search
 def product_pick(gallery, probes, queries, truth) -> dict:
     """What ``build_index`` (defaults, tuned on its own held-out probes) picks, and both options on the test
     queries: recall@10 and ms per query one at a time."""
-    t0 = time.perf_counter()
+    t0, rss0 = time.perf_counter(), rss_mb()
     index = build_index(gallery, IndexConfig(), probes=probes)
-    build_s = time.perf_counter() - t0
+    build_s, build_mb = time.perf_counter() - t0, rss_mb() - rss0
     it = iter(np.tile(queries, (8, 1)))
     n = min(len(queries), 50)
     exact_got, _ = index._exact(queries, K) if index.gallery is not None else topk(queries, gallery, K)
@@ -127,11 +132,80 @@ def product_pick(gallery, probes, queries, truth) -> dict:
         "exact": (recall(exact_got, truth), ms_per_call(lambda: index._exact(next(it)[None], K), n)),
         "annoy": (recall(annoy_got, truth), ms_per_call(lambda: index._annoy(next(it)[None], K), n)),
     }
-    return {"method": index.method, "stats": index.stats(), "build_s": build_s, "options": options}
+    if index.method == "annoy":
+        index.gallery, index._norms = None, None  # as the run keeps it: Annoy answers, the gallery is not searched
+    return {"method": index.method, "stats": index.stats(), "build_s": build_s, "build_mb": build_mb,
+            "options": options, "index": index}  # fmt: skip
 
 
-def size_section(n: int, queries_n: int, n_trees_grid, search_ks, folder: Path) -> tuple[str, dict]:
-    """Everything for one gallery size: (markdown, curve data for the figure)."""
+def vm_mb(key: str) -> float:
+    """A /proc/self/status memory figure (VmRSS now, VmHWM the peak so far) in MiB."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(key + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def serve(folder: Path) -> dict:
+    """In a fresh process: load what a run serves from (the float32 gallery read whole, as ``Run`` reads it; the
+    Annoy file memory-mapped by ``load_index``), answer the queries one at a time, and report memory."""
+    base = vm_mb("VmRSS")  # the interpreter, numpy, torch and embedder imported
+    gallery = np.load(folder / "gallery.npy", allow_pickle=False)
+    index = load_index(folder / "index.ann", gallery, json.loads((folder / "stats.json").read_text()))
+    loaded = vm_mb("VmRSS")
+    queries = np.load(folder / "queries.npy", allow_pickle=False)
+    t0 = time.perf_counter()
+    for q in queries:
+        index.query(q[None], K)
+    ms = 1000 * (time.perf_counter() - t0) / len(queries)
+    return dict(base_mb=base, loaded_mb=loaded, end_mb=vm_mb("VmRSS"), peak_mb=vm_mb("VmHWM"), ms=ms,
+                queries=len(queries), method=index.method)  # fmt: skip
+
+
+def serving_memory(index, gallery: np.ndarray, queries: np.ndarray, folder: Path) -> list[dict]:
+    """Save the product's index and gallery, and measure ``serve`` in a child process (its peak is its own): as the
+    product answers (its pick), and by Annoy when the pick is exact (the mapped file then counts in the RSS)."""
+    index.save(folder / "index.ann")
+    np.save(folder / "gallery.npy", gallery)
+    np.save(folder / "queries.npy", queries)
+    root, found = Path(__file__).resolve().parents[1], []
+    for method in dict.fromkeys([index.method, "annoy"]):
+        (folder / "stats.json").write_text(json.dumps({**index.stats(), "method": method}))
+        done = subprocess.run([sys.executable, "-m", "bench.bench_knn", "--serve", str(folder)], cwd=root,
+                              capture_output=True, text=True, timeout=1800)  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"serving child failed: {done.stderr[-1000:]}")
+        found.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for m in found:
+        m.update(gallery_mb=gallery.nbytes / 2**20, file_mb=(folder / "index.ann").stat().st_size / 2**20)
+    for name in ("index.ann", "gallery.npy", "queries.npy", "stats.json"):
+        (folder / name).unlink()
+    return found
+
+
+def serving_line(n: int, found: list[dict], build_mb: float, search_k: int) -> str:
+    m = found[0]
+    line = (
+        f"\nServing memory at {n:,} items (a fresh process loads the run-like state — the {m['gallery_mb']:.0f} MB "
+        f"float32 gallery read whole, the {m['file_mb']:.0f} MB Annoy file memory-mapped — and answers {m['queries']} "
+        f"queries one at a time by the pick, {m['method']}, {m['ms']:.2f} ms each): peak RSS **{m['peak_mb']:.0f} MB** "
+        f"(VmHWM), of which {m['base_mb']:.0f} MB is the interpreter with numpy/torch/embedder imported; "
+        f"{m['loaded_mb'] - m['base_mb']:.0f} MB after loading, {m['end_mb'] - m['base_mb']:.0f} MB after the "
+        f"queries = {(m['peak_mb'] - m['base_mb']) / m['gallery_mb']:.2f}x the gallery's raw size."
+    )
+    for a in found[1:]:
+        line += (
+            f" Answered by Annoy instead (search_k {search_k:,}, {a['ms']:.2f} ms each): peak RSS "
+            f"**{a['peak_mb']:.0f} MB**, {a['end_mb'] - a['base_mb']:.0f} MB over the imports after the queries "
+            f"(the index pages they touched included) = {(a['peak_mb'] - a['base_mb']) / a['gallery_mb']:.2f}x."
+        )
+    return line + f" Building the index grew the bench process by {build_mb:.0f} MB (RSS after minus before)."
+
+
+def size_section(
+    n: int, queries_n: int, n_trees_grid, search_ks, folder: Path, serving: bool = False
+) -> tuple[str, dict]:
+    """Everything for one gallery size: (markdown, curve data for the figure); with ``serving``, also the serving
+    process's memory."""
     rng = np.random.default_rng(n)
     centres = rng.standard_normal((CLASSES, DIM), np.float32)
     gallery, g_labels = mixture(n, centres, SPREAD[n], rng)
@@ -143,6 +217,7 @@ def size_section(n: int, queries_n: int, n_trees_grid, search_ks, folder: Path) 
     base = exact_baselines(gallery, queries)
     grid = annoy_grid(gallery, queries, truth, g_labels, exact_vote, n_trees_grid, search_ks, folder)
     pick = product_pick(gallery, probes, queries, truth)
+    served = serving_memory(pick.pop("index"), gallery, queries, folder) if serving else None
     single = base["exact numpy, 1 query"]
     rows = [[name, "1.000", f"{ms:.3f}", f"{1000 / ms:,.0f}", f"{single / ms:.1f}x", "1.000", "", "", "", ""]
             for name, ms in base.items()]  # fmt: skip
@@ -157,6 +232,8 @@ def size_section(n: int, queries_n: int, n_trees_grid, search_ks, folder: Path) 
     md = [f"### kNN: {n:,} gallery items, {queries_n} held-out queries", "",
           f"Exact 1-NN label accuracy: **{one_nn:.3f}** (the data is as hard as intended when this is about 0.95).",
           "", table(header, rows), "", pick_lines(n, pick), goal_line(n, grid, single, pick)]  # fmt: skip
+    if served:
+        md.append(serving_line(n, served, pick["build_mb"], pick["stats"]["search_k"]))
     curves = {"grid": grid, "exact": base, "n": n}
     return "\n".join(md), curves
 
@@ -216,7 +293,7 @@ def run(quick: bool, out: Path) -> str:
     parts, curves = [], []
     with tempfile.TemporaryDirectory() as folder:
         for n, (queries_n, n_trees_grid, search_ks) in sizes.items():
-            md, c = size_section(n, queries_n, n_trees_grid, search_ks, Path(folder))
+            md, c = size_section(n, queries_n, n_trees_grid, search_ks, Path(folder), serving=n == max(sizes))
             parts.append(md)
             curves.append(c)
     (out / "docs").mkdir(parents=True, exist_ok=True)
@@ -233,7 +310,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="10k items only, a small grid (CI)")
     ap.add_argument("--out", default=".", help="folder for the figure")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)  # the child process of serving_memory: a saved state's folder
     args = ap.parse_args(argv)
+    if args.serve:
+        print(json.dumps(serve(Path(args.serve))))
+        return
     print(run(args.quick, Path(args.out)))
 
 

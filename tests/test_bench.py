@@ -22,7 +22,10 @@ def test_run_all_quick__writes_the_tables_and_the_figure_between_the_markers(tmp
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert text.startswith("# Mine\n\nhand-written\n\n") and text.rstrip().endswith("after")
     assert "old numbers" not in text and text.count(BEGIN) == 1
-    for heading in ("### kNN: 10,000 gallery items", "### Embedding throughput", "### Query latency", "### Projection"):
+    for heading in ("### kNN: 10,000 gallery items", "### Embedding throughput", "### Query latency", "### Projection",
+                    "### Training time-to-quality"):  # fmt: skip
         assert heading in text
+    assert "Serving memory at 10,000 items" in text and "peak RSS **" in text
+    assert "| recipe (P×K + miner) |" in text and "| naive (random triplets) |" in text
     assert "| exact numpy, 1 query | 1.000 |" in text and "The product (`build_index`" in text
     assert (tmp_path / "docs/knn_recall_qps.png").read_bytes()[:4] == b"\x89PNG"
