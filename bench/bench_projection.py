@@ -29,14 +29,14 @@ def run(quick: bool, out: Path) -> str:
         t0 = time.perf_counter()
         coords[method] = project(emb[:n], method).coords
         rows.append([method, f"{n:,}", f"{time.perf_counter() - t0:.1f}"])
-    n_map = sizes["umap"]
+    n_map = sizes["pca"]  # the map of every PCA point: what Explore sends at that size
     names = [f"class {c}" for c in labels[:n_map]]
-    fig = embedding_map(coords["pca"][:n_map], names)
-    per_point = len(fig.to_json()) / n_map
+    per_point = embedding_map(coords["pca"][:n_map], names).bytes_per_point()
     return "\n".join([
         "### Projection", "", table(["method", "points", "seconds"], rows), "",
-        f"Plotly payload of the 2-D map (`embedding_map`, {n_map:,} points): **{per_point:.0f} bytes/point** "
-        f"(`len(fig.to_json()) / n`). Peak RSS of this process so far: {peak_rss_mb():,.0f} MB.",
+        f"Plotly payload of the 2-D map (`embedding_map`, {n_map:,} points, {len(set(names)):,} labels): "
+        f"**{per_point:.1f} bytes/point** (goal ≤ 16; `MapFigure.bytes_per_point()`: the JSON `st.plotly_chart` "
+        f"sends, over the points). Peak RSS of this process so far: {peak_rss_mb():,.0f} MB.",
     ])  # fmt: skip
 
 
