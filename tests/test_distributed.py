@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -85,7 +86,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_ranks__the_loss_and_gradient_of_the_gathered_batch_equal_the_single_process_ones(tmp_path):
+def test_two_ranks__the_loss_and_gradient_of_the_gathered_batch_equal_the_single_process_ones(tmp_path, monkeypatch):
+    # Streamlit's script runner (any AppTest earlier in this process) leaves its script as sys.modules["__main__"],
+    # which spawned children would re-run; a blank __main__ gives them nothing to re-run.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     mp.spawn(_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     x, y = _batch()
