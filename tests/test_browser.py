@@ -224,12 +224,13 @@ def _settle(page) -> None:
     page.wait_for_function(IDLE)
 
 
-def _rerun(page, action) -> None:
-    """Do ``action`` (a click, an upload, ...) and wait until the script run it starts has finished."""
+def _rerun(page, action, timeout_ms: float | None = None) -> None:
+    """Do ``action`` (a click, an upload, ...) and wait until the script run it starts has finished (within
+    ``timeout_ms``, default the page's)."""
     before = page.evaluate("window.__runsFinished")
     action()
-    page.wait_for_function("n => window.__runsFinished > n", arg=before)
-    page.wait_for_function(IDLE)
+    page.wait_for_function("n => window.__runsFinished > n", arg=before, timeout=timeout_ms)
+    page.wait_for_function(IDLE, timeout=timeout_ms)
 
 
 def _painted(page) -> None:

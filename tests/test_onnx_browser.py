@@ -42,11 +42,12 @@ def test_upload_an_onnx_model_on_the_train_page_then_query_its_run(tmp_path):
         _rerun(page, lambda: page.get_by_role("textbox", name="Image folder").press("Enter"))
         _rerun(page, page.get_by_text("Use my own model (.onnx)").click)
         upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
-        _rerun(
+        _rerun(  # the first upload loads onnx and onnxruntime in the server and checks the file: slow on a busy machine
             page,
             lambda: upload.set_input_files(
                 files=[{"name": "mine.onnx", "mimeType": "application/octet-stream", "buffer": model}]
             ),
+            timeout_ms=180_000,
         )
         page.get_by_role("textbox", name="Run name").fill("imported")
         page.get_by_text("More settings").click()
