@@ -44,7 +44,6 @@ if item is not None and 0 <= item < len(names) and not len(selected):
     selected = np.array([item])
 # A big lasso would otherwise show only the lowest row ids (one label); a stratified pick shows them all.
 shown = selected[stratified_sample(names[selected], MAX_GRID)].tolist()
-files = run.gallery_files()
 focus = np.flatnonzero(np.isin(names, view.labels)) if view.labels else None
 rows = maps.sample_rows(run, np.arange(len(names)))
 colours = maps.colouring(run, view, rows)
@@ -53,7 +52,7 @@ if proj is None:
     st.stop()
 after = embedding_map(proj.coords[rows], rows=rows, height=560 if compare else 620, **colours)
 if images:
-    after.show_images(shown, [cache.thumbnail_uri(str(files[i])) for i in shown])
+    after.show_images(shown, [cache.thumbnail_uri(str(run.resolve(run.gallery_paths[i]))) for i in shown])
 if compare:
     maps.before_embeddings(run)
     before_proj = maps.projection(run, view.method, view.dims, before=True)
@@ -107,6 +106,7 @@ st.download_button(
 )
 if len(selected) > MAX_GRID:
     st.caption(f"Showing {len(shown)} of {len(selected):,}, every selected label in its share.")
+files = run.gallery_files()  # only once something is selected: a path per gallery image
 widgets.thumbnails([files[i] for i in shown], [f"{names[i]} · #{i}" for i in shown], columns=12, side=72)
 
 left, right = st.columns([3, 1])
