@@ -37,17 +37,45 @@ def open_set(
         auroc (known vs unknown by distance), threshold, its precision and coverage of known queries,
         and a curve of (threshold, coverage, accuracy, unknown_accepted) for a slider.
     """
-    from sklearn.metrics import roc_auc_score
-
     present = np.isin(query_labels, gallery_labels)
     q, ql = queries[present], query_labels[present]
     if len(q) == 0 or len(np.unique(gallery_labels)) < 2:
         return {}
     idx, dist = topk(q, gallery, k) if neighbours is None else (neighbours[0][present], neighbours[1][present])
     correct = knn_predictions(idx, dist, gallery_labels, k) == ql
-    d_known = dist[:, 0]
     d_unknown = topk(q, gallery, 1, other_label=(ql, gallery_labels))[1][:, 0]  # its own class removed
-    auroc = float(roc_auc_score(np.r_[np.zeros(len(q)), np.ones(len(q))], np.r_[d_known, d_unknown]))
+    return open_set_from(dist[:, 0], correct, d_unknown, target_precision, points)
+
+
+def calibrated_on(metrics: dict) -> str:
+    """What a run's calibration was fitted on, in words for the pages."""
+    if (metrics.get("unknown") or {}).get("calibrated_on") == "cross-validation":
+        return "cross-validated answers: every training image, labelled by a network that never saw it"
+    return "validation images"
+
+
+def open_set_outcomes(
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """What both calibrations are fitted on, per query: (vote share, nearest distance, nearest distance with its
+    own class removed) (Q, 3), and whether the vote was right (Q,). Cross-validation keeps these for every
+    out-of-fold image and fits on them all (``open_set_from``, ``fit_confidence``)."""
+    features, correct = vote_outcomes(queries, query_labels, gallery, gallery_labels, k)
+    d_unknown = topk(queries, gallery, 1, other_label=(query_labels, gallery_labels))[1][:, 0]
+    return np.column_stack([features, d_unknown]), correct
+
+
+def open_set_from(
+    d_known: np.ndarray, correct: np.ndarray, d_unknown: np.ndarray, target_precision: float = 0.95, points: int = 41
+) -> dict:
+    """``open_set`` from each query's nearest distance, whether its vote was right, and its nearest distance
+    with its own class removed."""
+    from sklearn.metrics import roc_auc_score
+
+    if not len(d_known):
+        return {}
+    n = len(d_known)
+    auroc = float(roc_auc_score(np.r_[np.zeros(n), np.ones(n)], np.r_[d_known, d_unknown]))
     at = _cuts(d_known, correct, d_unknown)
     threshold = _threshold(np.unique(np.r_[d_known, d_unknown]), at, target_precision)
     (precision,), (coverage,), (accuracy,), (unknown_accepted,) = at(np.array([threshold]))

@@ -14,6 +14,7 @@ BACKBONES = ("auto", "convnet", "resnet18", "resnet50", "efficientnet_lite0")
 MINERS = ("semihard", "hard", "all", "batch-hard")
 LOSSES = ("triplet", "multi-similarity")
 SCHEDULES = ("constant", "cosine")
+SELECTIONS = ("auto", "holdout", "cv")
 DEVICES = ("auto", "cpu", "cuda")
 IMPORTED = "onnx"  # ModelConfig.backbone of a network imported from an ONNX file (never a --backbone choice)
 DEFAULT_K = 5  # neighbours that vote on a label: the one default, wherever k is asked for
@@ -185,6 +186,17 @@ class TrainConfig:
     )
     val_fraction: float = share(
         0.1, "share of each class used to choose the kept model (never trained on)", "Validation share"
+    )
+    selection: str = setting(
+        "auto",
+        "how the kept model is chosen: holdout (on the validation share), cv (k-fold cross-validation over the "
+        "training and validation images, then a last training on all of them to the chosen epoch), or auto "
+        "(cv when validation has fewer than 50 images per class and there are at most 20,000 images)",
+        choices=SELECTIONS,
+        label="Model choice",
+    )
+    folds: int = setting(
+        4, "cross-validation folds (--selection cv, or auto on small data)", low=2, high=10, label="Folds"
     )
     unseen_classes: float | None = share(
         None,

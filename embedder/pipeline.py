@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibrate import fit_confidence, open_set, vote_outcomes
+from .calibrate import fit_confidence, open_set, open_set_from, vote_outcomes
 from .checkpoint import remove_work_dir, work_dir
 from .config import IndexConfig, TrainConfig
+from .crossval import fit_cv, merged, use_cv
 from .distributed import world
 from .embed import embed_images
-from .errors import Cancelled
+from .errors import Cancelled, EmbedderError
 from .evaluate import evaluate_run
 from .index import GalleryIndex, build_index
 from .knn import topk
@@ -98,10 +99,17 @@ def describe_plan(pl: Plan) -> str:
     )
 
 
-def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> dict:
+def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, report: Reporter, outcomes=None) -> dict:
     """From validation images against the training images: the "unknown" distance threshold, and the map from
-    vote share and nearest distance to the probability that an answer is right."""
+    vote share and nearest distance to the probability that an answer is right. A cross-validated run passes
+    ``outcomes``, its kept candidate's out-of-fold answers, and is calibrated on those."""
     report(Progress(Stage.CALIBRATE, message='calibrating confidence and "unknown" on validation images'))
+    if outcomes is not None:
+        features, right = outcomes
+        unknown = open_set_from(features[:, 1], right, features[:, 2], cfg.target_precision)
+        keys = ("threshold", "target_precision", "precision", "coverage", "auroc")
+        unknown = {**{k: unknown[k] for k in keys if k in unknown}, "calibrated_on": "cross-validation"}
+        return {"unknown": unknown, "confidence": fit_confidence(features[:, :2], right)}
     if not len(pl.val_idx):
         return {"unknown": {"calibrated_on": "validation"}, "confidence": None}
     position = {int(i): r for r, i in enumerate(rows)}
@@ -161,13 +169,20 @@ def train(
         report(Progress(Stage.NOTE, message=note))
     device = resolve_device(cfg.device)
     out = Path(cfg.out).expanduser().resolve()
-    fitted = fit(pl, cfg, out, device, report, stop)
+    if world().size > 1 and cfg.selection == "cv":
+        raise EmbedderError(
+            "--selection cv trains its folds in one process: run it without torchrun, or choose holdout"
+        )
+    if world().size == 1 and use_cv(pl, cfg):  # small data: one validation split cannot tell the candidates apart
+        fitted, pl = fit_cv(pl, cfg, device, report, stop), merged(pl)
+    else:
+        fitted = fit(pl, cfg, out, device, report, stop)
     if not world().main:
         return TrainResult(out, fitted.history, {}, fitted.kept, pl.notes)
     report = _guarded(report, stop)
     rows, emb = embed_gallery(pl, fitted, cfg, device, report, ray)
     index = index_gallery(emb, cfg, report)
-    calibration = calibrate(pl, rows, emb, cfg, report)
+    calibration = calibrate(pl, rows, emb, cfg, report, fitted.outcomes)
     run = assemble(pl, cfg, fitted, rows, emb, index)
     run.metrics = {"index": index.stats(), **fitted.validation, "kept": fitted.kept, **calibration}
     if len(pl.test_idx) or cfg.queries:

@@ -51,8 +51,8 @@ class Candidate:
             return self.name
         low, high = m["label_accuracy_ci"]
         return (
-            f"{self.name}: validation label accuracy {m['label_accuracy']:.3f} [{low:.2f}, {high:.2f}] on "
-            f"{m['n_scored']} images, MAP@R {m.get('score_map_at_r', float('nan')):.3f}"
+            f"{self.name}: {m.get('scored_on', 'validation')} label accuracy {m['label_accuracy']:.3f} "
+            f"[{low:.2f}, {high:.2f}] on {m['n_scored']} images, MAP@R {m.get('score_map_at_r', float('nan')):.3f}"
         )
 
 

@@ -37,6 +37,9 @@ class Fitted:
     kept: str  # which candidate was kept, and why
     history: list[dict]  # one EpochStats dict per epoch
     validation: dict = field(default_factory=dict)  # the kept candidate's, the untrained one's, the pretrained's
+    outcomes: tuple[np.ndarray, np.ndarray] | None = (
+        None  # cross-validated (features (N, 3), right (N,)) to calibrate on
+    )
 
 
 def _loss_and_miner(cfg: TrainConfig):
@@ -52,7 +55,7 @@ def _loss_and_miner(cfg: TrainConfig):
     )
 
 
-def _optimizer(model: EmbeddingNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+def optimizer_for(model: EmbeddingNet, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam with a gentler learning rate for a pretrained backbone than for the head."""
     backbone_lr = cfg.backbone_lr if model.config.pretrained else cfg.lr
     groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": backbone_lr}]
@@ -104,7 +107,13 @@ def train_epoch(
     return sums / max(1, steps)
 
 
-class _Loop:
+def decoded_cache(mc) -> DecodedImages:
+    """Decoded training images at the size augmentation crops from, kept between epochs (and between the networks
+    of a cross-validation, which share one)."""
+    return DecodedImages(mc.image_size if mc.resize == "stretch" else round(mc.image_size * 256 / 224))
+
+
+class Loop:
     """Everything the epochs share: data, sampler shape, loss, miner, validation.
 
     Under torchrun each rank takes its share of an epoch's batches from a sampler of its own, and only rank 0
@@ -112,12 +121,20 @@ class _Loop:
     """
 
     def __init__(
-        self, pl: Plan, cfg: TrainConfig, model: EmbeddingNet, n_frozen: int, device, report: Reporter
+        self,
+        pl: Plan,
+        cfg: TrainConfig,
+        model: EmbeddingNet,
+        n_frozen: int,
+        device,
+        report: Reporter,
+        cache: DecodedImages | None = None,
+        outcomes: bool = False,
     ) -> None:
         mc, images = model.config, pl.images
-        self.pl, self.cfg, self.model, self.n_frozen = pl, cfg, model, n_frozen
+        self.pl, self.cfg, self.model, self.n_frozen, self.outcomes = pl, cfg, model, n_frozen, outcomes
         self.net, self.world = model, distributed.world()  # ``net`` is what trains: DDP-wrapped by ``distribute``
-        self.cache = DecodedImages(mc.image_size if mc.resize == "stretch" else round(mc.image_size * 256 / 224))
+        self.cache = cache or decoded_cache(mc)
         fit_idx = pl.train_idx[np.isin(images.labels[pl.train_idx], pl.trainable_classes)]
         self.dataset = ImageDataset(
             [images.paths[i] for i in fit_idx], images.labels[fit_idx], train_transform(mc), loader=self.cache
@@ -164,7 +181,7 @@ class _Loop:
         if emb is None:
             words = f"after epoch {epoch}" if epoch else "before training"
             emb = self.validator.embeddings(progress=counter(report, Stage.VALIDATE, words, epoch))
-        return self.val.score(emb, self.pl.images.labels, self.cfg.k)
+        return self.val.score(emb, self.pl.images.labels, self.cfg.k, outcomes=self.outcomes)
 
     def epoch(self, epoch: int, optimizer, report: Reporter, stop) -> tuple[EpochStats, Score]:
         t0 = time.perf_counter()
@@ -193,7 +210,7 @@ class _Loop:
         return stats, val
 
 
-def _starting_points(loop: _Loop, report: Reporter) -> tuple[Candidate, Candidate | None]:
+def starting_points(loop: Loop, report: Reporter) -> tuple[Candidate, Candidate | None]:
     """The network before training, and for a pretrained backbone its plain pretrained features, scored.
 
     For a pretrained backbone one pass of it initialises the head as PCA of the training images' features
@@ -245,11 +262,11 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     torch.manual_seed(cfg.seed)
     model = EmbeddingNet(pl.model_config).to(device).eval()
     n_frozen = freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
-    optimizer = _optimizer(model, cfg)
-    loop = _Loop(pl, cfg, model, n_frozen, device, report)
+    optimizer = optimizer_for(model, cfg)
+    loop = Loop(pl, cfg, model, n_frozen, device, report)
     if loop.val.note:
         report(Progress(Stage.NOTE, message=loop.val.note))
-    start, pretrained = _starting_points(loop, report)
+    start, pretrained = starting_points(loop, report)
     best, history, bad_epochs, first = start, [], 0, 1
     top = start.score  # the best label accuracy seen: the kept epoch may not drift below it by more than noise
     ckpt_path = work_dir(out) / "checkpoint.pt"

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from embedder.calibrate import calibrated_on
 from embedder.charts import (
     at_threshold,
     confusion_heatmap,
@@ -93,7 +94,7 @@ else:
         st.caption(
             f"Of the held-out answers given with 90% confidence, about 90% should be right. Expected calibration "
             f"error on {after['n']} held-out images: **{after['ece']:.3f}** for the calibrated confidence (fitted on "
-            f"validation images) against {before['ece']:.3f} for the raw vote share."
+            f"{calibrated_on(run.metrics)}) against {before['ece']:.3f} for the raw vote share."
         )
         st.plotly_chart(reliability_diagram(before, after), config={"displayModeBar": False}, key="reliability")
 
@@ -104,7 +105,7 @@ else:
         st.caption(
             "Each held-out image is also asked with its own class removed from the gallery, as an image of a class "
             f"the run has never seen. Known vs unknown by nearest distance: AUROC **{open_set['auroc']:.3f}**. "
-            f"The run's threshold, {calibrated:.3f}, was calibrated on validation images for "
+            f"The run's threshold, {calibrated:.3f}, was calibrated on {calibrated_on(run.metrics)} for "
             f'{open_set["target_precision"]:.0%} precision; Query answers "unknown" beyond it.'
         )
         curve = open_set["curve"]

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from embedder.calibrate import calibrated_on
 from embedder.predict import UNKNOWN
 from ui import cache, maps, state, uploads, widgets
 
@@ -50,7 +51,7 @@ use_unknown = threshold is not None and right.toggle(
     value=True,
     key="query_unknown",
     help=f'Answer "unknown" when even the nearest gallery image is farther than {threshold or 0:.3f} '
-    "(calibrated on validation images; see Evaluate)",
+    f"(calibrated on {calibrated_on(run.metrics)}; see Evaluate)",
 )
 predictions = predictor.predict_embeddings(
     np.stack([q.embedding for q in queries]), [q.name for q in queries], k, threshold if use_unknown else None
@@ -66,7 +67,7 @@ for pred, query in zip(predictions, queries):
                     f"Nearest gallery image is {pred.nearest_distance:.3f} away, beyond {threshold:.3f}: "
                     f"nothing in the gallery is close. Closest match: {next(iter(pred.votes))}."
                 )
-            calibrated = "calibrated on validation images" if predictor.calibration else "the vote share"
+            calibrated = f"calibrated on {calibrated_on(run.metrics)}" if predictor.calibration else "the vote share"
             st.progress(pred.confidence, text=f"confidence {pred.confidence:.0%}")
             st.caption(f"Probability the label is right ({calibrated}); vote share {pred.vote_share:.0%}.")
             st.caption(" · ".join(f"{label}: {share:.0%}" for label, share in pred.votes.items()))

@@ -46,11 +46,13 @@ def demo_cache(private_cache) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory, demo_cache) -> Path:
-    """A real run: the convnet trained for 3 epochs on the digits (about 15 s on 2 cores)."""
+    """A real run: the convnet trained for 3 epochs on the digits (about 15 s on 2 cores). It keeps its model on
+    the validation share, as a torchrun run does (test_distributed compares the two); cross-validated runs have
+    their own tests (test_crossval.py)."""
     from embedder.pipeline import train
 
     out = tmp_path_factory.mktemp("runs") / "digits"
-    train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0, schedule="constant"))
+    train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0, schedule="constant", selection="holdout"))
     return out
 
 

@@ -77,10 +77,14 @@ class Payload:
 
 
 def cfg(data, out, **kw):
-    """A TrainConfig for a seconds-long training on a tiny generated set."""
+    """A TrainConfig for a seconds-long training on a tiny generated set. It keeps the model on the validation
+    share (``selection="holdout"``): these runs test the epoch loop, checkpoints and resume; the cross-validated
+    choice that "auto" makes on small data has its own tests (test_crossval.py)."""
     from embedder.config import TrainConfig
 
-    base = dict(data=str(data), out=str(out), epochs=1, dim=16, classes_per_batch=3, per_class=4, seed=0)
+    base = dict(
+        data=str(data), out=str(out), epochs=1, dim=16, classes_per_batch=3, per_class=4, seed=0, selection="holdout"
+    )
     return TrainConfig(**{**base, **kw})
 
 

@@ -129,7 +129,7 @@ def test_torchrun_two_processes_train_the_digits_as_well_as_one(digits_run, demo
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["-m", "embedder", "train", "--data", str(demo_cache), "--out", str(out)]
-    cmd += ["--epochs", "3", "--seed", "0", "--schedule", "constant"]  # as the digits_run fixture
+    cmd += ["--epochs", "3", "--seed", "0", "--schedule", "constant", "--selection", "holdout"]  # as digits_run
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run written to") == 1  # rank 0 writes and reports; rank 1 leaves quietly

@@ -1,0 +1,216 @@
+"""Choosing the kept model by k-fold cross-validation, where one validation split is too small to decide.
+
+With 20 validation images a class, one or two images decide between fine-tuning and the pretrained features,
+and between epochs: noise. Here the training and validation images are split into K stratified folds and K
+networks train side by side, each on K-1 folds, on the same schedule. After every epoch each labels
+its own held-out fold against the folds it trained on; pooled, every image is labelled by a network that never
+saw it. The epoch, early stopping and the choice against the pretrained features (select.py's paired rule) are
+decided on all N images instead of a tenth of them. A last network then trains on all the images to the chosen
+epoch; calibration (confidence and "unknown") is fitted on the chosen candidate's pooled out-of-fold answers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .embed import DecodedImages
+from .metrics import wilson_interval
+from .model import EmbeddingNet, freeze_leading
+from .plan import Plan
+from .progress import EpochStats, Progress, Reporter, Stage
+from .select import Candidate, choose, improves
+from .train import Fitted, Loop, decoded_cache, optimizer_for, set_learning_rate, starting_points
+from .validate import Score
+
+SMALL_VALIDATION = 50  # validation images a class below which "auto" cross-validates
+MAX_IMAGES = 20_000  # above this K extra trainings cost too much, and the validation share is large enough
+
+
+def use_cv(pl: Plan, cfg: TrainConfig) -> bool:
+    """Whether the kept model is chosen by cross-validation: ``cfg.selection``, and for "auto" small data."""
+    if cfg.selection == "holdout" or cfg.epochs == 0 or not folds(pl, cfg):
+        return False
+    if cfg.selection == "cv":
+        return True
+    n_images = len(pl.train_idx) + len(pl.val_idx)
+    per_class = len(pl.val_idx) / max(1, len(pl.trainable_classes))
+    return per_class < SMALL_VALIDATION and n_images <= MAX_IMAGES and not len(pl.unseen_val_idx)
+
+
+def merged(pl: Plan) -> Plan:
+    """The plan a cross-validated run trains on: the validation share joins the training images."""
+    rows = np.sort(np.concatenate([pl.train_idx, pl.val_idx]))
+    return replace(pl, train_idx=rows, val_idx=np.zeros(0, dtype=np.int64))
+
+
+def folds(pl: Plan, cfg: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K stratified (train rows, held-out rows) pairs over the training and validation images; [] where the
+    data cannot make two folds that each train on two classes."""
+    from sklearn.model_selection import StratifiedKFold
+
+    rows = np.sort(np.concatenate([pl.train_idx, pl.val_idx]))
+    labels = pl.images.labels[rows]
+    k = min(cfg.folds, int(np.bincount(labels).max()))
+    if k < 2:
+        return []
+    with warnings.catch_warnings():  # classes smaller than K: sklearn warns, and puts them in fewer folds
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(StratifiedKFold(k, shuffle=True, random_state=cfg.seed).split(rows, labels))
+    out = [(rows[tr], rows[te]) for tr, te in splits]
+    ok = all((np.bincount(pl.images.labels[tr]) >= 2).sum() >= 2 for tr, _ in out)
+    return out if ok else []
+
+
+def pool(scores: list[Score], how: str) -> Score:
+    """One score from the folds' scores of the same candidate: every out-of-fold image once."""
+    scores = [s for s in scores if s]
+    if not scores:
+        return Score({}, np.zeros(0, dtype=bool))
+    right = np.concatenate([s.correct for s in scores])
+    n = np.array([len(s.correct) for s in scores], dtype=float)
+    low, high = wilson_interval(int(right.sum()), len(right))
+    m = {"label_accuracy": float(right.mean()), "label_accuracy_ci": [low, high], "n_scored": len(right)}
+    for key in ("precision_at_1", "map_at_r", "score_map_at_r"):
+        if all(key in s.metrics for s in scores):
+            m[key] = float(np.average([s.metrics[key] for s in scores], weights=n))
+    m["scored_on"] = how
+    outcomes = [s.outcomes for s in scores]
+    return Score(m, right, None if any(o is None for o in outcomes) else np.concatenate(outcomes))
+
+
+@dataclass
+class _Fold:
+    loop: Loop
+    optimizer: torch.optim.Optimizer
+
+
+def _network(pl: Plan, cfg: TrainConfig, seed: int, device) -> tuple[EmbeddingNet, int]:
+    torch.manual_seed(seed)
+    model = EmbeddingNet(pl.model_config).to(device).eval()
+    n_frozen = freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
+    return model, n_frozen
+
+
+def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, cache: DecodedImages):
+    """The fold networks, ready to train, and their pooled starting points (before training; pretrained)."""
+    nets, starts, plains = [], [], []
+    splits = folds(pl, cfg)
+    how = f"{len(splits)}-fold cross-validation"
+    for f, (tr, te) in enumerate(splits):
+        counts = np.bincount(pl.images.labels[tr], minlength=len(pl.images.classes))
+        fold_plan = replace(
+            pl, train_idx=tr, val_idx=te, trainable_classes=[c for c in pl.trainable_classes if counts[c] >= 2]
+        )
+        model, n_frozen = _network(pl, cfg, cfg.seed + 1_000 * (f + 1), device)
+        loop = Loop(fold_plan, cfg, model, n_frozen, device, report, cache=cache, outcomes=True)
+        start, plain = starting_points(loop, report)
+        nets.append(_Fold(loop, optimizer_for(model, cfg)))
+        starts.append(start.score)
+        plains.append(plain.score if plain else None)
+    start = Candidate(_start_name(pl), pool(starts, how), 0)
+    plain = Candidate("the pretrained features", pool(plains, how)) if pl.model_config.pretrained else None
+    return nets, start, plain, how
+
+
+def _start_name(pl: Plan) -> str:
+    return "the pretrained backbone with its PCA head" if pl.model_config.pretrained else "the network before training"
+
+
+def _epoch(
+    nets: list[_Fold], cfg: TrainConfig, epoch: int, how: str, report: Reporter, stop
+) -> tuple[EpochStats, Score]:
+    """One epoch of every fold network; the epoch's statistics with the pooled validation."""
+    stats, scores = [], []
+    for fold in nets:
+        set_learning_rate(fold.optimizer, cfg, epoch)
+        s, score = fold.loop.epoch(epoch, fold.optimizer, report, stop)
+        stats.append(s)
+        scores.append(score)
+    pooled = pool(scores, how)
+    m = pooled.metrics
+    mean = lambda key: float(np.mean([getattr(s, key) for s in stats]))  # noqa: E731
+    return EpochStats(
+        epoch=epoch,
+        loss=mean("loss"),
+        active_fraction=mean("active_fraction"),
+        ap_distance=mean("ap_distance"),
+        an_distance=mean("an_distance"),
+        val_precision_at_1=m.get("precision_at_1", float("nan")),
+        val_map_at_r=m.get("map_at_r", float("nan")),
+        seconds=sum(s.seconds for s in stats),
+        val_label_accuracy=m.get("label_accuracy"),
+    ), pooled
+
+
+def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[[], bool]):
+    """Train the fold networks side by side, with early stopping on the pooled score.
+
+    Returns (the starting point, the best epoch, the plain pretrained features or None, history), each candidate
+    scored on every out-of-fold image.
+    """
+    cache = decoded_cache(pl.model_config)
+    nets, start, plain, how = _start_folds(pl, cfg, device, report, cache)
+    report(
+        Progress(
+            Stage.NOTE,
+            message=f"choosing the kept model by {how}: {len(nets)} networks train side by side on "
+            f"{start.score.metrics.get('n_scored', 0):,} images, each labelling the fold it never sees",
+        )
+    )
+    best, top, history, bad = start, start.score, [], 0
+    for epoch in range(1, cfg.epochs + 1):
+        if bad >= cfg.patience or best.score.perfect:
+            break
+        stats, pooled = _epoch(nets, cfg, epoch, how, report, stop)
+        stats.best = improves(pooled, best.score, top)
+        top = max(top, pooled, key=lambda s: s.key)
+        history.append(stats.to_dict())
+        best, bad = (Candidate(f"epoch {epoch}", pooled, epoch), 0) if stats.best else (best, bad + 1)
+        report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
+    return start, best, plain, history
+
+
+def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Reporter, stop) -> EmbeddingNet:
+    """The kept network: trained on every training image to the chosen epoch (the pretrained backbone's PCA
+    head when that was chosen), on the schedule the folds followed."""
+    model, n_frozen = _network(pl, cfg, cfg.seed, device)
+    loop = Loop(pl, cfg, model, n_frozen, device, report)
+    starting_points(loop, report)  # the PCA head of a pretrained backbone, from all training images
+    optimizer = optimizer_for(model, cfg)
+    loop.distribute()
+    for epoch in range(1, chosen.epoch + 1):
+        report(
+            Progress(
+                Stage.NOTE, message=f"training on all {len(pl.train_idx):,} images: epoch {epoch} of {chosen.epoch}"
+            )
+        )
+        set_learning_rate(optimizer, cfg, epoch)
+        loop.epoch(epoch, optimizer, report, stop)
+    return model.eval()
+
+
+def fit_cv(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
+    """``train.fit`` for a cross-validated run; ``pl`` as planned (its validation share is trained on at the end)."""
+    if cfg.resume:
+        report(Progress(Stage.NOTE, message="a cross-validated run does not resume: starting from the beginning"))
+    start, best, plain, history = cross_validate(pl, cfg, device, report, stop)
+    if plain is None:
+        chosen, why = choose(start, [best] if best.epoch else [])
+    else:
+        chosen, why = choose(plain, [best])
+    report(Progress(Stage.NOTE, message=f"kept {why}"))
+    final = merged(pl)
+    if chosen.epoch is None:  # the plain pretrained features: no head, nothing to train
+        model = EmbeddingNet(replace(pl.model_config, dim=None)).to(device).eval()
+    else:
+        model = _train_all(final, cfg, chosen, device, report, stop)
+    candidates = {c.name: c.score.metrics for c in (plain, start, best) if c is not None}
+    validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
+    outcomes = (chosen.score.outcomes, chosen.score.correct) if chosen.score.outcomes is not None else None
+    return Fitted(model, why, history, validation, outcomes=outcomes)
