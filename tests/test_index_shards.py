@@ -203,3 +203,28 @@ def test_add__a_sharded_run_rebuilds_only_its_last_shard_and_adds_new_ones(tmp_p
         assert (tmp_path / "fresh" / name).read_bytes() == (run_dir / name).read_bytes(), name
     added = run.gallery_embeddings[250:]
     assert run.index().query(added, 1)[0][:, 0].tolist() == list(range(250, 310))
+
+
+@pytest.mark.slow
+def test_cli__train_with_shard_items_writes_the_run_the_single_index_path_writes_in_shards(tmp_path, capsys):
+    from embedder.cli import main
+
+    shapes = make_shapes_folder(tmp_path / "shapes", per_class=16)
+    args = ["train", "--data", str(shapes), "--epochs", "1", "--dim", "16", "--classes-per-batch", "3"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "many"), "--shard-items", "10"]) == 0
+    one, many = load_run(tmp_path / "one"), load_run(tmp_path / "many")
+    n = len(one.gallery_paths)
+    assert sorted(p.name for p in (tmp_path / "many").glob("index*.ann")) == [
+        f"index-{i:03d}.ann" for i in range(-(-n // 10))
+    ]
+    assert one.gallery_paths == many.gallery_paths
+    np.testing.assert_array_equal(one.gallery_embeddings, many.gallery_embeddings)
+    assert one.metrics["test"] == many.metrics["test"]  # the same held-out evaluation
+    capsys.readouterr()
+    queries = [str(p) for p in load_run(tmp_path / "one").queries("test")[0][:12]]
+    answers = []
+    for run in ("one", "many"):
+        assert main(["predict", str(tmp_path / run), *queries, "--json"]) == 0
+        answers.append([p["label"] for p in json.loads(capsys.readouterr().out)])
+    assert answers[0] == answers[1]
