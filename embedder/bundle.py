@@ -73,7 +73,7 @@ class IndexShard:
 @dataclass
 class IndexStats:
     n_trees: int
-    search_k: int
+    search_k: int  # nodes Annoy inspects per query; in each shard of a sharded index
     recall_at_10: float  # what queries get: 1.0 when they are answered exactly
     size: int
     # Recorded from the index choice on (runs from before it have none and were Annoy): how queries are answered,

@@ -180,6 +180,15 @@ def _tune_annoy(annoy, probes, truth, skip, config: IndexConfig, n: int, give_up
         search_k = min(search_k * 2, exhaustive)
 
 
+def _check(config: IndexConfig, n: int) -> None:
+    if config.method not in METHODS:
+        raise EmbedderError(f"index method must be one of {', '.join(METHODS)}, not {config.method!r}")
+    if n == 0:
+        raise EmbedderError("cannot build an index over an empty gallery")
+    if config.shard_items < 1:
+        raise EmbedderError(f"shard_items must be at least 1, not {config.shard_items}")
+
+
 def _fill(embeddings: np.ndarray, config: IndexConfig, previous: GalleryIndex | None, progress):
     """The Annoy index (one, or one per ``config.shard_items`` rows) and the temporary file of a one-file build
     in a file (from ``config.on_disk_items`` rows on)."""
@@ -211,13 +220,8 @@ def build_index(
     to build)`` follows the Annoy files being built.
     """
     config = config or IndexConfig()
-    if config.method not in METHODS:
-        raise EmbedderError(f"index method must be one of {', '.join(METHODS)}, not {config.method!r}")
     n, dim = embeddings.shape
-    if n == 0:
-        raise EmbedderError("cannot build an index over an empty gallery")
-    if config.shard_items < 1:
-        raise EmbedderError(f"shard_items must be at least 1, not {config.shard_items}")
+    _check(config, n)
     annoy, disk_file = _fill(embeddings, config, previous, progress)
     gallery = as_float32(embeddings)
     norms = squared_norms(gallery)

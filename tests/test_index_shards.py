@@ -4,6 +4,7 @@ together. The merged answer is checked against brute force, the bundle records a
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from helpers import make_shapes_folder, rewrite_checksums, synthetic_run, unit
 from embedder.add import add_images
 from embedder.config import IndexConfig
 from embedder.errors import EmbedderError
+from embedder.export import bundle_zip
 from embedder.index import build_index
 from embedder.index_shards import ShardedAnnoy, build_shards, merge_nearest, shard_ranges
 from embedder.knn import topk
@@ -128,6 +130,8 @@ def test_bundle__records_each_shard_and_the_loaded_run_answers_as_the_built_one(
     assert run.index().query(queries, 10)[0].tolist() == built.query(queries, 10)[0].tolist()
     assert run.index().stats() == config["index"]
     assert "in 3 shards" in run.index().describe()
+    buf = io.BytesIO()
+    assert [n for n in bundle_zip(sharded_run, buf) if n.endswith(".ann")] == [s["file"] for s in shards]  # exported
 
 
 def test_bundle__serving_maps_every_shard_file_rather_than_reading_it(sharded_run):
