@@ -150,7 +150,7 @@ def add_images(
     run.gallery_paths = [*run.gallery_paths, *(_stored_path(run, p) for p in paths)]
     run.gallery_labels = np.concatenate([run.gallery_labels, np.array([index_of[n] for n in names], dtype=np.int64)])
     run.gallery_embeddings = np.concatenate([run.gallery_embeddings, emb]).astype(np.float32)
-    run._index = index_gallery(run.gallery_embeddings, run.train_config, report)
+    run._index = index_gallery(run.gallery_embeddings, run.train_config, report, previous=run.index())
     result = Added(
         run.path, len(rows), dict(Counter(names)), new_classes, in_gallery, in_test, images.skipped_message()
     )

@@ -8,12 +8,13 @@ A run folder holds:
     model.onnx     a network imported from an ONNX file (run by onnxruntime only; see onnx_model.py)
     gallery.npz    gallery embeddings (N, D), labels (N,), paths relative to the data root (no pickles)
     split.json     the held-out evaluation queries (and validation images) as [relative path, label]
-    index.ann      the Annoy index over the gallery embeddings
+    index.ann      the Annoy index over the gallery embeddings, or for a gallery past ``shard_items`` rows
+    index-<n>.ann  one Annoy index per shard of contiguous gallery rows (config.json: index.shards, their rows)
     history.json   one row per epoch
     metrics.json   evaluation results, baselines, index recall
     projections/   cached maps (optional, written by the app; embedder/project.py)
 
-config.json records the SHA-256 of the model file, gallery.npz and index.ann; a file that does not match (damaged,
+config.json records the SHA-256 of the model file, gallery.npz and each index file; a file that does not match (damaged,
 or swapped in from another run) is named on load.
 """
 
@@ -38,20 +39,41 @@ import torch
 from .config import IMPORTED, SCHEMA_VERSION, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
+from .index_shards import SHARD_FILE, coverage_problem
 from .machine import machine_versions
 from .onnx_model import OnnxInput
 
-REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")
-BUNDLE_FILES = frozenset({MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json"})
-BUNDLE_FILES |= {"projections"}  # the app's cache of maps (embedder/project.py): part of the run, rebuilt on demand
-CHECKSUMMED = ("model.pt", "gallery.npz", "index.ann")  # model.onnx instead of model.pt for an imported network
+REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")  # a sharded run: index-<n>.ann instead
+
+
+class _BundleNames(frozenset):
+    """The names a run folder may hold: these, and any index shard's ``index-<n>.ann`` (there are as many as the
+    gallery needs), so a sharded run is still a run the program may replace, and its shards are exported."""
+
+    def __contains__(self, name: object) -> bool:
+        return frozenset.__contains__(self, name) or (isinstance(name, str) and bool(SHARD_FILE.fullmatch(name)))
+
+
+BUNDLE_FILES = _BundleNames(
+    # "projections": the app's cache of maps (embedder/project.py): part of the run, rebuilt on demand
+    {MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
+)
 NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
+
+
+@dataclass
+class IndexShard:
+    """One shard of a sharded index: its file and the gallery rows [start, stop) it holds."""
+
+    file: str
+    start: int
+    stop: int
 
 
 @dataclass
 class IndexStats:
     n_trees: int
-    search_k: int
+    search_k: int  # nodes Annoy inspects per query; in each shard of a sharded index
     recall_at_10: float  # what queries get: 1.0 when they are answered exactly
     size: int
     # Recorded from the index choice on (runs from before it have none and were Annoy): how queries are answered,
@@ -62,6 +84,7 @@ class IndexStats:
     exact_ms: float | None = None
     probes: int | None = None
     probe_kind: str | None = None  # "held-out" or "gallery, self excluded"
+    shards: list[IndexShard] | None = None  # a sharded index's files, in row order; None: the one index.ann
 
 
 @dataclass
@@ -83,14 +106,29 @@ def model_file(manifest: Manifest) -> str:
     return "model.onnx" if manifest.onnx is not None else "model.pt"
 
 
+def index_files(manifest: Manifest) -> list[str]:
+    """The files that hold the run's index: its shards, or index.ann."""
+    return [s.file for s in manifest.index.shards] if manifest.index.shards else ["index.ann"]
+
+
+def _shards_problem(index: IndexStats) -> str | None:
+    """Why the recorded shards cannot be this run's (a name that is not a shard file's, rows not covered once)."""
+    if index.shards is None:
+        return None
+    bad = next((s.file for s in index.shards if not SHARD_FILE.fullmatch(s.file)), None)
+    if bad is not None:
+        return f"index shard {bad!r} is not an index-<n>.ann file name"
+    return coverage_problem([{"start": s.start, "stop": s.stop} for s in index.shards], index.size)
+
+
 def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = False) -> Path:
     """Write a complete bundle into a temporary sibling folder, then swap it into ``out``.
 
     ``files``: "model.pt" -> a state dict (or "model.onnx" -> its bytes), "gallery.npz" -> {name: array},
-    "index.ann" -> an object with ``save(path)``, "*.json" -> a JSON value. ``config`` is completed with the
-    schema version, the creation time, library versions and the checksums. An interruption at any point leaves
-    either the previous bundle or the new one, never a mix; a folder at ``out`` that is not a run is never
-    replaced (``check_out``).
+    "index" -> a ``GalleryIndex`` (it writes its file or its shards' files), "*.json" -> a JSON value.
+    ``config`` is completed with the schema version, the creation time, library versions and the checksums. An
+    interruption at any point leaves either the previous bundle or the new one, never a mix; a folder at ``out``
+    that is not a run is never replaced (``check_out``).
     """
     out = Path(out).resolve()
     check_out(out, overwrite=overwrite)
@@ -103,7 +141,7 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
         else:
             torch.save(files[model], tmp / model)
         np.savez(tmp / "gallery.npz", **files["gallery.npz"])
-        files["index.ann"].save(tmp / "index.ann")
+        index_names = files["index"].save_into(tmp)
         for name in ("split.json", "history.json", "metrics.json"):
             (tmp / name).write_text(json.dumps(files[name], indent=1))
         config = {
@@ -111,7 +149,7 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **config,
             "versions": machine_versions(),
-            "checksums": {name: sha256(tmp / name) for name in (model, *CHECKSUMMED[1:])},
+            "checksums": {name: sha256(tmp / name) for name in (model, "gallery.npz", *index_names)},
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
@@ -221,13 +259,14 @@ def read_manifest(path: Path) -> tuple[Manifest, dict]:
     if problem is None and (manifest.onnx is not None) != (manifest.model.backbone == IMPORTED):
         problem = "the onnx section and the model's backbone disagree"
     problem = problem or (manifest.onnx.problem() if manifest.onnx is not None else None)
+    problem = problem or _shards_problem(manifest.index)
     if problem:
         raise damaged(path, f"config.json: {problem}")
     return manifest, raw
 
 
 def _verify_checksums(path: Path, manifest: Manifest) -> None:
-    for name in (model_file(manifest), *CHECKSUMMED[1:]):
+    for name in (model_file(manifest), "gallery.npz", *index_files(manifest)):
         want = manifest.checksums.get(name)
         if want is None:
             if manifest.schema_version >= 2:
@@ -306,12 +345,12 @@ def read(path: Path) -> dict:
         raise EmbedderError(f"run folder not found: {path}")
     if not (path / "config.json").is_file():
         raise EmbedderError(f"{path} is not a run folder (no config.json); train one with: python -m embedder train")
-    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
-    if missing and missing != ["model.pt"]:  # an imported network's run has model.onnx instead
-        raise damaged(path, f"missing {', '.join(missing)}")
+    if not (path / "gallery.npz").is_file():
+        raise damaged(path, "missing gallery.npz")
     manifest, raw = read_manifest(path)
-    if not (path / model_file(manifest)).is_file():
-        raise damaged(path, f"missing {model_file(manifest)}")
+    missing = [f for f in (model_file(manifest), *index_files(manifest)) if not (path / f).is_file()]
+    if missing:
+        raise damaged(path, f"missing {', '.join(missing)}")
     _verify_checksums(path, manifest)
     embeddings, labels, paths = _read_gallery(path, len(manifest.classes))
     if manifest.index.size != len(paths):

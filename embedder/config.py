@@ -220,6 +220,14 @@ class TrainConfig:
     n_trees: int = setting(
         20, "Annoy trees; search_k is then raised until recall@10 >= 0.99", low=1, high=1000, label="Annoy trees"
     )
+    shard_items: int = setting(
+        1_000_000,
+        "gallery images per Annoy index: a larger gallery gets one index per this many images, built one at a "
+        "time and queried together (add rebuilds only the last)",
+        low=1,
+        high=2**31 - 1,
+        label="Images per index shard",
+    )
     batch_size_embed: int = setting(
         64, "images per forward pass when embedding", low=1, high=4096, label="Embedding batch size"
     )
@@ -308,3 +316,6 @@ class IndexConfig:
     method: str = "auto"  # "auto": Annoy only where it measurably beats exact search; or force "exact" / "annoy"
     min_speedup: float = 1.5  # auto picks Annoy only this many times faster than exact search: exact is never wrong
     on_disk_items: int = 500_000  # from this gallery size Annoy builds in a file, not in memory (on_disk_build)
+    # Above this gallery size, one Annoy index per this many rows: built one at a time, queried together
+    # (index_shards.py); small galleries keep the single index.
+    shard_items: int = 1_000_000

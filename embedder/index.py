@@ -7,9 +7,7 @@ faster and never wrong. ``build_index`` times both on held-out probes and record
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from annoy import AnnoyIndex
 
 from .config import IndexConfig
 from .errors import EmbedderError
+from .index_shards import BROKEN_ANNOY, ShardedAnnoy, build_shards, fill_annoy, load_shards, open_annoy
 from .knn import as_float32, squared_norms, topk
 
 METHODS = ("auto", "exact", "annoy")
@@ -29,10 +28,11 @@ TIMING_REPEATS = 3
 
 @dataclass
 class GalleryIndex:
-    """An Annoy ``angular`` index (for unit vectors its distance sqrt(2 - 2cos) is exactly their L2 distance), and
-    the gallery itself for the galleries that are answered exactly (``method == "exact"``)."""
+    """An Annoy ``angular`` index (for unit vectors its distance sqrt(2 - 2cos) is exactly their L2 distance), or
+    one per shard of a large gallery (``ShardedAnnoy``, answering with gallery-wide rows), and the gallery itself
+    for the galleries that are answered exactly (``method == "exact"``)."""
 
-    annoy: AnnoyIndex
+    annoy: AnnoyIndex | ShardedAnnoy
     dim: int
     size: int
     n_trees: int
@@ -63,10 +63,7 @@ class GalleryIndex:
         for i, v in enumerate(vectors):
             items, ds = self.annoy.get_nns_by_vector(v.tolist(), k, search_k=search_k, include_distances=True)
             if len(items) != k:
-                raise EmbedderError(
-                    f"Annoy returned {len(items)} of {k} neighbours (a known broken annoy build): "
-                    "reinstall it with pip install --force-reinstall --no-binary annoy annoy==1.17.3"
-                )
+                raise EmbedderError(BROKEN_ANNOY.format(got=len(items), want=k))
             idx[i], dist[i] = items, ds
         return idx, dist
 
@@ -81,13 +78,29 @@ class GalleryIndex:
         pairs = [(i, d) for i, d in zip(items, ds) if i != row][:k]
         return np.array([i for i, _ in pairs], dtype=np.int64), np.array([d for _, d in pairs], dtype=np.float32)
 
+    @property
+    def shards(self) -> list[dict] | None:
+        """Each shard's file and gallery rows when the index is sharded (``ShardedAnnoy.ranges``), else None."""
+        return self.annoy.ranges() if isinstance(self.annoy, ShardedAnnoy) else None
+
     def save(self, path: Path) -> None:
+        """The single Annoy file to ``path`` (a sharded index is written by ``save_into``)."""
+        if self.shards is not None:
+            raise EmbedderError("a sharded index is several files: write it into a folder with save_into")
         if self.disk_file is not None:  # built in a file: Annoy's save() would do nothing
             shutil.copyfile(self.disk_file, path)
         else:
             self.annoy.save(str(path))
 
+    def save_into(self, folder: Path) -> list[str]:
+        """The index's files into ``folder``: ``index.ann``, or ``index-<n>.ann`` per shard. Returns their names."""
+        if self.shards is not None:
+            return self.annoy.save_into(folder)
+        self.save(folder / "index.ann")
+        return ["index.ann"]
+
     def stats(self) -> dict:
+        shards = {"shards": self.shards} if self.shards is not None else {}
         return {
             "n_trees": self.n_trees,
             "search_k": self.search_k,
@@ -95,6 +108,7 @@ class GalleryIndex:
             "size": self.size,
             "method": self.method,
             **self.measured,
+            **shards,
         }
 
     def describe(self) -> str:
@@ -104,7 +118,7 @@ class GalleryIndex:
 
 def describe(stats: dict) -> str:
     """The index choice of a run's stats (``GalleryIndex.stats``) in one line; runs from before it say less."""
-    n = f"{stats.get('size', 0):,} images"
+    n = f"{stats.get('size', 0):,} images" + (f" in {len(stats['shards'])} shards" if stats.get("shards") else "")
     if stats.get("exact_ms") is None:
         return f"Annoy index over {n}: {stats.get('n_trees')} trees, recall@10 {stats.get('recall_at_10', 0):.3f}."
     exact, annoy = stats["exact_ms"], stats["annoy_ms"]
@@ -115,24 +129,6 @@ def describe(stats: dict) -> str:
     if stats.get("method") == "exact":
         return f"Exact search for {n}: the Annoy index was not clearly faster at its recall target — {measured}."
     return f"Annoy index for {n}: {exact / annoy:.1f}x faster than exact search — {measured}."
-
-
-def _fill(embeddings: np.ndarray, config: IndexConfig) -> tuple[AnnoyIndex, Path | None]:
-    """The Annoy index of the (N, D) vectors, built; from ``config.on_disk_items`` on it is built in a temporary
-    file (mapped, so the OS can page it out) rather than in memory."""
-    n, dim = embeddings.shape
-    annoy = AnnoyIndex(dim, "angular")
-    annoy.set_seed(config.seed)
-    disk_file = None
-    if n >= config.on_disk_items:
-        fd, name = tempfile.mkstemp(prefix="embedder-index-", suffix=".ann")
-        os.close(fd)
-        disk_file = Path(name)
-        annoy.on_disk_build(name)
-    for i, v in enumerate(embeddings):
-        annoy.add_item(i, v.tolist())
-    annoy.build(config.n_trees, n_jobs=1)  # one thread: two builds with one seed are byte-identical
-    return annoy, disk_file
 
 
 def _probes(embeddings: np.ndarray, probes: np.ndarray | None, config: IndexConfig):
@@ -184,8 +180,30 @@ def _tune_annoy(annoy, probes, truth, skip, config: IndexConfig, n: int, give_up
         search_k = min(search_k * 2, exhaustive)
 
 
+def _check(config: IndexConfig, n: int) -> None:
+    if config.method not in METHODS:
+        raise EmbedderError(f"index method must be one of {', '.join(METHODS)}, not {config.method!r}")
+    if n == 0:
+        raise EmbedderError("cannot build an index over an empty gallery")
+    if config.shard_items < 1:
+        raise EmbedderError(f"shard_items must be at least 1, not {config.shard_items}")
+
+
+def _fill(embeddings: np.ndarray, config: IndexConfig, previous: GalleryIndex | None, progress):
+    """The Annoy index (one, or one per ``config.shard_items`` rows) and the temporary file of a one-file build
+    in a file (from ``config.on_disk_items`` rows on)."""
+    n = len(embeddings)
+    if n > config.shard_items:
+        return build_shards(embeddings, config, previous.annoy if previous else None, progress), None
+    return fill_annoy(embeddings, config.n_trees, config.seed, n >= config.on_disk_items)
+
+
 def build_index(
-    embeddings: np.ndarray, config: IndexConfig | None = None, probes: np.ndarray | None = None
+    embeddings: np.ndarray,
+    config: IndexConfig | None = None,
+    probes: np.ndarray | None = None,
+    previous: GalleryIndex | None = None,
+    progress=None,
 ) -> GalleryIndex:
     """Build the Annoy index over (N, D) unit vectors, tune it, and choose how queries will be answered.
 
@@ -196,14 +214,15 @@ def build_index(
 
     Recall is measured on ``probes`` (Q, D) — images that are not in the gallery, as real queries are — or,
     without them, on a sample of gallery items each looking for its neighbours other than itself.
+
+    A gallery of more than ``config.shard_items`` rows is indexed in shards (``index_shards.build_shards``), and
+    the full shards of ``previous`` (the index of the gallery before it grew) are kept; ``progress(built,
+    to build)`` follows the Annoy files being built.
     """
     config = config or IndexConfig()
-    if config.method not in METHODS:
-        raise EmbedderError(f"index method must be one of {', '.join(METHODS)}, not {config.method!r}")
     n, dim = embeddings.shape
-    if n == 0:
-        raise EmbedderError("cannot build an index over an empty gallery")
-    annoy, disk_file = _fill(embeddings, config)
+    _check(config, n)
+    annoy, disk_file = _fill(embeddings, config, previous, progress)
     gallery = as_float32(embeddings)
     norms = squared_norms(gallery)
     probes, skip, kind = _probes(embeddings, probes, config)
@@ -240,28 +259,32 @@ MEASURED = ("annoy_recall_at_10", "annoy_ms", "exact_ms", "probes", "probe_kind"
 
 
 def load_index(path: Path, embeddings: np.ndarray, stats: dict) -> GalleryIndex:
-    """Open a saved index over ``embeddings`` (N, D) and check that it is one: file size, item count, and a
-    sample of stored vectors against the gallery (an index from another run of the same size is caught).
-    Annoy maps the file rather than reading it: a large index costs memory only where queries touch it.
+    """Open a saved one-file index over ``embeddings`` (N, D), memory-mapped and checked against them
+    (``index_shards.open_annoy``).
 
     Raises:
         EmbedderError: the file is not an Annoy index of these embeddings (one line, without the path).
     """
-    n, dim = embeddings.shape
-    node = 4 * (dim + 3)  # an angular node: descendant count, two children, the vector (float32 each)
-    size = path.stat().st_size
-    if size == 0 or size % node:
-        raise EmbedderError(f"not an Annoy index of {dim}-d vectors ({size} bytes)")
-    annoy = AnnoyIndex(dim, "angular")
+    return _loaded(open_annoy(path, embeddings), embeddings, stats)
+
+
+def open_index(folder: Path, embeddings: np.ndarray, stats: dict) -> GalleryIndex:
+    """The index a run folder holds for ``embeddings`` (N, D): ``index.ann``, or the shards ``stats`` records, each
+    memory-mapped and checked against its gallery rows.
+
+    Raises:
+        EmbedderError: a file missing, or not the index of these embeddings (one line naming the file).
+    """
+    if stats.get("shards"):
+        return _loaded(load_shards(folder, embeddings, stats["shards"]), embeddings, stats)
     try:
-        annoy.load(str(path))  # mmap, no prefault
-    except OSError as exc:
-        raise EmbedderError(f"Annoy cannot load it ({exc})") from None
-    if annoy.get_n_items() != n:
-        raise EmbedderError(f"it holds {annoy.get_n_items()} items, the gallery {n}")
-    for i in np.random.default_rng(0).choice(n, size=min(n, 16), replace=False):
-        if not np.allclose(annoy.get_item_vector(int(i)), embeddings[i], atol=1e-5):
-            raise EmbedderError(f"its item {i} is not gallery image {i}")
+        return load_index(folder / "index.ann", embeddings, stats)
+    except EmbedderError as exc:
+        raise EmbedderError(f"index.ann: {exc}") from None
+
+
+def _loaded(annoy: AnnoyIndex | ShardedAnnoy, embeddings: np.ndarray, stats: dict) -> GalleryIndex:
+    n, dim = embeddings.shape
     method = stats.get("method") or "annoy"  # runs from before the choice were all Annoy
     measured = {k: stats[k] for k in MEASURED if stats.get(k) is not None}
     gallery = as_float32(embeddings) if method == "exact" else None

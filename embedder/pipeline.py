@@ -81,9 +81,15 @@ def embed_gallery(
     return rows, emb
 
 
-def index_gallery(emb: np.ndarray, cfg: TrainConfig, report: Reporter) -> GalleryIndex:
+def index_gallery(
+    emb: np.ndarray, cfg: TrainConfig, report: Reporter, previous: GalleryIndex | None = None
+) -> GalleryIndex:
+    """The gallery's index with the run's settings; ``previous`` (the index before the gallery grew) lends the
+    shards that stay the same. Progress counts the Annoy files built."""
     report(Progress(Stage.INDEX, message=f"building and timing the index over {len(emb):,} images"))
-    return build_index(emb, IndexConfig(n_trees=cfg.n_trees, seed=cfg.seed))
+    config = IndexConfig(n_trees=cfg.n_trees, seed=cfg.seed, shard_items=cfg.shard_items)
+    progress = lambda done, total: report(Progress(Stage.INDEX, done=done, total=total))
+    return build_index(emb, config, previous=previous, progress=progress)
 
 
 def describe_plan(pl: Plan) -> str:

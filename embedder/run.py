@@ -19,7 +19,7 @@ from . import bundle
 from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers ask of run folders)
 from .config import ModelConfig, TrainConfig
 from .errors import EmbedderError
-from .index import GalleryIndex, load_index
+from .index import GalleryIndex, open_index
 from .onnx_model import OnnxInput
 
 GALLERY_PARTS = ("train", "val", "unseen_val", "unseen_test")  # every image but the held-out test queries
@@ -134,9 +134,9 @@ class Run:
     def index(self) -> GalleryIndex:
         if self._index is None:
             try:
-                self._index = load_index(self.path / "index.ann", self.gallery_embeddings, self.info["index"])
+                self._index = open_index(self.path, self.gallery_embeddings, self.info["index"])
             except EmbedderError as exc:
-                raise bundle.damaged(self.path, f"index.ann: {exc}") from None
+                raise bundle.damaged(self.path, str(exc)) from None
         return self._index
 
     def queries(self, part: str = "test") -> tuple[list[Path], np.ndarray]:
@@ -171,7 +171,7 @@ class Run:
                 "labels": self.gallery_labels.astype(np.int64),
                 "paths": np.array(self.gallery_paths, dtype=str),
             },
-            "index.ann": self.index(),
+            "index": self.index(),
             "split.json": self.split,
             "history.json": self.history,
             "metrics.json": self.metrics,

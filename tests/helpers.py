@@ -232,10 +232,13 @@ def planted_digits(demo_cache, root, per_class: int = 40, queries_per_class: int
     return {"flipped": flipped, "duplicates": duplicates, "leaked": leaked}
 
 
-def synthetic_run(out: Path, n: int = 100_000, n_classes: int = 30, dim: int = 16, seed: int = 0) -> Path:
+def synthetic_run(
+    out: Path, n: int = 100_000, n_classes: int = 30, dim: int = 16, seed: int = 0, shard_items=1_000_000, **index
+) -> Path:
     """A real run bundle with a big gallery, assembled without training: an untrained tiny network, ``n`` gallery
-    embeddings drawn from an overlapping Gaussian mixture (unit rows), a real Annoy index, and a few real
-    generated images per class that the gallery rows point at (2 files per class, shared by its rows)."""
+    embeddings drawn from an overlapping Gaussian mixture (unit rows), a real Annoy index (in shards of
+    ``shard_items`` rows past that size; ``index``: other IndexConfig fields), and a few real generated images per
+    class that the gallery rows point at (2 files per class, shared by its rows)."""
     from embedder.config import IndexConfig, ModelConfig, TrainConfig
     from embedder.index import build_index
     from embedder.model import EmbeddingNet
@@ -243,6 +246,7 @@ def synthetic_run(out: Path, n: int = 100_000, n_classes: int = 30, dim: int = 1
 
     classes = [f"class{c:02d}" for c in range(n_classes)]
     data = make_shapes_folder(out.parent / f"{out.name}-images", classes=classes, per_class=2, size=32, seed=seed)
+    settings = {"n_trees": 5, "target_recall": 0.5, "recall_sample": 100, **index}
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, n_classes, n)
     centres = rng.normal(size=(n_classes, dim))
@@ -251,7 +255,9 @@ def synthetic_run(out: Path, n: int = 100_000, n_classes: int = 30, dim: int = 1
     run = Run(
         path=out,
         model_config=model_config,
-        train_config=TrainConfig(data=str(data), out=str(out), dim=dim),
+        train_config=TrainConfig(
+            data=str(data), out=str(out), dim=dim, n_trees=settings["n_trees"], shard_items=shard_items
+        ),
         classes=classes,
         data_root=data,
         gallery_paths=[f"{classes[lab]}/{i % 2:03d}.png" for i, lab in enumerate(labels)],
@@ -261,6 +267,6 @@ def synthetic_run(out: Path, n: int = 100_000, n_classes: int = 30, dim: int = 1
         info={"kept": "synthetic: untrained network, generated embeddings"},
     )
     run._model = EmbeddingNet(model_config, load_pretrained=False).eval()
-    run._index = build_index(emb, IndexConfig(n_trees=5, target_recall=0.5, recall_sample=100))
+    run._index = build_index(emb, IndexConfig(shard_items=shard_items, **settings))
     run.save()
     return out

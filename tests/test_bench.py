@@ -28,4 +28,5 @@ def test_run_all_quick__writes_the_tables_and_the_figure_between_the_markers(tmp
     assert "Serving memory at 10,000 items" in text and "peak RSS **" in text
     assert "| recipe (P×K + miner) |" in text and "| naive (random triplets) |" in text
     assert "| exact numpy, 1 query | 1.000 |" in text and "The product (`build_index`" in text
+    assert "### Sharded index: 20,000 gallery items in 4 shards" in text and "| 4 shards, search_k" in text
     assert (tmp_path / "docs/knn_recall_qps.png").read_bytes()[:4] == b"\x89PNG"
