@@ -24,11 +24,12 @@ LEVELS = 16  # steps of opacity between the two
 def counts(xy: np.ndarray, extent: float, bins: int = BINS) -> np.ndarray:
     """(bins, bins) int64 point counts of ``xy`` (N, 2) over the square [0, extent]^2; row 0 is the top (the
     highest y), as an image is stored. Points outside the square are left out."""
-    xy = np.asarray(xy, np.float64)
-    cells = np.floor(xy / extent * bins).astype(np.int64)
-    cells[cells == bins] = bins - 1  # the far edge belongs to the last cell
-    ok = ((cells >= 0) & (cells < bins)).all(axis=1)
-    flat = (bins - 1 - cells[ok, 1]) * bins + cells[ok, 0]
+    xy = np.asarray(xy, np.float32)  # float32 throughout: a million points in a few ms per step
+    cx, cy = (np.floor(xy[:, i] * np.float32(bins / extent)).astype(np.int32) for i in (0, 1))
+    np.minimum(cx, bins - 1, out=cx, where=cx == bins)  # the far edge belongs to the last cell
+    np.minimum(cy, bins - 1, out=cy, where=cy == bins)
+    ok = (cx >= 0) & (cx < bins) & (cy >= 0) & (cy < bins)
+    flat = (bins - 1 - cy[ok]) * bins + cx[ok]
     return np.bincount(flat, minlength=bins * bins).reshape(bins, bins)
 
 
@@ -43,7 +44,7 @@ def density_png(xy: np.ndarray, extent: float, bins: int = BINS) -> bytes:
     image.putpalette(list(SHADE) * (LEVELS + 1))
     alpha = bytes([0] + [round(MIN_ALPHA + (MAX_ALPHA - MIN_ALPHA) * i / (LEVELS - 1)) for i in range(LEVELS)])
     buf = io.BytesIO()
-    image.save(buf, format="PNG", transparency=alpha, optimize=True)
+    image.save(buf, format="PNG", transparency=alpha)
     return buf.getvalue()
 
 
