@@ -93,7 +93,7 @@ def payload_rows(coords: np.ndarray, labels: np.ndarray, cap: int) -> tuple[list
         (f"(a) Plotly Scattergl, stratified sample of {min(cap, n):,}", True, False),
         (f"chosen: the sample over a density image of all {n:,}", True, True),
     ]:
-        seconds, size = _timed(lambda: plotly_map(sample, density), repeats=2)
+        seconds, size = _timed(lambda s=sample, d=density: plotly_map(s, d), repeats=2)
         rows.append([what, f"{seconds:.3f}", f"{size / 1e6:.3f}"])
     chosen = seconds
     grid = on_grid(coords)[0]
@@ -103,7 +103,8 @@ def payload_rows(coords: np.ndarray, labels: np.ndarray, cap: int) -> tuple[list
     rows.append(shaded or ["(b) datashader: not a dependency (`--datashader-only` in a venv that has it)", "–", "–"])
     frame = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "label": pd.Categorical(names)})
     seconds, arrow = _timed(lambda: convert_anything_to_arrow_bytes(frame))
-    rows.append([f"(c) embedding-atlas component: Arrow of x, y, label ({n:,})", f"{seconds:.3f}", f"{len(arrow) / 1e6:.3f}"])  # fmt: skip
+    atlas = f"(c) embedding-atlas component: Arrow of x, y, label ({n:,})"
+    rows.append([atlas, f"{seconds:.3f}", f"{len(arrow) / 1e6:.3f}"])
     return rows, chosen
 
 
@@ -122,7 +123,7 @@ def selection_rows(coords: np.ndarray, cap: int) -> list[list]:
     box = {"box": [{"x": [20_000, 40_000], "y": [20_000, 40_000]}]}
     out = []
     for what, selection in (("lasso, 60 vertices", lasso), ("box", box)):
-        seconds, hit = _timed(lambda: rows_inside(m.to_grid(coords), selection))
+        seconds, hit = _timed(lambda s=selection: rows_inside(m.to_grid(coords), s))
         drawn = len(np.intersect1d(hit, keep))
         out.append([what, f"{len(hit):,}", f"{drawn:,}", f"{1000 * seconds:.0f}"])
     return out

@@ -152,7 +152,7 @@ def test_a_lasso_on_a_sampled_map_counts_and_exports_every_point_inside_it(brows
             "() => document.querySelector('.js-plotly-plot')._fullData"
             ".reduce((n, t) => n + (t.selectedpoints || []).length, 0)"
         )
-        assert 0 < drawn_in and selected > 2 * drawn_in
+        assert drawn_in > 0 and selected > 2 * drawn_in
         # Exactly the points inside the outline the browser drew, among all of the run's (the server's map).
         run = load_run(run_dir)
         coords = cached_project(run.path, run.gallery_embeddings, "pca", 2, seed=0, labels=run.gallery_labels).coords
