@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import bench_embed, bench_knn, bench_projection, bench_ray, bench_shards, bench_training
+from bench import bench_embed, bench_knn, bench_map, bench_projection, bench_ray, bench_shards, bench_training
 
 BEGIN = "<!-- bench.run_all: generated from here; edit by re-running, not by hand -->"
 END = "<!-- bench.run_all: generated up to here -->"
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0, sections = time.perf_counter(), []
     benches = (("kNN", bench_knn), ("embedding", bench_embed), ("projection", bench_projection), ("ray", bench_ray),
-               ("training", bench_training), ("sharded index", bench_shards))  # fmt: skip
+               ("training", bench_training), ("sharded index", bench_shards), ("map", bench_map))  # fmt: skip
     for name, bench in benches:
         print(f"[{time.perf_counter() - t0:5.0f} s] {name} ...", flush=True)
         sections.append(bench.run(args.quick, out))

@@ -17,6 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io
 
+from .density import density_layer
+
 OTHER = "other"
 TOP_N = 20  # groups that get their own colour and legend entry; the rest are grey, behind one legend entry
 MAX_TRACES = 200  # beyond this many groups the rest share one trace (hover then says "other")
@@ -47,8 +49,14 @@ SCORE_SCALE = "YlOrRd"
 class MapFigure:
     """A map and the gallery rows behind each of its point traces (queries, drawn last, have none)."""
 
-    figure: go.Figure
+    figure: go.Figure | None
     trace_rows: list[np.ndarray]  # trace i's point j is gallery row trace_rows[i][j]
+    grid: tuple[np.ndarray, float] | None = None  # (low (dims,), scale): map units -> the grid the points are sent on
+
+    def to_grid(self, coords: np.ndarray) -> np.ndarray:
+        """(N, dims) map positions -> where this figure draws them, in the axis units a box or lasso on it is
+        reported in (float64; a drawn point's position exactly, rounding included)."""
+        return on_grid(coords, self.grid)[0].astype(np.float64)
 
     @property
     def n_points(self) -> int:
@@ -127,6 +135,7 @@ def embedding_map(
     query_names: Sequence[str] | None = None,
     height: int = 620,
     legend_title: str = "label",
+    everything: np.ndarray | None = None,
 ) -> MapFigure:
     """Scatter map of a gallery (2-D: WebGL ``Scattergl``; 3-D: ``Scatter3d``).
 
@@ -140,8 +149,12 @@ def embedding_map(
         focus: groups to bring forward; every other group is drawn faded and grey, but drawn.
         query_coords: (Q, dims) query positions, drawn on top as stars (3-D has no star: large diamonds).
         query_names: (Q,) their names.
+        everything: (M, dims) every point of the map, when ``coords`` is a sample of them: the grid spans them all
+            (a box or lasso then maps back onto every point, ``MapFigure.to_grid``), and a 2-D map draws their
+            density beneath the sample, so a region the sample missed still shows.
     """
-    coords, to_grid = on_grid(coords)
+    low, scale = grid_of(coords if everything is None else everything)
+    coords, to_grid = on_grid(coords, (low, scale))
     dims = coords.shape[1]
     rows = np.arange(len(coords)) if rows is None else np.asarray(rows, dtype=np.int64)
     groups = np.asarray(groups, dtype=str)
@@ -156,17 +169,27 @@ def embedding_map(
     if query_coords is not None and len(query_coords):
         fig.add_trace(_query_trace(to_grid(query_coords), query_names))
     _lay_out(fig, dims, height, legend_title)
-    return MapFigure(fig, trace_rows)
+    if everything is not None and dims == 2:
+        fig.add_layout_image(density_layer(to_grid(everything), GRID))
+    return MapFigure(fig, trace_rows, (low, scale))
 
 
-def on_grid(coords: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """(N, dims) positions -> uint16 positions on one grid for all axes (distances keep their proportions), and
-    the same mapping for other points (queries, which may fall outside: float32). A step is 1/65,535 of the
-    map's extent: finer than a pixel until the map is zoomed in more than 60 times."""
-    coords = np.asarray(coords, dtype=np.float64)
-    low = coords.min(axis=0) if len(coords) else np.zeros(coords.shape[1])
+def grid_of(coords: np.ndarray) -> tuple[np.ndarray, float]:
+    """(low (dims,), scale): the one grid for all axes (distances keep their proportions) that spans ``coords``."""
+    coords = np.asarray(coords)
+    low = coords.min(axis=0).astype(np.float64) if len(coords) else np.zeros(coords.shape[1])
     extent = float((coords.max(axis=0) - low).max()) if len(coords) else 0.0
-    scale = GRID / extent if extent > 0 else 1.0
+    return low, GRID / extent if extent > 0 else 1.0
+
+
+def on_grid(
+    coords: np.ndarray, grid: tuple[np.ndarray, float] | None = None
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """(N, dims) positions -> uint16 positions on ``grid`` (default: the grid spanning them), and the same
+    mapping for other points (queries, which may fall outside: float32). A step is 1/65,535 of the map's
+    extent: finer than a pixel until the map is zoomed in more than 60 times."""
+    coords = np.asarray(coords, dtype=np.float64)
+    low, scale = grid_of(coords) if grid is None else grid
 
     def to_grid(points: np.ndarray) -> np.ndarray:
         return ((np.asarray(points, dtype=np.float64) - low) * scale).astype(np.float32)

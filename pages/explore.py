@@ -45,12 +45,14 @@ if item is not None and 0 <= item < len(names) and not len(selected):
 # A big lasso would otherwise show only the lowest row ids (one label); a stratified pick shows them all.
 shown = selected[stratified_sample(names[selected], MAX_GRID)].tolist()
 focus = np.flatnonzero(np.isin(names, view.labels)) if view.labels else None
-rows = maps.sample_rows(run, np.arange(len(names)))
+rows = maps.sample_rows(run, np.arange(len(names)), select=view.dims == 2)
+sampled = len(rows) < len(names)  # then a density image of all points lies beneath, and a region selects all
 colours = maps.colouring(run, view, rows)
 proj = maps.projection(run, view.method, view.dims)
 if proj is None:
     st.stop()
-after = embedding_map(proj.coords[rows], rows=rows, height=560 if compare else 620, **colours)
+everything = proj.coords if sampled else None
+after = embedding_map(proj.coords[rows], rows=rows, height=560 if compare else 620, everything=everything, **colours)
 if images:
     after.show_images(shown, [cache.thumbnail_uri(str(run.resolve(run.gallery_paths[i]))) for i in shown])
 if compare:
@@ -58,16 +60,17 @@ if compare:
     before_proj = maps.projection(run, view.method, view.dims, before=True)
     if before_proj is None:
         st.stop()
-    before = embedding_map(before_proj.coords[rows], rows=rows, height=560, **colours)
+    before_all = before_proj.coords if sampled else None
+    before = embedding_map(before_proj.coords[rows], rows=rows, height=560, everything=before_all, **colours)
     left, right = st.columns(2)
     with left:
         st.markdown(f"**Before training** ({mapdata.before_kind(run)} network)")
-        maps.draw(before, f"map-before-{run.name}", focus)
+        maps.draw(before, f"map-before-{run.name}", focus, coords=before_all)
     with right:
         st.markdown("**After training**")
-        maps.draw(after, f"map-{run.name}", focus)
+        maps.draw(after, f"map-{run.name}", focus, coords=everything)
 else:
-    maps.draw(after, f"map-{run.name}", focus)
+    maps.draw(after, f"map-{run.name}", focus, coords=everything)
 method_name = view.method.upper() if view.method != "tsne" else "t-SNE"
 st.caption(
     f"Showing {len(rows):,} of {len(names):,} gallery images · {method_name} {view.dims}D · "

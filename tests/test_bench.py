@@ -25,6 +25,7 @@ def test_run_all_quick__writes_the_tables_and_the_figure_between_the_markers(tmp
     for heading in ("### kNN: 10,000 gallery items", "### Embedding throughput", "### Query latency", "### Projection",
                     "### Training time-to-quality"):  # fmt: skip
         assert heading in text
+    assert "### A million points on the map (100,000 points" in text and "| (c) embedding-atlas component" in text
     assert "Serving memory at 10,000 items" in text and "peak RSS **" in text
     assert "| recipe (P×K + miner) |" in text and "| naive (random triplets) |" in text
     assert "| exact numpy, 1 query | 1.000 |" in text and "The product (`build_index`" in text

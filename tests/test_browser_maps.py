@@ -1,11 +1,13 @@
 """The map in a real browser at scale: Explore on a generated 100,000-image run draws every point, answers a
-lasso, and a shared URL reopens the same view in a fresh browser context."""
+lasso, and a shared URL reopens the same view in a fresh browser context; on a run above the point cap it draws a
+sample, and a lasso counts and exports every point inside it, drawn or not."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import synthetic_run
 from playwright.sync_api import expect
@@ -86,3 +88,77 @@ def test_a_shared_url_reopens_the_same_view_in_a_fresh_browser(browser, big_url)
             ".reduce((n, t) => n + (t.selectedpoints || []).length, 0)"
         )
         assert 0 < bright < N
+
+
+# A run above the cap: 40,000 images drawn as an 8,000-point sample. The cap is lowered (EMBEDDER_MAP_POINTS) rather
+# than the run made a million images big: the same code paths, and a run that builds in seconds on 2 cores.
+N_SAMPLED, CAP = 40_000, 8_000
+
+
+@pytest.fixture(scope="module")
+def sampled_url(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("sampled") / "runs"
+    run = synthetic_run(runs / "sampled", n=N_SAMPLED)
+    env = {
+        "EMBEDDER_RUNS_DIR": str(runs),
+        "EMBEDDER_RUN": str(run),
+        "EMBEDDER_DATA_ROOTS": str(runs.parent),
+        "EMBEDDER_MAP_POINTS": str(CAP),
+    }
+    with _serve(env, tmp_path_factory.mktemp("streamlit") / "sampled.log") as url:
+        yield url, run
+
+
+def _inside(xy: np.ndarray, path: str) -> np.ndarray:
+    """The oracle: points of ``xy`` inside Plotly's selection outline ("M x,yL x,y...Z"), by counting crossings of
+    a ray to +x with each edge (even-odd), edge by edge over all points at once."""
+    vertices = np.array([[float(v) for v in p.split(",")] for p in path.strip("MZ").split("L")])
+    inside = np.zeros(len(xy), bool)
+    for (x1, y1), (x2, y2) in zip(vertices, np.roll(vertices, -1, axis=0)):
+        spans = (y1 > xy[:, 1]) != (y2 > xy[:, 1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cross = xy[:, 0] < x1 + (xy[:, 1] - y1) * (x2 - x1) / (y2 - y1)
+        inside ^= spans & cross
+    return inside
+
+
+def test_a_lasso_on_a_sampled_map_counts_and_exports_every_point_inside_it(browser, sampled_url):  # noqa: F811
+    from embedder.plots import on_grid
+    from embedder.project import cached_project
+    from embedder.run import load_run
+
+    url, run_dir = sampled_url
+    with _tab(browser, timeout_ms=90_000) as page:
+        _open(page, f"{url}/explore", "Explore")
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.get_by_text(re.compile(rf"Drawing [\d,]+ of {N_SAMPLED:,} points")).wait_for()
+        page.get_by_text(f"A box or lasso selects among all {N_SAMPLED:,}").wait_for()
+        drawn = page.evaluate(POINTS)
+        assert 0 < drawn <= CAP
+        assert page.evaluate("() => document.querySelector('.js-plotly-plot')._fullLayout.images.length") == 1
+        outline = []
+
+        def lasso():
+            _lasso(page)
+            outline.append(page.evaluate("() => document.querySelector('.js-plotly-plot').layout.selections[0].path"))
+
+        _rerun(page, lasso)
+        heading = page.get_by_role("heading", name=re.compile(r"[\d,]+ selected"))
+        expect(heading).to_be_visible()
+        selected = int(heading.inner_text().split()[0].replace(",", ""))
+        _shot(page, "explore-sampled-lasso")
+        # The drawn points in the lasso are highlighted; the selection holds about N / CAP times as many.
+        drawn_in = page.evaluate(
+            "() => document.querySelector('.js-plotly-plot')._fullData"
+            ".reduce((n, t) => n + (t.selectedpoints || []).length, 0)"
+        )
+        assert drawn_in > 0 and selected > 2 * drawn_in
+        # Exactly the points inside the outline the browser drew, among all of the run's (the server's map).
+        run = load_run(run_dir)
+        coords = cached_project(run.path, run.gallery_embeddings, "pca", 2, seed=0, labels=run.gallery_labels).coords
+        grid, _ = on_grid(coords)
+        assert selected == int(_inside(grid.astype(np.float64), outline[0]).sum())
+        with page.expect_download() as got:
+            page.get_by_role("button", name=re.compile("Download the selection")).click()
+        lines = Path(got.value.path()).read_text().splitlines()
+        assert lines[0] == "id,path,label,x,y,neighbours" and len(lines) == selected + 1

@@ -56,7 +56,7 @@ def _sample_script():
         split={},
         info={},
     )
-    rows = maps.sample_rows(run, np.arange(n))
+    rows = maps.sample_rows(run, np.arange(n), select=st.session_state.get("select", False))
     st.session_state["shares"] = np.bincount(labels[rows], minlength=3).tolist()
     st.session_state["unique"] = len(set(rows.tolist())) == len(rows)
 
@@ -75,9 +75,53 @@ def test_sample_rows__above_the_cap_a_sample_keeps_each_labels_share_and_says_so
     at.run()
     assert at.session_state["shares"] == [maps.POINT_CAP // 2, maps.POINT_CAP // 4, maps.POINT_CAP // 4]
     assert at.session_state["unique"]
-    assert [c.value for c in at.caption] == [
-        f"Showing {maps.POINT_CAP:,} of {2 * maps.POINT_CAP:,} points (a sample that keeps every label's share)."
-    ]
+    n = 2 * maps.POINT_CAP
+    drawn = f"Drawing {maps.POINT_CAP:,} of {n:,} points, a sample that keeps every label's share; "
+    assert [c.value for c in at.caption] == [drawn + f"the shading beneath shows where all {n:,} lie."]
+    at.session_state["select"] = True  # a map that takes a box or a lasso says that they count every point
+    at.run()
+    assert at.caption[0].value.endswith(
+        f"A box or lasso selects among all {n:,}, drawn or not; a click picks the point clicked."
+    )
+
+
+def test_point_cap__the_environment_lowers_it_and_nonsense_keeps_the_default(monkeypatch):
+    monkeypatch.setenv(maps.POINT_CAP_ENV, "5000")
+    assert maps.point_cap() == 5000
+    for nonsense in ("", "0", "-3", "lots", "1e6"):
+        monkeypatch.setenv(maps.POINT_CAP_ENV, nonsense)
+        assert maps.point_cap() == maps.POINT_CAP
+
+
+def _selection_script():
+    import numpy as np
+    import streamlit as st
+
+    from embedder.data import stratified_sample
+    from embedder.plots import embedding_map
+    from ui import maps
+
+    rng = np.random.default_rng(0)
+    coords = rng.normal(size=(4_000, 2)).astype(np.float32)
+    labels = rng.integers(0, 4, len(coords))
+    drawn = stratified_sample(labels, 400)
+    m = embedding_map(coords[drawn], labels[drawn].astype(str), drawn, everything=coords)
+    maps.draw(m, "map", coords=coords)
+    # What Streamlit's frontend reports for a box, and for a click on the first drawn point of trace 0.
+    box = {"points": [], "box": [{"xref": "x", "yref": "y", "x": [0, 32_000], "y": [0, 65_535]}], "lasso": []}
+    click = {"points": [{"curve_number": 0, "point_index": 0}], "box": [], "lasso": []}
+    st.session_state["box"] = maps.selected_rows("map", box)
+    st.session_state["click"] = maps.selected_rows("map", click)
+    st.session_state["left"] = np.flatnonzero(m.to_grid(coords)[:, 0] <= 32_000)  # the oracle: left of x
+    st.session_state["first"] = m.trace_rows[0][:1]
+
+
+def test_selected_rows__a_box_on_a_sampled_map_holds_every_point_in_it_a_click_the_point_clicked():
+    at = AppTest.from_function(_selection_script).run()
+    assert not at.exception
+    box, left = at.session_state["box"], at.session_state["left"]
+    assert box.tolist() == left.tolist() and len(box) > 1_000  # about half of 4,000, where 400 are drawn
+    assert at.session_state["click"].tolist() == at.session_state["first"].tolist()
 
 
 def _count(typed: dict | list) -> int:
@@ -153,3 +197,29 @@ def test_explore_opens_the_view_a_link_names_and_writes_the_view_back(app_env):
         "labels": "7",
         "item": "5",
     }
+
+
+def test_explore_above_the_cap_draws_a_sample_over_all_points_and_answers_neighbours_from_all(app_env, monkeypatch):
+    """A small run with the cap lowered (EMBEDDER_MAP_POINTS) stands in for a million-image one: the same code
+    paths, seconds instead of minutes."""
+    from embedder.data import stratified_sample
+
+    monkeypatch.setenv(maps.POINT_CAP_ENV, "300")
+    run = load_run(app_env)
+    n = len(run.gallery_paths)
+    drawn = stratified_sample(run.gallery_labels, 300)
+    at = open_app("pages/explore.py")
+    assert not at.exception
+    assert any(c.value.startswith(f"Drawing {len(drawn):,} of {n:,} points") for c in at.caption)
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert sum(_count(t["x"]) for t in figure["data"]) == len(drawn) < n
+    assert [im["layer"] for im in figure["layout"]["images"]] == ["below"]  # the density of all n beneath
+    # An undrawn image, selected (as a lasso would): its neighbours come from the index over the whole gallery.
+    pick = int(np.setdiff1d(np.arange(n), drawn)[0])
+    at.session_state[maps.SELECTED] = np.array([pick])
+    at.run()
+    assert not at.exception and at.selectbox(key="map_pick").value == pick
+    ids, dists = run.index().neighbors_of(pick, 8)
+    assert len(np.setdiff1d(ids, drawn)) > 0  # most of them are not on the map
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert [f"{run.classes[run.gallery_labels[j]]} · d = {d:.3f}" for j, d in zip(ids, dists)] == captions[-8:]

@@ -136,3 +136,25 @@ def test_payload_bytes__is_what_st_plotly_chart_sends():
 
     at = AppTest.from_function(_chart_script).run()
     assert len(at.get("plotly_chart")[0].proto.spec.encode()) == at.session_state["measured"]
+
+
+def test_to_grid__a_drawn_points_position_is_exactly_where_the_figure_sends_it():
+    rng = np.random.default_rng(1)
+    coords = rng.normal(size=(300, 2)).astype(np.float32)
+    m = embedding_map(coords, rng.integers(0, 3, 300).astype(str))
+    sent = np.concatenate([np.column_stack([t.x, t.y]) for t in m.figure.data]).astype(np.float64)
+    assert np.array_equal(m.to_grid(coords[np.concatenate(m.trace_rows)]), sent)
+
+
+def test_embedding_map__a_sample_sits_on_the_grid_of_all_points_over_their_density_image():
+    rng = np.random.default_rng(2)
+    everything = rng.normal(size=(5_000, 2)).astype(np.float32)
+    everything[0] = (40, 40)  # far out, and left out of the sample: the grid must still reach it
+    rows = np.arange(1, 500)
+    m = embedding_map(everything[rows], np.zeros(len(rows), str), rows, everything=everything)
+    assert m.to_grid(everything).max() == m.to_grid(everything[:1]).max() == GRID
+    (image,) = m.figure.layout.images
+    assert image.layer == "below" and image.source.startswith("data:image/png;base64,")
+    assert not embedding_map(everything[rows], np.zeros(len(rows), str), rows).figure.layout.images
+    flat = embedding_map(np.c_[everything, everything[:, :1]], np.zeros(len(everything), str), everything=None)
+    assert not flat.figure.layout.images  # 3-D, nothing sampled: no density

@@ -2,11 +2,17 @@
 kept in the URL so a link reopens it; cached projections; selections that survive reruns and link two maps.
 
 URL (st.query_params): run, method, dims, colour, labels (comma-separated), item (a gallery row), compare.
+
+Environment:
+    EMBEDDER_MAP_POINTS  the most points a map sends to the browser (default 200,000); above it a sample that
+                         keeps every label's share is drawn over a density image of all of them, and a box or
+                         lasso still selects among all of them (on the server).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,11 +23,13 @@ from embedder.data import stratified_sample
 from embedder.errors import EmbedderError
 from embedder.plots import MapFigure, embedding_map
 from embedder.project import FIT_CAP, Projection
+from embedder.regions import rows_inside
 from embedder.run import Run, is_run
 
 from . import cache, state
 
 POINT_CAP = 200_000  # drawn in full up to here (≈6 bytes a point); above it a stratified sample is drawn
+POINT_CAP_ENV = "EMBEDDER_MAP_POINTS"
 METHODS = {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}
 COLOURS = {"label": "Label", "predicted": "Predicted label", "correct": "Right / wrong"}
 # Per-row scores in [0, 1] to colour by: name -> fn(run) -> (N,) array. Filled at import time by modules that
@@ -29,7 +37,7 @@ COLOURS = {"label": "Label", "predicted": "Predicted label", "correct": "Right /
 SCORES: dict[str, Callable[[Run], np.ndarray]] = {}
 SETTINGS = "map_settings"  # session_state: (method, dims); a plain key, so it outlives Explore's widgets
 SELECTED = "map_selected"  # session_state: gallery rows selected on any map of this run (np.ndarray)
-TRACES = "map_traces"  # session_state: chart key -> MapFigure.trace_rows, to turn a selection into rows
+TRACES = "map_traces"  # session_state: chart key -> (its MapFigure less the figure, all its map's coordinates)
 WAIT = {
     "pca": "Projecting…",
     "tsne": "Running t-SNE (can take a minute)…",
@@ -145,12 +153,27 @@ def fit_note(proj: Projection) -> str:
     )
 
 
-def sample_rows(run: Run, rows: np.ndarray) -> np.ndarray:
-    if len(rows) > POINT_CAP:
-        keep = rows[stratified_sample(run.gallery_labels[rows], POINT_CAP)]
-        st.caption(f"Showing {len(keep):,} of {len(rows):,} points (a sample that keeps every label's share).")
-        return keep
-    return rows
+def point_cap() -> int:
+    """The most points a map draws: ``EMBEDDER_MAP_POINTS`` when it is a positive whole number, else POINT_CAP
+    (a slow client may want fewer; the browser tests use fewer to sample a small run)."""
+    raw = os.environ.get(POINT_CAP_ENV, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else POINT_CAP
+
+
+def sample_rows(run: Run, rows: np.ndarray, select: bool = False) -> np.ndarray:
+    """``rows``, or above ``point_cap()`` a stratified sample of them, said in a caption (``select``: the map
+    takes a box or lasso, which counts every point, drawn or not)."""
+    cap = point_cap()
+    if len(rows) <= cap:
+        return rows
+    keep = rows[stratified_sample(run.gallery_labels[rows], cap)]
+    n = len(rows)
+    st.caption(
+        f"Drawing {len(keep):,} of {n:,} points, a sample that keeps every label's share; the shading beneath "
+        f"shows where all {n:,} lie."
+        + (f" A box or lasso selects among all {n:,}, drawn or not; a click picks the point clicked." if select else "")
+    )
+    return keep
 
 
 def colouring(run: Run, view: View, rows: np.ndarray) -> dict:
@@ -184,25 +207,37 @@ def before_embeddings(run: Run) -> np.ndarray:
         bar.empty()
 
 
-def draw(m: MapFigure, key: str, focus: np.ndarray | None = None, select: bool = True) -> None:
+def draw(
+    m: MapFigure, key: str, focus: np.ndarray | None = None, select: bool = True, coords: np.ndarray | None = None
+) -> None:
     """Draw a map; a selection made on it becomes the rows in ``SELECTED`` (and survives the redraw). The
-    selection, else the ``focus`` rows (highlighted labels), stay bright; the rest is greyed out, not removed."""
+    selection, else the ``focus`` rows (highlighted labels), stay bright; the rest is greyed out, not removed.
+    ``coords``: every point of a map that draws a sample of them (N, 2); a box or lasso then selects among all."""
     if SELECTED in st.session_state and len(st.session_state[SELECTED]):
         m.highlight(st.session_state[SELECTED])
     elif focus is not None:
         m.highlight(focus)
-    st.session_state.setdefault(TRACES, {})[key] = m.trace_rows
+    # The coordinates are the cached projection's own array (st.cache_resource): kept by reference, not copied.
+    st.session_state.setdefault(TRACES, {})[key] = (MapFigure(None, m.trace_rows, m.grid), coords)
     if not select:
         st.plotly_chart(m.figure, key=key)
         return
     st.plotly_chart(m.figure, key=key, on_select=lambda: _selected(key), selection_mode=("points", "box", "lasso"))
 
 
+def selected_rows(key: str, selection: Mapping) -> np.ndarray:
+    """Gallery rows of a selection on the map drawn under ``key``: on a sampled map a box or lasso holds every
+    point inside it (answered here over all the map's coordinates, not only the drawn sample); a click, or any
+    selection on a map that draws every point, holds the points Plotly reports."""
+    m, coords = st.session_state[TRACES][key]
+    inside = None if coords is None else rows_inside(m.to_grid(coords), selection)
+    return inside if inside is not None else m.rows_of(selection.get("points") or [])
+
+
 def _selected(key: str) -> None:
-    """on_select: the chart's points -> gallery rows, kept apart from the chart (a new figure is a new widget)."""
+    """on_select: the chart's selection -> gallery rows, kept apart from the chart (a new figure is a new widget)."""
     event = st.session_state.get(key) or {}
-    points = (event.get("selection") or {}).get("points") or []
-    st.session_state[SELECTED] = MapFigure(None, st.session_state[TRACES][key]).rows_of(points)
+    st.session_state[SELECTED] = selected_rows(key, event.get("selection") or {})
     st.session_state.pop("map_item", None)
 
 
@@ -220,6 +255,7 @@ def query_map(run: Run, embeddings: np.ndarray, names: list[str], neighbor_idx: 
         query_coords=proj.place(embeddings, neighbor_idx),
         query_names=names,
         height=520,
+        everything=proj.coords if len(rows) < len(proj.coords) else None,
     )
     st.plotly_chart(m.figure, key="query-map")
     placed = method == "tsne" or proj.linear is None and proj.model is None
