@@ -1,7 +1,7 @@
 """Training time-to-quality on the digits demo: the project's recipe against a naive one, in the same process.
 
 Recipe: what ``fit`` runs each epoch (embedder.train: P×K batches from MPerClassSampler, the configured miner,
-TripletMarginLoss, Adam with the cosine schedule), called through the project's own ``_Loop`` and ``train_epoch``.
+TripletMarginLoss, Adam with the cosine schedule), called through the project's own ``Loop`` and ``train_epoch``.
 Naive: the same network (same seed, same initial weights), the same Adam and learning rate (constant: it has no
 epochs), the same augmented images, but each step a batch of uniformly random (anchor, positive, negative)
 triplets with no mining and no class balancing, as many images per step as a P×K batch, through
@@ -34,7 +34,7 @@ from embedder.metrics import retrieval_metrics, wilson_interval
 from embedder.model import EmbeddingNet
 from embedder.plan import plan
 from embedder.progress import silent
-from embedder.train import _Loop, _optimizer, set_learning_rate, train_epoch
+from embedder.train import Loop, optimizer_for, set_learning_rate, train_epoch
 from embedder.transforms import eval_transform
 
 TARGETS = (0.95, 0.98)
@@ -102,9 +102,9 @@ def naive_step(model, dataset, optimizer, loss_fn, triplets: np.ndarray) -> None
     optimizer.step()
 
 
-def train_recipe(loop: _Loop, cfg: TrainConfig, held: HeldOut, steps_per_round: int) -> Curve:
+def train_recipe(loop: Loop, cfg: TrainConfig, held: HeldOut, steps_per_round: int) -> Curve:
     """The project's epochs (sampler, miner, loss, schedule), scored after each."""
-    curve, clock, optimizer = Curve("recipe (P×K + miner)"), 0.0, _optimizer(loop.model, cfg)
+    curve, clock, optimizer = Curve("recipe (P×K + miner)"), 0.0, optimizer_for(loop.model, cfg)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         set_learning_rate(optimizer, cfg, epoch)
@@ -116,12 +116,12 @@ def train_recipe(loop: _Loop, cfg: TrainConfig, held: HeldOut, steps_per_round: 
     return curve
 
 
-def train_naive(model, loop: _Loop, cfg: TrainConfig, held: HeldOut, steps_per_round: int, budget: float) -> Curve:
+def train_naive(model, loop: Loop, cfg: TrainConfig, held: HeldOut, steps_per_round: int, budget: float) -> Curve:
     """Random triplets, no mining, constant learning rate, until the recipe's training time is spent."""
     from pytorch_metric_learning import losses
 
     curve, clock, rng = Curve("naive (random triplets)"), 0.0, np.random.default_rng(cfg.seed)
-    optimizer, loss_fn = _optimizer(model, cfg), losses.TripletMarginLoss(margin=cfg.margin)
+    optimizer, loss_fn = optimizer_for(model, cfg), losses.TripletMarginLoss(margin=cfg.margin)
     per_step = max(1, loop.batch // 3)
     while clock < budget:
         t0 = time.perf_counter()
@@ -152,7 +152,7 @@ def _measure(epochs: int, seed: int) -> tuple[list[Curve], dict]:
     torch.manual_seed(cfg.seed)
     model = EmbeddingNet(pl.model_config).to(device)
     naive_model = copy.deepcopy(model)  # the same initial weights
-    loop = _Loop(pl, cfg, model, 0, device, silent)
+    loop = Loop(pl, cfg, model, 0, device, silent)
     steps_per_round = loop.length // loop.batch
     for path in loop.dataset.paths:  # decode once before any clock runs: neither recipe pays the first decode
         loop.cache(path)
