@@ -2,7 +2,8 @@
 any choice, the kept model's label accuracy (P@1, k-NN vote) and MAP@R next to the pretrained features and raw
 pixels measured in the same run, plus how well its confidence is calibrated (ECE before and after).
 
-Sets: "photos" (cats_dogs: train as gallery, val as queries), "finegrained" (generated patches of scikit-learn's
+Sets: "photos" (cats_dogs: train as gallery, val as queries), "few" (5 cats_dogs training photos a class as the
+gallery, the same val queries), "finegrained" (generated patches of scikit-learn's
 sample photos: 40 classes, 8 training and 4 query views each), "digits" (the demo, held-out split).
 
     python -m bench.bench_labels [--sets photos finegrained digits] [--seeds 0 1 2] [--json results.json]
@@ -39,10 +40,28 @@ def finegrained(root: Path, classes: int = 40, train_views: int = 8, query_views
     return root / "train", root / "query"
 
 
-def run_one(name: str, seed: int, tmp: Path) -> dict:
+def few_photos(root: Path, per_class: int = 5) -> Path:
+    """The newcomer's case: the first ``per_class`` cats_dogs training photos of each class."""
+    for folder in sorted((SHARED / "train").iterdir()):
+        (root / folder.name).mkdir(parents=True, exist_ok=True)
+        for photo in sorted(folder.iterdir())[:per_class]:
+            shutil.copy(photo, root / folder.name / photo.name)
+    return root
+
+
+def run_one(name: str, seed: int, tmp: Path, selection: str = "auto") -> dict:
     if name == "photos":
         cfg = TrainConfig(
-            data=str(SHARED / "train"), queries=str(SHARED / "val"), out=f"{tmp}/{name}-{seed}", seed=seed
+            data=str(SHARED / "train"),
+            queries=str(SHARED / "val"),
+            out=f"{tmp}/{name}-{seed}",
+            seed=seed,
+            selection=selection,
+        )
+    elif name == "few":
+        data = tmp / "few" if (tmp / "few").exists() else few_photos(tmp / "few")
+        cfg = TrainConfig(
+            data=str(data), queries=str(SHARED / "val"), out=f"{tmp}/{name}-{seed}", seed=seed, selection=selection
         )
     elif name == "finegrained":
         data, queries = (
@@ -50,15 +69,23 @@ def run_one(name: str, seed: int, tmp: Path) -> dict:
             if not (tmp / "finegrained").exists()
             else (tmp / "finegrained/train", tmp / "finegrained/query")
         )
-        cfg = TrainConfig(data=str(data), queries=str(queries), out=f"{tmp}/{name}-{seed}", seed=seed, unseen_classes=0)
+        cfg = TrainConfig(
+            data=str(data),
+            queries=str(queries),
+            out=f"{tmp}/{name}-{seed}",
+            seed=seed,
+            unseen_classes=0,
+            selection=selection,
+        )
     else:
-        cfg = TrainConfig(data="demo", out=f"{tmp}/{name}-{seed}", seed=seed)
+        cfg = TrainConfig(data="demo", out=f"{tmp}/{name}-{seed}", seed=seed, selection=selection)
     t0 = time.perf_counter()
     result = train(cfg, progress=log)
     test = result.metrics["test"]
     row = {
         "set": name,
         "seed": seed,
+        "selection": cfg.selection,
         "seconds": time.perf_counter() - t0,
         "kept": result.kept,
         "n_queries": test["n_queries"],
@@ -93,16 +120,17 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sets", nargs="+", default=["photos", "finegrained", "digits"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--selection", default="auto", choices=("auto", "holdout", "cv"), help="how runs keep a model")
     ap.add_argument("--json", default=None, help="also write every row to this JSON file")
     args = ap.parse_args(argv)
-    if "photos" in args.sets and not SHARED.is_dir():
-        print(f"skipped photos: {SHARED} is not here (it comes with the team's shared folder)")
-        args.sets.remove("photos")
+    for name in [s for s in ("photos", "few") if s in args.sets and not SHARED.is_dir()]:
+        print(f"skipped {name}: {SHARED} is not here (it comes with the team's shared folder)")
+        args.sets.remove(name)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             for seed in args.seeds:
-                rows.append(run_one(name, seed, Path(tmp)))
+                rows.append(run_one(name, seed, Path(tmp), args.selection))
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
     summary(rows)

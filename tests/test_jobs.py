@@ -16,9 +16,10 @@ from ui.jobs import STAGE_WORDS, UNEXPECTED, JobRegistry, TrainJob
 TRAINING = ("train", "epoch")
 
 
-def _cfg(data: Path, out: Path, long: bool = False) -> TrainConfig:
+def _cfg(data: Path, out: Path, long: bool = False, **kw) -> TrainConfig:
     # A long one has no validation share, so nothing stops it before its 500 epochs: it runs until cancelled.
-    return TrainConfig(data=str(data), out=str(out), epochs=500 if long else 1, val_fraction=0.0 if long else 0.1)
+    epochs, val = (500, 0.0) if long else (1, 0.1)
+    return TrainConfig(data=str(data), out=str(out), epochs=epochs, val_fraction=val, **kw)
 
 
 def _wait(job: TrainJob, seconds: float = 90) -> None:
@@ -95,7 +96,7 @@ def test_an_unexpected_failure_is_one_line_for_the_user_and_a_trace_in_the_log(
     registry, shapes_folder, tmp_path, caplog
 ):
     (tmp_path / ".run.partial").write_text("")  # where the first checkpoint goes: a file, not a folder
-    job = registry.start(_cfg(shapes_folder, tmp_path / "run"))
+    job = registry.start(_cfg(shapes_folder, tmp_path / "run", selection="holdout"))  # a holdout run checkpoints
     with caplog.at_level(logging.ERROR, logger="ui.jobs"):
         _wait(job)
     assert job.status == "failed" and job.error == UNEXPECTED
