@@ -14,6 +14,8 @@ import torch
 from .config import TrainConfig
 from .errors import EmbedderError
 from .folders import MARKER, foreign_entries
+from .progress import Progress, Reporter, Stage
+from .select import Candidate
 
 WORK_FILES = frozenset({MARKER, "checkpoint.pt", "checkpoint.tmp"})
 
@@ -58,3 +60,26 @@ def remove_work_dir(wd: Path) -> None:
     """Delete the checkpoint folder once the run is written, only if it holds nothing but our files."""
     if wd.is_dir() and (wd / MARKER).is_file() and not foreign_entries(wd, WORK_FILES):
         shutil.rmtree(wd, ignore_errors=True)
+
+
+def resume(ckpt_path: Path, cfg: TrainConfig, model, optimizer, device, report: Reporter):
+    """Load the checkpoint at ``ckpt_path`` into ``model`` and ``optimizer``: (the best candidate so far, history,
+    epochs without improvement, the epoch to continue from)."""
+    ckpt = load_checkpoint(ckpt_path, cfg, device)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    report(Progress(Stage.NOTE, message=f"resumed from epoch {ckpt['epoch']}"))
+    return Candidate.from_dict(ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
+
+
+def checkpoint_state(cfg: TrainConfig, model, optimizer, best: Candidate, history, bad_epochs: int, epoch: int) -> dict:
+    """What a checkpoint holds after ``epoch``: tensors and plain values only."""
+    return {
+        "config": resume_key(cfg),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best": best.to_dict(),
+        "history": history,
+        "bad_epochs": bad_epochs,
+        "epoch": epoch,
+    }

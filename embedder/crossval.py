@@ -21,11 +21,11 @@ import torch
 from .config import TrainConfig
 from .embed import DecodedImages
 from .metrics import wilson_interval
-from .model import EmbeddingNet, freeze_leading
+from .model import EmbeddingNet
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
 from .select import Candidate, choose, improves
-from .train import Fitted, Loop, decoded_cache, optimizer_for, set_learning_rate, starting_points
+from .train import Fitted, Loop, decoded_cache, new_network, optimizer_for, set_learning_rate, starting_points
 from .validate import Score
 
 SMALL_VALIDATION = 50  # validation images a class below which "auto" cross-validates
@@ -98,13 +98,6 @@ class _Fold:
     optimizer: torch.optim.Optimizer
 
 
-def _network(pl: Plan, cfg: TrainConfig, seed: int, device) -> tuple[EmbeddingNet, int]:
-    torch.manual_seed(seed)
-    model = EmbeddingNet(pl.model_config).to(device).eval()
-    n_frozen = freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
-    return model, n_frozen
-
-
 def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, cache: DecodedImages):
     """The fold networks, ready to train, and their pooled starting points (before training; pretrained)."""
     nets, starts, plains = [], [], []
@@ -115,19 +108,15 @@ def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, cache: De
         fold_plan = replace(
             pl, train_idx=tr, val_idx=te, trainable_classes=[c for c in pl.trainable_classes if counts[c] >= 2]
         )
-        model, n_frozen = _network(pl, cfg, cfg.seed + 1_000 * (f + 1), device)
+        model, n_frozen = new_network(pl, cfg, cfg.seed + 1_000 * (f + 1), device)
         loop = Loop(fold_plan, cfg, model, n_frozen, device, report, cache=cache, outcomes=True)
         start, plain = starting_points(loop, report)
         nets.append(_Fold(loop, optimizer_for(model, cfg)))
-        starts.append(start.score)
-        plains.append(plain.score if plain else None)
-    start = Candidate(_start_name(pl), pool(starts, how), 0)
-    plain = Candidate("the pretrained features", pool(plains, how)) if pl.model_config.pretrained else None
+        starts.append(start)
+        plains.append(plain)
+    start = Candidate(starts[0].name, pool([c.score for c in starts], how), 0)
+    plain = None if plains[0] is None else Candidate(plains[0].name, pool([c.score for c in plains], how))
     return nets, start, plain, how
-
-
-def _start_name(pl: Plan) -> str:
-    return "the pretrained backbone with its PCA head" if pl.model_config.pretrained else "the network before training"
 
 
 def _epoch(
@@ -156,13 +145,13 @@ def _epoch(
     ), pooled
 
 
-def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[[], bool]):
-    """Train the fold networks side by side, with early stopping on the pooled score.
+def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[[], bool], cache):
+    """Train the fold networks side by side, with early stopping on the pooled score; ``cache``: the decoded
+    images they share.
 
     Returns (the starting point, the best epoch, the plain pretrained features or None, history), each candidate
     scored on every out-of-fold image.
     """
-    cache = decoded_cache(pl.model_config)
     nets, start, plain, how = _start_folds(pl, cfg, device, report, cache)
     report(
         Progress(
@@ -184,14 +173,13 @@ def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: C
     return start, best, plain, history
 
 
-def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Reporter, stop) -> EmbeddingNet:
+def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Reporter, stop, cache) -> EmbeddingNet:
     """The kept network: trained on every training image to the chosen epoch (the pretrained backbone's PCA
-    head when that was chosen), on the schedule the folds followed."""
-    model, n_frozen = _network(pl, cfg, cfg.seed, device)
-    loop = Loop(pl, cfg, model, n_frozen, device, report)
+    head when that was chosen), on the schedule the folds followed, from the images they decoded."""
+    model, n_frozen = new_network(pl, cfg, cfg.seed, device)
+    loop = Loop(pl, cfg, model, n_frozen, device, report, cache=cache)
     starting_points(loop, report)  # the PCA head of a pretrained backbone, from all training images
     optimizer = optimizer_for(model, cfg)
-    loop.distribute()
     for epoch in range(1, chosen.epoch + 1):
         report(
             Progress(
@@ -207,7 +195,8 @@ def fit_cv(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[
     """``train.fit`` for a cross-validated run; ``pl`` as planned (its validation share is trained on at the end)."""
     if cfg.resume:
         report(Progress(Stage.NOTE, message="a cross-validated run does not resume: starting from the beginning"))
-    start, best, plain, history = cross_validate(pl, cfg, device, report, stop)
+    cache = decoded_cache(pl.model_config)  # the folds and the last network decode each image once
+    start, best, plain, history = cross_validate(pl, cfg, device, report, stop, cache)
     if plain is None:
         chosen, why = choose(start, [best] if best.epoch else [])
     else:
@@ -217,7 +206,7 @@ def fit_cv(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[
     if chosen.epoch is None:  # the plain pretrained features: no head, nothing to train
         model = EmbeddingNet(replace(pl.model_config, dim=None)).to(device).eval()
     else:
-        model = _train_all(final, cfg, chosen, device, report, stop)
+        model = _train_all(final, cfg, chosen, device, report, stop, cache)
     candidates = {c.name: c.score.metrics for c in (plain, start, best) if c is not None}
     validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
     outcomes = (chosen.score.outcomes, chosen.score.correct) if chosen.score.outcomes is not None else None

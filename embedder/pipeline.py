@@ -113,9 +113,7 @@ def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, rep
     if outcomes is not None:
         features, right = outcomes
         unknown = open_set_from(features[:, 1], right, features[:, 2], cfg.target_precision)
-        keys = ("threshold", "target_precision", "precision", "coverage", "auroc")
-        unknown = {**{k: unknown[k] for k in keys if k in unknown}, "calibrated_on": "cross-validation"}
-        return {"unknown": unknown, "confidence": fit_confidence(features[:, :2], right)}
+        return _calibration(unknown, fit_confidence(features[:, :2], right), "cross-validation")
     if not len(pl.val_idx):
         return {"unknown": {"calibrated_on": "validation"}, "confidence": None}
     position = {int(i): r for r, i in enumerate(rows)}
@@ -124,11 +122,15 @@ def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, rep
     val, train = [position[int(i)] for i in val_idx], [position[int(i)] for i in pl.train_idx]
     q, ql, g, gl = emb[val], labels[val_idx], emb[train], labels[pl.train_idx]
     nearest = topk(q, g, cfg.k)  # one search serves both calibrations
-    calib = open_set(q, ql, g, gl, cfg.target_precision, k=cfg.k, neighbours=nearest)
+    unknown = open_set(q, ql, g, gl, cfg.target_precision, k=cfg.k, neighbours=nearest)
+    return _calibration(unknown, fit_confidence(*vote_outcomes(q, ql, g, gl, cfg.k, neighbours=nearest)), "validation")
+
+
+def _calibration(unknown: dict, confidence: dict, on: str) -> dict:
+    """What a run records of its calibration: the "unknown" threshold (no curve), the confidence map, and what
+    both were fitted on."""
     keys = ("threshold", "target_precision", "precision", "coverage", "auroc")
-    unknown = {**{k: calib[k] for k in keys if k in calib}, "calibrated_on": "validation"}
-    confidence = fit_confidence(*vote_outcomes(q, ql, g, gl, cfg.k, neighbours=nearest))
-    return {"unknown": unknown, "confidence": confidence}
+    return {"unknown": {**{k: unknown[k] for k in keys if k in unknown}, "calibrated_on": on}, "confidence": confidence}
 
 
 def assemble(pl: Plan, cfg: TrainConfig, fitted: Fitted, rows: np.ndarray, emb: np.ndarray, index: GalleryIndex) -> Run:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import distributed
-from .checkpoint import load_checkpoint, resume_key, save_checkpoint, work_dir
+from .checkpoint import checkpoint_state, resume, save_checkpoint, work_dir
 from .config import TrainConfig
 from .embed import DecodedImages, ImageDataset
 from .errors import Cancelled
@@ -63,6 +63,13 @@ def optimizer_for(model: EmbeddingNet, cfg: TrainConfig) -> torch.optim.Optimize
     if head:
         groups.append({"params": head, "lr": cfg.lr})
     return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+
+
+def new_network(pl: Plan, cfg: TrainConfig, seed: int, device) -> tuple[EmbeddingNet, int]:
+    """A network to train, seeded, in eval mode, and how many of a pretrained backbone's stages are frozen."""
+    torch.manual_seed(seed)
+    model = EmbeddingNet(pl.model_config).to(device).eval()
+    return model, freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
@@ -233,35 +240,13 @@ def starting_points(loop: Loop, report: Reporter) -> tuple[Candidate, Candidate 
     return start, pretrained
 
 
-def _resume(ckpt_path: Path, cfg: TrainConfig, model, optimizer, device, report: Reporter):
-    ckpt = load_checkpoint(ckpt_path, cfg, device)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    report(Progress(Stage.NOTE, message=f"resumed from epoch {ckpt['epoch']}"))
-    return Candidate.from_dict(ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
-
-
-def _checkpoint(cfg: TrainConfig, model, optimizer, best: Candidate, history, bad_epochs: int, epoch: int) -> dict:
-    return {
-        "config": resume_key(cfg),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "best": best.to_dict(),
-        "history": history,
-        "bad_epochs": bad_epochs,
-        "epoch": epoch,
-    }
-
-
 def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
     """Train a network on the plan's training images and keep the candidate that labels validation images best.
 
     ``stop()`` is polled every step; True raises ``Cancelled`` (``--resume`` continues from the checkpoint).
     Under torchrun every rank calls it; rank 0 returns the kept network, the others their copy of the last one.
     """
-    torch.manual_seed(cfg.seed)
-    model = EmbeddingNet(pl.model_config).to(device).eval()
-    n_frozen = freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
+    model, n_frozen = new_network(pl, cfg, cfg.seed, device)
     optimizer = optimizer_for(model, cfg)
     loop = Loop(pl, cfg, model, n_frozen, device, report)
     if loop.val.note:
@@ -271,7 +256,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     top = start.score  # the best label accuracy seen: the kept epoch may not drift below it by more than noise
     ckpt_path = work_dir(out) / "checkpoint.pt"
     if cfg.resume and ckpt_path.exists():
-        best, history, bad_epochs, first = _resume(ckpt_path, cfg, model, optimizer, device, report)
+        best, history, bad_epochs, first = resume(ckpt_path, cfg, model, optimizer, device, report)
         top = best.score
     elif cfg.resume:
         report(Progress(Stage.NOTE, message="nothing to resume: starting from the beginning"))
@@ -291,7 +276,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
         else:
             bad_epochs += 1
         if loop.world.main:
-            save_checkpoint(ckpt_path, _checkpoint(cfg, model, optimizer, best, history, bad_epochs, epoch))
+            save_checkpoint(ckpt_path, checkpoint_state(cfg, model, optimizer, best, history, bad_epochs, epoch))
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
     if not loop.world.main:  # its part is done: rank 0 keeps a network and writes the run
         return Fitted(model.eval(), "", history)
