@@ -59,9 +59,11 @@ def open_set_outcomes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """What both calibrations are fitted on, per query: (vote share, nearest distance, nearest distance with its
     own class removed) (Q, 3), and whether the vote was right (Q,). Cross-validation keeps these for every
-    out-of-fold image and fits on them all (``open_set_from``, ``fit_confidence``)."""
+    out-of-fold image and fits on them all (``open_set_from``, ``fit_confidence``). A query whose class the
+    gallery lacks is unknown already: its third column is NaN, and ``open_set_from`` leaves it out."""
     features, correct = vote_outcomes(queries, query_labels, gallery, gallery_labels, k)
-    d_unknown = topk(queries, gallery, 1, other_label=(query_labels, gallery_labels))[1][:, 0]
+    d_unknown = topk(queries, gallery, 1, other_label=(query_labels, gallery_labels))[1][:, 0].astype(np.float64)
+    d_unknown[~np.isin(query_labels, gallery_labels)] = np.nan
     return np.column_stack([features, d_unknown]), correct
 
 
@@ -69,9 +71,11 @@ def open_set_from(
     d_known: np.ndarray, correct: np.ndarray, d_unknown: np.ndarray, target_precision: float = 0.95, points: int = 41
 ) -> dict:
     """``open_set`` from each query's nearest distance, whether its vote was right, and its nearest distance
-    with its own class removed."""
+    with its own class removed (NaN: the gallery lacks its class; left out)."""
     from sklearn.metrics import roc_auc_score
 
+    known = ~np.isnan(d_unknown)
+    d_known, correct, d_unknown = d_known[known], correct[known], d_unknown[known]
     if not len(d_known):
         return {}
     n = len(d_known)
