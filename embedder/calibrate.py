@@ -141,18 +141,23 @@ def vote_outcomes(
     return np.stack([shares, dist[:, 0]], axis=1), predicted == query_labels
 
 
-def fit_confidence(features: np.ndarray, correct: np.ndarray) -> dict:
+def fit_confidence(features: np.ndarray, correct: np.ndarray, distance: bool = True) -> dict:
     """P(right | vote share, nearest distance): a logistic regression (Platt scaling on two features) fitted on
     validation queries; with no wrong (or no right) answer to learn from, the smoothed rate (right + 1) / (n + 2).
-    Plain numbers, so the run stores it as JSON."""
+    Plain numbers, so the run stores it as JSON.
+
+    ``distance=False`` fits on the vote share alone (the distance's weight is 0): for answers of other networks
+    (cross-validation's folds), whose distances are on another scale than the kept network's: fewer training
+    images of a class leave its images farther apart."""
     n, right = len(correct), int(correct.sum())
     if 0 < right < n:
         from sklearn.linear_model import LogisticRegression
 
-        model = LogisticRegression(C=1.0).fit(features, correct.astype(int))
+        used = features if distance else features[:, :1]
+        model = LogisticRegression(C=1.0).fit(used, correct.astype(int))
         return {
             "kind": "logistic",
-            "coef": [float(c) for c in model.coef_[0]],
+            "coef": [float(c) for c in model.coef_[0]] + ([] if distance else [0.0]),
             "intercept": float(model.intercept_[0]),
             "n": n,
             "right": right,

@@ -178,6 +178,13 @@ class TrainConfig:
         "Frozen share of the backbone",
         high=1.0,
     )
+    average_share: float = share(
+        0.5,
+        "a pretrained backbone's fine-tuned weights averaged with its starting weights (WiSE-FT): the fine-tuned "
+        "share of the averaged candidate, kept only where it labels validation images best (1: no such candidate)",
+        "Fine-tuned share of the weight average",
+        high=1.0,
+    )
     patience: int = setting(
         10, "early stopping: epochs without a better validation score", low=1, high=1000, label="Patience (epochs)"
     )

@@ -11,6 +11,7 @@ epoch; calibration (confidence and "unknown") is fitted on the chosen candidate'
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from .metrics import wilson_interval
 from .model import EmbeddingNet
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
-from .select import Candidate, choose, improves
+from .select import Candidate, averaged_name, averaged_state, choose, improves
 from .train import Fitted, Loop, decoded_cache, new_network, optimizer_for, set_learning_rate, starting_points
 from .validate import Score
 
@@ -96,6 +97,8 @@ def pool(scores: list[Score], how: str) -> Score:
 class _Fold:
     loop: Loop
     optimizer: torch.optim.Optimizer
+    start_state: dict  # its weights before training (a pretrained backbone's: with the PCA head)
+    best_state: dict | None = None  # its weights at the best pooled epoch so far
 
 
 def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, cache: DecodedImages):
@@ -111,7 +114,7 @@ def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, cache: De
         model, n_frozen = new_network(pl, cfg, cfg.seed + 1_000 * (f + 1), device)
         loop = Loop(fold_plan, cfg, model, n_frozen, device, report, cache=cache, outcomes=True)
         start, plain = starting_points(loop, report)
-        nets.append(_Fold(loop, optimizer_for(model, cfg)))
+        nets.append(_Fold(loop, optimizer_for(model, cfg), start.state))
         starts.append(start)
         plains.append(plain)
     start = Candidate(starts[0].name, pool([c.score for c in starts], how), 0)
@@ -149,8 +152,8 @@ def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: C
     """Train the fold networks side by side, with early stopping on the pooled score; ``cache``: the decoded
     images they share.
 
-    Returns (the starting point, the best epoch, the plain pretrained features or None, history), each candidate
-    scored on every out-of-fold image.
+    Returns (the starting point, the best epoch, the plain pretrained features or None, the best epoch averaged
+    with its start or None, history), each candidate scored on every out-of-fold image.
     """
     nets, start, plain, how = _start_folds(pl, cfg, device, report, cache)
     report(
@@ -169,8 +172,22 @@ def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: C
         top = max(top, pooled, key=lambda s: s.key)
         history.append(stats.to_dict())
         best, bad = (Candidate(f"epoch {epoch}", pooled, epoch), 0) if stats.best else (best, bad + 1)
+        for fold in nets if stats.best and plain is not None else []:
+            fold.best_state = copy.deepcopy(fold.loop.model.state_dict())
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
-    return start, best, plain, history
+    return start, best, plain, _averaged(nets, best, cfg, how, report) if plain is not None else None, history
+
+
+def _averaged(nets: list[_Fold], best: Candidate, cfg: TrainConfig, how: str, report: Reporter) -> Candidate | None:
+    """The best epoch averaged with its pretrained start (``select.averaged_state``): each fold network's average
+    labels its own fold, pooled. None where there is no trained epoch or the share is 1."""
+    if not best.epoch or cfg.average_share >= 1:
+        return None
+    scores = []
+    for fold in nets:
+        fold.loop.model.load_state_dict(averaged_state(fold.start_state, fold.best_state, cfg.average_share))
+        scores.append(fold.loop.score(report, best.epoch))
+    return Candidate(averaged_name(best.epoch, cfg.average_share), pool(scores, how), best.epoch, averaged=True)
 
 
 def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Reporter, stop, cache) -> EmbeddingNet:
@@ -178,7 +195,7 @@ def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Re
     head when that was chosen), on the schedule the folds followed, from the images they decoded."""
     model, n_frozen = new_network(pl, cfg, cfg.seed, device)
     loop = Loop(pl, cfg, model, n_frozen, device, report, cache=cache)
-    starting_points(loop, report)  # the PCA head of a pretrained backbone, from all training images
+    start, _ = starting_points(loop, report)  # the PCA head of a pretrained backbone, from all training images
     optimizer = optimizer_for(model, cfg)
     for epoch in range(1, chosen.epoch + 1):
         report(
@@ -188,6 +205,8 @@ def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Re
         )
         set_learning_rate(optimizer, cfg, epoch)
         loop.epoch(epoch, optimizer, report, stop)
+    if chosen.averaged:
+        model.load_state_dict(averaged_state(start.state, model.state_dict(), cfg.average_share))
     return model.eval()
 
 
@@ -196,18 +215,18 @@ def fit_cv(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[
     if cfg.resume:
         report(Progress(Stage.NOTE, message="a cross-validated run does not resume: starting from the beginning"))
     cache = decoded_cache(pl.model_config)  # the folds and the last network decode each image once
-    start, best, plain, history = cross_validate(pl, cfg, device, report, stop, cache)
+    start, best, plain, averaged, history = cross_validate(pl, cfg, device, report, stop, cache)
     if plain is None:
         chosen, why = choose(start, [best] if best.epoch else [])
     else:
-        chosen, why = choose(plain, [best])
+        chosen, why = choose(plain, [best] + ([averaged] if averaged else []))
     report(Progress(Stage.NOTE, message=f"kept {why}"))
     final = merged(pl)
     if chosen.epoch is None:  # the plain pretrained features: no head, nothing to train
         model = EmbeddingNet(replace(pl.model_config, dim=None)).to(device).eval()
     else:
         model = _train_all(final, cfg, chosen, device, report, stop, cache)
-    candidates = {c.name: c.score.metrics for c in (plain, start, best) if c is not None}
+    candidates = {c.name: c.score.metrics for c in (plain, start, best, averaged) if c is not None}
     validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
     outcomes = (chosen.score.outcomes, chosen.score.correct) if chosen.score.outcomes is not None else None
     return Fitted(model, why, history, validation, outcomes=outcomes)

@@ -113,7 +113,7 @@ def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, rep
     if outcomes is not None:
         features, right = outcomes
         unknown = open_set_from(features[:, 1], right, features[:, 2], cfg.target_precision)
-        return _calibration(unknown, fit_confidence(features[:, :2], right), "cross-validation")
+        return _calibration(unknown, fit_confidence(features[:, :2], right, distance=False), "cross-validation")
     if not len(pl.val_idx):
         return {"unknown": {"calibrated_on": "validation"}, "confidence": None}
     position = {int(i): r for r, i in enumerate(rows)}

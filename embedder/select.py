@@ -28,6 +28,7 @@ class Candidate:
     score: Score
     epoch: int | None = None  # a state of the trained network: 0 is before training
     state: dict | None = field(default=None, repr=False)  # its weights
+    averaged: bool = False  # the epoch's weights averaged with the starting ones (``averaged_state``)
 
     def to_dict(self) -> dict:
         """For a checkpoint: tensors and plain values only."""
@@ -107,15 +108,36 @@ def choose(baseline: Candidate, others: list[Candidate]) -> tuple[Candidate, str
     )
 
 
-def kept_network(model: EmbeddingNet, start: Candidate, best: Candidate, pretrained: Candidate | None, device):
-    """The network to keep and why: the selection rule of select.py over the starting points and the best epoch."""
+def averaged_state(start: dict, tuned: dict, share: float) -> dict:
+    """Weight-space ensemble of a fine-tuned network with its pretrained start (WiSE-FT, Wortsman et al. 2022):
+    ``share`` of each fine-tuned weight, the rest of the starting one; counters stay the fine-tuned ones. The
+    average keeps what the pretrained features knew where a few hundred images pulled the network off it."""
+    return {
+        k: (share * v + (1 - share) * start[k].to(v.dtype)) if v.is_floating_point() else v for k, v in tuned.items()
+    }
+
+
+def averaged_name(epoch: int, share: float) -> str:
+    return f"epoch {epoch} averaged with its pretrained start ({share:.0%} fine-tuned)"
+
+
+def kept_network(
+    model: EmbeddingNet,
+    start: Candidate,
+    best: Candidate,
+    pretrained: Candidate | None,
+    device,
+    averaged: Candidate | None = None,
+):
+    """The network to keep and why: the selection rule of select.py over the starting points, the best epoch and
+    (pretrained backbones) the best epoch averaged with its start."""
     if pretrained is None:
         others = [best] if best.epoch else []
         if not start.score:  # no validation: from scratch, training is the only way to a useful network
             start, others = best, []
         chosen, why = choose(start, others)
     else:
-        chosen, why = choose(pretrained, [best])
+        chosen, why = choose(pretrained, [best] + ([averaged] if averaged else []))
     if chosen.state is None:  # the plain pretrained features: no head
         return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), chosen, why
     model.load_state_dict(chosen.state)

