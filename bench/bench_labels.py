@@ -88,6 +88,10 @@ def run_one(name: str, seed: int, tmp: Path, selection: str = "auto") -> dict:
         "selection": cfg.selection,
         "seconds": time.perf_counter() - t0,
         "kept": result.kept,
+        "candidates": {
+            name: [m.get("label_accuracy"), m.get("score_map_at_r")]
+            for name, m in (result.metrics.get("validation_candidates") or {}).items()
+        },
         "n_queries": test["n_queries"],
         "kept_model": {k: test[k] for k in KEYS},
         "baselines": {b: {k: m[k] for k in KEYS} for b, m in test["baselines"].items()},

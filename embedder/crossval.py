@@ -25,7 +25,7 @@ from .metrics import wilson_interval
 from .model import EmbeddingNet
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
-from .select import Candidate, averaged_name, averaged_state, choose, improves
+from .select import Candidate, averaged_name, averaged_state, choose, choose_tuned, improves
 from .train import Fitted, Loop, decoded_cache, new_network, optimizer_for, set_learning_rate, starting_points
 from .validate import Score
 
@@ -219,7 +219,7 @@ def fit_cv(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[
     if plain is None:
         chosen, why = choose(start, [best] if best.epoch else [])
     else:
-        chosen, why = choose(plain, [best] + ([averaged] if averaged else []))
+        chosen, why = choose_tuned(plain, best, averaged)
     report(Progress(Stage.NOTE, message=f"kept {why}"))
     final = merged(pl)
     if chosen.epoch is None:  # the plain pretrained features: no head, nothing to train

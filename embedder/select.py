@@ -1,7 +1,8 @@
 """Choosing the model a run keeps: the one that labels validation images best, where "best" must beat the noise.
 
 Candidates: the baseline (the plain pretrained features; without pretrained weights the network before
-training), the pretrained backbone with its PCA head, and the best epoch. Each is scored by the k-NN vote's
+training), the pretrained backbone with its PCA head, the best epoch, and for a pretrained backbone the best
+epoch averaged with its start (``choose_tuned`` prefers it to the best epoch unless that labels clearly better). Each is scored by the k-NN vote's
 accuracy on the validation images (``validate.Score``). A candidate replaces the baseline only when, on the
 same validation images, it gets clearly more of them right (a paired test: queries it gets right that the
 baseline gets wrong, minus the reverse, must exceed 1.645 standard errors), or gets at least as many right
@@ -117,6 +118,22 @@ def averaged_state(start: dict, tuned: dict, share: float) -> dict:
     }
 
 
+def choose_tuned(baseline: Candidate, best: Candidate, averaged: Candidate | None) -> tuple[Candidate, str]:
+    """``choose`` for a pretrained backbone, moving no farther from the pretrained weights than validation asks:
+    the averaged network when it beats the baseline, unless the fully fine-tuned epoch labels clearly more
+    validation images right than it (a better ranking alone does not pay for leaving the pretrained weights
+    farther behind); otherwise the best epoch against the baseline."""
+    if averaged is not None:
+        kept, why = choose(baseline, [averaged])
+        if kept is averaged and not clearly_better(best.score, averaged.score):
+            gain, loss = paired(best.score, averaged.score)
+            return kept, (
+                f"{why}; {best.name} without the average labels {gain} validation images right that it gets "
+                f"wrong and {loss} the other way round, within the noise ({best.summary()})"
+            )
+    return choose(baseline, [best])
+
+
 def averaged_name(epoch: int, share: float) -> str:
     return f"epoch {epoch} averaged with its pretrained start ({share:.0%} fine-tuned)"
 
@@ -137,7 +154,7 @@ def kept_network(
             start, others = best, []
         chosen, why = choose(start, others)
     else:
-        chosen, why = choose(pretrained, [best] + ([averaged] if averaged else []))
+        chosen, why = choose_tuned(pretrained, best, averaged)
     if chosen.state is None:  # the plain pretrained features: no head
         return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), chosen, why
     model.load_state_dict(chosen.state)

@@ -113,3 +113,19 @@ def test_kept_network__the_averaged_candidate_is_kept_when_it_labels_best_and_lo
     assert torch.allclose(kept.state_dict()[w], start_state[w] + 0.5)
     _, chosen, _ = kept_network(model, start, best, pre, "cpu", None)
     assert chosen is best
+
+
+def test_choose_tuned__the_averaged_network_stays_unless_full_fine_tuning_labels_clearly_better():
+    from embedder.select import choose_tuned
+
+    base = Candidate("the pretrained features", _score("1" * 28 + "0" * 12, 0.60))
+    mixed = Candidate("epoch 5 averaged", _score("1" * 37 + "0" * 3, 0.80), 5, averaged=True)
+    ranks_better = Candidate("epoch 5", _score("1" * 38 + "0" * 2, 0.95), 5)  # one more right, ranks better: noise
+    kept, why = choose_tuned(base, ranks_better, mixed)
+    assert kept is mixed and "epoch 5 without the average labels 1 validation images right" in why
+    labels_better = Candidate("epoch 5", _score("1" * 40, 0.95), 5)
+    mixed_worse = Candidate("epoch 5 averaged", _score("1" * 30 + "0" * 10, 0.80), 5, averaged=True)
+    assert choose_tuned(base, labels_better, mixed_worse)[0] is labels_better  # 10 more right: not noise
+    assert choose_tuned(base, labels_better, None)[0] is labels_better
+    no_gain = Candidate("epoch 1", _score("1" * 28 + "0" * 12, 0.50), 1)
+    assert choose_tuned(base, no_gain, no_gain)[0] is base  # neither beats the pretrained features
