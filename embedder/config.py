@@ -180,8 +180,9 @@ class TrainConfig:
     )
     average_share: float = share(
         0.5,
-        "a pretrained backbone's fine-tuned weights averaged with its starting weights (WiSE-FT): the fine-tuned "
-        "share of the averaged candidate, kept only where it labels validation images best (1: no such candidate)",
+        "a pretrained backbone's best epoch averaged with its starting weights (WiSE-FT): the fine-tuned share of "
+        "the average, which is kept over the plain epoch unless that labels validation images clearly better "
+        "(1: no average)",
         "Fine-tuned share of the weight average",
         high=1.0,
     )
