@@ -2,12 +2,12 @@
 
 Candidates: the baseline (the plain pretrained features; without pretrained weights the network before
 training), the pretrained backbone with its PCA head, the best epoch, and for a pretrained backbone the best
-epoch averaged with its start (``choose_tuned`` prefers it to the best epoch unless that labels clearly better). Each is scored by the k-NN vote's
-accuracy on the validation images (``validate.Score``). A candidate replaces the baseline only when, on the
-same validation images, it gets clearly more of them right (a paired test: queries it gets right that the
-baseline gets wrong, minus the reverse, must exceed 1.645 standard errors), or gets at least as many right
-and ranks them better (MAP@R). With a few dozen validation images a difference of one or two is noise, and
-the simpler model stays.
+epoch averaged with its start (``choose_tuned`` prefers it to the plain epoch unless that labels clearly better).
+Each is scored by the k-NN vote's accuracy on the validation images (``validate.Score``). A candidate replaces
+the baseline only when, on the same validation images, it gets clearly more of them right (a paired test:
+queries it gets right that the baseline gets wrong, minus the reverse, must exceed 1.645 standard errors), or
+gets at least as many right and ranks them better (MAP@R). With a few dozen validation images a difference of
+one or two is noise, and the simpler model stays.
 """
 
 from __future__ import annotations
