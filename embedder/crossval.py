@@ -25,8 +25,17 @@ from .metrics import wilson_interval
 from .model import EmbeddingNet
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
-from .select import Candidate, averaged_name, averaged_state, choose, choose_tuned, improves
-from .train import Fitted, Loop, decoded_cache, new_network, optimizer_for, set_learning_rate, starting_points
+from .select import Candidate, averaged_state, choose, choose_tuned, improves
+from .train import (
+    Fitted,
+    Loop,
+    averaged_candidate,
+    decoded_cache,
+    new_network,
+    optimizer_for,
+    set_learning_rate,
+    starting_points,
+)
 from .validate import Score
 
 SMALL_VALIDATION = 50  # validation images a class below which "auto" cross-validates
@@ -172,7 +181,7 @@ def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: C
         top = max(top, pooled, key=lambda s: s.key)
         history.append(stats.to_dict())
         best, bad = (Candidate(f"epoch {epoch}", pooled, epoch), 0) if stats.best else (best, bad + 1)
-        for fold in nets if stats.best and plain is not None else []:
+        for fold in nets if stats.best and plain is not None and cfg.average_share < 1 else []:
             fold.best_state = copy.deepcopy(fold.loop.model.state_dict())
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
     return start, best, plain, _averaged(nets, best, cfg, how, report) if plain is not None else None, history
@@ -183,11 +192,8 @@ def _averaged(nets: list[_Fold], best: Candidate, cfg: TrainConfig, how: str, re
     labels its own fold, pooled. None where there is no trained epoch or the share is 1."""
     if not best.epoch or cfg.average_share >= 1:
         return None
-    scores = []
-    for fold in nets:
-        fold.loop.model.load_state_dict(averaged_state(fold.start_state, fold.best_state, cfg.average_share))
-        scores.append(fold.loop.score(report, best.epoch))
-    return Candidate(averaged_name(best.epoch, cfg.average_share), pool(scores, how), best.epoch, averaged=True)
+    each = [averaged_candidate(f.loop, f.start_state, replace(best, state=f.best_state), report) for f in nets]
+    return Candidate(each[0].name, pool([c.score for c in each], how), best.epoch, averaged=True)
 
 
 def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Reporter, stop, cache) -> EmbeddingNet:

@@ -134,10 +134,6 @@ def choose_tuned(baseline: Candidate, best: Candidate, averaged: Candidate | Non
     return choose(baseline, [best])
 
 
-def averaged_name(epoch: int, share: float) -> str:
-    return f"epoch {epoch} averaged with its pretrained start ({share:.0%} fine-tuned)"
-
-
 def kept_network(
     model: EmbeddingNet,
     start: Candidate,

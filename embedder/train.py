@@ -23,7 +23,7 @@ from .errors import Cancelled
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage, counter
-from .select import Candidate, averaged_name, averaged_state, improves, kept_network
+from .select import Candidate, averaged_state, improves, kept_network
 from .transforms import eval_transform, train_transform
 from .triplets import batch_stats
 from .validate import Score, ValidationSet, Validator
@@ -240,15 +240,17 @@ def starting_points(loop: Loop, report: Reporter) -> tuple[Candidate, Candidate 
     return start, pretrained
 
 
-def averaged_candidate(loop: Loop, start: Candidate, best: Candidate, report: Reporter) -> Candidate | None:
-    """The best epoch averaged with its pretrained start (``select.averaged_state``), scored on validation; None
-    where there is nothing to average: no pretrained backbone, no trained epoch, no validation, a share of 1."""
+def averaged_candidate(loop: Loop, start: dict, best: Candidate, report: Reporter) -> Candidate | None:
+    """The best epoch averaged with the pretrained ``start`` weights (``select.averaged_state``), loaded into the
+    loop's network and scored on its validation (cross-validation: once per fold); None where there is nothing
+    to average: no pretrained backbone, no trained epoch, no validation, a share of 1."""
     share = loop.cfg.average_share
     if not loop.model.config.pretrained or not best.epoch or share >= 1 or not loop.val:
         return None
-    state = averaged_state(start.state, best.state, share)
+    state = averaged_state(start, best.state, share)
     loop.model.load_state_dict(state)
-    return Candidate(averaged_name(best.epoch, share), loop.score(report, best.epoch), best.epoch, state, True)
+    name = f"epoch {best.epoch} averaged with its pretrained start ({share:.0%} fine-tuned)"
+    return Candidate(name, loop.score(report, best.epoch), best.epoch, state, True)
 
 
 def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
@@ -291,7 +293,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
     if not loop.world.main:  # its part is done: rank 0 keeps a network and writes the run
         return Fitted(model.eval(), "", history)
-    averaged = averaged_candidate(loop, start, best, report)
+    averaged = averaged_candidate(loop, start.state, best, report)
     kept_model, chosen, why = kept_network(model, start, best, pretrained, device, averaged)
     report(Progress(Stage.NOTE, message=f"kept {why}"))
     candidates = {c.name: c.score.metrics for c in (pretrained, start, best, averaged) if c is not None}
