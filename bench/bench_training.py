@@ -32,9 +32,10 @@ from embedder.config import TrainConfig
 from embedder.embed import embed_images
 from embedder.metrics import retrieval_metrics, wilson_interval
 from embedder.model import EmbeddingNet
+from embedder.objective import optimizer_for, set_learning_rate
 from embedder.plan import plan
 from embedder.progress import silent
-from embedder.train import Loop, optimizer_for, set_learning_rate, train_epoch
+from embedder.train import Loop, train_epoch
 from embedder.transforms import eval_transform
 
 TARGETS = (0.95, 0.98)
@@ -104,7 +105,7 @@ def naive_step(model, dataset, optimizer, loss_fn, triplets: np.ndarray) -> None
 
 def train_recipe(loop: Loop, cfg: TrainConfig, held: HeldOut, steps_per_round: int) -> Curve:
     """The project's epochs (sampler, miner, loss, schedule), scored after each."""
-    curve, clock, optimizer = Curve("recipe (P×K + miner)"), 0.0, optimizer_for(loop.model, cfg)
+    curve, clock, optimizer = Curve("recipe (P×K + miner)"), 0.0, optimizer_for(loop.model, cfg, loop.loss_fn)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         set_learning_rate(optimizer, cfg, epoch)
@@ -121,7 +122,8 @@ def train_naive(model, loop: Loop, cfg: TrainConfig, held: HeldOut, steps_per_ro
     from pytorch_metric_learning import losses
 
     curve, clock, rng = Curve("naive (random triplets)"), 0.0, np.random.default_rng(cfg.seed)
-    optimizer, loss_fn = optimizer_for(model, cfg), losses.TripletMarginLoss(margin=cfg.margin)
+    loss_fn = losses.TripletMarginLoss(margin=cfg.margin)
+    optimizer = optimizer_for(model, cfg, loss_fn)
     per_step = max(1, loop.batch // 3)
     while clock < budget:
         t0 = time.perf_counter()

@@ -62,21 +62,25 @@ def remove_work_dir(wd: Path) -> None:
         shutil.rmtree(wd, ignore_errors=True)
 
 
-def resume(ckpt_path: Path, cfg: TrainConfig, model, optimizer, device, report: Reporter):
-    """Load the checkpoint at ``ckpt_path`` into ``model`` and ``optimizer``: (the best candidate so far, history,
-    epochs without improvement, the epoch to continue from)."""
+def resume(ckpt_path: Path, cfg: TrainConfig, model, loss, optimizer, device, report: Reporter):
+    """Load the checkpoint at ``ckpt_path`` into ``model``, ``loss`` (its proxies) and ``optimizer``: (the best
+    candidate so far, history, epochs without improvement, the epoch to continue from)."""
     ckpt = load_checkpoint(ckpt_path, cfg, device)
     model.load_state_dict(ckpt["model"])
+    loss.load_state_dict(ckpt.get("loss", {}))
     optimizer.load_state_dict(ckpt["optimizer"])
     report(Progress(Stage.NOTE, message=f"resumed from epoch {ckpt['epoch']}"))
     return Candidate.from_dict(ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
 
 
-def checkpoint_state(cfg: TrainConfig, model, optimizer, best: Candidate, history, bad_epochs: int, epoch: int) -> dict:
+def checkpoint_state(
+    cfg: TrainConfig, model, loss, optimizer, best: Candidate, history, bad_epochs: int, epoch: int
+) -> dict:
     """What a checkpoint holds after ``epoch``: tensors and plain values only."""
     return {
         "config": resume_key(cfg),
         "model": model.state_dict(),
+        "loss": loss.state_dict(),
         "optimizer": optimizer.state_dict(),
         "best": best.to_dict(),
         "history": history,

@@ -12,7 +12,7 @@ SCHEMA_VERSION = 2  # 2: marker file and checksums; runs of schema 1 still load
 
 BACKBONES = ("auto", "convnet", "resnet18", "resnet50", "efficientnet_lite0")
 MINERS = ("semihard", "hard", "all", "batch-hard")
-LOSSES = ("triplet", "multi-similarity")
+LOSSES = ("triplet", "multi-similarity", "proxy-anchor")
 SCHEDULES = ("constant", "cosine")
 SELECTIONS = ("auto", "holdout", "cv")
 DEVICES = ("auto", "cpu", "cuda")
@@ -122,7 +122,8 @@ class TrainConfig:
     loss: str = setting(
         "triplet",
         "the metric-learning loss: triplet (TripletMarginLoss with --miner) or multi-similarity "
-        "(MultiSimilarityLoss with its own miner: weighs every pair of a batch by how hard it is)",
+        "(MultiSimilarityLoss with its own miner: weighs every pair of a batch by how hard it is) or proxy-anchor "
+        "(ProxyAnchorLoss: one learned proxy a class, each image pulled to its own and pushed from the others)",
         choices=LOSSES,
         label="Loss",
     )

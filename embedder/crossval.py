@@ -23,6 +23,7 @@ from .config import TrainConfig
 from .embed import DecodedImages
 from .metrics import wilson_interval
 from .model import EmbeddingNet
+from .objective import optimizer_for, set_learning_rate
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
 from .select import Candidate, averaged_state, choose, choose_tuned, improves
@@ -32,8 +33,6 @@ from .train import (
     averaged_candidate,
     decoded_cache,
     new_network,
-    optimizer_for,
-    set_learning_rate,
     starting_points,
 )
 from .validate import Score
@@ -123,7 +122,7 @@ def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, cache: De
         model, n_frozen = new_network(pl, cfg, cfg.seed + 1_000 * (f + 1), device)
         loop = Loop(fold_plan, cfg, model, n_frozen, device, report, cache=cache, outcomes=True)
         start, plain = starting_points(loop, report)
-        nets.append(_Fold(loop, optimizer_for(model, cfg), start.state))
+        nets.append(_Fold(loop, optimizer_for(model, cfg, loop.loss_fn), start.state))
         starts.append(start)
         plains.append(plain)
     start = Candidate(starts[0].name, pool([c.score for c in starts], how), 0)
@@ -202,7 +201,7 @@ def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Re
     model, n_frozen = new_network(pl, cfg, cfg.seed, device)
     loop = Loop(pl, cfg, model, n_frozen, device, report, cache=cache)
     start, _ = starting_points(loop, report)  # the PCA head of a pretrained backbone, from all training images
-    optimizer = optimizer_for(model, cfg)
+    optimizer = optimizer_for(model, cfg, loop.loss_fn)
     for epoch in range(1, chosen.epoch + 1):
         report(
             Progress(

@@ -87,12 +87,16 @@ def global_batch(loss_fn, miner):
 
     The wrapped loss is ``world size ×`` the loss of the gathered batch, so that DDP's averaging of the ranks'
     gradients gives the gradient of the gathered batch's loss; ``world().size`` divides it back for reporting.
+    What the loss learns itself (proxies) is outside DDP, and every rank computes the same gradient for it from
+    the gathered batch: a hook divides that gradient by the world size, as DDP's averaging does for the network.
     """
     if world().size <= 1:
         return loss_fn, miner
     from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 
-    return DistributedLossWrapper(loss_fn), DistributedMinerWrapper(miner)
+    for p in loss_fn.parameters():
+        p.register_hook(lambda grad: grad / world().size)
+    return DistributedLossWrapper(loss_fn), miner and DistributedMinerWrapper(miner)
 
 
 def agree(flag: bool) -> bool:

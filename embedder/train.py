@@ -5,7 +5,6 @@ plain pretrained features. ``fit`` is one stage of the pipeline (pipeline.py).""
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from .config import TrainConfig
 from .embed import DecodedImages, ImageDataset
 from .errors import Cancelled
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
+from .objective import loss_and_miner, optimizer_for, set_learning_rate
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage, counter
 from .select import Candidate, averaged_state, improves, kept_network
@@ -42,44 +42,11 @@ class Fitted:
     )
 
 
-def _loss_and_miner(cfg: TrainConfig):
-    """The loss and the miner that picks what it learns from, by name (pytorch-metric-learning)."""
-    from pytorch_metric_learning import losses, miners
-
-    if cfg.loss == "multi-similarity":
-        return losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner()
-    if cfg.miner == "batch-hard":
-        return losses.TripletMarginLoss(margin=cfg.margin), miners.BatchHardMiner()
-    return losses.TripletMarginLoss(margin=cfg.margin), miners.TripletMarginMiner(
-        margin=cfg.margin, type_of_triplets=cfg.miner
-    )
-
-
-def optimizer_for(model: EmbeddingNet, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with a gentler learning rate for a pretrained backbone than for the head."""
-    backbone_lr = cfg.backbone_lr if model.config.pretrained else cfg.lr
-    groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": backbone_lr}]
-    head = list(model.head.parameters())
-    if head:
-        groups.append({"params": head, "lr": cfg.lr})
-    return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
-
-
 def new_network(pl: Plan, cfg: TrainConfig, seed: int, device) -> tuple[EmbeddingNet, int]:
     """A network to train, seeded, in eval mode, and how many of a pretrained backbone's stages are frozen."""
     torch.manual_seed(seed)
     model = EmbeddingNet(pl.model_config).to(device).eval()
     return model, freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
-    """The epoch's learning rates from the schedule; a function of the epoch alone, so --resume repeats it."""
-    factor = 1.0
-    if cfg.schedule == "cosine":
-        factor = 0.5 * (1 + math.cos(math.pi * (epoch - 1) / max(1, cfg.epochs)))
-    for group in optimizer.param_groups:
-        group.setdefault("base_lr", group["lr"])
-        group["lr"] = group["base_lr"] * factor
 
 
 def train_epoch(
@@ -104,7 +71,7 @@ def train_epoch(
             raise Cancelled("training cancelled; the previous run is unchanged (use --resume to continue)")
         x, y = x.to(next(model.parameters()).device), y.to(next(model.parameters()).device)
         emb = model(x)  # (B, D)
-        loss = loss_fn(emb, y, miner(emb, y))
+        loss = loss_fn(emb, y, miner(emb, y) if miner else None)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -149,7 +116,8 @@ class Loop:
         self.batch = pl.classes_per_batch * pl.per_class
         share = len(fit_idx) // self.world.size  # images per rank and epoch: an epoch is one pass over the data
         self.length = max(self.batch, share - share % self.batch)
-        self.loss_fn, self.miner = _loss_and_miner(cfg)
+        self.loss, self.miner = loss_and_miner(cfg, len(images.classes), mc.dim or model.backbone.out_features)
+        self.loss_fn = self.loss  # what training calls: wrapped by ``distribute`` under torchrun
         parts = (pl.val_idx, pl.train_idx, pl.unseen_val_idx) if self.world.main else (np.zeros(0, dtype=int),) * 3
         self.val = ValidationSet.of(images.labels, *parts, cfg.seed)
         self.validator = Validator(
@@ -260,8 +228,8 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     Under torchrun every rank calls it; rank 0 returns the kept network, the others their copy of the last one.
     """
     model, n_frozen = new_network(pl, cfg, cfg.seed, device)
-    optimizer = optimizer_for(model, cfg)
     loop = Loop(pl, cfg, model, n_frozen, device, report)
+    optimizer = optimizer_for(model, cfg, loop.loss_fn)
     if loop.val.note:
         report(Progress(Stage.NOTE, message=loop.val.note))
     start, pretrained = starting_points(loop, report)
@@ -269,7 +237,7 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
     top = start.score  # the best label accuracy seen: the kept epoch may not drift below it by more than noise
     ckpt_path = work_dir(out) / "checkpoint.pt"
     if cfg.resume and ckpt_path.exists():
-        best, history, bad_epochs, first = resume(ckpt_path, cfg, model, optimizer, device, report)
+        best, history, bad_epochs, first = resume(ckpt_path, cfg, model, loop.loss, optimizer, device, report)
         top = best.score
     elif cfg.resume:
         report(Progress(Stage.NOTE, message="nothing to resume: starting from the beginning"))
@@ -289,7 +257,8 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
         else:
             bad_epochs += 1
         if loop.world.main:
-            save_checkpoint(ckpt_path, checkpoint_state(cfg, model, optimizer, best, history, bad_epochs, epoch))
+            state = checkpoint_state(cfg, model, loop.loss, optimizer, best, history, bad_epochs, epoch)
+            save_checkpoint(ckpt_path, state)
         report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
     if not loop.world.main:  # its part is done: rank 0 keeps a network and writes the run
         return Fitted(model.eval(), "", history)

@@ -23,14 +23,21 @@ from torch import nn
 
 from embedder import distributed
 from embedder.config import TrainConfig
+from embedder.objective import loss_and_miner
 from embedder.run import load_run
-from embedder.train import _loss_and_miner
 
 CASES = {  # the losses and miners training offers
     "semihard triplets": TrainConfig(miner="semihard"),
     "batch-hard triplets": TrainConfig(miner="batch-hard"),
     "multi-similarity": TrainConfig(loss="multi-similarity"),
+    "proxy-anchor": TrainConfig(loss="proxy-anchor"),  # learns proxies of its own, outside DDP
 }
+
+
+def _loss(cfg: TrainConfig):
+    """The loss and miner of ``cfg`` for 4 labels in 4 dimensions, its proxies (if any) the same in every process."""
+    torch.manual_seed(2)
+    return loss_and_miner(cfg, 4, 4)
 
 
 class _Tiny(nn.Module):
@@ -55,9 +62,10 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _loss_and_grads(model: nn.Module, net: nn.Module, loss_fn, miner, x, y, scale: int) -> dict:
     emb = net(x)
-    loss = loss_fn(emb, y, miner(emb, y))
+    loss = loss_fn(emb, y, miner(emb, y) if miner else None)
     loss.backward()
-    return {"loss": loss.item() / scale, "grads": [p.grad.clone() for p in model.parameters()]}
+    learned = [*model.parameters(), *loss_fn.parameters()]  # the network's weights and the loss's proxies
+    return {"loss": loss.item() / scale, "grads": [p.grad.clone() for p in learned]}
 
 
 def _rank(rank: int, port: int, out: str) -> None:
@@ -72,10 +80,10 @@ def _rank(rank: int, port: int, out: str) -> None:
         assert world.size == 2 and world.rank == rank
         for name, cfg in CASES.items():
             model = _Tiny()
-            loss_fn, miner = distributed.global_batch(*_loss_and_miner(cfg))
+            loss_fn, miner = distributed.global_batch(*_loss(cfg))
             results[name] = _loss_and_grads(model, distributed.parallel(model), loss_fn, miner, x[half], y[half], 2)
             alone = _Tiny()  # the same half without gathering: what a rank would learn from on its own
-            results[name]["alone"] = _loss_and_grads(alone, alone, *_loss_and_miner(cfg), x[half], y[half], 1)["loss"]
+            results[name]["alone"] = _loss_and_grads(alone, alone, *_loss(cfg), x[half], y[half], 1)["loss"]
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
 
 
@@ -94,12 +102,13 @@ def test_two_ranks__the_loss_and_gradient_of_the_gathered_batch_equal_the_single
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     x, y = _batch()
     for name, cfg in CASES.items():
-        loss_fn, miner = _loss_and_miner(cfg)
+        loss_fn, miner = _loss(cfg)
         model = _Tiny()
-        assert len(miner(model(x), y)[0]), f"{name}: the check needs a batch with something to mine"
+        assert miner is None or len(miner(model(x), y)[0]), f"{name}: the check needs a batch with something to mine"
         single = _loss_and_grads(model, model, loss_fn, miner, x, y, 1)
         for r in ranks:
             assert r[name]["loss"] == pytest.approx(single["loss"], rel=1e-5, abs=1e-7), name
+            assert len(r[name]["grads"]) == len(single["grads"]) == 2 + (name == "proxy-anchor"), name
             for got, want in zip(r[name]["grads"], single["grads"]):
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         # the check can tell: half a batch on its own has another loss
@@ -110,7 +119,7 @@ def test_world__outside_torchrun_is_one_process_and_every_helper_is_a_no_op(monk
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     model = _Tiny()
-    loss_fn, miner = _loss_and_miner(TrainConfig())
+    loss_fn, miner = _loss(TrainConfig())
     with distributed.process_group("cpu") as world:
         assert world == distributed.World(0, 1, 0) and world.main
         assert not torch.distributed.is_initialized()

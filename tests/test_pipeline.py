@@ -37,9 +37,10 @@ def test_train__epoch_callback_reports_every_stat(shapes_folder, tmp_path):
     assert [h["epoch"] for h in history] == [1, 2]
 
 
-def test_train__cancel_leaves_previous_run_intact_and_resume_finishes(shapes_folder, tmp_path):
+@pytest.mark.parametrize("loss", ["triplet", "proxy-anchor"])  # proxy-anchor: its proxies resume too
+def test_train__cancel_leaves_previous_run_intact_and_resume_finishes(shapes_folder, tmp_path, loss):
     out = tmp_path / "run"
-    train(_cfg(shapes_folder, out))
+    train(_cfg(shapes_folder, out, loss=loss))
     before = (out / "model.pt").read_bytes()
 
     calls = {"n": 0}
@@ -49,17 +50,17 @@ def test_train__cancel_leaves_previous_run_intact_and_resume_finishes(shapes_fol
         return calls["n"] > 2  # 27 training images in batches of 12: two steps an epoch
 
     with pytest.raises(Cancelled):
-        train(_cfg(shapes_folder, out, epochs=3), should_stop=stop_in_second_epoch)
+        train(_cfg(shapes_folder, out, epochs=3, loss=loss), should_stop=stop_in_second_epoch)
     assert (out / "model.pt").read_bytes() == before
     assert (work_dir(out) / "checkpoint.pt").exists()
 
     events = []
-    result = train(_cfg(shapes_folder, out, epochs=3, resume=True), progress=events.append)
+    result = train(_cfg(shapes_folder, out, epochs=3, loss=loss, resume=True), progress=events.append)
     assert any(e.message == "resumed from epoch 1" for e in events)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert not work_dir(out).exists()
     # Resuming gives the same history as an uninterrupted run with the same seed.
-    straight = train(_cfg(shapes_folder, tmp_path / "straight", epochs=3))
+    straight = train(_cfg(shapes_folder, tmp_path / "straight", epochs=3, loss=loss))
     assert [h["loss"] for h in straight.history] == pytest.approx([h["loss"] for h in result.history])
 
 
