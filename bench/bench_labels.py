@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.bench_finegrained import make_patches
 from bench.progress import log
-from embedder.config import TrainConfig
+from embedder.config import LOSSES, TrainConfig
 from embedder.pipeline import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/cats_dogs"
@@ -49,36 +49,23 @@ def few_photos(root: Path, per_class: int = 5) -> Path:
     return root
 
 
-def run_one(name: str, seed: int, tmp: Path, selection: str = "auto") -> dict:
+def set_settings(name: str, tmp: Path) -> dict:
+    """The data settings of set ``name`` (its images generated under ``tmp`` the first time)."""
     if name == "photos":
-        cfg = TrainConfig(
-            data=str(SHARED / "train"),
-            queries=str(SHARED / "val"),
-            out=f"{tmp}/{name}-{seed}",
-            seed=seed,
-            selection=selection,
-        )
-    elif name == "few":
+        return {"data": str(SHARED / "train"), "queries": str(SHARED / "val")}
+    if name == "few":
         data = tmp / "few" if (tmp / "few").exists() else few_photos(tmp / "few")
-        cfg = TrainConfig(
-            data=str(data), queries=str(SHARED / "val"), out=f"{tmp}/{name}-{seed}", seed=seed, selection=selection
-        )
-    elif name == "finegrained":
-        data, queries = (
-            finegrained(tmp / "finegrained")
-            if not (tmp / "finegrained").exists()
-            else (tmp / "finegrained/train", tmp / "finegrained/query")
-        )
-        cfg = TrainConfig(
-            data=str(data),
-            queries=str(queries),
-            out=f"{tmp}/{name}-{seed}",
-            seed=seed,
-            unseen_classes=0,
-            selection=selection,
-        )
-    else:
-        cfg = TrainConfig(data="demo", out=f"{tmp}/{name}-{seed}", seed=seed, selection=selection)
+        return {"data": str(data), "queries": str(SHARED / "val")}
+    if name == "finegrained":
+        root = tmp / "finegrained"
+        data, queries = (root / "train", root / "query") if root.exists() else finegrained(root)
+        return {"data": str(data), "queries": str(queries), "unseen_classes": 0}
+    return {"data": "demo"}
+
+
+def run_one(name: str, seed: int, tmp: Path, **settings) -> dict:
+    """Train on set ``name`` with the defaults but ``settings`` (selection, loss) and measure the kept model."""
+    cfg = TrainConfig(**set_settings(name, tmp), out=f"{tmp}/{name}-{seed}", seed=seed, **settings)
     t0 = time.perf_counter()
     result = train(cfg, progress=log)
     test = result.metrics["test"]
@@ -86,6 +73,7 @@ def run_one(name: str, seed: int, tmp: Path, selection: str = "auto") -> dict:
         "set": name,
         "seed": seed,
         "selection": cfg.selection,
+        "loss": cfg.loss,
         "seconds": time.perf_counter() - t0,
         "kept": result.kept,
         "candidates": {
@@ -125,6 +113,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sets", nargs="+", default=["photos", "finegrained", "digits"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--selection", default="auto", choices=("auto", "holdout", "cv"), help="how runs keep a model")
+    ap.add_argument("--loss", default="triplet", choices=LOSSES, help="the training loss")
     ap.add_argument("--json", default=None, help="also write every row to this JSON file")
     args = ap.parse_args(argv)
     for name in [s for s in ("photos", "few") if s in args.sets and not SHARED.is_dir()]:
@@ -134,7 +123,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             for seed in args.seeds:
-                rows.append(run_one(name, seed, Path(tmp), args.selection))
+                rows.append(run_one(name, seed, Path(tmp), selection=args.selection, loss=args.loss))
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
     summary(rows)
