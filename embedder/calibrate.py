@@ -7,11 +7,14 @@ how well it holds (``reliability``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .config import DEFAULT_K
 from .knn import topk
-from .vote import knn_predictions, knn_votes
+from .metrics import KNN_KS
+from .vote import knn_predictions, knn_votes, label_votes
 
 
 def open_set(
@@ -54,17 +57,49 @@ def calibrated_on(metrics: dict) -> str:
     return "validation images"
 
 
-def open_set_outcomes(
-    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """What both calibrations are fitted on, per query: (vote share, nearest distance, nearest distance with its
-    own class removed) (Q, 3), and whether the vote was right (Q,). Cross-validation keeps these for every
-    out-of-fold image and fits on them all (``open_set_from``, ``fit_confidence``). A query whose class the
-    gallery lacks is unknown already: its third column is NaN, and ``open_set_from`` leaves it out."""
-    features, correct = vote_outcomes(queries, query_labels, gallery, gallery_labels, k)
-    d_unknown = topk(queries, gallery, 1, other_label=(query_labels, gallery_labels))[1][:, 0].astype(np.float64)
-    d_unknown[~np.isin(query_labels, gallery_labels)] = np.nan
-    return np.column_stack([features, d_unknown]), correct
+@dataclass
+class Answers:
+    """Validation queries answered from the training images: what calibration and the choice of k are fitted on.
+
+    Kept per query (Q rows): its label, the labels and distances of its ``K`` nearest training images (enough
+    for every k tried), and its nearest distance with its own class removed (NaN when the gallery lacks its
+    class: it is unknown already, and ``open_set_from`` leaves it out). Cross-validation keeps these for every
+    out-of-fold image and pools them (``concat``)."""
+
+    labels: np.ndarray  # (Q,)
+    neighbours: np.ndarray  # (Q, K) labels, nearest first
+    distances: np.ndarray  # (Q, K)
+    d_unknown: np.ndarray  # (Q,)
+
+    @classmethod
+    def of(cls, queries, query_labels, gallery, gallery_labels, k: int = max(KNN_KS), neighbours=None) -> Answers:
+        """``neighbours``: the queries' (indices, distances) in the gallery when the caller has them already."""
+        idx, dist = topk(queries, gallery, min(k, len(gallery))) if neighbours is None else neighbours
+        d_unknown = topk(queries, gallery, 1, other_label=(query_labels, gallery_labels))[1][:, 0].astype(np.float64)
+        d_unknown[~np.isin(query_labels, gallery_labels)] = np.nan
+        return cls(np.asarray(query_labels), gallery_labels[idx], dist, d_unknown)
+
+    @classmethod
+    def concat(cls, parts: list[Answers]) -> Answers:
+        k = min(p.neighbours.shape[1] for p in parts)
+        return cls(
+            *(
+                np.concatenate(x)
+                for x in zip(*((p.labels, p.neighbours[:, :k], p.distances[:, :k], p.d_unknown) for p in parts))
+            )
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def at(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k-NN vote: (vote share, nearest distance) (Q, 2) per query, and whether it was right (Q,)."""
+        predicted, shares = label_votes(self.neighbours, self.distances, k)
+        return np.stack([shares, self.distances[:, 0]], axis=1), predicted == self.labels
+
+    def open_set(self, k: int, target_precision: float) -> dict:
+        """``open_set`` of these answers with a k-NN vote."""
+        return open_set_from(self.distances[:, 0], self.at(k)[1], self.d_unknown, target_precision)
 
 
 def open_set_from(

@@ -217,7 +217,14 @@ class TrainConfig:
     queries: str | None = setting(
         None, "a separate ImageFolder of evaluation queries instead of a held-out split", app=False
     )
-    k: int = setting(DEFAULT_K, "neighbours that vote on a label", low=1, high=100, label="Neighbours that vote (k)")
+    k: int | None = setting(
+        None,
+        "neighbours that vote on a label; unset = chosen on validation among 1, 3, 5, 10 and 20: 5 unless another "
+        "labels the validation images clearly more right",
+        low=1,
+        high=100,
+        label="Neighbours that vote (k)",
+    )
     target_precision: float = setting(
         0.95,
         '"unknown" threshold: answers within it are right this often on validation',

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from .calibrate import Answers
 from .config import TrainConfig
 from .embed import DecodedImages
 from .metrics import wilson_interval
@@ -98,7 +99,7 @@ def pool(scores: list[Score], how: str) -> Score:
             m[key] = float(np.average([s.metrics[key] for s in scores], weights=n))
     m["scored_on"] = how
     outcomes = [s.outcomes for s in scores]
-    return Score(m, right, None if any(o is None for o in outcomes) else np.concatenate(outcomes))
+    return Score(m, right, None if any(o is None for o in outcomes) else Answers.concat(outcomes))
 
 
 @dataclass
@@ -233,5 +234,4 @@ def fit_cv(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[
         model = _train_all(final, cfg, chosen, device, report, stop, cache)
     candidates = {c.name: c.score.metrics for c in (plain, start, best, averaged) if c is not None}
     validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
-    outcomes = (chosen.score.outcomes, chosen.score.correct) if chosen.score.outcomes is not None else None
-    return Fitted(model, why, history, validation, outcomes=outcomes)
+    return Fitted(model, why, history, validation, outcomes=chosen.score.outcomes)

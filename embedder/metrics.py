@@ -112,6 +112,7 @@ def retrieval_metrics(
         knn_accuracy_at_1=knn[1][0],
         best_k=best_k,
         knn_accuracy_at_best_k=knn[best_k][0],
+        knn_accuracy_by_k={str(j): acc for j, (acc, _) in knn.items()},
         macro_accuracy=knn[default_k][1],
     )
     return result

@@ -9,7 +9,7 @@ The same splits, index, calibration and evaluation as a run trained here (``pipe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,7 @@ class ImportConfig:
     test_fraction: float = _as_in_train("test_fraction")
     val_fraction: float = _as_in_train("val_fraction")
     unseen_classes: float | None = _as_in_train("unseen_classes")
-    k: int = _as_in_train("k")
+    k: int | None = _as_in_train("k")
     target_precision: float = _as_in_train("target_precision")
     n_trees: int = _as_in_train("n_trees")
     batch_size_embed: int = _as_in_train("batch_size_embed")
@@ -231,8 +231,8 @@ def import_model(
     report = _guarded(report, stop)
     rows, emb = embed_gallery(pl, net, cfg, report)
     index = index_gallery(emb, tc, report)
-    calibration = calibrate(pl, rows, emb, tc, report)
-    kept = f"imported from {name} ({net.input.dim}-d output)"
+    calibration, k = calibrate(pl, rows, emb, tc, report)
+    tc, kept = replace(tc, k=k), f"imported from {name} ({net.input.dim}-d output)"
     run = assemble(pl, tc, Fitted(net, kept, []), rows, emb, index)
     run.onnx, run.info["notes"] = net.input, notes
     baseline = baseline_model(pl, cfg)

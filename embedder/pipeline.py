@@ -10,25 +10,25 @@ answer raises ``Cancelled`` and leaves the previous run at ``cfg.out`` untouched
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .calibrate import fit_confidence, open_set, open_set_from, vote_outcomes
+from .calibrate import Answers, fit_confidence
 from .checkpoint import remove_work_dir, work_dir
-from .config import IndexConfig, TrainConfig
+from .config import DEFAULT_K, IndexConfig, TrainConfig
 from .crossval import fit_cv, merged, use_cv
 from .distributed import world
 from .embed import embed_images
 from .errors import Cancelled, EmbedderError
 from .evaluate import evaluate_run
 from .index import GalleryIndex, build_index
-from .knn import topk
 from .model import resolve_device
 from .plan import Plan, plan
 from .progress import Progress, Reporter, Stage, counter, silent
 from .run import Run, gallery_rows, split_record
+from .select import choose_k
 from .train import Fitted, fit
 from .transforms import eval_transform
 from .validate import MAX_QUERIES, cap
@@ -105,25 +105,38 @@ def describe_plan(pl: Plan) -> str:
     )
 
 
-def calibrate(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, report: Reporter, outcomes=None) -> dict:
-    """From validation images against the training images: the "unknown" distance threshold, and the map from
-    vote share and nearest distance to the probability that an answer is right. A cross-validated run passes
-    ``outcomes``, its kept candidate's out-of-fold answers, and is calibrated on those."""
-    report(Progress(Stage.CALIBRATE, message='calibrating confidence and "unknown" on validation images'))
-    if outcomes is not None:
-        features, right = outcomes
-        unknown = open_set_from(features[:, 1], right, features[:, 2], cfg.target_precision)
-        return _calibration(unknown, fit_confidence(features[:, :2], right, distance=False), "cross-validation")
+def calibrate(
+    pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig, report: Reporter, outcomes: Answers | None = None
+) -> tuple[dict, int]:
+    """From validation images against the training images: the k the run votes with (``cfg.k``, or chosen on
+    them), the "unknown" distance threshold, and the map from vote share and nearest distance to the probability
+    that an answer is right. A cross-validated run passes ``outcomes``, its kept candidate's out-of-fold answers,
+    and is calibrated on those. Returns what the run records, and k."""
+    report(Progress(Stage.CALIBRATE, message='choosing k, calibrating confidence and "unknown" on validation images'))
+    on = "cross-validation" if outcomes is not None else "validation"
+    answers = outcomes if outcomes is not None else _validation_answers(pl, rows, emb, cfg)
+    if answers is None or not len(answers):
+        return {"unknown": {"calibrated_on": on}, "confidence": None}, cfg.k or DEFAULT_K
+    choice = None if cfg.k else choose_k(answers)
+    k = cfg.k or choice["k"]
+    if choice:
+        report(Progress(Stage.NOTE, message=f"votes with {choice['why']}"))
+    features, right = answers.at(k)
+    unknown = answers.open_set(k, cfg.target_precision)
+    # another network's distances (the folds') are on another scale than the kept one's: the vote share alone
+    confidence = fit_confidence(features, right, distance=on == "validation")
+    return {**_calibration(unknown, confidence, on), "k": choice or {"k": k, "why": f"k = {k}: set by you"}}, k
+
+
+def _validation_answers(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig) -> Answers | None:
+    """The validation images (a capped sample) answered by the kept network from the training images."""
     if not len(pl.val_idx):
-        return {"unknown": {"calibrated_on": "validation"}, "confidence": None}
+        return None
     position = {int(i): r for r, i in enumerate(rows)}
     labels = pl.images.labels
     val_idx = cap(pl.val_idx, labels, MAX_QUERIES, cfg.seed)  # as many as validation scores: enough to fit two numbers
     val, train = [position[int(i)] for i in val_idx], [position[int(i)] for i in pl.train_idx]
-    q, ql, g, gl = emb[val], labels[val_idx], emb[train], labels[pl.train_idx]
-    nearest = topk(q, g, cfg.k)  # one search serves both calibrations
-    unknown = open_set(q, ql, g, gl, cfg.target_precision, k=cfg.k, neighbours=nearest)
-    return _calibration(unknown, fit_confidence(*vote_outcomes(q, ql, g, gl, cfg.k, neighbours=nearest)), "validation")
+    return Answers.of(emb[val], labels[val_idx], emb[train], labels[pl.train_idx])
 
 
 def _calibration(unknown: dict, confidence: dict, on: str) -> dict:
@@ -190,8 +203,8 @@ def train(
     report = _guarded(report, stop)
     rows, emb = embed_gallery(pl, fitted, cfg, device, report, ray)
     index = index_gallery(emb, cfg, report)
-    calibration = calibrate(pl, rows, emb, cfg, report, fitted.outcomes)
-    run = assemble(pl, cfg, fitted, rows, emb, index)
+    calibration, k = calibrate(pl, rows, emb, cfg, report, fitted.outcomes)
+    run = assemble(pl, replace(cfg, k=k), fitted, rows, emb, index)
     run.metrics = {"index": index.stats(), **fitted.validation, "kept": fitted.kept, **calibration}
     if len(pl.test_idx) or cfg.queries:
         run.metrics["test"] = evaluate_run(

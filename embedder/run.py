@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 
 from . import bundle
 from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers ask of run folders)
-from .config import ModelConfig, TrainConfig
+from .config import DEFAULT_K, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .index import GalleryIndex, open_index
 from .onnx_model import OnnxInput
@@ -64,6 +64,10 @@ class Run:
     onnx: OnnxInput | None = None  # an imported network's preprocessing; None for a network trained here
     _model: Any = None
     _index: GalleryIndex | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_config.k is None:  # training chooses k; a run assembled otherwise votes with the default
+            self.train_config = replace(self.train_config, k=DEFAULT_K)
 
     @property
     def name(self) -> str:

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .calibrate import Answers
+from .config import DEFAULT_K
+from .metrics import KNN_KS
 from .model import EmbeddingNet
 from .validate import Score
 
@@ -78,6 +81,31 @@ def improves(new: Score, best: Score, top: Score) -> bool:
         return True
     no_worse = not clearly_better(best, new) and not clearly_better(top, new)
     return no_worse and new.key[1] > best.key[1]
+
+
+def choose_k(answers: Answers, default: int = DEFAULT_K) -> dict:
+    """The k a run votes with, chosen on validation answers (``calibrate.Answers``): ``default`` unless another k
+    of ``KNN_KS`` labels them clearly more right (the paired test candidates face); the most right of those.
+    Returns the chosen ``k``, every k's label accuracy, and why, in one line."""
+    ks = [k for k in KNN_KS if k <= answers.neighbours.shape[1]]
+    right = {k: answers.at(k)[1] for k in ks}
+    base = default if default in right else max(ks)
+    better = [k for k in ks if clearly_better(Score({}, right[k]), Score({}, right[base]))]
+    k = max(better, key=lambda j: (right[j].sum(), -j)) if better else base
+    acc = {j: float(r.mean()) for j, r in right.items()}
+    n, top = len(answers), max(ks, key=lambda j: (acc[j], -j))
+    if better:
+        gain, loss = paired(Score({}, right[k]), Score({}, right[base]))
+        why = (
+            f"k = {k}: its vote labels {acc[k]:.3f} of {n} validation images right against {acc[base]:.3f} with "
+            f"k = {base}; {gain} right that k = {base} gets wrong and {loss} the other way round, more than the noise"
+        )
+    else:
+        why = (
+            f"k = {base}: no other k labels the {n} validation images clearly more right (the best, k = {top}: "
+            f"{acc[top]:.3f} against {acc[base]:.3f})"
+        )
+    return {"k": k, "label_accuracy_by_k": {str(j): a for j, a in acc.items()}, "why": why}
 
 
 def choose(baseline: Candidate, others: list[Candidate]) -> tuple[Candidate, str]:

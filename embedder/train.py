@@ -15,8 +15,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import distributed
+from .calibrate import Answers
 from .checkpoint import checkpoint_state, resume, save_checkpoint, work_dir
-from .config import TrainConfig
+from .config import DEFAULT_K, TrainConfig
 from .embed import DecodedImages, ImageDataset
 from .errors import Cancelled
 from .model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
@@ -37,9 +38,7 @@ class Fitted:
     kept: str  # which candidate was kept, and why
     history: list[dict]  # one EpochStats dict per epoch
     validation: dict = field(default_factory=dict)  # the kept candidate's, the untrained one's, the pretrained's
-    outcomes: tuple[np.ndarray, np.ndarray] | None = (
-        None  # cross-validated (features (N, 3), right (N,)) to calibrate on
-    )
+    outcomes: Answers | None = None  # cross-validated: every out-of-fold answer, to calibrate and choose k on
 
 
 def new_network(pl: Plan, cfg: TrainConfig, seed: int, device) -> tuple[EmbeddingNet, int]:
@@ -156,7 +155,7 @@ class Loop:
         if emb is None:
             words = f"after epoch {epoch}" if epoch else "before training"
             emb = self.validator.embeddings(progress=counter(report, Stage.VALIDATE, words, epoch))
-        return self.val.score(emb, self.pl.images.labels, self.cfg.k, outcomes=self.outcomes)
+        return self.val.score(emb, self.pl.images.labels, self.cfg.k or DEFAULT_K, outcomes=self.outcomes)
 
     def epoch(self, epoch: int, optimizer, report: Reporter, stop) -> tuple[EpochStats, Score]:
         t0 = time.perf_counter()

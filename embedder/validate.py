@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .calibrate import open_set_outcomes
+from .calibrate import Answers
 from .data import stratified_sample
 from .embed import embed_images
 from .metrics import retrieval_metrics, vote_correct, wilson_interval
@@ -70,14 +70,14 @@ class ValidationSet:
         Validation images are queries against the training images; unseen-class images (classes held out of
         training) label each other leave-one-out. The kept model is chosen by the k-NN vote's accuracy over
         all of them, MAP@R breaking ties. With ``outcomes`` (only without unseen classes) the score also keeps
-        what calibration is fitted on (``vote_outcomes``).
+        the answers calibration and the choice of k are fitted on (``calibrate.Answers``).
         """
         nq, ng = len(self.queries), len(self.gallery)
         lab = labels[self.rows]
         q, g, u = (emb[:nq], lab[:nq]), (emb[nq : nq + ng], lab[nq : nq + ng]), (emb[nq + ng :], lab[nq + ng :])
         m = retrieval_metrics(*q, *g, k=k) if nq else {}
-        kept = open_set_outcomes(*q, *g, k) if nq and outcomes else None
-        correct = [kept[1] if kept is not None else vote_correct(*q, *g, k=k)] if nq else []
+        kept = Answers.of(*q, *g) if nq and outcomes else None
+        correct = [kept.at(k)[1] if kept is not None else vote_correct(*q, *g, k=k)] if nq else []
         maps = [m["map_at_r"]] if "map_at_r" in m else []
         if len(self.unseen):
             um = retrieval_metrics(*u, *u, leave_one_out=True, k=k)
@@ -91,7 +91,7 @@ class ValidationSet:
             m.update(label_accuracy=float(right.mean()), label_accuracy_ci=[low, high], n_scored=len(right))
         if maps:
             m["score_map_at_r"] = float(np.mean(maps))
-        return Score(m, right, kept[0] if kept is not None else None)
+        return Score(m, right, kept)
 
 
 @dataclass
@@ -100,7 +100,7 @@ class Score:
 
     metrics: dict
     correct: np.ndarray  # (Q,) bool
-    outcomes: np.ndarray | None = None  # (Q, 3) vote share, nearest distance, nearest other-label distance
+    outcomes: Answers | None = None  # the answers behind it, kept for calibration and the choice of k
 
     @property
     def key(self) -> tuple[float, float]:

@@ -31,7 +31,12 @@ def vote(labels: Sequence[str], distances: Sequence[float]) -> tuple[str, float,
 
 def knn_votes(idx: np.ndarray, dist: np.ndarray, gallery_labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Distance-weighted vote over the first k neighbours of each row -> predicted labels (Q,), vote shares (Q,)."""
-    votes = [vote(gallery_labels[i[:k]].tolist(), d[:k]) for i, d in zip(idx, dist)]
+    return label_votes(gallery_labels[idx], dist, k)
+
+
+def label_votes(labels: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``knn_votes`` from the neighbours' labels (Q, K) themselves, nearest first."""
+    votes = [vote(lab[:k].tolist(), d[:k]) for lab, d in zip(labels, dist)]
     return np.array([int(v[0]) for v in votes], dtype=np.int64), np.array([v[1] for v in votes], dtype=np.float64)
 
 

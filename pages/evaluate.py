@@ -131,6 +131,8 @@ else:
 
 st.subheader("Training history")
 st.caption(f"Kept: {run.info.get('kept', '?')}")
+if "k" in run.metrics:
+    st.caption(f"Votes with {run.metrics['k']['why']}")
 if run.history:
     st.plotly_chart(training_curves(run.history), config={"displayModeBar": False}, key="history")
 else:

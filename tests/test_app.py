@@ -83,6 +83,7 @@ def test_evaluate_shows_confusion_and_a_threshold_slider(app_env):
     at.slider(key="eval-threshold").set_value(0.0).run()
     assert not at.exception
     assert at.metric[0].value == "0.0%" and answered != "0.0%"
+    assert any(c.value.startswith("Votes with k = ") for c in at.caption)  # which k the run votes with, and why
 
 
 @pytest.mark.slow  # starts the demo's training

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import unit as _unit
 
-from embedder.calibrate import open_set, open_set_from, open_set_outcomes
+from embedder.calibrate import Answers, open_set
 
 GALLERY = _unit([[1, 0.00], [1, 0.05], [1, -0.05], [0.00, 1], [0.05, 1], [-0.05, 1]])
 G_LABELS = np.array([0, 0, 0, 1, 1, 1])
@@ -67,7 +67,7 @@ def test_reliability__bins_and_expected_calibration_error_by_hand():
     assert r["ece"] == pytest.approx(2 / 6 * 0.05 + 4 / 6 * 0.2)
 
 
-def test_open_set_outcomes__a_query_whose_class_the_gallery_lacks_is_left_out_as_open_set_does():
+def test_answers__a_query_whose_class_the_gallery_lacks_is_left_out_as_open_set_does():
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(60, 8)).astype(np.float32)
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
@@ -75,8 +75,10 @@ def test_open_set_outcomes__a_query_whose_class_the_gallery_lacks_is_left_out_as
     queries = gallery[::6] + 0.05 * rng.normal(size=(10, 8)).astype(np.float32)
     query_labels = gallery_labels[::6].copy()
     query_labels[:3] = 7  # a class the gallery does not have
-    features, right = open_set_outcomes(queries, query_labels, gallery, gallery_labels, k=5)
-    assert np.isnan(features[:3, 2]).all() and not np.isnan(features[3:, 2]).any()
-    pooled = open_set_from(features[:, 1], right, features[:, 2])
+    answers = Answers.of(queries[:4], query_labels[:4], gallery, gallery_labels)
+    answers = Answers.concat([answers, Answers.of(queries[4:], query_labels[4:], gallery, gallery_labels)])
+    assert np.isnan(answers.d_unknown[:3]).all() and not np.isnan(answers.d_unknown[3:]).any()
+    assert answers.neighbours.shape == (10, 20)  # enough neighbours for every k tried
+    pooled = answers.open_set(5, 0.95)
     direct = open_set(queries, query_labels, gallery, gallery_labels, k=5)
     assert pooled["threshold"] == pytest.approx(direct["threshold"]) and pooled["auroc"] == direct["auroc"]

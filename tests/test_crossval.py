@@ -90,6 +90,8 @@ def test_train__cv_chooses_on_every_image_and_calibrates_on_them(demo_cache, tmp
     assert auto.metrics["confidence"].get("coef", [1, 0])[1] == 0.0  # the folds' distances are on another scale
     assert auto.metrics["unknown"]["calibrated_on"] == "cross-validation"
     assert auto.metrics["unknown"]["threshold"] > 0
+    assert f" {n_all} validation images" in auto.metrics["k"]["why"]  # k, too, is chosen on every image
+    assert f" {n_val} validation images" in holdout.metrics["k"]["why"]
     split = json.loads((auto.run_dir / "split.json").read_text())
     assert split["val"] == [] and len(split["test"]) == len(pl.test_idx)  # the validation share was trained on
     assert auto.metrics["test"]["n_queries"] == len(pl.test_idx)

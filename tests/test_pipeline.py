@@ -154,3 +154,15 @@ def test_train__overwrite_writes_into_an_empty_folder_and_a_leftover_work_dir_of
     result = train(_cfg(shapes_folder, out, overwrite=True))
     assert (result.run_dir / ".embedder-run").is_file()
     assert (theirs / "notes.txt").read_text() == "not ours"  # a folder we did not make is not deleted
+
+
+def test_train__k_unset_is_chosen_on_validation_and_the_run_votes_with_it(shapes_folder, tmp_path):
+    from embedder.run import load_run
+
+    result = train(_cfg(shapes_folder, tmp_path / "auto", epochs=2))
+    choice, run = result.metrics["k"], load_run(tmp_path / "auto")
+    assert run.train_config.k == choice["k"] in (1, 3, 5, 10, 20)  # what predict, evaluate and the pages use
+    assert set(choice["label_accuracy_by_k"]) <= {"1", "3", "5", "10", "20"} and choice["why"].startswith("k = ")
+    assert result.metrics["test"]["knn_k"] == choice["k"]
+    mine = train(_cfg(shapes_folder, tmp_path / "mine", epochs=2, k=3))
+    assert load_run(tmp_path / "mine").train_config.k == 3 and mine.metrics["k"]["why"] == "k = 3: set by you"

@@ -130,3 +130,31 @@ def test_choose_tuned__the_averaged_network_stays_unless_full_fine_tuning_labels
     assert choose_tuned(base, labels_better, None)[0] is labels_better
     no_gain = Candidate("epoch 1", _score("1" * 28 + "0" * 12, 0.50), 1)
     assert choose_tuned(base, no_gain, no_gain)[0] is base  # neither beats the pretrained features
+
+
+def _answers(n_fooled: int, n: int = 100):
+    """``n`` validation answers among two classes: each query's nearest training image has its label; for the
+    first ``n_fooled`` queries the next 19 have the other one, so a vote of more than one neighbour goes wrong."""
+    from embedder.calibrate import Answers
+
+    labels = np.arange(n) % 2
+    neighbours = np.repeat(labels[:, None], 20, axis=1)
+    neighbours[:n_fooled, 1:] = 1 - labels[:n_fooled, None]
+    distances = np.tile(np.linspace(0.1, 0.2, 20), (n, 1))
+    return Answers(labels, neighbours, distances, np.full(n, 0.5))
+
+
+def test_choose_k__a_k_that_labels_validation_clearly_better_replaces_the_default():
+    from embedder.select import choose_k
+
+    choice = choose_k(_answers(n_fooled=10))
+    assert choice["k"] == 1 and choice["label_accuracy_by_k"] == {"1": 1.0, "3": 0.9, "5": 0.9, "10": 0.9, "20": 0.9}
+    assert choice["why"].startswith("k = 1: its vote labels 1.000 of 100 validation images right against 0.900")
+
+
+def test_choose_k__one_image_more_right_is_noise_and_the_default_stays():
+    from embedder.select import choose_k
+
+    choice = choose_k(_answers(n_fooled=1))
+    assert choice["k"] == 5 and choice["label_accuracy_by_k"]["1"] > choice["label_accuracy_by_k"]["5"]
+    assert "no other k labels the 100 validation images clearly more right (the best, k = 1" in choice["why"]
