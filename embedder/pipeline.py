@@ -116,7 +116,9 @@ def calibrate(
     on = "cross-validation" if outcomes is not None else "validation"
     answers = outcomes if outcomes is not None else _validation_answers(pl, rows, emb, cfg)
     if answers is None or not len(answers):
-        return {"unknown": {"calibrated_on": on}, "confidence": None}, cfg.k or DEFAULT_K
+        k = cfg.k or DEFAULT_K
+        why = f"k = {k}: " + ("set by you" if cfg.k else "the default, with no validation images to choose on")
+        return {"unknown": {"calibrated_on": on}, "confidence": None, "k": {"k": k, "why": why}}, k
     choice = None if cfg.k else choose_k(answers)
     k = cfg.k or choice["k"]
     if choice:

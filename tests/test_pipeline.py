@@ -166,3 +166,5 @@ def test_train__k_unset_is_chosen_on_validation_and_the_run_votes_with_it(shapes
     assert result.metrics["test"]["knn_k"] == choice["k"]
     mine = train(_cfg(shapes_folder, tmp_path / "mine", epochs=2, k=3))
     assert load_run(tmp_path / "mine").train_config.k == 3 and mine.metrics["k"]["why"] == "k = 3: set by you"
+    blind = train(_cfg(shapes_folder, tmp_path / "blind", epochs=1, val_fraction=0))
+    assert blind.metrics["k"]["why"] == "k = 5: the default, with no validation images to choose on"
