@@ -72,9 +72,9 @@ class Answers:
     d_unknown: np.ndarray  # (Q,)
 
     @classmethod
-    def of(cls, queries, query_labels, gallery, gallery_labels, k: int = max(KNN_KS), neighbours=None) -> Answers:
-        """``neighbours``: the queries' (indices, distances) in the gallery when the caller has them already."""
-        idx, dist = topk(queries, gallery, min(k, len(gallery))) if neighbours is None else neighbours
+    def of(cls, queries, query_labels, gallery, gallery_labels, k: int = max(KNN_KS)) -> Answers:
+        """The queries (Q, D) answered by their ``k`` nearest in the gallery (N, D); labels as for ``open_set``."""
+        idx, dist = topk(queries, gallery, min(k, len(gallery)))
         d_unknown = topk(queries, gallery, 1, other_label=(query_labels, gallery_labels))[1][:, 0].astype(np.float64)
         d_unknown[~np.isin(query_labels, gallery_labels)] = np.nan
         return cls(np.asarray(query_labels), gallery_labels[idx], dist, d_unknown)
