@@ -81,12 +81,12 @@ class Answers:
 
     @classmethod
     def concat(cls, parts: list[Answers]) -> Answers:
-        k = min(p.neighbours.shape[1] for p in parts)
+        k = min(p.neighbours.shape[1] for p in parts)  # as many neighbours as every part has
         return cls(
-            *(
-                np.concatenate(x)
-                for x in zip(*((p.labels, p.neighbours[:, :k], p.distances[:, :k], p.d_unknown) for p in parts))
-            )
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.neighbours[:, :k] for p in parts]),
+            np.concatenate([p.distances[:, :k] for p in parts]),
+            np.concatenate([p.d_unknown for p in parts]),
         )
 
     def __len__(self) -> int:
@@ -97,9 +97,9 @@ class Answers:
         predicted, shares = label_votes(self.neighbours, self.distances, k)
         return np.stack([shares, self.distances[:, 0]], axis=1), predicted == self.labels
 
-    def open_set(self, k: int, target_precision: float) -> dict:
-        """``open_set`` of these answers with a k-NN vote."""
-        return open_set_from(self.distances[:, 0], self.at(k)[1], self.d_unknown, target_precision)
+    def open_set(self, right: np.ndarray, target_precision: float) -> dict:
+        """``open_set`` of these answers, ``right`` saying which votes were right (``at(k)[1]``)."""
+        return open_set_from(self.distances[:, 0], right, self.d_unknown, target_precision)
 
 
 def open_set_from(

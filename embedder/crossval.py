@@ -28,14 +28,7 @@ from .objective import optimizer_for, set_learning_rate
 from .plan import Plan
 from .progress import EpochStats, Progress, Reporter, Stage
 from .select import Candidate, averaged_state, choose, choose_tuned, improves
-from .train import (
-    Fitted,
-    Loop,
-    averaged_candidate,
-    decoded_cache,
-    new_network,
-    starting_points,
-)
+from .train import Fitted, Loop, averaged_candidate, decoded_cache, new_network, starting_points
 from .validate import Score
 
 SMALL_VALIDATION = 50  # validation images a class below which "auto" cross-validates

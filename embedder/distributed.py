@@ -94,8 +94,9 @@ def global_batch(loss_fn, miner):
         return loss_fn, miner
     from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 
+    size = world().size
     for p in loss_fn.parameters():
-        p.register_hook(lambda grad: grad / world().size)
+        p.register_hook(lambda grad: grad / size)
     return DistributedLossWrapper(loss_fn), miner and DistributedMinerWrapper(miner)
 
 

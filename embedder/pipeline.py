@@ -115,19 +115,21 @@ def calibrate(
     report(Progress(Stage.CALIBRATE, message='choosing k, calibrating confidence and "unknown" on validation images'))
     on = "cross-validation" if outcomes is not None else "validation"
     answers = outcomes if outcomes is not None else _validation_answers(pl, rows, emb, cfg)
-    if answers is None or not len(answers):
-        k = cfg.k or DEFAULT_K
-        why = f"k = {k}: " + ("set by you" if cfg.k else "the default, with no validation images to choose on")
-        return {"unknown": {"calibrated_on": on}, "confidence": None, "k": {"k": k, "why": why}}, k
-    choice = None if cfg.k else choose_k(answers)
-    k = cfg.k or choice["k"]
-    if choice:
+    answered = answers is not None and len(answers) > 0
+    if cfg.k:
+        choice = {"k": cfg.k, "why": f"k = {cfg.k}: set by you"}
+    elif answered:
+        choice = choose_k(answers)
         report(Progress(Stage.NOTE, message=f"votes with {choice['why']}"))
-    features, right = answers.at(k)
-    unknown = answers.open_set(k, cfg.target_precision)
+    else:
+        choice = {"k": DEFAULT_K, "why": f"k = {DEFAULT_K}: the default, with no validation images to choose on"}
+    if not answered:
+        return {"unknown": {"calibrated_on": on}, "confidence": None, "k": choice}, choice["k"]
+    features, right = answers.at(choice["k"])
+    unknown = answers.open_set(right, cfg.target_precision)
     # another network's distances (the folds') are on another scale than the kept one's: the vote share alone
     confidence = fit_confidence(features, right, distance=on == "validation")
-    return {**_calibration(unknown, confidence, on), "k": choice or {"k": k, "why": f"k = {k}: set by you"}}, k
+    return {**_calibration(unknown, confidence, on), "k": choice}, choice["k"]
 
 
 def _validation_answers(pl: Plan, rows: np.ndarray, emb: np.ndarray, cfg: TrainConfig) -> Answers | None:

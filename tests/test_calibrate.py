@@ -79,6 +79,6 @@ def test_answers__a_query_whose_class_the_gallery_lacks_is_left_out_as_open_set_
     answers = Answers.concat([answers, Answers.of(queries[4:], query_labels[4:], gallery, gallery_labels)])
     assert np.isnan(answers.d_unknown[:3]).all() and not np.isnan(answers.d_unknown[3:]).any()
     assert answers.neighbours.shape == (10, 20)  # enough neighbours for every k tried
-    pooled = answers.open_set(5, 0.95)
+    pooled = answers.open_set(answers.at(5)[1], 0.95)
     direct = open_set(queries, query_labels, gallery, gallery_labels, k=5)
     assert pooled["threshold"] == pytest.approx(direct["threshold"]) and pooled["auroc"] == direct["auroc"]
