@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from helpers import make_shapes_folder
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect, sync_playwright
-from test_browser import CHROMIUM, CHROMIUM_ARGS, RUN_COUNTER, VIEWPORT, _open, _rerun, _serve, _shot
+from test_browser import CHROMIUM, CHROMIUM_ARGS, RUN_COUNTER, VIEWPORT, _choose, _enter, _open, _rerun, _serve, _shot
 from test_onnx_import import SmallCNN, export
 
 pytestmark = [
@@ -18,17 +17,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium)"),
 ]
-
-
-def _choose(page, option: str, tries: int = 3) -> None:
-    """Click the radio ``option`` until a script run it starts has finished: a click that lands while the page
-    is still redrawing after the last run can be lost (seen once in CI, 1 run of 5), and a user clicks again."""
-    for attempt in range(tries):
-        try:
-            return _rerun(page, page.get_by_text(option).click, timeout_ms=30_000)
-        except PlaywrightTimeout:
-            if attempt == tries - 1:
-                raise
 
 
 def test_upload_an_onnx_model_on_the_train_page_then_query_its_run(tmp_path):
@@ -49,9 +37,8 @@ def test_upload_an_onnx_model_on_the_train_page_then_query_its_run(tmp_path):
         page.set_default_timeout(60_000)
         page.goto(url)
         _open(page, f"{url}/train", "Train")
-        _rerun(page, page.get_by_text("Folder on the server").click)
-        page.get_by_role("textbox", name="Image folder").fill(str(shapes))
-        _rerun(page, lambda: page.get_by_role("textbox", name="Image folder").press("Enter"))
+        _choose(page, "Folder on the server")
+        _enter(page, "Image folder", str(shapes))
         _choose(page, "Use my own model (.onnx)")
         upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
         _rerun(  # the first upload loads onnx and onnxruntime in the server and checks the file: slow on a busy machine
