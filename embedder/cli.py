@@ -13,9 +13,10 @@ import sys
 from dataclasses import fields
 
 from . import cli_insights
-from .config import TrainConfig, field_type, settings_of
+from .config import TrainConfig
 from .errors import EmbedderError
 from .progress import Progress
+from .settings import field_type, settings_of
 
 EXIT_USER_ERROR = 2
 

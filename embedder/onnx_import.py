@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import IMPORTED, ModelConfig, TrainConfig, check_settings, setting
+from .config import IMPORTED, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .evaluate import evaluate_run
 from .onnx_model import CHANNELS, LAYOUTS, RESIZES, SCALES, OnnxEmbedder, OnnxInput, graph_input, parse, resolve_input
@@ -24,6 +24,7 @@ from .pipeline import TrainResult, _guarded, assemble, calibrate, index_gallery
 from .plan import Plan, plan
 from .progress import Progress, Reporter, Stage, silent
 from .run import gallery_rows
+from .settings import check_settings, setting
 from .train import Fitted
 
 

@@ -1,31 +1,15 @@
 """embedder/config.py: every setting described once. The messages name the CLI flag and the range in words;
-bounds are inclusive unless ``below``; the cross-field checks of ``validate``; the field helpers the CLI and the
-Train page are generated with."""
+bounds are inclusive unless ``below``; the cross-field checks of ``validate``; every train field is described."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 
 import pytest
 
-from embedder.config import ModelConfig, Setting, TrainConfig, check_settings, default_of, field_type, settings_of
+from embedder.config import ModelConfig, TrainConfig
 from embedder.errors import EmbedderError
-
-
-@pytest.mark.parametrize(
-    "setting, words",
-    [
-        (Setting("h", low=0, high=1), "in [0, 1]"),
-        (Setting("h", low=0.001, high=2.0), "in [0.001, 2]"),
-        (Setting("h", low=0, below=1), "in [0, 1)"),
-        (Setting("h", low=2), "at least 2"),
-        (Setting("h", positive=True), "above 0"),
-        (Setting("h"), ""),
-        (Setting("h", choices=("a", "b")), ""),
-    ],
-)
-def test_bounds_text__the_range_in_words(setting, words):
-    assert setting.bounds_text() == words
+from embedder.settings import check_settings, field_type, settings_of
 
 
 @pytest.mark.parametrize(
@@ -113,28 +97,6 @@ def test_validate__settings_fine_alone_but_not_together(changes, message):
 def test_validate__just_inside_the_cross_field_limits():
     TrainConfig(test_fraction=0.45, val_fraction=0.44).validate()
     TrainConfig(classes_per_batch=1024, per_class=4).validate()
-
-
-def test_field_type__without_its_optional_none():
-    assert [
-        field_type(TrainConfig, n) for n in ("image_size", "pretrained", "margin", "backbone", "unseen_classes")
-    ] == [
-        int,
-        bool,
-        float,
-        str,
-        float,
-    ]
-
-
-def test_default_of__a_plain_default_and_a_factory():
-    @dataclass
-    class C:
-        plain: int = 3
-        made: list = field(default_factory=lambda: [1, 2])
-
-    assert [default_of(f) for f in fields(C)] == [3, [1, 2]]
-    assert default_of(next(f for f in fields(TrainConfig) if f.name == "miner")) == "semihard"
 
 
 def test_settings_of__every_train_field_is_described_and_none_of_the_model_fields():

@@ -7,7 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from embedder.cli import _Parser, add_settings
-from embedder.config import TrainConfig, setting
+from embedder.config import TrainConfig
+from embedder.settings import setting
 
 
 def _extended():
@@ -32,7 +33,8 @@ def _form_script():
 
     import streamlit as st
 
-    from embedder.config import TrainConfig, setting
+    from embedder.config import TrainConfig
+    from embedder.settings import setting
     from ui import forms
 
     fancy = ("fancy_knob", int, setting(3, "how fancy the knob is", low=1, high=9, label="Fancy knob"))
@@ -56,7 +58,7 @@ def test_a_new_field_becomes_a_train_page_widget_with_its_help_and_range():
 
 
 def test_the_train_page_offers_every_setting_the_cli_has_except_the_folders():
-    from embedder.config import settings_of
+    from embedder.settings import settings_of
 
     at = AppTest.from_function(_form_script).run()
     offered = {w.key[2:] for kind in ("number_input", "selectbox", "checkbox") for w in at.get(kind) if w.key}

@@ -1,11 +1,11 @@
-"""Widgets made from a config dataclass's field descriptions (embedder.config.Setting), so the Train page offers
+"""Widgets made from a config dataclass's field descriptions (embedder.settings.Setting), so the Train page offers
 exactly the settings the CLI has, with the same help, ranges and choices."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from embedder.config import Setting, default_of, field_type, settings_of
+from embedder.settings import Setting, default_of, field_type, settings_of
 
 TRI_STATE = {"auto": None, "yes": True, "no": False}  # a bool that may be left unset
 

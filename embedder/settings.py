@@ -1,0 +1,75 @@
+"""How a config field is described once and shown, parsed and checked from that one description: its help, range
+and choices (``Setting``). The CLI's flags (cli.py) and the Train page's widgets (ui/forms.py) are made from these
+descriptions, and ``check_settings`` checks a config against them."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a config field is shown and checked. Ranges are inclusive; ``None`` values skip the range check."""
+
+    help: str
+    low: float | None = None
+    high: float | None = None
+    below: float | None = None  # an exclusive upper bound (shares of a dataset: < 1)
+    positive: bool = False  # must be above 0 (learning rates)
+    choices: tuple | None = None
+    label: str | None = None  # the Train page's label (default: the help's first words)
+    main: bool = False  # on the Train page's first row; the rest sit under "More settings"
+    app: bool = True  # the Train page offers it (data and output folders have their own widgets)
+    step: float | None = None  # the Train page's step for numbers
+
+    def bounds_text(self) -> str:
+        """The range in words: "in [0, 1)", "at least 2", "above 0"."""
+        if self.low is not None and (self.high is not None or self.below is not None):
+            return f"in [{self.low:g}, " + (f"{self.high:g}]" if self.high is not None else f"{self.below:g})")
+        if self.low is not None:
+            return f"at least {self.low:g}"
+        return "above 0" if self.positive else ""
+
+
+def setting(default: Any, help: str, **kw) -> Any:
+    return field(default=default, metadata={"setting": Setting(help, **kw)})
+
+
+def share(default: float | None, help: str, label: str, below: float | None = 1.0, high: float | None = None) -> Any:
+    """A setting that is a share (of each class, of the classes, of a network): from 0 up to ``below`` (or
+    ``high``, inclusive)."""
+    return setting(default, help, low=0.0, below=None if high else below, high=high, step=0.05, label=label)
+
+
+def settings_of(cls) -> list[tuple[Any, Setting]]:
+    """(dataclass field, Setting) of every described field of ``cls``, in declaration order."""
+    return [(f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata]
+
+
+def check_settings(obj) -> str | None:
+    """The first field of ``obj`` outside its choices or range, as a message naming the CLI flag; or None."""
+    for f, s in settings_of(type(obj)):
+        value, flag = getattr(obj, f.name), "--" + f.name.replace("_", "-")
+        if value is None or isinstance(value, bool):
+            continue
+        if s.choices and value not in s.choices:
+            return f"unknown {flag} '{value}': choose one of {', '.join(map(str, s.choices))}"
+        too_low = (s.low is not None and value < s.low) or (s.positive and value <= 0)
+        too_high = (s.high is not None and value > s.high) or (s.below is not None and value >= s.below)
+        if too_low or too_high:
+            return f"{flag} must be {s.bounds_text()}, got {value}"
+    return None
+
+
+def default_of(f) -> Any:
+    """A dataclass field's default value."""
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+def field_type(cls, name: str) -> type:
+    """A field's type without ``| None``: int for ``int | None``."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
