@@ -6,7 +6,7 @@ from dataclasses import make_dataclass
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from embedder.cli import _Parser, add_settings
+from embedder.cli_args import _Parser, add_settings
 from embedder.config import TrainConfig
 from embedder.settings import setting
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import ROOT, cfg, make_shapes_folder
 
-from embedder.cli import build_parser
+from embedder.cli_args import build_parser
 from embedder.config import ModelConfig
 from embedder.embed import embed_images
 from embedder.errors import EmbedderError
