@@ -237,34 +237,27 @@ def evaluate_run(
     if sets.sampled:
         result["sampled"] = sets.sampled
     report(Progress(Stage.EVALUATE, message='"unknown" detection, calibration and per-class diagnostics'))
-    nearest = topk(q_emb, run.gallery_embeddings, run.train_config.k)  # shared by the three below
-    result["open_set"] = open_set(
-        q_emb,
-        sets.q_labels,
-        run.gallery_embeddings,
-        sets.g_labels,
-        target_precision,
-        k=run.train_config.k,
-        neighbours=nearest,
-    )
-    result["calibration"] = _calibration(run, sets, q_emb, nearest)
-    result.update(
-        diagnostics(
-            q_emb,
-            sets.q_labels,
-            run.gallery_embeddings,
-            sets.g_labels,
-            run.classes,
-            sets.q_paths,
-            sets.g_paths,
-            k=run.train_config.k,
-            neighbours=nearest,
-        )
-    )
+    result.update(_answers(run, sets, q_emb, target_precision))
     if disjoint is not None:
         result["class_disjoint"] = disjoint
     if baselines:
         _add_baselines(result, run, sets, device, report)
+    return result
+
+
+def _answers(run, sets: _Sets, q_emb: np.ndarray, target_precision: float) -> dict:
+    """What a user gets for each query at the run's k: "unknown" detection, calibrated confidence, and the
+    per-class diagnostics, from one shared search."""
+    k, gallery = run.train_config.k, run.gallery_embeddings
+    nearest = topk(q_emb, gallery, k)
+    result = {
+        "open_set": open_set(q_emb, sets.q_labels, gallery, sets.g_labels, target_precision, k=k, neighbours=nearest),
+        "calibration": _calibration(run, sets, q_emb, nearest),
+    }
+    paths = (sets.q_paths, sets.g_paths)
+    result.update(
+        diagnostics(q_emb, sets.q_labels, gallery, sets.g_labels, run.classes, *paths, k=k, neighbours=nearest)
+    )
     return result
 
 

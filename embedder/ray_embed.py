@@ -166,35 +166,43 @@ def embed_with_ray(
     started = _connect(ray, address, workers * cpus_per_worker if workers else None)
     try:
         pool = plan_pool(ray.cluster_resources(), workers, cpus_per_worker)
-        weights = ray.put({k: v.detach().cpu().numpy() for k, v in state_dict.items()})
-        items = [{"row": i, "path": str(p)} for i, p in enumerate(paths)]
-        # enough blocks to keep every actor busy, none bigger than ROWS_PER_BLOCK
-        n_blocks = max(1, min(len(items), max(4 * pool.workers, math.ceil(len(items) / ROWS_PER_BLOCK))))
-        ds = ray.data.from_items(items, override_num_blocks=n_blocks)
-        ds = ds.map_batches(
-            _Embedder,
-            fn_constructor_kwargs=dict(
-                config=config, weights=[weights], batch_size=batch_size, threads=int(pool.cpus), gpu=pool.gpus > 0
-            ),
-            batch_size=math.ceil(len(items) / n_blocks),
-            compute=ray.data.ActorPoolStrategy(size=pool.workers),
-            num_cpus=pool.cpus,
-            num_gpus=pool.gpus,
-            batch_format="numpy",
-        )
-        done = 0
-        for n, block in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy")):
-            failed = [e for e in block["error"] if e]
-            if failed:
-                raise EmbedderError(str(failed[0]))
-            _write_shard(out, n, block)
-            done += len(block["row"])
-            if progress is not None:
-                progress(done, len(items))
+        _write_shards(_embedded(ray, pool, config, state_dict, paths, batch_size), out, len(paths), progress)
     finally:
         if started:
             ray.shutdown()
     return out
+
+
+def _embedded(ray, pool: Pool, config: ModelConfig, state_dict: dict, paths: Sequence, batch_size: int):
+    """A lazy Ray dataset of the rows' embeddings (or errors), computed by ``pool``'s actors as it is read."""
+    weights = ray.put({k: v.detach().cpu().numpy() for k, v in state_dict.items()})
+    items = [{"row": i, "path": str(p)} for i, p in enumerate(paths)]
+    # enough blocks to keep every actor busy, none bigger than ROWS_PER_BLOCK
+    n_blocks = max(1, min(len(items), max(4 * pool.workers, math.ceil(len(items) / ROWS_PER_BLOCK))))
+    return ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
+        _Embedder,
+        fn_constructor_kwargs=dict(
+            config=config, weights=[weights], batch_size=batch_size, threads=int(pool.cpus), gpu=pool.gpus > 0
+        ),
+        batch_size=math.ceil(len(items) / n_blocks),
+        compute=ray.data.ActorPoolStrategy(size=pool.workers),
+        num_cpus=pool.cpus,
+        num_gpus=pool.gpus,
+        batch_format="numpy",
+    )
+
+
+def _write_shards(ds, out: Path, total: int, progress: Callable[[int, int], None] | None) -> None:
+    """Each block of ``ds`` into a shard as it arrives; the first image that failed stops it, named."""
+    done = 0
+    for n, block in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy")):
+        failed = [e for e in block["error"] if e]
+        if failed:
+            raise EmbedderError(str(failed[0]))
+        _write_shard(out, n, block)
+        done += len(block["row"])
+        if progress is not None:
+            progress(done, total)
 
 
 def read_shards(folder: str | os.PathLike) -> np.ndarray:
