@@ -41,7 +41,7 @@ from .errors import EmbedderError
 from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
 from .index_shards import SHARD_FILE, coverage_problem
 from .machine import machine_versions
-from .onnx_model import OnnxInput
+from .onnx_input import OnnxInput
 
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")  # a sharded run: index-<n>.ann instead
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import EmbedderError
-from .onnx_model import METADATA_KEY, OnnxEmbedder, OnnxInput, parse, transform
+from .onnx_input import METADATA_KEY, OnnxInput, transform
+from .onnx_model import OnnxEmbedder, parse
 from .progress import Progress, Reporter, Stage, silent
 
 OPSET = 18

@@ -18,8 +18,9 @@ import torch
 from .config import IMPORTED, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .evaluate import evaluate_run
-from .onnx_model import CHANNELS, LAYOUTS, RESIZES, SCALES, OnnxEmbedder, OnnxInput, graph_input, parse, resolve_input
-from .onnx_model import transform as onnx_transform
+from .onnx_input import CHANNELS, LAYOUTS, RESIZES, SCALES, OnnxInput, resolve_input
+from .onnx_input import transform as onnx_transform
+from .onnx_model import OnnxEmbedder, graph_input, parse
 from .pipeline import TrainResult, _guarded, assemble, calibrate, index_gallery
 from .plan import Plan, plan
 from .progress import Progress, Reporter, Stage, silent

@@ -20,7 +20,7 @@ from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers 
 from .config import DEFAULT_K, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .index import GalleryIndex, open_index
-from .onnx_model import OnnxInput
+from .onnx_input import OnnxInput
 
 GALLERY_PARTS = ("train", "val", "unseen_val", "unseen_test")  # every image but the held-out test queries
 RECORDED_PARTS = ("test", "val", "unseen_val", "unseen_test")  # kept in split.json as [relative path, label]
@@ -107,7 +107,7 @@ class Run:
     def transform(self) -> Callable:
         """PIL image -> the network's input tensor (C, H, W), exactly as the gallery was embedded."""
         if self.onnx is not None:
-            from .onnx_model import transform
+            from .onnx_input import transform
 
             return transform(self.onnx)
         from .transforms import eval_transform
