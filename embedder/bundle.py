@@ -1,5 +1,5 @@
-"""The run bundle's format on disk: its files, the schema of config.json, writing it atomically into place,
-reading and validating every file, and the rule for which folders may be replaced.
+"""The run bundle's format on disk: its files, the schema of config.json, writing it atomically into place, and the
+rule for which folders may be replaced. Reading it back, every file checked, is bundle_read.py.
 
 A run folder holds:
     .embedder-run  the marker: only a folder carrying it (and nothing but these files) is ever replaced
@@ -20,13 +20,10 @@ or swapped in from another run) is named on load.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import pickle
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import IMPORTED, SCHEMA_VERSION, ModelConfig, TrainConfig
+from .config import SCHEMA_VERSION, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
-from .index_shards import SHARD_FILE, coverage_problem
+from .index_shards import SHARD_FILE
 from .machine import machine_versions
 from .onnx_input import OnnxInput
 
@@ -58,7 +55,6 @@ BUNDLE_FILES = _BundleNames(
     # "projections": the app's cache of maps (embedder/project.py): part of the run, rebuilt on demand
     {MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
 )
-NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
 
 
 @dataclass
@@ -109,16 +105,6 @@ def model_file(manifest: Manifest) -> str:
 def index_files(manifest: Manifest) -> list[str]:
     """The files that hold the run's index: its shards, or index.ann."""
     return [s.file for s in manifest.index.shards] if manifest.index.shards else ["index.ann"]
-
-
-def _shards_problem(index: IndexStats) -> str | None:
-    """Why the recorded shards cannot be this run's (a name that is not a shard file's, rows not covered once)."""
-    if index.shards is None:
-        return None
-    bad = next((s.file for s in index.shards if not SHARD_FILE.fullmatch(s.file)), None)
-    if bad is not None:
-        return f"index shard {bad!r} is not an index-<n>.ann file name"
-    return coverage_problem([{"start": s.start, "stop": s.stop} for s in index.shards], index.size)
 
 
 def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = False) -> Path:
@@ -224,144 +210,3 @@ def check_out(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), 
     raise EmbedderError(
         f"--out {out} exists and is not a run folder (it holds {shown}): it is never replaced; choose a new --out"
     )
-
-
-def damaged(path: Path, what: str) -> EmbedderError:
-    return EmbedderError(f"damaged run {path}: {what}; train it again or restore the file")
-
-
-@functools.cache
-def _manifest_adapter():
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(Manifest)
-
-
-def read_manifest(path: Path) -> tuple[Manifest, dict]:
-    """config.json, validated as a whole: (the typed manifest, the raw dict with everything else)."""
-    from pydantic import ValidationError
-
-    text = (path / "config.json").read_bytes()
-    try:
-        raw = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise damaged(path, f"config.json is not valid JSON ({exc})") from None
-    version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise EmbedderError(f"run {path} has schema version {version}; this embedder reads up to {SCHEMA_VERSION}")
-    try:
-        manifest = _manifest_adapter().validate_json(text, strict=True)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        raise damaged(path, f"config.json field {where}: {error['msg']}") from None
-    problem = manifest.model.problem() or (None if manifest.classes else "no classes")
-    if problem is None and (manifest.onnx is not None) != (manifest.model.backbone == IMPORTED):
-        problem = "the onnx section and the model's backbone disagree"
-    problem = problem or (manifest.onnx.problem() if manifest.onnx is not None else None)
-    problem = problem or _shards_problem(manifest.index)
-    if problem:
-        raise damaged(path, f"config.json: {problem}")
-    return manifest, raw
-
-
-def _verify_checksums(path: Path, manifest: Manifest) -> None:
-    for name in (model_file(manifest), "gallery.npz", *index_files(manifest)):
-        want = manifest.checksums.get(name)
-        if want is None:
-            if manifest.schema_version >= 2:
-                raise damaged(path, f"config.json has no checksum for {name}")
-            continue  # schema 1 runs were written before checksums
-        if sha256(path / name) != want:
-            raise damaged(
-                path,
-                f"{name} does not match the checksum recorded when the run was written "
-                "(damaged, or copied in from another run)",
-            )
-
-
-def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """gallery.npz -> embeddings (N, D) float32, labels (N,) int64, relative paths; never unpickles."""
-    try:
-        with np.load(path / "gallery.npz", allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in ("embeddings", "labels", "paths")}
-    except KeyError as exc:
-        raise damaged(path, f"gallery.npz lacks the array {exc}") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        if isinstance(exc, ValueError) and "pickle" in str(exc):  # numpy's refusal of allow_pickle=False
-            raise damaged(path, f"gallery.npz holds pickled objects, {NEVER_LOADED}") from None
-        raise damaged(path, "gallery.npz is not a readable .npz archive") from None
-    emb, labels, paths = arrays["embeddings"], arrays["labels"], arrays["paths"]
-    checks = [
-        (emb.ndim == 2 and emb.dtype == np.float32 and emb.shape[0] > 0, "embeddings are not a (N, D) float32 array"),
-        (labels.shape == (len(emb),) and labels.dtype.kind == "i", "labels do not match the embeddings"),
-        (paths.shape == (len(emb),) and paths.dtype.kind == "U", "paths do not match the embeddings"),
-        (len(labels) == 0 or (labels.min() >= 0 and labels.max() < n_classes), "labels outside the run's classes"),
-        (bool(np.isfinite(emb).all()), "embeddings hold NaN or infinity"),
-    ]
-    for ok, what in checks:
-        if not ok:
-            raise damaged(path, f"gallery.npz: {what}")
-    return emb, labels.astype(np.int64), [str(p) for p in paths]
-
-
-def read_state(path: Path) -> dict:
-    """model.pt -> state_dict. ``weights_only`` refuses anything but tensors and plain containers."""
-    try:
-        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise damaged(path, f"model.pt holds objects other than weights, {NEVER_LOADED}") from None
-    except Exception:  # torch raises many types for a file that is not a checkpoint at all
-        raise damaged(path, "model.pt is not a PyTorch weights file") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise damaged(path, "model.pt is not a state dict of tensors")
-    return state
-
-
-def _read_json(path: Path, name: str, kind: type) -> Any:
-    if not (path / name).exists():
-        return kind()
-    try:
-        value = json.loads((path / name).read_text())
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise damaged(path, f"{name} is not valid JSON ({exc})") from None
-    if not isinstance(value, kind):
-        raise damaged(path, f"{name} holds a {type(value).__name__}, not a {kind.__name__}")
-    return value
-
-
-def read(path: Path) -> dict:
-    """Read and validate a run folder as a whole: config schema, checksums, gallery arrays, JSON files.
-
-    Returns:
-        manifest (Manifest), config (the raw dict), embeddings, labels, paths, split, history, metrics.
-
-    Raises:
-        EmbedderError: not a run folder, a newer schema, or a damaged file (named).
-    """
-    if path.parent.is_dir():
-        recover(path)
-    if not path.is_dir():
-        raise EmbedderError(f"run folder not found: {path}")
-    if not (path / "config.json").is_file():
-        raise EmbedderError(f"{path} is not a run folder (no config.json); train one with: python -m embedder train")
-    if not (path / "gallery.npz").is_file():
-        raise damaged(path, "missing gallery.npz")
-    manifest, raw = read_manifest(path)
-    missing = [f for f in (model_file(manifest), *index_files(manifest)) if not (path / f).is_file()]
-    if missing:
-        raise damaged(path, f"missing {', '.join(missing)}")
-    _verify_checksums(path, manifest)
-    embeddings, labels, paths = _read_gallery(path, len(manifest.classes))
-    if manifest.index.size != len(paths):
-        raise damaged(path, f"config.json says the index holds {manifest.index.size} items, the gallery {len(paths)}")
-    return {
-        "manifest": manifest,
-        "config": raw,
-        "embeddings": embeddings,
-        "labels": labels,
-        "paths": paths,
-        "split": _read_json(path, "split.json", dict),
-        "history": _read_json(path, "history.json", list),
-        "metrics": _read_json(path, "metrics.json", dict),
-    }

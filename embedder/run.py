@@ -1,6 +1,6 @@
 """A run: a trained embedder with its labelled gallery, index, splits and metrics, as one object.
 
-The bundle's files and their validation live in bundle.py; this is what the rest of the program uses.
+The bundle's files live in bundle.py, their validation in bundle_read.py; this is what the rest of the program uses.
 Which images form the gallery, and which are recorded as held-out queries, is decided here too.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import bundle
+from . import bundle, bundle_read
 from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers ask of run folders)
 from .config import DEFAULT_K, ModelConfig, TrainConfig
 from .errors import EmbedderError
@@ -92,15 +92,16 @@ class Run:
             try:
                 self._model = OnnxEmbedder((self.path / "model.onnx").read_bytes(), self.onnx)
             except EmbedderError as exc:
-                raise bundle.damaged(self.path, f"model.onnx: {exc}") from None
+                raise bundle_read.damaged(self.path, f"model.onnx: {exc}") from None
         if self._model is None:
             from .model import EmbeddingNet
 
             net = EmbeddingNet(self.model_config, load_pretrained=False)
             try:
-                net.load_state_dict(bundle.read_state(self.path))
+                net.load_state_dict(bundle_read.read_state(self.path))
             except RuntimeError:  # other keys or shapes
-                raise bundle.damaged(self.path, "model.pt does not fit the network described in config.json") from None
+                why = "model.pt does not fit the network described in config.json"
+                raise bundle_read.damaged(self.path, why) from None
             self._model = net.eval()
         return self._model.to(device)
 
@@ -140,7 +141,7 @@ class Run:
             try:
                 self._index = open_index(self.path, self.gallery_embeddings, self.info["index"])
             except EmbedderError as exc:
-                raise bundle.damaged(self.path, str(exc)) from None
+                raise bundle_read.damaged(self.path, str(exc)) from None
         return self._index
 
     def queries(self, part: str = "test") -> tuple[list[Path], np.ndarray]:
@@ -190,7 +191,7 @@ class Run:
             EmbedderError: not a run folder, a newer schema, or a damaged file (named).
         """
         path = Path(path).expanduser().resolve()
-        got = bundle.read(path)
+        got = bundle_read.read(path)
         manifest = got["manifest"]
         run = cls(
             path=path,
