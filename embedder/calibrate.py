@@ -50,11 +50,23 @@ def open_set(
     return open_set_from(dist[:, 0], correct, d_unknown, target_precision, points)
 
 
+ROUGH = 50  # fitted on fewer answers than this, the confidence is a rough estimate, and the pages say so
+
+
 def calibrated_on(metrics: dict) -> str:
-    """What a run's calibration was fitted on, in words for the pages."""
-    if (metrics.get("unknown") or {}).get("calibrated_on") == "cross-validation":
-        return "cross-validated answers: every training image, labelled by a network that never saw it"
-    return "validation images"
+    """What a run's calibration was fitted on, in words for the pages: how many answers, how many right, and
+    whether that is enough to go on."""
+    cv = (metrics.get("unknown") or {}).get("calibrated_on") == "cross-validation"
+    what = "cross-validated answers (every training image, labelled by a network that never saw it)"
+    what = what if cv else "validation images"
+    fit = metrics.get("confidence")
+    n, right = (fit.get("n"), fit.get("right")) if isinstance(fit, dict) else (None, None)
+    if not (isinstance(n, int) and isinstance(right, int) and 0 <= right <= n):
+        return what
+    words = f"{n:,} {what}, {right:,} of them labelled right"
+    if fit.get("kind") == "constant" and right == n:
+        return f"{words}: with none wrong to learn from it says {(n + 1) / (n + 2):.0%} for every answer"
+    return words + (": so few that it is a rough estimate" if n < ROUGH else "")
 
 
 @dataclass

@@ -67,9 +67,11 @@ for pred, query in zip(predictions, queries):
                     f"Nearest gallery image is {pred.nearest_distance:.3f} away, beyond {threshold:.3f}: "
                     f"nothing in the gallery is close. Closest match: {next(iter(pred.votes))}."
                 )
-            calibrated = f"calibrated on {calibrated_on(run.metrics)}" if predictor.calibration else "the vote share"
+            calibrated = (
+                f", calibrated on {calibrated_on(run.metrics)}" if predictor.calibration else ": the vote share"
+            )
             st.progress(pred.confidence, text=f"confidence {pred.confidence:.0%}")
-            st.caption(f"Probability the label is right ({calibrated}); vote share {pred.vote_share:.0%}.")
+            st.caption(f"Probability the label is right{calibrated}. Vote share {pred.vote_share:.0%}.")
             st.caption(" · ".join(f"{label}: {share:.0%}" for label, share in pred.votes.items()))
         with neighbours:
             st.markdown(f"**{len(pred.neighbors)} nearest gallery images**")

@@ -44,6 +44,9 @@ def test_query_labels_an_uploaded_held_out_digit(app_env):
     at.file_uploader(key="query_files").set_value(("digit.png", data, "image/png")).run()
     assert not at.exception
     assert [m.value for m in at.metric] == [label]
+    fit = json.loads((app_env / "metrics.json").read_text())["confidence"]
+    said = f"calibrated on {fit['n']:,} validation images, {fit['right']:,} of them labelled right"
+    assert any(said in c.value for c in at.caption)  # what the confidence rests on
     assert len(at.get("download_button")) == 1
     query_trace = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][-1]
     assert query_trace["name"] == "your images" and query_trace["marker"]["symbol"] == "star"

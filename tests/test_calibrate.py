@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import unit as _unit
 
-from embedder.calibrate import Answers, open_set
+from embedder.calibrate import Answers, calibrated_on, open_set
 
 GALLERY = _unit([[1, 0.00], [1, 0.05], [1, -0.05], [0.00, 1], [0.05, 1], [-0.05, 1]])
 G_LABELS = np.array([0, 0, 0, 1, 1, 1])
@@ -82,3 +82,31 @@ def test_answers__a_query_whose_class_the_gallery_lacks_is_left_out_as_open_set_
     pooled = answers.open_set(answers.at(5)[1], 0.95)
     direct = open_set(queries, query_labels, gallery, gallery_labels, k=5)
     assert pooled["threshold"] == pytest.approx(direct["threshold"]) and pooled["auroc"] == direct["auroc"]
+
+
+@pytest.mark.parametrize(
+    "metrics, words",
+    [
+        (
+            {"confidence": {"kind": "logistic", "n": 179, "right": 178}, "unknown": {"calibrated_on": "validation"}},
+            "179 validation images, 178 of them labelled right",
+        ),
+        (
+            {"confidence": {"kind": "logistic", "n": 30, "right": 24}, "unknown": {"calibrated_on": "validation"}},
+            "30 validation images, 24 of them labelled right: so few that it is a rough estimate",
+        ),
+        (
+            {
+                "confidence": {"kind": "constant", "n": 10, "right": 10},
+                "unknown": {"calibrated_on": "cross-validation"},
+            },
+            "10 cross-validated answers (every training image, labelled by a network that never saw it), 10 of them "
+            "labelled right: with none wrong to learn from it says 92% for every answer",
+        ),
+        ({"confidence": None, "unknown": {"calibrated_on": "validation"}}, "validation images"),
+        ({"confidence": {"n": "many", "right": 3}}, "validation images"),  # a run's file may hold anything
+        ({"confidence": {"n": 5, "right": 9}}, "validation images"),
+    ],
+)
+def test_calibrated_on__says_how_many_answers_and_whether_that_is_enough(metrics, words):
+    assert calibrated_on(metrics) == words
