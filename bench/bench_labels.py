@@ -88,16 +88,18 @@ def run_one(name: str, seed: int, tmp: Path, **settings) -> dict:
     }
     cal = test.get("calibration") or {}
     row["ece"] = {"before": cal.get("before", {}).get("ece"), "after": (cal.get("after") or {}).get("ece")}
-    row["confidence_mean"] = {when: _mean_confidence(cal.get(when)) for when in ("before", "after")}
+    row["confidence_mean"] = {when: _mean(cal.get(when), "confidence") for when in ("before", "after")}
+    row["confidence_mean"]["right"] = _mean(cal.get("after"), "accuracy")  # over the same queries
     return row
 
 
-def _mean_confidence(diagram: dict | None) -> float | None:
-    """The mean confidence over the queries of a reliability diagram: above the accuracy, it claims too much."""
+def _mean(diagram: dict | None, key: str) -> float | None:
+    """The mean confidence (or share right) over the queries of a reliability diagram: a mean confidence above
+    the share right claims too much."""
     if not diagram or not diagram.get("bins"):
         return None
     bins = diagram["bins"]
-    return sum(b["confidence"] * b["count"] for b in bins) / sum(b["count"] for b in bins)
+    return sum(b[key] * b["count"] for b in bins) / sum(b["count"] for b in bins)
 
 
 def _keys(metrics: dict) -> dict:
@@ -123,8 +125,10 @@ def summary(rows: list[dict]) -> None:
             print(f"  seed {r['seed']}: k = {r['k']}; kept {r['kept'][:140]}")
             said = r["confidence_mean"]
             if said["after"] is not None:
-                right = r["kept_model"]["knn_accuracy"]
-                print(f"    mean confidence {said['before']:.3f} before, {said['after']:.3f} after; right {right:.3f}")
+                print(
+                    f"    mean confidence {said['before']:.3f} before, {said['after']:.3f} after; "
+                    f"right {said['right']:.3f}"
+                )
 
 
 def main(argv=None) -> None:

@@ -57,8 +57,11 @@ def calibrated_on(metrics: dict) -> str:
     """What a run's calibration was fitted on, in words for the pages: how many answers, how many right, and
     whether that is enough to go on."""
     cv = (metrics.get("unknown") or {}).get("calibrated_on") == "cross-validation"
-    what = "cross-validated answers (every training image, labelled by a network that never saw it)"
-    what = what if cv else "validation images"
+    what = (
+        "cross-validated answers (every training image, labelled by a network that never saw it)"
+        if cv
+        else "validation images"
+    )
     fit = metrics.get("confidence")
     n, right = (fit.get("n"), fit.get("right")) if isinstance(fit, dict) else (None, None)
     if not (isinstance(n, int) and isinstance(right, int) and 0 <= right <= n):

@@ -46,12 +46,13 @@ if not queries:
 
 predictor = cache.get_predictor(run.path)
 threshold = predictor.calibrated_threshold
+basis = calibrated_on(run.metrics)  # what the threshold and the confidence were fitted on, in words
 use_unknown = threshold is not None and right.toggle(
     'Allow "unknown"',
     value=True,
     key="query_unknown",
     help=f'Answer "unknown" when even the nearest gallery image is farther than {threshold or 0:.3f} '
-    f"(calibrated on {calibrated_on(run.metrics)}; see Evaluate)",
+    f"(calibrated on {basis}; see Evaluate)",
 )
 predictions = predictor.predict_embeddings(
     np.stack([q.embedding for q in queries]), [q.name for q in queries], k, threshold if use_unknown else None
@@ -67,9 +68,7 @@ for pred, query in zip(predictions, queries):
                     f"Nearest gallery image is {pred.nearest_distance:.3f} away, beyond {threshold:.3f}: "
                     f"nothing in the gallery is close. Closest match: {next(iter(pred.votes))}."
                 )
-            calibrated = (
-                f", calibrated on {calibrated_on(run.metrics)}" if predictor.calibration else ": the vote share"
-            )
+            calibrated = f", calibrated on {basis}" if predictor.calibration else ": the vote share"
             st.progress(pred.confidence, text=f"confidence {pred.confidence:.0%}")
             st.caption(f"Probability the label is right{calibrated}. Vote share {pred.vote_share:.0%}.")
             st.caption(" · ".join(f"{label}: {share:.0%}" for label, share in pred.votes.items()))
