@@ -2,6 +2,9 @@
 may be left unset has both --x and --no-x, a bool on by default is turned off with --no-x, and the help names the
 layout a folder must have."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from embedder.cli_args import build_parser
@@ -31,3 +34,25 @@ def test_help__says_what_the_tool_does_and_the_folder_layout(capsys):
 def test_predict__k_unset_means_the_runs_own():
     args = build_parser().parse_args(["predict", "runs/demo", "a.png", "b.png"])
     assert (args.k, args.images) == (None, ["a.png", "b.png"])
+
+
+def _train_parser():
+    return next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+
+
+def test_readme__the_flags_it_names_first_show_the_parsers_defaults_and_choices():
+    """README lists the train flags a user reaches for first with their default or their choices; a default
+    changed in the config must not leave the README saying the old one."""
+    text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    start = text.index("the ones you reach for first")
+    named = re.findall(r"`(--[a-z-]+) ([^`]+)`", text[start : text.index("`--overwrite`", start)])
+    flags = {o: a for a in _train_parser()._actions for o in a.option_strings}
+    checked = 0
+    for flag, shown in named:
+        action = flags[flag]
+        if "|" in shown:
+            assert shown.split("|") == list(action.choices), flag
+        elif re.fullmatch(r"[0-9.]+", shown):
+            assert float(shown) == action.default, f"README shows {flag} {shown}, the default is {action.default}"
+        checked += 1
+    assert checked >= 6
