@@ -53,9 +53,10 @@ def open_set(
 ROUGH = 50  # fitted on fewer answers than this, the confidence is a rough estimate, and the pages say so
 
 
-def calibrated_on(metrics: dict) -> str:
+def calibrated_on(metrics: dict, confidence: bool = True) -> str:
     """What a run's calibration was fitted on, in words for the pages: how many answers, how many right, and
-    whether that is enough to go on."""
+    whether that is enough to go on. ``confidence=False`` words it for the "unknown" threshold, which the same
+    answers set: what a constant confidence says does not concern it."""
     cv = (metrics.get("unknown") or {}).get("calibrated_on") == "cross-validation"
     what = (
         "cross-validated answers (every training image, labelled by a network that never saw it)"
@@ -67,7 +68,7 @@ def calibrated_on(metrics: dict) -> str:
     if not (isinstance(n, int) and isinstance(right, int) and 0 <= right <= n):
         return what
     words = f"{n:,} {what}, {right:,} of them labelled right"
-    if fit.get("kind") == "constant" and right == n:
+    if confidence and fit.get("kind") == "constant" and right == n:
         return f"{words}: with none wrong to learn from it says {(n + 1) / (n + 2):.0%} for every answer"
     return words + (": so few that it is a rough estimate" if n < ROUGH else "")
 

@@ -105,8 +105,8 @@ else:
         st.caption(
             "Each held-out image is also asked with its own class removed from the gallery, as an image of a class "
             f"the run has never seen. Known vs unknown by nearest distance: AUROC **{open_set['auroc']:.3f}**. "
-            f"The run's threshold, {calibrated:.3f}, was calibrated on {calibrated_on(run.metrics)} for "
-            f'{open_set["target_precision"]:.0%} precision; Query answers "unknown" beyond it.'
+            f"The run's threshold, {calibrated:.3f}, was set for {open_set['target_precision']:.0%} precision on "
+            f'{calibrated_on(run.metrics, confidence=False)}; Query answers "unknown" beyond it.'
         )
         curve = open_set["curve"]
         chosen = st.slider(

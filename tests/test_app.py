@@ -87,6 +87,9 @@ def test_evaluate_shows_confusion_and_a_threshold_slider(app_env):
     assert not at.exception
     assert at.metric[0].value == "0.0%" and answered != "0.0%"
     assert any(c.value.startswith("Votes with k = ") for c in at.caption)  # which k the run votes with, and why
+    fit = json.loads((app_env / "metrics.json").read_text())["confidence"]
+    said = f"precision on {fit['n']:,} validation images, {fit['right']:,} of them labelled right; Query answers"
+    assert any(said in c.value for c in at.caption)  # what the "unknown" threshold was set on
 
 
 @pytest.mark.slow  # starts the demo's training

@@ -110,3 +110,9 @@ def test_answers__a_query_whose_class_the_gallery_lacks_is_left_out_as_open_set_
 )
 def test_calibrated_on__says_how_many_answers_and_whether_that_is_enough(metrics, words):
     assert calibrated_on(metrics) == words
+
+
+def test_calibrated_on__for_the_threshold_says_nothing_of_a_constant_confidence():
+    metrics = {"confidence": {"kind": "constant", "n": 10, "right": 10}, "unknown": {"calibrated_on": "validation"}}
+    words = calibrated_on(metrics, confidence=False)
+    assert words == "10 validation images, 10 of them labelled right: so few that it is a rough estimate"
