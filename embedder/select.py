@@ -98,7 +98,7 @@ def choose_k(answers: Answers, default: int = DEFAULT_K) -> dict:
         gain, loss = paired(Score({}, right[k]), Score({}, right[base]))
         why = (
             f"k = {k}: its vote labels {acc[k]:.3f} of {n} validation images right against {acc[base]:.3f} with "
-            f"k = {base}; {gain} right that k = {base} gets wrong and {loss} the other way round, more than the noise"
+            f"k = {base}; {gain} right that k = {base} got wrong and {loss} the other way round, more than the noise"
         )
     else:
         why = (
@@ -106,6 +106,10 @@ def choose_k(answers: Answers, default: int = DEFAULT_K) -> dict:
             f"{acc[top]:.3f} against {acc[base]:.3f})"
         )
     return {"k": k, "label_accuracy_by_k": {str(j): a for j, a in acc.items()}, "why": why}
+
+
+def _images(n: int) -> str:
+    return f"{n} validation image" + ("" if n == 1 else "s")
 
 
 def choose(baseline: Candidate, others: list[Candidate]) -> tuple[Candidate, str]:
@@ -117,7 +121,7 @@ def choose(baseline: Candidate, others: list[Candidate]) -> tuple[Candidate, str
         best = max(better, key=lambda c: c.score.key)
         gain, loss = paired(best.score, baseline.score)
         return best, (
-            f"{best.summary()}; it labels {gain} validation images right that {baseline.name} gets wrong "
+            f"{best.summary()}; it labels {_images(gain)} right that {baseline.name} got wrong "
             f"and {loss} the other way round, more than the noise ({baseline.summary()})"
         )
     ties = [
@@ -156,8 +160,8 @@ def choose_tuned(baseline: Candidate, best: Candidate, averaged: Candidate | Non
         if kept is averaged and not clearly_better(best.score, averaged.score):
             gain, loss = paired(best.score, averaged.score)
             return kept, (
-                f"{why}; {best.name} without the average labels {gain} validation images right that it gets "
-                f"wrong and {loss} the other way round, within the noise ({best.summary()})"
+                f"{why}; {best.name} without the average labels {_images(gain)} right that it got wrong "
+                f"and {loss} the other way round, within the noise ({best.summary()})"
             )
     return choose(baseline, [best])
 

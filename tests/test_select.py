@@ -39,7 +39,7 @@ def test_choose__a_clear_gain_on_labels_wins():
     base = Candidate("the pretrained features", _score("1" * 28 + "0" * 12, 0.9))
     tuned = Candidate("epoch 4", _score("1" * 39 + "0", 0.7), 4, {})
     kept, why = choose(base, [tuned])
-    assert kept is tuned and "labels 11 validation images right that the pretrained features gets wrong" in why
+    assert kept is tuned and "labels 11 validation images right that the pretrained features got wrong" in why
 
 
 def test_choose__a_tie_on_labels_goes_to_the_better_ranking():
@@ -123,7 +123,7 @@ def test_choose_tuned__the_averaged_network_stays_unless_full_fine_tuning_labels
     mixed = Candidate("epoch 5 averaged", _score("1" * 37 + "0" * 3, 0.80), 5, averaged=True)
     ranks_better = Candidate("epoch 5", _score("1" * 38 + "0" * 2, 0.95), 5)  # one more right, ranks better: noise
     kept, why = choose_tuned(base, ranks_better, mixed)
-    assert kept is mixed and "epoch 5 without the average labels 1 validation images right" in why
+    assert kept is mixed and "epoch 5 without the average labels 1 validation image right" in why
     labels_better = Candidate("epoch 5", _score("1" * 40, 0.95), 5)
     mixed_worse = Candidate("epoch 5 averaged", _score("1" * 30 + "0" * 10, 0.80), 5, averaged=True)
     assert choose_tuned(base, labels_better, mixed_worse)[0] is labels_better  # 10 more right: not noise
