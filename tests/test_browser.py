@@ -1,6 +1,6 @@
 """User journeys in a real browser: `streamlit run app.py` on a free port against a small run, driven by
-Playwright through Debian's Chromium. Screenshots land in artifacts/screenshots/ (docs/screenshots/ holds
-the ones the README shows).
+Playwright through Debian's Chromium. Screenshots land in artifacts/screenshots/ (the README's, of real
+runs, are taken by docs/screenshots.py with these same helpers).
 
 Waits are on what the page shows or on Streamlit's own signal that a script run finished (RUN_COUNTER), never on
 a clock. Each test opens its own browser context, so they pass in any order.
