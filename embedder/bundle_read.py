@@ -87,11 +87,13 @@ def _verify_checksums(path: Path, manifest: Manifest) -> None:
             )
 
 
-def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """gallery.npz -> embeddings (N, D) float32, labels (N,) int64, relative paths; never unpickles."""
+def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+    """gallery.npz -> embeddings (N, D) float32, labels (N,) int64, relative paths, and the novelty reference
+    (R, F) float16 when the run has one (novelty.py); never unpickles."""
     try:
         with np.load(path / "gallery.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("embeddings", "labels", "paths")}
+            reference = npz["novelty"] if "novelty" in npz.files else None
     except KeyError as exc:
         raise damaged(path, f"gallery.npz lacks the array {exc}") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -105,11 +107,17 @@ def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, l
         (paths.shape == (len(emb),) and paths.dtype.kind == "U", "paths do not match the embeddings"),
         (len(labels) == 0 or (labels.min() >= 0 and labels.max() < n_classes), "labels outside the run's classes"),
         (bool(np.isfinite(emb).all()), "embeddings hold NaN or infinity"),
+        (reference is None or _reference_ok(reference, len(emb)), "the novelty reference is not (R, F) finite float16"),
     ]
     for ok, what in checks:
         if not ok:
             raise damaged(path, f"gallery.npz: {what}")
-    return emb, labels.astype(np.int64), [str(p) for p in paths]
+    return emb, labels.astype(np.int64), [str(p) for p in paths], reference
+
+
+def _reference_ok(reference: np.ndarray, n: int) -> bool:
+    shape_ok = reference.ndim == 2 and 0 < len(reference) <= n and reference.dtype == np.float16
+    return shape_ok and bool(np.isfinite(reference).all())
 
 
 def read_state(path: Path) -> dict:
@@ -159,7 +167,7 @@ def read(path: Path) -> dict:
     if missing:
         raise damaged(path, f"missing {', '.join(missing)}")
     _verify_checksums(path, manifest)
-    embeddings, labels, paths = _read_gallery(path, len(manifest.classes))
+    embeddings, labels, paths, reference = _read_gallery(path, len(manifest.classes))
     if manifest.index.size != len(paths):
         raise damaged(path, f"config.json says the index holds {manifest.index.size} items, the gallery {len(paths)}")
     return {
@@ -168,6 +176,7 @@ def read(path: Path) -> dict:
         "embeddings": embeddings,
         "labels": labels,
         "paths": paths,
+        "novelty_reference": reference,
         "split": _read_json(path, "split.json", dict),
         "history": _read_json(path, "history.json", list),
         "metrics": _read_json(path, "metrics.json", dict),

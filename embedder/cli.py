@@ -119,15 +119,16 @@ def cmd_predict(args) -> int:
     threshold = (
         None
         if args.no_unknown
-        else (args.unknown_threshold if args.unknown_threshold is not None else predictor.calibrated_threshold)
-    )
+        else next(t for t in (args.unknown_threshold, predictor.calibrated_threshold, float("inf")) if t is not None)
+    )  # inf: no distance threshold, but "unknown" for an image unlike the gallery
     preds = predictor.predict(images, names, k=args.k, unknown_threshold=threshold)
     if args.json:
         print(json.dumps([p.to_json() for p in preds], indent=2))
     else:
         for p in preds:
             nn = ", ".join(f"{n.label} {n.distance:.3f}" for n in p.neighbors)
-            print(f"{p.image}: {p.label} (confidence {p.confidence:.0%}, vote {p.vote_share:.0%})  neighbours: {nn}")
+            label = f"{p.label} - unlike every gallery image" if p.novel else p.label
+            print(f"{p.image}: {label} (confidence {p.confidence:.0%}, vote {p.vote_share:.0%})  neighbours: {nn}")
     return EXIT_USER_ERROR if errors else 0
 
 

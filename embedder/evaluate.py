@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
+from . import novelty
 from .calibrate import apply_confidence, open_set, reliability, vote_outcomes
 from .data import scan_folder
 from .embed import embed_images
@@ -228,7 +229,8 @@ def evaluate_run(
         report(Progress(Stage.NOTE, message=sets.sampled))
     embed = _embedder(run, device, report)
     model = run.model(device)
-    q_emb, u_emb = embed(model, sets.q_paths, "queries"), embed(model, sets.u_paths, "unseen-class images")
+    q_emb, flagged = novelty.held_out(run, sets.q_paths, device, counter(report, Stage.EVALUATE, "queries"))
+    u_emb = embed(model, sets.u_paths, "unseen-class images")
     report(Progress(Stage.EVALUATE, message=f"retrieval metrics of {len(q_emb):,} queries"))
     result, disjoint = sets.protocols(q_emb, run.gallery_embeddings, u_emb)
     result["queries"] = sets.source
@@ -240,6 +242,8 @@ def evaluate_run(
     result.update(_answers(run, sets, q_emb, target_precision))
     if disjoint is not None:
         result["class_disjoint"] = disjoint
+    if flagged is not None:
+        result["novelty"] = flagged
     if baselines:
         _add_baselines(result, run, sets, device, report)
     return result

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import novelty
 from .config import IMPORTED, ModelConfig, TrainConfig
 from .errors import EmbedderError
 from .evaluate import evaluate_run
@@ -241,6 +242,7 @@ def import_model(
     if baseline is not None:
         run.info["baseline_model"] = baseline.to_dict()
     run.metrics = {"index": index.stats(), "kept": kept, **calibration}
+    novelty.build(run, report, tc.seed)
     if len(pl.test_idx):
         test = evaluate_run(run, device="cpu", progress=report, target_precision=tc.target_precision)
         run.metrics["test"] = test

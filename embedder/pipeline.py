@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import novelty
 from .calibrate import Answers, fit_confidence
 from .checkpoint import remove_work_dir, work_dir
 from .config import DEFAULT_K, IndexConfig, TrainConfig
@@ -210,6 +211,7 @@ def train(
     calibration, k = calibrate(pl, rows, emb, cfg, report, fitted.outcomes)
     run = assemble(pl, replace(cfg, k=k), fitted, rows, emb, index)
     run.metrics = {"index": index.stats(), **fitted.validation, "kept": fitted.kept, **calibration}
+    novelty.build(run, report, cfg.seed, device)
     if len(pl.test_idx) or cfg.queries:
         run.metrics["test"] = evaluate_run(
             run, queries=cfg.queries, device=str(device), progress=report, target_precision=cfg.target_precision

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+from . import novelty
 from .calibrate import apply_confidence
 from .run import Run
 from .vote import vote
@@ -33,11 +34,15 @@ class Prediction:
     neighbors: list[Neighbor]
     nearest_distance: float = float("nan")
     vote_share: float = float("nan")  # the winning label's share of the distance-weighted vote (0..1)
+    novel: bool = False  # unlike every gallery image (novelty.py): the label is "unknown" when that is allowed
+    novelty_distance: float = float("nan")  # to the nearest image of the run's novelty reference
     embedding: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("embedding")
+        if np.isnan(self.novelty_distance):  # the run keeps no novelty reference: JSON has no NaN
+            d["novelty_distance"] = None
         d["neighbors"] = [{"path": n.path, "label": n.label, "distance": n.distance} for n in self.neighbors]
         return d
 
@@ -53,6 +58,7 @@ class Prediction:
             "vote_share": round(self.vote_share, 4),
             "votes": json.dumps({k: round(v, 4) for k, v in self.votes.items()}),
             "nearest_distance": round(self.nearest_distance, 4),
+            "novel": self.novel,
             "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{where(n)}" for n in self.neighbors),
         }
 
@@ -64,6 +70,8 @@ class Predictor:
         self.run, self.device = run, device
         self.model = run.model(device)  # loaded now, not at the first query
         self.index = run.index()
+        reference = run.novelty_reference
+        self.reference = None if reference is None else reference.astype(np.float32)
 
     @property
     def k(self) -> int:
@@ -80,6 +88,15 @@ class Predictor:
         """The run's "unknown" distance threshold, calibrated on validation images at training time."""
         return self.run.metrics.get("unknown", {}).get("threshold")
 
+    @property
+    def novelty_threshold(self) -> float | None:
+        """How far from every gallery image a query may be and still be like them (novelty.py), if the run says."""
+        return self.run.metrics.get("novelty", {}).get("threshold") if self.reference is not None else None
+
+    def look(self, images: Sequence[Image.Image | str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(embeddings (N, D), novelty features (N, F) or None): what ``predict_embeddings`` takes, in one pass."""
+        return novelty.embed(self.run, images, self.device)
+
     def embed(self, images: Sequence[Image.Image | str]) -> np.ndarray:
         """PIL images or paths -> (N, D) unit vectors, exactly as the gallery was embedded."""
         return self.run.embed(images, device=self.device)
@@ -90,12 +107,15 @@ class Predictor:
         names: Sequence[str],
         k: int | None = None,
         unknown_threshold: float | None = None,
+        features: np.ndarray | None = None,
     ) -> list[Prediction]:
         """(Q, D) query embeddings -> one Prediction each, by the vote of ``k`` neighbours (default: the run's).
-        Beyond ``unknown_threshold`` the label is "unknown"."""
+        Beyond ``unknown_threshold`` the label is "unknown"; so it is, unless ``unknown_threshold`` is None, for
+        a query whose novelty ``features`` (``look``) are unlike every gallery image's."""
         idx, dist = self.index.query(embeddings, k or self.k)
+        far = self._novelty(features, len(embeddings))
         out = []
-        for name, row, drow, emb in zip(names, idx, dist, embeddings):
+        for name, row, drow, emb, nd in zip(names, idx, dist, embeddings, far):
             neighbors = [
                 Neighbor(
                     path=str(self.run.resolve(self.run.gallery_paths[j])),
@@ -107,10 +127,18 @@ class Predictor:
             ]
             label, share, shares = vote([n.label for n in neighbors], [n.distance for n in neighbors])
             confidence = apply_confidence(self.calibration, np.array([[share, neighbors[0].distance]]))[0]
-            if unknown_threshold is not None and neighbors[0].distance > unknown_threshold:
+            novel = bool(nd > self.novelty_threshold) if self.novelty_threshold is not None else False
+            if unknown_threshold is not None and (neighbors[0].distance > unknown_threshold or novel):
                 label = UNKNOWN  # the vote shares stay, to show what it resembles most
-            out.append(Prediction(name, label, float(confidence), shares, neighbors, neighbors[0].distance, share, emb))
+            distance = neighbors[0].distance
+            out.append(Prediction(name, label, float(confidence), shares, neighbors, distance, share, novel, nd, emb))
         return out
+
+    def _novelty(self, features: np.ndarray | None, n: int) -> np.ndarray:
+        """(n,) each query's distance to the novelty reference; NaN where the run or the caller has none."""
+        if features is None or self.reference is None:
+            return np.full(n, np.nan)
+        return novelty.distances(self.reference, features)
 
     def predict(
         self,
@@ -120,4 +148,5 @@ class Predictor:
         unknown_threshold: float | None = None,
     ) -> list[Prediction]:
         names = names or [str(im) if not isinstance(im, Image.Image) else f"image {i}" for i, im in enumerate(images)]
-        return self.predict_embeddings(self.embed(images), names, k, unknown_threshold)
+        emb, features = self.look(images)
+        return self.predict_embeddings(emb, names, k, unknown_threshold, features)

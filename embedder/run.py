@@ -62,6 +62,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     onnx: OnnxInput | None = None  # an imported network's preprocessing; None for a network trained here
+    novelty_reference: np.ndarray | None = None  # (R, F) float16: what novelty.py measures a query against
     _model: Any = None
     _index: GalleryIndex | None = None
 
@@ -175,6 +176,7 @@ class Run:
                 "embeddings": self.gallery_embeddings.astype(np.float32),
                 "labels": self.gallery_labels.astype(np.int64),
                 "paths": np.array(self.gallery_paths, dtype=str),
+                **({"novelty": self.novelty_reference} if self.novelty_reference is not None else {}),
             },
             "index": self.index(),
             "split.json": self.split,
@@ -209,6 +211,7 @@ class Run:
             history=got["history"],
             metrics=got["metrics"],
             onnx=manifest.onnx,
+            novelty_reference=got["novelty_reference"],
         )
         run.index()
         return run

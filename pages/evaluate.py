@@ -125,6 +125,15 @@ else:
         c[2].metric("Unknown images accepted", f"{point['unknown_accepted']:.1%}")
         st.plotly_chart(threshold_curve(curve, calibrated, chosen), config={"displayModeBar": False}, key="threshold")
 
+    novel = test.get("novelty")
+    if novel:
+        st.caption(
+            f"Images unlike anything in the gallery (a photo on a digits run, noise, a blank frame) are answered "
+            f'"unknown" too: farther than {novel["threshold"]:.3f} from every gallery image in the network\'s '
+            f"features. Of the held-out images, all of the gallery's kind, {novel['novel']} of {novel['n']:,} "
+            f"were taken for such ({novel['share']:.1%})."
+        )
+
     index = run.metrics.get("index", {})
     if index:
         st.caption(describe_index(index))

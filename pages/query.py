@@ -52,10 +52,11 @@ use_unknown = threshold is not None and right.toggle(
     value=True,
     key="query_unknown",
     help=f'Answer "unknown" when even the nearest gallery image is farther than {threshold or 0:.3f} '
-    f"(calibrated on {basis}; see Evaluate)",
+    f"(calibrated on {basis}; see Evaluate), or when the image is unlike every gallery image",
 )
+features = None if any(q.features is None for q in queries) else np.stack([q.features for q in queries])
 predictions = predictor.predict_embeddings(
-    np.stack([q.embedding for q in queries]), [q.name for q in queries], k, threshold if use_unknown else None
+    np.stack([q.embedding for q in queries]), [q.name for q in queries], k, threshold if use_unknown else None, features
 )
 for pred, query in zip(predictions, queries):
     with st.container(border=True):
@@ -63,7 +64,14 @@ for pred, query in zip(predictions, queries):
         with info:
             st.image(query.thumbnail, caption=pred.image)
             st.metric("Predicted label", pred.label, help="The label with the largest share of the neighbours' vote")
-            if pred.label == UNKNOWN:
+            if pred.label == UNKNOWN and pred.novel:
+                st.caption(
+                    f"Unlike every image in the gallery: {pred.novelty_distance:.3f} from the nearest in the "
+                    f"network's features, farther than gallery images lie from each other "
+                    f"({predictor.novelty_threshold:.3f}). Any label would be a guess; closest match: "
+                    f"{next(iter(pred.votes))}."
+                )
+            elif pred.label == UNKNOWN:
                 st.caption(
                     f"Nearest gallery image is {pred.nearest_distance:.3f} away, beyond {threshold:.3f}: "
                     f"nothing in the gallery is close. Closest match: {next(iter(pred.votes))}."

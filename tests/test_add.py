@@ -63,9 +63,11 @@ def test_add__new_class_is_found_as_neighbours_and_labels_new_queries(run_dir, t
     assert len(run.gallery_paths) == len(before.gallery_paths) + 10 == run.index().size
     np.testing.assert_array_equal(run.gallery_embeddings[: len(before.gallery_paths)], before.gallery_embeddings)
     queries = [Image.open(p).convert("RGB") for p in sorted(stripes(tmp_path / "later", 3, seed=2).glob("*.png"))]
+    assert all(p.novel for p in Predictor(before).predict(queries))  # unlike every shape ...
     for p in Predictor(run).predict(queries, k=3, unknown_threshold=None):
         assert p.label == "stripes"
         assert all(n.label == "stripes" and Path(n.path).parent.name == "stripes" for n in p.neighbors)
+        assert not p.novel  # ... until stripes joined the gallery: the novelty reference was drawn again
     assert run.metrics["not_reevaluated"]["new_classes"] == ["stripes"]
     assert run.metrics["not_reevaluated"]["images"] == 10
     assert run.info["additions"][0]["folder"] == str((tmp_path / "new").resolve())

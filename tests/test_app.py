@@ -72,6 +72,7 @@ def test_query_says_unknown_for_an_image_unlike_the_gallery(app_env):
     at.file_uploader(key="query_files").set_value(("red.png", buf.getvalue(), "image/png")).run()
     assert not at.exception
     assert [m.value for m in at.metric] == ["unknown"]
+    assert any(c.value.startswith("Unlike every image in the gallery: ") for c in at.caption)
     at.toggle(key="query_unknown").set_value(False).run()
     assert [m.value for m in at.metric] != ["unknown"]
 
@@ -90,6 +91,9 @@ def test_evaluate_shows_confusion_and_a_threshold_slider(app_env):
     fit = json.loads((app_env / "metrics.json").read_text())["confidence"]
     said = f"precision on {fit['n']:,} validation images, {fit['right']:,} of them labelled right; Query answers"
     assert any(said in c.value for c in at.caption)  # what the "unknown" threshold was set on
+    novel = json.loads((app_env / "metrics.json").read_text())["test"]["novelty"]
+    said = f"{novel['novel']} of {novel['n']:,} were taken for such"  # the novelty test's false alarms
+    assert any(said in c.value for c in at.caption)
 
 
 @pytest.mark.slow  # starts the demo's training

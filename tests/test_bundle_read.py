@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from helpers import Payload, copy_run, rewrite_checksums
+from PIL import Image
 
 from embedder.errors import EmbedderError
 from embedder.run import load_run
@@ -57,6 +58,35 @@ def test_planted_pickle_in_gallery_npz_never_runs(tmp_path, digits_run):
     _one_line(info, "gallery.npz", "pickled objects")
     assert "allow_pickle=True" not in str(info.value)
     assert not marker.exists()
+
+
+def _with_gallery(digits_run, run_dir, **changes):
+    """A copy of the digits run whose gallery.npz has arrays replaced (None: removed), checksums made to match."""
+    copy_run(digits_run, run_dir)
+    with np.load(digits_run / "gallery.npz") as npz:
+        arrays = dict(npz)
+    arrays.update(changes)
+    np.savez(run_dir / "gallery.npz", **{k: v for k, v in arrays.items() if v is not None})
+    rewrite_checksums(run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("reference", [np.zeros((5, 4)), np.full((5, 4), np.nan, np.float16), np.zeros(5, np.float16)])
+def test_a_damaged_novelty_reference_is_named(tmp_path, digits_run, reference):
+    run_dir = _with_gallery(digits_run, tmp_path / "run", novelty=reference)
+    with pytest.raises(EmbedderError) as info:
+        load_run(run_dir)
+    _one_line(info, "gallery.npz", "novelty reference")
+
+
+def test_a_run_written_before_the_novelty_test_loads_and_answers_without_it(tmp_path, digits_run):
+    from embedder.predict import Predictor
+
+    predictor = Predictor(load_run(_with_gallery(digits_run, tmp_path / "run", novelty=None)))
+    image = np.full((32, 32, 3), 255, np.uint8)
+    (answer,) = predictor.predict([Image.fromarray(image)])
+    assert not answer.novel and answer.to_json()["novelty_distance"] is None
+    assert predictor.novelty_threshold is None
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import copy_run
 
 from embedder.cli import main
+from embedder.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +44,19 @@ def test_predict__bad_file_is_reported_and_others_answered(digits_run, tmp_path,
     assert len(json.loads(captured.out)) == 1
     assert captured.err.startswith("error: not a readable image: bad.png (")
     assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_predict__a_photo_like_image_on_the_digits_run_is_unknown_and_says_why(digits_run, tmp_path, capsys):
+    from PIL import Image
+
+    sky = tmp_path / "sky.png"  # a smooth colour field, as in a photo: nothing like a digit
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((64, 64)).save(sky)
+    assert main(["predict", str(digits_run), str(sky)]) == 0
+    assert f"{sky}: unknown - unlike every gallery image (confidence" in capsys.readouterr().out
+    assert main(["predict", str(digits_run), str(sky), "--json", "--no-unknown"]) == 0
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert answer["novel"] is True and answer["label"] != "unknown"
+    assert answer["novelty_distance"] > load_run(digits_run).metrics["novelty"]["threshold"]
 
 
 def test_project__csv_rows(digits_run, tmp_path):

@@ -92,11 +92,14 @@ def digest(data: bytes) -> str:
 # Each rerun hands the same uploads back; the key is the bytes' hash, the bytes themselves are left out.
 # The image is decoded once, and only a thumbnail of it outlives this call.
 @st.cache_data(max_entries=512, show_spinner=False)
-def query_upload(path: str, version: float, key: str, _data: bytes) -> tuple[np.ndarray, Image.Image]:
-    """(D,) embedding and a QUERY_THUMB thumbnail of an uploaded image. Raises EmbedderError for a file that
-    is not an image."""
+def query_upload(
+    path: str, version: float, key: str, _data: bytes
+) -> tuple[np.ndarray, np.ndarray | None, Image.Image]:
+    """(D,) embedding, (F,) novelty features (or None) and a QUERY_THUMB thumbnail of an uploaded image. Raises
+    EmbedderError for a file that is not an image."""
     image = load_image(_data)
-    return _predictor(path, version).embed([image])[0], fit(image, QUERY_THUMB)
+    emb, features = _predictor(path, version).look([image])
+    return emb[0], None if features is None else features[0], fit(image, QUERY_THUMB)
 
 
 def fit(img: Image.Image, side: int = THUMB) -> Image.Image:

@@ -42,6 +42,7 @@ def too_big(upload) -> str | None:
 class QueryImage:
     name: str
     embedding: np.ndarray  # (D,)
+    features: np.ndarray | None  # (F,) what the novelty test measures (embedder.novelty); None: the run has none
     thumbnail: Image.Image  # at most cache.QUERY_THUMB pixels a side: the decoded upload is not kept
 
 
@@ -56,14 +57,14 @@ def embed_uploads(run: Run, files: Iterable) -> list[QueryImage]:
             continue
         data = f.getvalue()
         try:
-            emb, thumb = cache.query_upload(str(run.path), cache.stamp(run.path), cache.digest(data), data)
+            emb, features, thumb = cache.query_upload(str(run.path), cache.stamp(run.path), cache.digest(data), data)
         except UnreadableImage as exc:  # its message names an in-memory buffer; the file's name says more
             st.error(f"**{f.name}** is not a readable image ({exc.reason}); it was skipped.")
             continue
         except EmbedderError as exc:
             st.error(f"**{f.name}**: {exc}")
             continue
-        out.append(QueryImage(f.name, emb, thumb))
+        out.append(QueryImage(f.name, emb, features, thumb))
     return out
 
 
