@@ -90,6 +90,7 @@ def run_one(name: str, seed: int, tmp: Path, **settings) -> dict:
     row["ece"] = {"before": cal.get("before", {}).get("ece"), "after": (cal.get("after") or {}).get("ece")}
     row["confidence_mean"] = {when: _mean(cal.get(when), "confidence") for when in ("before", "after")}
     row["confidence_mean"]["right"] = _mean(cal.get("after"), "accuracy")  # over the same queries
+    row["novelty"] = {**(test.get("novelty") or {}), **(result.metrics.get("novelty") or {})}  # false alarms
     return row
 
 
@@ -128,6 +129,12 @@ def summary(rows: list[dict]) -> None:
                 print(
                     f"    mean confidence {said['before']:.3f} before, {said['after']:.3f} after; "
                     f"right {said['right']:.3f}"
+                )
+            novel = r.get("novelty") or {}
+            if "novel" in novel:
+                print(
+                    f"    called unlike the gallery: {novel['novel']} of {novel['n']} queries "
+                    f"(reference {novel['reference']} images, threshold {novel['threshold']:.3f})"
                 )
 
 

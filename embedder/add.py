@@ -152,7 +152,7 @@ def add_images(
     run.gallery_labels = np.concatenate([run.gallery_labels, np.array([index_of[n] for n in names], dtype=np.int64)])
     run.gallery_embeddings = np.concatenate([run.gallery_embeddings, emb]).astype(np.float32)
     run._index = index_gallery(run.gallery_embeddings, run.train_config, report, previous=run.index())
-    if run.novelty_reference is not None:  # drawn again from the grown gallery: a new class is not novel
+    if "novelty" in run.metrics:  # drawn again from the grown gallery: a new class is not novel
         novelty.build(run, report, run.train_config.seed, device)
     result = Added(
         run.path, len(rows), dict(Counter(names)), new_classes, in_gallery, in_test, images.skipped_message()

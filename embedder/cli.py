@@ -95,6 +95,9 @@ def _print_metrics(m: dict) -> None:
         print(f"{name:<12} {cells[0]:>6} {cells[1]:>6} {cells[2]:>6} {_fmt(r, 'knn_accuracy'):>7}")
     if m.get("n_unmatched_queries"):
         print(f"{m['n_unmatched_queries']} queries have a label with no gallery image and were not scored")
+    novel = m.get("novelty")
+    if novel:
+        print(f'unlike every gallery image (answered "unknown"): {novel["novel"]} of {novel["n"]} queries')
 
 
 def cmd_predict(args) -> int:

@@ -126,7 +126,9 @@ else:
         st.plotly_chart(threshold_curve(curve, calibrated, chosen), config={"displayModeBar": False}, key="threshold")
 
     novel = test.get("novelty")
-    if novel:
+    if run.metrics.get("novelty", {}).get("off"):
+        st.caption(f"No test of images unlike the gallery (a photo on a digits run): {run.metrics['novelty']['off']}.")
+    elif novel:
         st.caption(
             f"Images unlike anything in the gallery (a photo on a digits run, noise, a blank frame) are answered "
             f'"unknown" too: farther than {novel["threshold"]:.3f} from every gallery image in the network\'s '

@@ -69,3 +69,14 @@ def test_unknown_switched_off_keeps_the_label_and_says_it_is_novel(digits_run):
     (answer,) = predictor.predict(_strangers()[:1], unknown_threshold=None)
     assert answer.novel and answer.label in predictor.run.classes
     assert json.loads(json.dumps(answer.to_json()))["novel"] is True
+
+
+def test_a_gallery_too_small_to_tell_gets_no_test_and_says_why(digits_run):
+    from embedder.progress import silent
+
+    run = load_run(digits_run)
+    keep = slice(0, novelty.REFERENCE_MIN - 1)
+    run.gallery_labels, run.gallery_paths = run.gallery_labels[keep], run.gallery_paths[keep]
+    novelty.build(run, silent, seed=0)
+    assert run.novelty_reference is None and "starts at 200" in run.metrics["novelty"]["off"]
+    assert novelty.embed(run, _strangers()[:1])[1] is None  # nothing to measure a query against
