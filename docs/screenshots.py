@@ -32,21 +32,23 @@ def _server(run: Path, log: Path):
     return _serve(env, log)
 
 
-def _take(page, out: Path, name: str) -> None:
-    """The window (not the whole page) as ``name``.png, once the widgets' lazily loaded code has arrived and been
-    drawn (until then a select box is a grey bar)."""
+def _take(page, out: Path, name: str, height: float | None = None) -> None:
+    """The window (not the whole page; its top ``height`` pixels if given) as ``name``.png, once the widgets'
+    lazily loaded code has arrived and been drawn (until then a select box is a grey bar)."""
     page.wait_for_load_state("networkidle")
     page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
-    page.screenshot(path=str(out / f"{name}.png"))
+    clip = None if height is None else {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height}
+    page.screenshot(path=str(out / f"{name}.png"), clip=clip)
     print(f"wrote {out / name}.png")
 
 
-def _at(page, text: str, out: Path, name: str) -> None:
-    """Scroll ``text`` to the top of the window and take it as ``name``.png."""
+def _at(page, text: str, out: Path, name: str, until: str | None = None) -> None:
+    """Scroll ``text`` to the top of the window and take it as ``name``.png, down to ``until`` if given."""
     target = page.get_by_text(text).first
     target.wait_for()
     target.evaluate("e => e.scrollIntoView({block: 'start'})")
-    _take(page, out, name)
+    end = page.get_by_text(until).first.bounding_box() if until else None
+    _take(page, out, name, None if end is None else min(end["y"], VIEWPORT["height"]))
 
 
 def digits_shots(browser, run: Path, out: Path) -> None:
@@ -72,7 +74,7 @@ def photos_shots(browser, run: Path, out: Path) -> None:
         page.locator(".js-plotly-plot").first.wait_for()
         _at(page, "Where it goes wrong", out, "evaluate-photos")
         _at(page, "Can the confidence be trusted?", out, "evaluate-confidence")
-        _at(page, "when to refuse an answer", out, "evaluate-unknown")
+        _at(page, "when to refuse an answer", out, "evaluate-unknown", until="Training history")
 
 
 def _tab(browser):
