@@ -113,6 +113,19 @@ def test_import__the_run_evaluates_against_raw_pixels_and_says_whether_it_beats_
     assert again == 0
 
 
+def test_import__the_novelty_reference_is_a_sample_of_the_imported_embeddings(tmp_path):
+    shapes = make_shapes_folder(tmp_path / "shapes", per_class=90)  # a gallery past novelty.REFERENCE_MIN
+    cfg = ImportConfig(data=str(shapes), out=str(tmp_path / "run"), pretrained_baseline=False, mean="0.5", std="0.25")
+    import_model(export(SmallCNN().eval(), tmp_path / "m.onnx"), cfg)
+    run = load_run(tmp_path / "run")
+    assert run.metrics["novelty"]["space"] == "embedding"  # an ONNX graph has no backbone to ask
+    reference = run.novelty_reference.astype(np.float32)
+    assert len(reference) == len(run.gallery_embeddings)  # under 5,000: every gallery image
+    assert np.abs(reference - run.gallery_embeddings).max() < 1e-3  # float16 of the same vectors
+    (answer,) = Predictor(run).predict([str(run.gallery_files()[0])])
+    assert answer.novelty_distance < 1e-2 and not answer.novel  # a gallery image is not unlike the gallery
+
+
 def test_import__a_classifier_is_accepted_but_the_run_says_so(tmp_path):
     shapes = make_shapes_folder(tmp_path / "shapes", per_class=6)
     data = export(SmallCNN(softmax=True), tmp_path / "m.onnx")
