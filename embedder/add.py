@@ -147,13 +147,12 @@ def add_images(
     index_of = {c: i for i, c in enumerate(classes)}
     emb = embed_new(run, paths, device, report, ray)  # (n, D)
 
-    run.classes = classes
+    run.classes, old_n = classes, len(run.gallery_paths)
     run.gallery_paths = [*run.gallery_paths, *(_stored_path(run, p) for p in paths)]
     run.gallery_labels = np.concatenate([run.gallery_labels, np.array([index_of[n] for n in names], dtype=np.int64)])
     run.gallery_embeddings = np.concatenate([run.gallery_embeddings, emb]).astype(np.float32)
     run._index = index_gallery(run.gallery_embeddings, run.train_config, report, previous=run.index())
-    if "novelty" in run.metrics:  # drawn again from the grown gallery: a new class is not novel
-        novelty.build(run, report, run.train_config.seed, device)
+    novelty.grow(run, old_n, report, run.train_config.seed, device)  # a new class is not novel
     result = Added(
         run.path, len(rows), dict(Counter(names)), new_classes, in_gallery, in_test, images.skipped_message()
     )

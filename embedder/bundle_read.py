@@ -87,13 +87,14 @@ def _verify_checksums(path: Path, manifest: Manifest) -> None:
             )
 
 
-def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None]:
+def _read_gallery(path: Path, n_classes: int) -> tuple:
     """gallery.npz -> embeddings (N, D) float32, labels (N,) int64, relative paths, and the novelty reference
-    (R, F) float16 when the run has one (novelty.py); never unpickles."""
+    (R, F) float16 with its gallery rows (R,) when the run has one (novelty.py), else None, None; never unpickles."""
     try:
         with np.load(path / "gallery.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("embeddings", "labels", "paths")}
             reference = npz["novelty"] if "novelty" in npz.files else None
+            rows = npz["novelty_rows"] if reference is not None else None
     except KeyError as exc:
         raise damaged(path, f"gallery.npz lacks the array {exc}") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -107,17 +108,19 @@ def _read_gallery(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray, l
         (paths.shape == (len(emb),) and paths.dtype.kind == "U", "paths do not match the embeddings"),
         (len(labels) == 0 or (labels.min() >= 0 and labels.max() < n_classes), "labels outside the run's classes"),
         (bool(np.isfinite(emb).all()), "embeddings hold NaN or infinity"),
-        (reference is None or _reference_ok(reference, len(emb)), "the novelty reference is not (R, F) finite float16"),
+        (reference is None or _reference_ok(reference, rows, len(emb)), "the novelty reference is damaged"),
     ]
     for ok, what in checks:
         if not ok:
             raise damaged(path, f"gallery.npz: {what}")
-    return emb, labels.astype(np.int64), [str(p) for p in paths], reference
+    return emb, labels.astype(np.int64), [str(p) for p in paths], reference, rows
 
 
-def _reference_ok(reference: np.ndarray, n: int) -> bool:
+def _reference_ok(reference: np.ndarray, rows: np.ndarray, n: int) -> bool:
+    """(R, F) finite float16, taken from R distinct gallery rows."""
     shape_ok = reference.ndim == 2 and 0 < len(reference) <= n and reference.dtype == np.float16
-    return shape_ok and bool(np.isfinite(reference).all())
+    rows_ok = rows.shape == (len(reference),) and rows.dtype.kind == "i" and len(np.unique(rows)) == len(rows)
+    return shape_ok and rows_ok and bool(rows.min() >= 0 and rows.max() < n and np.isfinite(reference).all())
 
 
 def read_state(path: Path) -> dict:
@@ -167,7 +170,7 @@ def read(path: Path) -> dict:
     if missing:
         raise damaged(path, f"missing {', '.join(missing)}")
     _verify_checksums(path, manifest)
-    embeddings, labels, paths, reference = _read_gallery(path, len(manifest.classes))
+    embeddings, labels, paths, reference, rows = _read_gallery(path, len(manifest.classes))
     if manifest.index.size != len(paths):
         raise damaged(path, f"config.json says the index holds {manifest.index.size} items, the gallery {len(paths)}")
     return {
@@ -177,6 +180,7 @@ def read(path: Path) -> dict:
         "labels": labels,
         "paths": paths,
         "novelty_reference": reference,
+        "novelty_rows": rows,
         "split": _read_json(path, "split.json", dict),
         "history": _read_json(path, "history.json", list),
         "metrics": _read_json(path, "metrics.json", dict),

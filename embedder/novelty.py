@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import EmbedderError
 from .knn import topk
 from .progress import Reporter, Stage, counter
 from .validate import cap
@@ -90,28 +91,58 @@ def build(run, report: Reporter, seed: int, device="cpu") -> None:
     with fewer than ``REFERENCE_MIN`` gallery images, none and the reason (``metrics["novelty"]["off"]``)."""
     n = len(run.gallery_labels)
     if n < REFERENCE_MIN:
-        run.novelty_reference = None
+        run.novelty_reference, run.novelty_rows = None, None
         run.metrics["novelty"] = {
             "off": f"with {n} gallery images, about 1 new image of their own kind in {n + 1} would lie farther from "
             f"all of them than they do from each other; the test starts at {REFERENCE_MIN}"
         }
         return
     rows = cap(np.arange(n), run.gallery_labels, REFERENCE_MAX, seed)
+    _keep(run, rows, _features(run, rows, report, device))
+
+
+def grow(run, old_n: int, report: Reporter, seed: int, device="cpu") -> None:
+    """After ``embedder.add`` appended gallery rows ``old_n:``, the reference drawn again from its own rows and the
+    new ones, so an added class is not novel; only new images are read. A run whose test was off gets it built
+    now if the gallery has grown enough (reading its images again: if they cannot be read, it stays off)."""
+    if run.novelty_reference is None or run.novelty_rows is None:
+        if "novelty" in run.metrics:
+            try:
+                build(run, report, seed, device)
+            except EmbedderError as exc:
+                run.novelty_reference, run.novelty_rows = None, None
+                run.metrics["novelty"] = {"off": f"the gallery's images could not be read again ({exc})"}
+        return
+    pool = np.concatenate([run.novelty_rows, np.arange(old_n, len(run.gallery_labels))])
+    rows = cap(pool, run.gallery_labels, REFERENCE_MAX, seed)
+    had = {int(r): i for i, r in enumerate(run.novelty_rows)}
+    new = np.array([r for r in rows if int(r) not in had], dtype=np.int64)
+    features = np.empty((len(rows), run.novelty_reference.shape[1]), dtype=np.float32)
+    kept = np.array([int(r) in had for r in rows], dtype=bool)
+    features[kept] = run.novelty_reference[[had[int(r)] for r in rows[kept]]]
+    if len(new):
+        features[~kept] = _features(run, new, report, device)
+    _keep(run, rows, features)
+
+
+def _features(run, rows: np.ndarray, report: Reporter, device) -> np.ndarray:
+    """(len(rows), F) what the novelty test measures, for gallery ``rows``."""
     model = run.model(device)
-    where = space(model)
-    if where == "backbone":
-        paths = [run.resolve(run.gallery_paths[r]) for r in rows]
-        progress = counter(report, Stage.CALIBRATE, "novelty reference: backbone features of gallery images")
-        features = run.embed(paths, device=device, progress=progress, fn=model.backbone_features)
-    else:
-        features = run.gallery_embeddings[rows]
+    if space(model) == "embedding":
+        return run.gallery_embeddings[rows]
+    paths = [run.resolve(run.gallery_paths[r]) for r in rows]
+    progress = counter(report, Stage.CALIBRATE, "novelty reference: backbone features of gallery images")
+    return run.embed(paths, device=device, progress=progress, fn=model.backbone_features)
+
+
+def _keep(run, rows: np.ndarray, features: np.ndarray) -> None:
     reference = features.astype(np.float16)
-    run.novelty_reference = reference
+    run.novelty_reference, run.novelty_rows = reference, rows.astype(np.int64)
     run.metrics["novelty"] = {
         "threshold": threshold(reference.astype(np.float32)),
         "rate": RATE,
         "reference": len(rows),
-        "space": where,
+        "space": space(run.model()),
     }
 
 

@@ -63,6 +63,7 @@ class Run:
     metrics: dict = field(default_factory=dict)
     onnx: OnnxInput | None = None  # an imported network's preprocessing; None for a network trained here
     novelty_reference: np.ndarray | None = None  # (R, F) float16: what novelty.py measures a query against
+    novelty_rows: np.ndarray | None = None  # (R,) the gallery rows the reference was taken from
     _model: Any = None
     _index: GalleryIndex | None = None
 
@@ -176,7 +177,11 @@ class Run:
                 "embeddings": self.gallery_embeddings.astype(np.float32),
                 "labels": self.gallery_labels.astype(np.int64),
                 "paths": np.array(self.gallery_paths, dtype=str),
-                **({"novelty": self.novelty_reference} if self.novelty_reference is not None else {}),
+                **(
+                    {"novelty": self.novelty_reference, "novelty_rows": self.novelty_rows}
+                    if self.novelty_reference is not None
+                    else {}
+                ),
             },
             "index": self.index(),
             "split.json": self.split,
@@ -212,6 +217,7 @@ class Run:
             metrics=got["metrics"],
             onnx=manifest.onnx,
             novelty_reference=got["novelty_reference"],
+            novelty_rows=got["novelty_rows"],
         )
         run.index()
         return run

@@ -74,6 +74,32 @@ def test_add__new_class_is_found_as_neighbours_and_labels_new_queries(run_dir, t
     assert run.info["additions"][0]["folder"] == str((tmp_path / "new").resolve())
 
 
+def test_add__reads_only_the_new_images_even_for_the_novelty_reference(run_dir, tmp_path):
+    before = load_run(run_dir)
+    moved = before.data_root.with_name("shapes-moved")
+    before.data_root.rename(moved)  # the training images are gone: add needs only the new ones
+    try:
+        add_images(run_dir, stripes(tmp_path / "new" / "stripes", 10, seed=1).parent)
+    finally:
+        moved.rename(before.data_root)
+    run = load_run(run_dir)
+    n = len(before.gallery_paths)
+    np.testing.assert_array_equal(run.novelty_rows, [*before.novelty_rows, *range(n, n + 10)])
+    np.testing.assert_array_equal(run.novelty_reference[: len(before.novelty_rows)], before.novelty_reference)
+    assert run.metrics["novelty"]["reference"] == len(before.novelty_rows) + 10
+
+
+def test_add__a_gallery_grown_past_the_minimum_gets_its_novelty_test(tmp_path):
+    from embedder.pipeline import train
+
+    train(cfg(make_shapes_folder(tmp_path / "shapes", per_class=16), tmp_path / "small", epochs=1))
+    assert "off" in load_run(tmp_path / "small").metrics["novelty"]  # 38 gallery images: too few to tell
+    add_images(tmp_path / "small", stripes(tmp_path / "new" / "stripes", 180, seed=1, size=32).parent)
+    run = load_run(tmp_path / "small")
+    assert run.metrics["novelty"]["reference"] == len(run.gallery_paths) >= 200
+    assert run.novelty_reference.shape[0] == len(run.novelty_rows)
+
+
 def test_add__known_labels_join_their_class_and_repeats_are_left_out(run_dir, tmp_path):
     extra = make_shapes_folder(tmp_path / "more", classes=("circle",), per_class=4, seed=9)
     first = add_images(run_dir, extra)

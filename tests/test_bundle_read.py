@@ -71,9 +71,19 @@ def _with_gallery(digits_run, run_dir, **changes):
     return run_dir
 
 
-@pytest.mark.parametrize("reference", [np.zeros((5, 4)), np.full((5, 4), np.nan, np.float16), np.zeros(5, np.float16)])
-def test_a_damaged_novelty_reference_is_named(tmp_path, digits_run, reference):
-    run_dir = _with_gallery(digits_run, tmp_path / "run", novelty=reference)
+@pytest.mark.parametrize(
+    "reference, rows",
+    [
+        (np.zeros((5, 4)), np.arange(5)),  # not float16
+        (np.full((5, 4), np.nan, np.float16), np.arange(5)),
+        (np.zeros(5, np.float16), np.arange(5)),
+        (np.zeros((5, 4), np.float16), np.array([0, 1, 2, 3, 10**6])),  # a row past the gallery
+        (np.zeros((5, 4), np.float16), np.array([0, 1, 1, 2, 3])),
+        (np.zeros((5, 4), np.float16), np.arange(4)),
+    ],
+)
+def test_a_damaged_novelty_reference_is_named(tmp_path, digits_run, reference, rows):
+    run_dir = _with_gallery(digits_run, tmp_path / "run", novelty=reference, novelty_rows=rows)
     with pytest.raises(EmbedderError) as info:
         load_run(run_dir)
     _one_line(info, "gallery.npz", "novelty reference")
@@ -82,7 +92,7 @@ def test_a_damaged_novelty_reference_is_named(tmp_path, digits_run, reference):
 def test_a_run_written_before_the_novelty_test_loads_and_answers_without_it(tmp_path, digits_run):
     from embedder.predict import Predictor
 
-    predictor = Predictor(load_run(_with_gallery(digits_run, tmp_path / "run", novelty=None)))
+    predictor = Predictor(load_run(_with_gallery(digits_run, tmp_path / "run", novelty=None, novelty_rows=None)))
     image = np.full((32, 32, 3), 255, np.uint8)
     (answer,) = predictor.predict([Image.fromarray(image)])
     assert not answer.novel and answer.to_json()["novelty_distance"] is None

@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 from helpers import make_shapes_folder
 from playwright.sync_api import expect, sync_playwright
-from test_browser import CHROMIUM, CHROMIUM_ARGS, RUN_COUNTER, VIEWPORT, _choose, _enter, _open, _rerun, _serve, _shot
+from test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RUN_COUNTER,
+    VIEWPORT,
+    _choose,
+    _enter,
+    _navigate,
+    _open,
+    _rerun,
+    _serve,
+    _shot,
+)
 from test_onnx_import import SmallCNN, export
 
 pytestmark = [
@@ -61,8 +73,7 @@ def test_upload_an_onnx_model_on_the_train_page_then_query_its_run(tmp_path):
         run = load_run(runs / "imported")
         image, label = Path(run.gallery_files()[0]), run.classes[run.gallery_labels[0]]
         # Through the sidebar, in the same session: the import made its run this session's active run.
-        _rerun(page, page.locator('[data-testid="stSidebarNavLink"]', has_text="Query").first.click)
-        page.get_by_text("Images to label").first.wait_for()
+        _navigate(page, "Query", "Images to label")
         drop = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
         files = [{"name": image.name, "mimeType": "image/png", "buffer": image.read_bytes()}]
         _rerun(page, lambda: drop.set_input_files(files=files))
