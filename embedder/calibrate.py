@@ -228,9 +228,11 @@ def apply_confidence(calibration: dict | None, features: np.ndarray) -> np.ndarr
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
     """Reliability diagram data and the expected calibration error: in each confidence bin, the mean confidence
-    against the share actually right, weighted by the bin's size."""
+    against the share actually right, weighted by the bin's size; with a 95% bootstrap interval (``ece_ci``: with
+    a few hundred queries and a handful wrong, two ECEs 0.002 apart cannot be told apart)."""
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    interval = _ece_interval(np.asarray(confidence, float), np.asarray(correct, float), which, bins)
     rows, ece = [], 0.0
     for b in range(bins):
         inside = which == b
@@ -246,4 +248,18 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
                     "count": int(inside.sum()),
                 }
             )
-    return {"bins": rows, "ece": float(ece), "n": int(len(correct))}
+    return {"bins": rows, "ece": float(ece), "ece_ci": interval, "n": int(len(correct))}
+
+
+def _ece_interval(confidence, correct, which, bins: int, draws: int = 500, seed: int = 0) -> list[float]:
+    """The 2.5th and 97.5th percentiles of the ECE over queries resampled with replacement (seeded: the before and
+    after diagrams of one evaluation draw the same resamples)."""
+    n = len(correct)
+    if n == 0:
+        return [0.0, 0.0]
+    rng, eces = np.random.default_rng(seed), np.empty(draws)
+    for i in range(draws):
+        pick = rng.integers(0, n, n)
+        gap = np.bincount(which[pick], confidence[pick] - correct[pick], minlength=bins)  # per bin: n (conf - acc)
+        eces[i] = np.abs(gap).sum() / n
+    return [float(v) for v in np.percentile(eces, [2.5, 97.5])]

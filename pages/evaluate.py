@@ -25,6 +25,12 @@ if run is None:
     st.stop()
 
 
+def _interval(diagram: dict) -> str:
+    """ " [low, high]" from a reliability diagram's bootstrap interval; nothing for a run evaluated before it."""
+    ci = diagram.get("ece_ci")
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 else ""
+
+
 def metric_table(metrics: dict) -> None:
     table = pd.DataFrame(metrics_rows(metrics)).set_index("model")
     st.dataframe(table.style.format("{:.3f}", na_rep="–").highlight_max(axis=0, color="#D8F3DC"), width="stretch")
@@ -93,8 +99,9 @@ else:
         before, after = calibration["before"], calibration["after"]
         st.caption(
             f"Of the held-out answers given with 90% confidence, about 90% should be right. Expected calibration "
-            f"error on {after['n']} held-out images: **{after['ece']:.3f}** for the calibrated confidence (fitted on "
-            f"{calibrated_on(run.metrics)}) against {before['ece']:.3f} for the raw vote share."
+            f"error on {after['n']} held-out images: **{after['ece']:.3f}**{_interval(after)} for the calibrated "
+            f"confidence (fitted on {calibrated_on(run.metrics)}) against {before['ece']:.3f}{_interval(before)} for "
+            "the raw vote share (95% bootstrap intervals)."
         )
         st.plotly_chart(reliability_diagram(before, after), config={"displayModeBar": False}, key="reliability")
 

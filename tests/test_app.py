@@ -94,6 +94,9 @@ def test_evaluate_shows_confusion_and_a_threshold_slider(app_env):
     novel = json.loads((app_env / "metrics.json").read_text())["test"]["novelty"]
     said = f"{novel['novel']} of {novel['n']:,} were taken for such"  # the novelty test's false alarms
     assert any(said in c.value for c in at.caption)
+    after = json.loads((app_env / "metrics.json").read_text())["test"]["calibration"]["after"]
+    said = f"**{after['ece']:.3f}** [{after['ece_ci'][0]:.3f}, {after['ece_ci'][1]:.3f}] for the calibrated"
+    assert any(said in c.value for c in at.caption)  # the ECE with its interval: a few hundred queries
 
 
 @pytest.mark.slow  # starts the demo's training

@@ -67,6 +67,20 @@ def test_reliability__bins_and_expected_calibration_error_by_hand():
     assert r["ece"] == pytest.approx(2 / 6 * 0.05 + 4 / 6 * 0.2)
 
 
+def test_reliability__the_ece_interval_holds_it_and_narrows_with_more_queries():
+    from embedder.calibrate import reliability
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1.0, 4000)
+    right = rng.uniform(size=4000) < conf  # calibrated by construction: the ECE is sampling noise alone
+    few, many = reliability(conf[:200], right[:200]), reliability(conf, right)
+    for r in (few, many):
+        low, high = r["ece_ci"]
+        assert 0 <= low <= r["ece"] <= high
+    assert many["ece_ci"][1] - many["ece_ci"][0] < (few["ece_ci"][1] - few["ece_ci"][0]) / 2
+    assert many["ece"] < 0.03
+
+
 def test_answers__a_query_whose_class_the_gallery_lacks_is_left_out_as_open_set_does():
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(60, 8)).astype(np.float32)
