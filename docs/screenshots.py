@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from helpers import held_out_digit  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS, RUN_COUNTER, VIEWPORT, _open, _rerun, _serve  # noqa: E402
+from test_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, _open, _rerun, _serve, _tab  # noqa: E402
 
 
 def _server(run: Path, log: Path):
@@ -53,8 +53,7 @@ def _at(page, text: str, out: Path, name: str, until: str | None = None) -> None
 
 def digits_shots(browser, run: Path, out: Path) -> None:
     data, label = held_out_digit(run)
-    with _server(run, out / ".digits-server.log") as url:
-        page = _tab(browser)
+    with _server(run, out / ".digits-server.log") as url, _tab(browser, timeout_ms=120_000) as page:
         _open(page, f"{url}/query", "Query")
         upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
         digit = {"name": "digit.png", "mimeType": "image/png", "buffer": data}
@@ -68,21 +67,12 @@ def digits_shots(browser, run: Path, out: Path) -> None:
 
 
 def photos_shots(browser, run: Path, out: Path) -> None:
-    with _server(run, out / ".photos-server.log") as url:
-        page = _tab(browser)
+    with _server(run, out / ".photos-server.log") as url, _tab(browser, timeout_ms=120_000) as page:
         _open(page, f"{url}/evaluate", "Evaluate")
         page.locator(".js-plotly-plot").first.wait_for()
         _at(page, "Where it goes wrong", out, "evaluate-photos")
         _at(page, "Can the confidence be trusted?", out, "evaluate-confidence")
         _at(page, "when to refuse an answer", out, "evaluate-unknown", until="Training history")
-
-
-def _tab(browser):
-    context = browser.new_context(viewport=VIEWPORT)
-    context.add_init_script(RUN_COUNTER)
-    page = context.new_page()
-    page.set_default_timeout(120_000)
-    return page
 
 
 def main() -> None:
@@ -93,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     if CHROMIUM is None:
         sys.exit("chromium is not on PATH (apt-get install chromium)")
+    args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         if args.digits:

@@ -232,13 +232,13 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
     a few hundred queries and a handful wrong, two ECEs 0.002 apart cannot be told apart)."""
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    interval = _ece_interval(np.asarray(confidence, float), np.asarray(correct, float), which, bins)
-    rows, ece = [], 0.0
+    conf_f, right_f = np.asarray(confidence, float), np.asarray(correct, float)
+    ece, interval = _ece(conf_f, right_f, which, bins), _ece_interval(conf_f, right_f, which, bins)
+    rows = []
     for b in range(bins):
         inside = which == b
         if inside.any():
             conf, acc = float(confidence[inside].mean()), float(correct[inside].mean())
-            ece += inside.mean() * abs(conf - acc)
             rows.append(
                 {
                     "low": float(edges[b]),
@@ -248,7 +248,13 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
                     "count": int(inside.sum()),
                 }
             )
-    return {"bins": rows, "ece": float(ece), "ece_ci": interval, "n": int(len(correct))}
+    return {"bins": rows, "ece": ece, "ece_ci": interval, "n": int(len(correct))}
+
+
+def _ece(confidence: np.ndarray, correct: np.ndarray, which: np.ndarray, bins: int) -> float:
+    """Sum over bins of (bin size / n) |mean confidence - share right| = sum |sum (confidence - right)| / n."""
+    gap = np.bincount(which, confidence - correct, minlength=bins)
+    return float(np.abs(gap).sum() / max(len(correct), 1))
 
 
 def _ece_interval(confidence, correct, which, bins: int, draws: int = 500, seed: int = 0) -> list[float]:
@@ -260,6 +266,5 @@ def _ece_interval(confidence, correct, which, bins: int, draws: int = 500, seed:
     rng, eces = np.random.default_rng(seed), np.empty(draws)
     for i in range(draws):
         pick = rng.integers(0, n, n)
-        gap = np.bincount(which[pick], confidence[pick] - correct[pick], minlength=bins)  # per bin: n (conf - acc)
-        eces[i] = np.abs(gap).sum() / n
+        eces[i] = _ece(confidence[pick], correct[pick], which[pick], bins)
     return [float(v) for v in np.percentile(eces, [2.5, 97.5])]

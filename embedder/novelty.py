@@ -98,7 +98,7 @@ def build(run, report: Reporter, seed: int, device="cpu") -> None:
         }
         return
     rows = cap(np.arange(n), run.gallery_labels, REFERENCE_MAX, seed)
-    _keep(run, rows, _features(run, rows, report, device))
+    _keep(run, rows, _features(run, rows, report, device), device)
 
 
 def grow(run, old_n: int, report: Reporter, seed: int, device="cpu") -> None:
@@ -116,13 +116,12 @@ def grow(run, old_n: int, report: Reporter, seed: int, device="cpu") -> None:
     pool = np.concatenate([run.novelty_rows, np.arange(old_n, len(run.gallery_labels))])
     rows = cap(pool, run.gallery_labels, REFERENCE_MAX, seed)
     had = {int(r): i for i, r in enumerate(run.novelty_rows)}
-    new = np.array([r for r in rows if int(r) not in had], dtype=np.int64)
+    kept = np.isin(rows, run.novelty_rows)  # their features are in the reference already; only the rest are read
     features = np.empty((len(rows), run.novelty_reference.shape[1]), dtype=np.float32)
-    kept = np.array([int(r) in had for r in rows], dtype=bool)
     features[kept] = run.novelty_reference[[had[int(r)] for r in rows[kept]]]
-    if len(new):
-        features[~kept] = _features(run, new, report, device)
-    _keep(run, rows, features)
+    if not kept.all():
+        features[~kept] = _features(run, rows[~kept], report, device)
+    _keep(run, rows, features, device)
 
 
 def _features(run, rows: np.ndarray, report: Reporter, device) -> np.ndarray:
@@ -135,14 +134,14 @@ def _features(run, rows: np.ndarray, report: Reporter, device) -> np.ndarray:
     return run.embed(paths, device=device, progress=progress, fn=model.backbone_features)
 
 
-def _keep(run, rows: np.ndarray, features: np.ndarray) -> None:
+def _keep(run, rows: np.ndarray, features: np.ndarray, device) -> None:
     reference = features.astype(np.float16)
     run.novelty_reference, run.novelty_rows = reference, rows.astype(np.int64)
     run.metrics["novelty"] = {
         "threshold": threshold(reference.astype(np.float32)),
         "rate": RATE,
         "reference": len(rows),
-        "space": space(run.model()),
+        "space": space(run.model(device)),
     }
 
 

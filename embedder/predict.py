@@ -113,7 +113,7 @@ class Predictor:
         Beyond ``unknown_threshold`` the label is "unknown"; so it is, unless ``unknown_threshold`` is None, for
         a query whose novelty ``features`` (``look``) are unlike every gallery image's."""
         idx, dist = self.index.query(embeddings, k or self.k)
-        far = self._novelty(features, len(embeddings))
+        far, limit = self._novelty(features, len(embeddings)), self.novelty_threshold
         out = []
         for name, row, drow, emb, nd in zip(names, idx, dist, embeddings, far):
             neighbors = [
@@ -127,7 +127,7 @@ class Predictor:
             ]
             label, share, shares = vote([n.label for n in neighbors], [n.distance for n in neighbors])
             confidence = apply_confidence(self.calibration, np.array([[share, neighbors[0].distance]]))[0]
-            novel = bool(nd > self.novelty_threshold) if self.novelty_threshold is not None else False
+            novel = limit is not None and bool(nd > limit)
             if unknown_threshold is not None and (neighbors[0].distance > unknown_threshold or novel):
                 label = UNKNOWN  # the vote shares stay, to show what it resembles most
             distance = neighbors[0].distance
