@@ -119,12 +119,9 @@ def cmd_predict(args) -> int:
         print(f"error: {e}", file=sys.stderr)
     if not images:
         return EXIT_USER_ERROR
-    threshold = (
-        None
-        if args.no_unknown
-        else next(t for t in (args.unknown_threshold, predictor.calibrated_threshold, float("inf")) if t is not None)
-    )  # inf: no distance threshold, but "unknown" for an image unlike the gallery
-    preds = predictor.predict(images, names, k=args.k, unknown_threshold=threshold)
+    preds = predictor.predict(
+        images, names, k=args.k, unknown=not args.no_unknown, unknown_threshold=args.unknown_threshold
+    )
     if args.json:
         print(json.dumps([p.to_json() for p in preds], indent=2))
     else:

@@ -106,14 +106,19 @@ class Predictor:
         embeddings: np.ndarray,
         names: Sequence[str],
         k: int | None = None,
-        unknown_threshold: float | None = None,
+        unknown: bool = False,
         features: np.ndarray | None = None,
+        unknown_threshold: float | None = None,
     ) -> list[Prediction]:
         """(Q, D) query embeddings -> one Prediction each, by the vote of ``k`` neighbours (default: the run's).
-        Beyond ``unknown_threshold`` the label is "unknown"; so it is, unless ``unknown_threshold`` is None, for
-        a query whose novelty ``features`` (``look``) are unlike every gallery image's."""
+
+        With ``unknown`` the label is "unknown" where the nearest gallery image is farther than
+        ``unknown_threshold`` (default: the run's calibrated one, if any), or where the query's novelty
+        ``features`` (``look``) are unlike every gallery image's. Without it a query always gets a class, and
+        ``novel`` still says whether it is unlike the gallery."""
         idx, dist = self.index.query(embeddings, k or self.k)
         far, limit = self._novelty(features, len(embeddings)), self.novelty_threshold
+        threshold = (self.calibrated_threshold if unknown_threshold is None else unknown_threshold) if unknown else None
         out = []
         for name, row, drow, emb, nd in zip(names, idx, dist, embeddings, far):
             neighbors = [
@@ -128,7 +133,7 @@ class Predictor:
             label, share, shares = vote([n.label for n in neighbors], [n.distance for n in neighbors])
             confidence = apply_confidence(self.calibration, np.array([[share, neighbors[0].distance]]))[0]
             novel = limit is not None and bool(nd > limit)
-            if unknown_threshold is not None and (neighbors[0].distance > unknown_threshold or novel):
+            if unknown and (novel or (threshold is not None and neighbors[0].distance > threshold)):
                 label = UNKNOWN  # the vote shares stay, to show what it resembles most
             distance = neighbors[0].distance
             out.append(Prediction(name, label, float(confidence), shares, neighbors, distance, share, novel, nd, emb))
@@ -145,8 +150,11 @@ class Predictor:
         images: Sequence[Image.Image | str],
         names: Sequence[str] | None = None,
         k: int | None = None,
+        unknown: bool = False,
         unknown_threshold: float | None = None,
     ) -> list[Prediction]:
+        """Images (PIL or paths) -> one Prediction each; ``k``, ``unknown`` and ``unknown_threshold`` as in
+        ``predict_embeddings``."""
         names = names or [str(im) if not isinstance(im, Image.Image) else f"image {i}" for i, im in enumerate(images)]
         emb, features = self.look(images)
-        return self.predict_embeddings(emb, names, k, unknown_threshold, features)
+        return self.predict_embeddings(emb, names, k, unknown, features, unknown_threshold)

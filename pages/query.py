@@ -47,16 +47,20 @@ if not queries:
 predictor = cache.get_predictor(run.path)
 threshold = predictor.calibrated_threshold
 basis = calibrated_on(run.metrics)  # what the threshold and the confidence were fitted on, in words
-use_unknown = threshold is not None and right.toggle(
+far = (
+    f"when even the nearest gallery image is farther than {threshold:.3f} (calibrated on {basis}; see Evaluate), or "
+    if threshold is not None
+    else ""
+)
+use_unknown = (threshold is not None or predictor.novelty_threshold is not None) and right.toggle(
     'Allow "unknown"',
     value=True,
     key="query_unknown",
-    help=f'Answer "unknown" when even the nearest gallery image is farther than {threshold or 0:.3f} '
-    f"(calibrated on {basis}; see Evaluate), or when the image is unlike every gallery image",
+    help=f'Answer "unknown" {far}when the image is unlike every gallery image',
 )
 features = None if any(q.features is None for q in queries) else np.stack([q.features for q in queries])
 predictions = predictor.predict_embeddings(
-    np.stack([q.embedding for q in queries]), [q.name for q in queries], k, threshold if use_unknown else None, features
+    np.stack([q.embedding for q in queries]), [q.name for q in queries], k, use_unknown, features
 )
 for pred, query in zip(predictions, queries):
     with st.container(border=True):

@@ -64,7 +64,7 @@ def test_add__new_class_is_found_as_neighbours_and_labels_new_queries(run_dir, t
     np.testing.assert_array_equal(run.gallery_embeddings[: len(before.gallery_paths)], before.gallery_embeddings)
     queries = [Image.open(p).convert("RGB") for p in sorted(stripes(tmp_path / "later", 3, seed=2).glob("*.png"))]
     far = [p.novelty_distance for p in Predictor(before).predict(queries)]
-    for p, was in zip(Predictor(run).predict(queries, k=3, unknown_threshold=None), far):
+    for p, was in zip(Predictor(run).predict(queries, k=3), far):
         assert p.label == "stripes"
         assert all(n.label == "stripes" and Path(n.path).parent.name == "stripes" for n in p.neighbors)
         # the novelty reference was drawn again from the grown gallery: stripes are in it now

@@ -52,12 +52,12 @@ def test_a_digits_run_calls_strangers_unknown_and_its_held_out_digits_not(digits
     run = load_run(digits_run)
     assert run.metrics["novelty"]["space"] == "backbone" and run.novelty_reference.dtype == np.float16
     predictor = Predictor(run)
-    strangers = predictor.predict(_strangers(), unknown_threshold=predictor.calibrated_threshold)
+    strangers = predictor.predict(_strangers(), unknown=True)
     assert all(p.novel and p.label == UNKNOWN for p in strangers)
     assert min(p.novelty_distance for p in strangers) > predictor.novelty_threshold
 
     paths, _ = run.queries("test")
-    digits = predictor.predict(paths, unknown_threshold=predictor.calibrated_threshold)
+    digits = predictor.predict(paths, unknown=True)
     flagged = sum(p.novel for p in digits)
     assert flagged <= 0.02 * len(digits)
     # evaluation measured the same false alarms at training, on the same held-out digits
@@ -66,9 +66,23 @@ def test_a_digits_run_calls_strangers_unknown_and_its_held_out_digits_not(digits
 
 def test_unknown_switched_off_keeps_the_label_and_says_it_is_novel(digits_run):
     predictor = Predictor(load_run(digits_run))
-    (answer,) = predictor.predict(_strangers()[:1], unknown_threshold=None)
+    (answer,) = predictor.predict(_strangers()[:1])
     assert answer.novel and answer.label in predictor.run.classes
     assert json.loads(json.dumps(answer.to_json()))["novel"] is True
+
+
+def test_unknown_without_a_distance_threshold_still_comes_from_the_novelty_test(digits_run):
+    run = load_run(digits_run)
+    run.metrics = {**run.metrics, "unknown": {}}  # a run with no calibrated distance threshold
+    predictor = Predictor(run)
+    assert predictor.calibrated_threshold is None
+    strangers = predictor.predict(_strangers()[:3], unknown=True)
+    assert all(p.label == UNKNOWN for p in strangers)
+    paths, _ = run.queries("test")
+    digits = predictor.predict(paths[:20], unknown=True)
+    assert all(p.label != UNKNOWN for p in digits if not p.novel)
+    # a threshold the caller gives replaces the run's: at 0 every digit is farther than it
+    assert all(p.label == UNKNOWN for p in predictor.predict(paths[:5], unknown=True, unknown_threshold=0.0))
 
 
 def test_a_gallery_too_small_to_tell_gets_no_test_and_says_why(digits_run):

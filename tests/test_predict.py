@@ -1,11 +1,19 @@
 """A run's answer for new images: the label, its calibrated confidence, the neighbours, a flat row for a CSV."""
 
 import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from helpers import held_out_digit
 
 from embedder.predict import Predictor
 from embedder.run import load_run
+
+ROOT = Path(__file__).parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -30,3 +38,23 @@ def test_prediction_to_row__relative_paths_when_asked(digits_run):
     assert row["file"] == "a.png" and set(json.loads(row["votes"])) <= set(run.classes)
     assert row["neighbours"].count(" | ") == 1 and str(run.data_root) not in row["neighbours"]
     assert str(run.data_root) in pred.to_row()["neighbours"]
+
+
+def test_readme_library_snippet_labels_a_held_out_digit(digits_run, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"<!-- library-snippet[^\n]*\n```python\n(.*?)```", readme, re.S).group(1)
+    shutil.copytree(digits_run, tmp_path / "runs" / "demo")
+    data, label = held_out_digit(digits_run)
+    (tmp_path / "digit.png").write_bytes(data)
+    (tmp_path / "snippet.py").write_text(snippet)
+    done = subprocess.run([sys.executable, "snippet.py"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer, confidence, novel, *_ = done.stdout.split()
+    assert (answer, novel) == (label, "False") and confidence.endswith("%")
+
+
+def test_readme_predict_json_shows_every_key_a_prediction_has(digits_run):
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"predict runs/demo \S+ --k 3 --json\n(\[.*?\n\])\n", readme, re.S).group(1)
+    (answer,) = Predictor(load_run(digits_run)).predict([str(load_run(digits_run).queries("test")[0][0])], k=3)
+    assert list(json.loads(shown)[0]) == list(answer.to_json())
