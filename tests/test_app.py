@@ -77,6 +77,27 @@ def test_query_says_unknown_for_an_image_unlike_the_gallery(app_env):
     assert [m.value for m in at.metric] != ["unknown"]
 
 
+def test_query_offers_unknown_from_the_novelty_test_alone(app_env, monkeypatch, tmp_path):
+    """A run with a novelty test and no distance threshold (metrics.json has none): "Allow unknown" is offered
+    and a red square is still answered "unknown"."""
+    from PIL import Image
+
+    metrics = json.loads((app_env / "metrics.json").read_text())
+    metrics["unknown"].pop("threshold")
+    run = copy_run(app_env, tmp_path / "runs" / "no-threshold", metrics_json=metrics)
+    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(run.parent))
+    monkeypatch.setenv("EMBEDDER_RUN", str(run))
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")
+    at = open_app("pages/query.py")
+    at.file_uploader(key="query_files").set_value(("red.png", buf.getvalue(), "image/png")).run()
+    assert not at.exception
+    assert at.toggle(key="query_unknown").value is True
+    assert [m.value for m in at.metric] == ["unknown"]
+    at.toggle(key="query_unknown").set_value(False).run()
+    assert [m.value for m in at.metric] != ["unknown"]
+
+
 def test_evaluate_shows_confusion_and_a_threshold_slider(app_env):
     at = open_app("pages/evaluate.py")
     assert not at.exception
