@@ -84,12 +84,9 @@ def open_annoy(path: Path, embeddings: np.ndarray, first_row: int = 0) -> AnnoyI
 
 def merge_nearest(ids: np.ndarray, dists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(Q, M) candidate rows and distances -> the k nearest of each row (Q, k'), k' = min(k, M), nearest first and
-    ties by row. Only the M candidates are partitioned and sorted, never the gallery."""
-    k = min(k, ids.shape[1])
-    if k < ids.shape[1]:
-        keep = np.argpartition(dists, k - 1, axis=1)[:, :k]
-        ids, dists = np.take_along_axis(ids, keep, 1), np.take_along_axis(dists, keep, 1)
-    order = np.lexsort((ids, dists), axis=1)
+    ties by row, at the k-th place too (a partition would cut a tie there arbitrarily). Only the M candidates (a
+    shard's k each) are sorted, never the gallery."""
+    order = np.lexsort((ids, dists), axis=1)[:, : min(k, ids.shape[1])]
     return np.take_along_axis(ids, order, 1), np.take_along_axis(dists, order, 1)
 
 

@@ -32,11 +32,21 @@ def squared_norms(gallery: np.ndarray, step: int = 65536) -> np.ndarray:
     return out
 
 
-def _smallest(d2: np.ndarray, k: int) -> np.ndarray:
-    """Column positions of the k smallest entries of each row of (q, m), in any order."""
+def _smallest(d2: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Column positions of the k smallest entries of each row of (q, m), in any order. Entries equal to the k-th
+    smallest (exact duplicates in the gallery) are taken lowest ``rows`` first (q, m; default: the column), so
+    the answer is the same for every k and every block size."""
     if k >= d2.shape[1]:
         return np.broadcast_to(np.arange(d2.shape[1]), d2.shape)
-    return np.argpartition(d2, k - 1, axis=1)[:, :k]
+    pos = np.argpartition(d2, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(d2, pos, 1).max(axis=1, keepdims=True)  # (q, 1): the k-th smallest value
+    left_out = np.count_nonzero(d2 == kth, axis=1) > np.count_nonzero(np.take_along_axis(d2, pos, 1) == kth, axis=1)
+    for r in np.flatnonzero(left_out):  # a tie at the k-th value that argpartition cut arbitrarily: rare
+        below, tied = np.flatnonzero(d2[r] < kth[r]), np.flatnonzero(d2[r] == kth[r])
+        if rows is not None:
+            tied = tied[np.argsort(rows[r, tied], kind="stable")]
+        pos[r] = np.concatenate([below, tied[: k - len(below)]])
+    return pos
 
 
 def _query_block(q: np.ndarray, gallery: np.ndarray, g_norms: np.ndarray, k: int, g_step: int, rules) -> tuple:
@@ -61,7 +71,7 @@ def _query_block(q: np.ndarray, gallery: np.ndarray, g_norms: np.ndarray, k: int
             continue
         all_d = np.concatenate([best_d, np.take_along_axis(d2, pos, 1)], axis=1)
         all_i = np.concatenate([best_i, pos + start], axis=1)
-        keep = _smallest(all_d, k)
+        keep = _smallest(all_d, k, all_i)
         best_d, best_i = np.take_along_axis(all_d, keep, 1), np.take_along_axis(all_i, keep, 1)
     return best_d, best_i
 

@@ -43,6 +43,9 @@ def test_merge_nearest__hand_placed_candidates_come_back_nearest_first_ties_by_r
     got, got_d = merge_nearest(ids, dists, 4)
     assert got.tolist() == [[250, 3, 105, 7]] and got_d[0].tolist() == pytest.approx([0.1, 0.2, 0.2, 0.5])
     assert merge_nearest(ids, dists, 10)[0].tolist() == [[250, 3, 105, 7, 201, 101]]  # k past the candidates
+    # a tie at the k-th place goes to the lower row too, not to whichever the partition kept
+    tied = np.array([[0.1, 0.2, 0.2, 0.2, 0.2, 0.2]], dtype=np.float32)
+    assert merge_nearest(np.array([[250, 105, 7, 201, 3, 101]]), tied, 3)[0].tolist() == [[250, 3, 7]]
 
 
 def test_shard_ranges__contiguous_and_the_last_one_shorter():

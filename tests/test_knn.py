@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedder.knn import StreamingKNN, topk
+from embedder.knn import BLOCK_ELEMENTS, StreamingKNN, topk
 
 
 def _oracle(q, g, k, exclude=None, other_label=None):
@@ -37,6 +37,19 @@ def test_topk__hand_placed_points_and_ties_go_to_the_lower_row():
     idx, dist = topk(np.array([[0.9, 0.0]], dtype=np.float32), g, 4)
     assert idx.tolist() == [[1, 4, 0, 2]]
     np.testing.assert_allclose(dist[0], [0.1, 0.1, 0.9, np.sqrt(0.81 + 1)], atol=1e-6)
+
+
+@pytest.mark.parametrize("block_elements", [BLOCK_ELEMENTS, 64])  # one block; many, merged
+def test_topk__duplicates_tied_at_the_kth_place_the_same_neighbours_for_every_k(block_elements):
+    """Eleven copies of one gallery image: a query near them gets the lowest rows among the copies whatever k it
+    asks for, so that evaluation (k = 20) and a prediction (the run's k) agree on its first neighbours."""
+    g = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    g[100:110] = g[5]
+    q = g[5:6] + 0.01
+    widest = topk(q, g, 30, block_elements=block_elements)[0][0]
+    assert widest[:11].tolist() == [5, *range(100, 110)]
+    for k in (1, 3, 5, 9, 11, 12):
+        assert topk(q, g, k, block_elements=block_elements)[0][0].tolist() == widest[:k].tolist()
 
 
 def test_topk__leave_one_out_never_returns_the_query_itself():
