@@ -87,7 +87,9 @@ def _verify_checksums(path: Path, manifest: Manifest) -> None:
             )
 
 
-def _read_gallery(path: Path, n_classes: int) -> tuple:
+def _read_gallery(
+    path: Path, n_classes: int
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, np.ndarray | None]:
     """gallery.npz -> embeddings (N, D) float32, labels (N,) int64, relative paths, and the novelty reference
     (R, F) float16 with its gallery rows (R,) when the run has one (novelty.py), else None, None; never unpickles."""
     try:

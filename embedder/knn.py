@@ -39,8 +39,9 @@ def _smallest(d2: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndar
     if k >= d2.shape[1]:
         return np.broadcast_to(np.arange(d2.shape[1]), d2.shape)
     pos = np.argpartition(d2, k - 1, axis=1)[:, :k]
-    kth = np.take_along_axis(d2, pos, 1).max(axis=1, keepdims=True)  # (q, 1): the k-th smallest value
-    left_out = np.count_nonzero(d2 == kth, axis=1) > np.count_nonzero(np.take_along_axis(d2, pos, 1) == kth, axis=1)
+    taken = np.take_along_axis(d2, pos, 1)
+    kth = taken.max(axis=1, keepdims=True)  # (q, 1): the k-th smallest value
+    left_out = np.count_nonzero(d2 == kth, axis=1) > np.count_nonzero(taken == kth, axis=1)
     for r in np.flatnonzero(left_out):  # a tie at the k-th value that argpartition cut arbitrarily: rare
         below, tied = np.flatnonzero(d2[r] < kth[r]), np.flatnonzero(d2[r] == kth[r])
         if rows is not None:

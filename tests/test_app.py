@@ -63,13 +63,18 @@ def test_query_answers_the_good_file_when_another_is_not_an_image(app_env):
     assert [m.value for m in at.metric] == [label]
 
 
-def test_query_says_unknown_for_an_image_unlike_the_gallery(app_env):
+def _query_a_red_square():
+    """The Query page with a red square uploaded: no digit looks like it."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")  # a red square: no digit looks like it
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")
     at = open_app("pages/query.py")
-    at.file_uploader(key="query_files").set_value(("red.png", buf.getvalue(), "image/png")).run()
+    return at.file_uploader(key="query_files").set_value(("red.png", buf.getvalue(), "image/png")).run()
+
+
+def test_query_says_unknown_for_an_image_unlike_the_gallery(app_env):
+    at = _query_a_red_square()
     assert not at.exception
     assert [m.value for m in at.metric] == ["unknown"]
     assert any(c.value.startswith("Unlike every image in the gallery: ") for c in at.caption)
@@ -80,17 +85,12 @@ def test_query_says_unknown_for_an_image_unlike_the_gallery(app_env):
 def test_query_offers_unknown_from_the_novelty_test_alone(app_env, monkeypatch, tmp_path):
     """A run with a novelty test and no distance threshold (metrics.json has none): "Allow unknown" is offered
     and a red square is still answered "unknown"."""
-    from PIL import Image
-
     metrics = json.loads((app_env / "metrics.json").read_text())
     metrics["unknown"].pop("threshold")
     run = copy_run(app_env, tmp_path / "runs" / "no-threshold", metrics_json=metrics)
     monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(run.parent))
     monkeypatch.setenv("EMBEDDER_RUN", str(run))
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")
-    at = open_app("pages/query.py")
-    at.file_uploader(key="query_files").set_value(("red.png", buf.getvalue(), "image/png")).run()
+    at = _query_a_red_square()
     assert not at.exception
     assert at.toggle(key="query_unknown").value is True
     assert [m.value for m in at.metric] == ["unknown"]

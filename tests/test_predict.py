@@ -56,5 +56,6 @@ def test_readme_library_snippet_labels_a_held_out_digit(digits_run, tmp_path):
 def test_readme_predict_json_shows_every_key_a_prediction_has(digits_run):
     readme = (ROOT / "README.md").read_text()
     shown = re.search(r"predict runs/demo \S+ --k 3 --json\n(\[.*?\n\])\n", readme, re.S).group(1)
-    (answer,) = Predictor(load_run(digits_run)).predict([str(load_run(digits_run).queries("test")[0][0])], k=3)
+    run = load_run(digits_run)
+    (answer,) = Predictor(run).predict([str(run.queries("test")[0][0])], k=3)
     assert list(json.loads(shown)[0]) == list(answer.to_json())
