@@ -11,7 +11,7 @@ import os
 import streamlit as st
 
 from embedder.config import TrainConfig
-from embedder.run import is_run
+from embedder.runs.run import is_run
 from ui import auth, jobs, sessions, state
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

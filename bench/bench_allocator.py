@@ -13,7 +13,7 @@ import time
 import torch
 
 from embedder.config import ModelConfig
-from embedder.model import EmbeddingNet, tune_allocator
+from embedder.network.model import EmbeddingNet, tune_allocator
 
 
 def throughput(model, x, batches: int) -> float:
@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     libc.mallopt(-1, 128 * 1024)
     x = torch.randn(64, 3, args.size, args.size)
     base = throughput(model, x, args.batches)
-    import embedder.model as m
+    import embedder.network.model as m
 
     m._ALLOCATOR_TUNED = False
     tune_allocator()

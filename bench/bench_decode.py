@@ -10,8 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
-from embedder.data import load_image, scan_folder
-from embedder.embed import DecodedImages
+from embedder.images.data import load_image, scan_folder
+from embedder.network.embed import DecodedImages
 
 
 def main(argv=None) -> None:

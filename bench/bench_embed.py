@@ -22,12 +22,12 @@ from PIL import Image
 
 from bench.common import mixture, table
 from embedder.config import IndexConfig, ModelConfig
-from embedder.decode import load_image
-from embedder.embed import embed_images
-from embedder.index import build_index
-from embedder.model import EmbeddingNet
-from embedder.transforms import eval_transform
-from embedder.vote import vote
+from embedder.images.decode import load_image
+from embedder.images.transforms import eval_transform
+from embedder.network.embed import embed_images
+from embedder.network.model import EmbeddingNet
+from embedder.search.index import build_index
+from embedder.search.vote import vote
 
 MODELS = {  # name: (config, images through the pipeline/ceiling (full, quick), images through the naive loop)
     "small CNN @32": (ModelConfig(backbone="convnet", image_size=32), (2000, 64), (300, 16)),

@@ -18,7 +18,7 @@ from sklearn.datasets import load_sample_images
 
 from bench.progress import log
 from embedder.config import TrainConfig
-from embedder.pipeline import train
+from embedder.verbs.pipeline import train
 
 
 def make_patches(root: Path, classes: int, per_class: int, seed: int = 0) -> Path:

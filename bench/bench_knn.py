@@ -4,7 +4,7 @@ embeddings, and what the product's own ``build_index`` picks.
 Gallery and queries are drawn from one Gaussian mixture on the unit sphere (d=128, 1,000 classes, noise set so
 exact 1-NN label accuracy is about 0.95); queries are never gallery items, and ``build_index`` tunes on a third,
 separate draw. Baselines: exact search one query at a time (numpy BLAS matrix-vector product + argpartition, which
-is the product's exact path; and torch) and 256 at a time (``embedder.knn.topk``; torch matmul + topk).
+is the product's exact path; and torch) and 256 at a time (``embedder.search.knn.topk``; torch matmul + topk).
 For the largest size, a fresh process loads what a run serves from (the gallery, the Annoy file memory-mapped)
 and answers queries: its peak RSS against the gallery's raw size.
 
@@ -27,8 +27,8 @@ from annoy import AnnoyIndex
 
 from bench.common import mixture, ms_per_call, rss_mb, table
 from embedder.config import IndexConfig
-from embedder.index import build_index, load_index
-from embedder.knn import squared_norms, topk
+from embedder.search.index import build_index, load_index
+from embedder.search.knn import squared_norms, topk
 
 DIM, CLASSES, K = 128, 1000, 10
 # The noise that puts exact 1-NN label accuracy near 0.95 at each size (measured: a bigger gallery has nearer

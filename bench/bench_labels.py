@@ -23,7 +23,7 @@ import numpy as np
 from bench.bench_finegrained import make_patches
 from bench.progress import log
 from embedder.config import LOSSES, TrainConfig
-from embedder.pipeline import train
+from embedder.verbs.pipeline import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/cats_dogs"
 KEYS = ("precision_at_1", "knn_accuracy", "map_at_r", "knn_accuracy_at_5")  # knn_accuracy: at the run's k

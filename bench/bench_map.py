@@ -4,7 +4,7 @@ python -m bench.bench_map [--quick] [--datashader-only]
 
 Measured on one map of N points (a 100-class overlapping mixture in 64-D, PCA to 2-D):
   (a) Plotly Scattergl with every point (the baseline), and with the stratified sample Explore draws (POINT_CAP);
-  (b) a density image of all N points: numpy ``bincount`` + a palette PNG (``embedder/density.py``), and datashader
+  (b) a density image of all N points: numpy ``bincount`` + a palette PNG (``embedder/maps/density.py``), and datashader
       when it is installed (it is not a dependency: ``--datashader-only`` runs that part alone, e.g. in a venv that
       has it);
   (c) the ``embedding-atlas`` Streamlit component's payload: the component receives the DataFrame as Arrow IPC
@@ -38,7 +38,7 @@ def _timed(fn, repeats: int = 3):
 def _map(n: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     emb, labels = mixture(n, rng.standard_normal((100, 64), np.float32), 1.2, rng)
-    from embedder.project import project
+    from embedder.maps.project import project
 
     return project(emb, "pca").coords, labels
 
@@ -76,9 +76,9 @@ def payload_rows(coords: np.ndarray, labels: np.ndarray, cap: int) -> tuple[list
     import plotly.io
     from streamlit.dataframe_util import convert_anything_to_arrow_bytes
 
-    from embedder.data import stratified_sample
-    from embedder.density import density_png
-    from embedder.plots import GRID, embedding_map, on_grid
+    from embedder.images.data import stratified_sample
+    from embedder.maps.density import density_png
+    from embedder.maps.plots import GRID, embedding_map, on_grid
 
     names = np.array([f"class {c}" for c in range(labels.max() + 1)])[labels]
     n, rows = len(coords), []
@@ -98,7 +98,9 @@ def payload_rows(coords: np.ndarray, labels: np.ndarray, cap: int) -> tuple[list
     chosen = seconds
     grid = on_grid(coords)[0]
     seconds, png = _timed(lambda: density_png(grid, GRID))
-    rows.append([f"(b) numpy density PNG (embedder/density.py), all {n:,}", f"{seconds:.3f}", f"{len(png) / 1e6:.3f}"])
+    rows.append(
+        [f"(b) numpy density PNG (embedder/maps/density.py), all {n:,}", f"{seconds:.3f}", f"{len(png) / 1e6:.3f}"]
+    )
     shaded = datashader_row(grid.astype(np.float32))
     rows.append(shaded or ["(b) datashader: not a dependency (`--datashader-only` in a venv that has it)", "–", "–"])
     frame = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "label": pd.Categorical(names)})
@@ -111,9 +113,9 @@ def payload_rows(coords: np.ndarray, labels: np.ndarray, cap: int) -> tuple[list
 def selection_rows(coords: np.ndarray, cap: int) -> list[list]:
     """A lasso (60 vertices) and a box over every point, from the outline in the chart's units to row ids, as
     ``ui.maps.selected_rows`` answers them; and the drawn-only answer Plotly gives (for the ratio)."""
-    from embedder.data import stratified_sample
-    from embedder.plots import embedding_map
-    from embedder.regions import rows_inside
+    from embedder.images.data import stratified_sample
+    from embedder.maps.plots import embedding_map
+    from embedder.maps.regions import rows_inside
 
     n = len(coords)
     keep = stratified_sample(np.zeros(n, int), cap)
@@ -133,8 +135,8 @@ def chosen_memory(coords: np.ndarray, labels: np.ndarray, cap: int) -> int:
     """Peak bytes Python allocates (tracemalloc: numpy's arrays included) to build the chosen figure's JSON once."""
     import plotly.io
 
-    from embedder.data import stratified_sample
-    from embedder.plots import embedding_map
+    from embedder.images.data import stratified_sample
+    from embedder.maps.plots import embedding_map
 
     tracemalloc.start()
     keep = stratified_sample(labels, cap)
@@ -161,7 +163,7 @@ def run(quick: bool, out=None) -> str:
         f"peak Python allocations while building it {traced / 2**20:,.0f} MiB (tracemalloc, a separate pass); peak "
         f"RSS of this process {peak_rss_mb():,.0f} MB (includes the {n:,}-point mixture and its PCA).", "",
         f"A box or lasso over all {n:,} points, on the server (`ui.maps.selected_rows`: to the chart's grid, "
-        "then `embedder.regions`), against the drawn points Plotly alone would report:", "",
+        "then `embedder.maps.regions`), against the drawn points Plotly alone would report:", "",
         table(["selection", "points inside (all)", "of them drawn", "ms"], select),
     ])  # fmt: skip
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.progress import log
 from embedder.config import TrainConfig
-from embedder.pipeline import train
+from embedder.verbs.pipeline import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/cats_dogs"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import mixture, peak_rss_mb, table
-from embedder.plots import embedding_map
-from embedder.project import project
+from embedder.maps.plots import embedding_map
+from embedder.maps.project import project
 
 FULL = {"pca": 100_000, "umap": 10_000, "tsne": 10_000}
 QUICK = {"pca": 10_000, "umap": 1_000, "tsne": 1_000}

@@ -21,10 +21,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from embedder.config import ModelConfig
-from embedder.embed import embed_images
-from embedder.model import EmbeddingNet
-from embedder.ray_embed import embed_with_ray, import_ray, read_shards
-from embedder.transforms import eval_transform
+from embedder.images.transforms import eval_transform
+from embedder.network.embed import embed_images
+from embedder.network.model import EmbeddingNet
+from embedder.network.ray_embed import embed_with_ray, import_ray, read_shards
 
 
 def make_images(folder: Path, n: int, side: int, seed: int = 0) -> list[Path]:

@@ -232,7 +232,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="run folder to write (default: a temporary one, removed after)")
     ap.add_argument("--kill-above", type=float, default=8.0, help="stop a command whose RSS passes this many GB")
     args = ap.parse_args(argv)
-    from embedder.data import default_cache_dir
+    from embedder.images.data import default_cache_dir
 
     cache = Path(args.cache) if args.cache else default_cache_dir()
     data = generate(cache / f"bench-scale-{args.images}", args.images)

@@ -21,8 +21,8 @@ import numpy as np
 from bench.bench_knn import CLASSES, DIM, SPREAD, K, recall
 from bench.common import mixture, ms_per_call, rss_mb, table
 from embedder.config import IndexConfig
-from embedder.index_shards import build_shards, fill_annoy
-from embedder.knn import squared_norms, topk
+from embedder.search.knn import squared_norms, topk
+from embedder.search.shards import build_shards, fill_annoy
 
 N_TREES = 20  # the product's default
 # gallery size: (shard_items, queries, total search_k values)
@@ -104,7 +104,7 @@ def run(quick: bool, out=None) -> str:
     sizes = QUICK if quick else FULL
     head = (
         f"d={DIM}, {CLASSES:,} classes, bench_knn's noise; queries are never gallery items; k={K}. Times are the best "
-        "of 3 passes on a shared 2-core machine; the exact baseline is `embedder.knn.topk`, 256 queries a batch."
+        "of 3 passes on a shared 2-core machine; the exact baseline is `embedder.search.knn.topk`, 256 queries a batch."
     )
     return "\n\n".join([head, *(size_section(n, *spec) for n, spec in sizes.items())])
 

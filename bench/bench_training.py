@@ -1,6 +1,6 @@
 """Training time-to-quality on the digits demo: the project's recipe against a naive one, in the same process.
 
-Recipe: what ``fit`` runs each epoch (embedder.train: P×K batches from MPerClassSampler, the configured miner,
+Recipe: what ``fit`` runs each epoch (embedder.training.train: P×K batches from MPerClassSampler, the configured miner,
 TripletMarginLoss, Adam with the cosine schedule), called through the project's own ``Loop`` and ``train_epoch``.
 Naive: the same network (same seed, same initial weights), the same Adam and learning rate (constant: it has no
 epochs), the same augmented images, but each step a batch of uniformly random (anchor, positive, negative)
@@ -28,15 +28,15 @@ import numpy as np
 import torch
 
 from bench.common import table
+from embedder.answers.metrics import retrieval_metrics, wilson_interval
 from embedder.config import TrainConfig
-from embedder.embed import embed_images
-from embedder.metrics import retrieval_metrics, wilson_interval
-from embedder.model import EmbeddingNet
-from embedder.objective import optimizer_for, set_learning_rate
-from embedder.plan import plan
+from embedder.images.transforms import eval_transform
+from embedder.network.embed import embed_images
+from embedder.network.model import EmbeddingNet
 from embedder.progress import silent
-from embedder.train import Loop, train_epoch
-from embedder.transforms import eval_transform
+from embedder.training.objective import optimizer_for, set_learning_rate
+from embedder.training.plan import plan
+from embedder.training.train import Loop, train_epoch
 
 TARGETS = (0.95, 0.98)
 FULL_EPOCHS, QUICK_EPOCHS = 25, 3

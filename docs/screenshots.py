@@ -7,7 +7,7 @@
 evaluate-photos.png (where it goes wrong), evaluate-confidence.png (the reliability diagram) and
 evaluate-unknown.png (the "unknown" trade-off).
 
-It drives the app the way tests/test_browser.py does (same server, same waits); Chromium must be on PATH.
+It drives the app the way tests/app/test_browser.py does (same server, same waits); Chromium must be on PATH.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from playwright.sync_api import sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers import held_out_digit  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, _open, _rerun, _serve, _tab  # noqa: E402
+from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, _open, _rerun, _serve, _tab  # noqa: E402
+from tests.helpers import held_out_digit  # noqa: E402
 
 
 def _server(run: Path, log: Path):

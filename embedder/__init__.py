@@ -1,18 +1,18 @@
 """Triplet-loss image embeddings: train on a labelled image folder, index the gallery, predict by kNN."""
 
+from .answers.evaluate import evaluate_run
+from .answers.metrics import retrieval_metrics
+from .answers.predict import Prediction, Predictor
 from .config import IndexConfig, ModelConfig, TrainConfig
-from .data import ImageSet, demo_dataset, load_image, scan_folder, stratified_split
 from .errors import Cancelled, EmbedderError
-from .evaluate import evaluate_run
-from .index import GalleryIndex, build_index
-from .knn import topk
-from .metrics import retrieval_metrics
-from .pipeline import TrainResult, train
-from .predict import Prediction, Predictor
+from .images.data import ImageSet, demo_dataset, load_image, scan_folder, stratified_split
+from .maps.project import Projection, project
 from .progress import Progress, Stage
-from .project import Projection, project
-from .run import Run, list_runs, load_run
-from .vote import vote
+from .runs.run import Run, list_runs, load_run
+from .search.index import GalleryIndex, build_index
+from .search.knn import topk
+from .search.vote import vote
+from .verbs.pipeline import TrainResult, train
 
 __all__ = [
     "Cancelled",

@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from embedder.calibrate import calibrated_on
-from embedder.charts import (
+from embedder.answers.calibrate import calibrated_on
+from embedder.maps.charts import (
     at_threshold,
     confusion_heatmap,
     metrics_bars,
@@ -14,7 +14,7 @@ from embedder.charts import (
     threshold_curve,
     training_curves,
 )
-from embedder.index import describe as describe_index
+from embedder.search.index import describe as describe_index
 from ui import state, widgets
 
 state.require_app(__file__)

@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from embedder import export, mapdata
-from embedder.data import stratified_sample
-from embedder.plots import embedding_map
+from embedder.images.data import stratified_sample
+from embedder.insights import export
+from embedder.maps import mapdata
+from embedder.maps.plots import embedding_map
 from ui import (
     cache,
     insights,  # noqa: F401  (registers the "suspected mislabel" colour in maps.SCORES)

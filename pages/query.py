@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from embedder.calibrate import calibrated_on
-from embedder.predict import UNKNOWN
+from embedder.answers.calibrate import calibrated_on
+from embedder.answers.predict import UNKNOWN
 from ui import cache, maps, state, uploads, widgets
 
 state.require_app(__file__)

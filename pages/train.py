@@ -7,7 +7,7 @@ import streamlit as st
 
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
-from embedder.onnx_import import ImportConfig
+from embedder.verbs.import_model import ImportConfig
 from ui import access, forms, jobs, state, training, uploads, widgets
 
 state.require_app(__file__)

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_shapes_folder
 from hypothesis import settings
 
 from embedder.config import TrainConfig
+from tests.helpers import make_shapes_folder
 
 # Property tests draw the same examples on every run (CI must not pass or fail by luck); explore new ones with
 # HYPOTHESIS_PROFILE=explore.
@@ -39,7 +39,7 @@ def private_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_cache(private_cache) -> Path:
     """The digits demo set, written once into the session's cache."""
-    from embedder.data import demo_dataset
+    from embedder.images.data import demo_dataset
 
     return demo_dataset(private_cache)
 
@@ -48,8 +48,8 @@ def demo_cache(private_cache) -> Path:
 def digits_run(tmp_path_factory, demo_cache) -> Path:
     """A real run: the convnet trained for 3 epochs on the digits (about 15 s on 2 cores). It keeps its model on
     the validation share, as a torchrun run does (test_distributed compares the two); cross-validated runs have
-    their own tests (test_crossval.py)."""
-    from embedder.pipeline import train
+    their own tests (tests/training/test_crossval.py)."""
+    from embedder.verbs.pipeline import train
 
     out = tmp_path_factory.mktemp("runs") / "digits"
     train(TrainConfig(data=str(demo_cache), out=str(out), epochs=3, seed=0, schedule="constant", selection="holdout"))
@@ -60,9 +60,8 @@ def digits_run(tmp_path_factory, demo_cache) -> Path:
 def planted_run(tmp_path_factory, demo_cache) -> tuple[Path, dict]:
     """A run on digits with planted flipped labels, duplicates and a train/test leak (helpers.planted_digits),
     trained for 3 epochs with the planted queries as its held-out set (a few seconds): (run folder, planted)."""
-    from helpers import planted_digits
-
-    from embedder.pipeline import train
+    from embedder.verbs.pipeline import train
+    from tests.helpers import planted_digits
 
     root = tmp_path_factory.mktemp("planted")
     planted = planted_digits(demo_cache, root)
@@ -136,7 +135,7 @@ def app_without_run(monkeypatch, tmp_path) -> Path:
 def run_alone():
     """Run Python code in a fresh interpreter and return its output lines: a hang fails by timing out, and memory
     is measured apart from pytest's. The package's ``__init__`` is left out (it imports torch: 900 MB and 2 s),
-    so only ``embedder.data``, ``embedder.decode`` and ``embedder.errors`` are importable there."""
+    so only ``embedder.images.data``, ``embedder.images.decode`` and ``embedder.errors`` are importable there."""
     package = Path(__file__).resolve().parents[1] / "embedder"
     stub = (
         f"import sys, types; pkg = types.ModuleType('embedder'); pkg.__path__ = [{str(package)!r}]; "

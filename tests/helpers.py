@@ -57,7 +57,7 @@ def copy_run(src, dst, **changes):
 
 def rewrite_checksums(run_dir):
     """What an attacker who can plant a file can also do: make config.json's checksums match it."""
-    from embedder.folders import sha256
+    from embedder.runs.folders import sha256
 
     config = json.loads((run_dir / "config.json").read_text())
     config["checksums"] = {name: sha256(run_dir / name) for name in config["checksums"]}
@@ -79,7 +79,7 @@ class Payload:
 def cfg(data, out, **kw):
     """A TrainConfig for a seconds-long training on a tiny generated set. It keeps the model on the validation
     share (``selection="holdout"``): these runs test the epoch loop, checkpoints and resume; the cross-validated
-    choice that "auto" makes on small data has its own tests (test_crossval.py)."""
+    choice that "auto" makes on small data has its own tests (tests/training/test_crossval.py)."""
     from embedder.config import TrainConfig
 
     base = dict(
@@ -101,9 +101,9 @@ def digits_subset(demo_cache, root, per_class=15):
 
 def held_out_digit(run_dir) -> tuple[bytes, str]:
     """The first held-out test image that the run labels right, as (PNG bytes, true label)."""
-    from embedder.data import load_image
-    from embedder.predict import Predictor
-    from embedder.run import load_run
+    from embedder.answers.predict import Predictor
+    from embedder.images.data import load_image
+    from embedder.runs.run import load_run
 
     run = load_run(run_dir)
     paths, labels = run.queries("test")
@@ -237,9 +237,9 @@ def synthetic_run(
     ``shard_items`` rows past that size; ``index``: other IndexConfig fields), and a few real generated images per
     class that the gallery rows point at (2 files per class, shared by its rows)."""
     from embedder.config import IndexConfig, ModelConfig, TrainConfig
-    from embedder.index import build_index
-    from embedder.model import EmbeddingNet
-    from embedder.run import Run
+    from embedder.network.model import EmbeddingNet
+    from embedder.runs.run import Run
+    from embedder.search.index import build_index
 
     classes = [f"class{c:02d}" for c in range(n_classes)]
     data = make_shapes_folder(out.parent / f"{out.name}-images", classes=classes, per_class=2, size=32, seed=seed)

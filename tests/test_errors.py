@@ -39,8 +39,8 @@ def test_cancelled_is_a_user_error():
 def test_unreadable_image__is_a_user_error_that_carries_its_reason():
     import pytest
 
-    from embedder.data import load_image
     from embedder.errors import EmbedderError, UnreadableImage
+    from embedder.images.data import load_image
 
     with pytest.raises(UnreadableImage) as info:
         load_image(b"%PDF-1.4 not an image")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import cfg
 
 from embedder.progress import EpochStats, Progress, Stage, counter, silent
+from tests.helpers import cfg
 
 ORDER = [
     "scan",
@@ -58,7 +58,7 @@ def test_progress__defaults_and_silent_listens_to_nothing():
 
 @pytest.mark.slow  # trains for a second on generated shapes
 def test_stage__a_training_reports_its_stages_in_this_order(shapes_folder, tmp_path):
-    from embedder.pipeline import train
+    from embedder.verbs.pipeline import train
 
     events: list[Progress] = []
     train(cfg(shapes_folder, tmp_path / "run"), progress=events.append)

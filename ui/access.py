@@ -4,7 +4,7 @@ Environment:
     EMBEDDER_DATA_ROOTS  folders (separated by os.pathsep, ':' on Linux) that the Train page's "Folder on the
                          server" and Home's "Load a run from another folder" accept, with everything below them.
                          Default: ./data, the runs folder ($EMBEDDER_RUNS_DIR) and the demo cache
-                         (embedder.data.default_cache_dir()).
+                         (embedder.images.data.default_cache_dir()).
 
 A browser never sees an absolute server path: a path under a root is shown as ``<root name>/<rest>``
 (``data/photos/cat``), any other path by its last part only.
@@ -16,9 +16,9 @@ import os
 import re
 from pathlib import Path
 
-from embedder.data import default_cache_dir
 from embedder.errors import EmbedderError
-from embedder.run import is_run
+from embedder.images.data import default_cache_dir
+from embedder.runs.run import is_run
 
 from . import state
 

@@ -1,5 +1,5 @@
 """Home's "Add images to this run": a server folder or an uploaded .zip of labelled images joins the active run's
-gallery (embedder.add), with a progress bar; refused when the browser may not rewrite that run."""
+gallery (embedder.verbs.add), with a progress bar; refused when the browser may not rewrite that run."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from embedder.add import Added, add_images
-from embedder.archive import extract_zip, image_root
 from embedder.errors import EmbedderError
+from embedder.images.archive import extract_zip, image_root
 from embedder.progress import Progress
-from embedder.run import Run
+from embedder.runs.run import Run
+from embedder.verbs.add import Added, add_images
 
 from . import access, jobs, state, training, uploads
 
@@ -70,7 +70,7 @@ def add(run: Path, source: str, folder: str | None, upload) -> Added:
 
     Raises:
         EmbedderError: a run the browser may not change, a folder outside the shared ones, a bad upload, or
-        what ``embedder.add.add_images`` refuses.
+        what ``embedder.verbs.add.add_images`` refuses.
     """
     run = run.resolve()
     with _busy_lock:

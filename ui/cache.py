@@ -10,11 +10,11 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from embedder import mapdata
-from embedder.data import load_image
-from embedder.predict import Predictor
-from embedder.project import Projection, cached_project
-from embedder.run import Run, load_run
+from embedder.answers.predict import Predictor
+from embedder.images.data import load_image
+from embedder.maps import mapdata
+from embedder.maps.project import Projection, cached_project
+from embedder.runs.run import Run, load_run
 
 THUMB = 96  # thumbnail side in pixels
 QUERY_THUMB = 112  # side of the copy of an uploaded query image that is kept

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from embedder import export
-from embedder.explain import Explanation, explain_batch
-from embedder.insights import GalleryFindings, LeakFindings, gallery_findings, leak_findings
+from embedder.insights import export
+from embedder.insights.explain import Explanation, explain_batch
+from embedder.insights.findings import GalleryFindings, LeakFindings, gallery_findings, leak_findings
 
 from . import cache, maps, widgets
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from embedder.config import TrainConfig
 from embedder.errors import Cancelled, EmbedderError
-from embedder.pipeline import TrainResult, train
 from embedder.progress import Progress
+from embedder.verbs.pipeline import TrainResult, train
 
 from . import uploads
 

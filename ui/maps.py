@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from embedder import mapdata
-from embedder.data import stratified_sample
 from embedder.errors import EmbedderError
-from embedder.plots import MapFigure, embedding_map
-from embedder.project import FIT_CAP, Projection
-from embedder.regions import rows_inside
-from embedder.run import Run, is_run
+from embedder.images.data import stratified_sample
+from embedder.maps import mapdata
+from embedder.maps.plots import MapFigure, embedding_map
+from embedder.maps.project import FIT_CAP, Projection
+from embedder.maps.regions import rows_inside
+from embedder.runs.run import Run, is_run
 
 from . import cache, state
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from embedder.archive import extract_zip, image_root
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
-from embedder.onnx_import import ImportConfig, import_model, read_network
-from embedder.run import is_run
-from embedder.triplets import sample_triplets
+from embedder.images.archive import extract_zip, image_root
+from embedder.insights.triplets import sample_triplets
+from embedder.runs.run import is_run
+from embedder.verbs.import_model import ImportConfig, import_model, read_network
 
 from . import access, cache, jobs, sessions, state, uploads, widgets
 

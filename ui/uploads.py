@@ -16,7 +16,7 @@ import streamlit as st
 from PIL import Image
 
 from embedder.errors import EmbedderError, UnreadableImage
-from embedder.run import Run
+from embedder.runs.run import Run
 
 from . import cache
 
@@ -42,7 +42,7 @@ def too_big(upload) -> str | None:
 class QueryImage:
     name: str
     embedding: np.ndarray  # (D,)
-    features: np.ndarray | None  # (F,) what the novelty test measures (embedder.novelty); None: the run has none
+    features: np.ndarray | None  # (F,) what the novelty test measures (answers.novelty); None: the run has none
     thumbnail: Image.Image  # at most cache.QUERY_THUMB pixels a side: the decoded upload is not kept
 
 
@@ -83,7 +83,7 @@ def _run_data(runs_dir: Path) -> list[Path] | None:
         try:
             config = json.loads((run / "config.json").read_text())
             train = config.get("train", {})
-            added = [a.get("folder") for a in config.get("additions", []) if isinstance(a, dict)]  # embedder.add
+            added = [a.get("folder") for a in config.get("additions", []) if isinstance(a, dict)]  # embedder.verbs.add
             paths = [config.get("data_root"), train.get("data"), train.get("queries"), *added]
         except (OSError, ValueError, AttributeError):
             return None

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from embedder.charts import training_curves
 from embedder.errors import EmbedderError
-from embedder.run import Run, is_run, list_runs
+from embedder.maps.charts import training_curves
+from embedder.runs.run import Run, is_run, list_runs
 
 from . import access, cache, jobs, state
 

@@ -1,0 +1,1 @@
+"""Answers and how far to trust them: prediction, calibration, novelty, metrics, evaluation."""

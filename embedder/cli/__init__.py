@@ -1,0 +1,1 @@
+"""python -m embedder: the parser made from the settings, the commands, the insight commands."""

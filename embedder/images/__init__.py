@@ -1,0 +1,1 @@
+"""Images in: decoding within bounds, folders and splits, uploaded archives, transforms."""

@@ -1,0 +1,1 @@
+"""What a trained space says about its data: mislabels, duplicates, triplets explained, exports."""

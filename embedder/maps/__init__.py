@@ -1,0 +1,1 @@
+"""Maps of embeddings: projections, what a map shows, density, selections, figures."""

@@ -1,0 +1,1 @@
+"""The networks: backbones and the embedding head, and images -> embeddings (in process or on Ray)."""

@@ -1,0 +1,1 @@
+"""Embedders as ONNX files: read and run within bounds, the input contract, export."""

@@ -1,0 +1,213 @@
+"""The run bundle's format on disk: its files, the schema of config.json, writing it atomically into place, and the
+rule for which folders may be replaced. Reading it back, every file checked, is bundle_read.py.
+
+A run folder holds:
+    .embedder-run  the marker: only a folder carrying it (and nothing but these files) is ever replaced
+    config.json    model + training config, classes, data root, index stats, versions, checksums, schema version
+    model.pt       the network's state_dict (loaded with weights_only=True), or
+    model.onnx     a network imported from an ONNX file (run by onnxruntime only; see onnx_model.py)
+    gallery.npz    gallery embeddings (N, D), labels (N,), paths relative to the data root, and the novelty
+                   reference (R, F) float16 and its gallery rows (R,) (novelty.py; absent in older runs) (no pickles)
+    split.json     the held-out evaluation queries (and validation images) as [relative path, label]
+    index.ann      the Annoy index over the gallery embeddings, or for a gallery past ``shard_items`` rows
+    index-<n>.ann  one Annoy index per shard of contiguous gallery rows (config.json: index.shards, their rows)
+    history.json   one row per epoch
+    metrics.json   evaluation results, baselines, index recall
+    projections/   cached maps (optional, written by the app; embedder/maps/project.py)
+
+config.json records the SHA-256 of the model file, gallery.npz and each index file; a file that does not match (damaged,
+or swapped in from another run) is named on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import SCHEMA_VERSION, ModelConfig, TrainConfig
+from ..errors import EmbedderError
+from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
+from ..search.shards import SHARD_FILE
+from .machine import machine_versions
+from ..onnx.input import OnnxInput
+
+REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")  # a sharded run: index-<n>.ann instead
+
+
+class _BundleNames(frozenset):
+    """The names a run folder may hold: these, and any index shard's ``index-<n>.ann`` (there are as many as the
+    gallery needs), so a sharded run is still a run the program may replace, and its shards are exported."""
+
+    def __contains__(self, name: object) -> bool:
+        return frozenset.__contains__(self, name) or (isinstance(name, str) and bool(SHARD_FILE.fullmatch(name)))
+
+
+BUNDLE_FILES = _BundleNames(
+    # "projections": the app's cache of maps (embedder/maps/project.py): part of the run, rebuilt on demand
+    {MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
+)
+
+
+@dataclass
+class IndexShard:
+    """One shard of a sharded index: its file and the gallery rows [start, stop) it holds."""
+
+    file: str
+    start: int
+    stop: int
+
+
+@dataclass
+class IndexStats:
+    n_trees: int
+    search_k: int  # nodes Annoy inspects per query; in each shard of a sharded index
+    recall_at_10: float  # what queries get: 1.0 when they are answered exactly
+    size: int
+    # Recorded from the index choice on (runs from before it have none and were Annoy): how queries are answered,
+    # and the measurement that chose it.
+    method: str = "annoy"  # "annoy" or "exact"
+    annoy_recall_at_10: float | None = None
+    annoy_ms: float | None = None  # one query at a time, on the probes
+    exact_ms: float | None = None
+    probes: int | None = None
+    probe_kind: str | None = None  # "held-out" or "gallery, self excluded"
+    shards: list[IndexShard] | None = None  # a sharded index's files, in row order; None: the one index.ann
+
+
+@dataclass
+class Manifest:
+    """The part of config.json a run cannot be used without, validated strictly on load (pydantic)."""
+
+    schema_version: int
+    model: ModelConfig
+    train: TrainConfig
+    classes: list[str]
+    data_root: str
+    index: IndexStats
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 (schema 2 on)
+    onnx: OnnxInput | None = None  # an imported network's preprocessing: then model.onnx holds the network
+
+
+def model_file(manifest: Manifest) -> str:
+    """The file that holds the run's network."""
+    return "model.onnx" if manifest.onnx is not None else "model.pt"
+
+
+def index_files(manifest: Manifest) -> list[str]:
+    """The files that hold the run's index: its shards, or index.ann."""
+    return [s.file for s in manifest.index.shards] if manifest.index.shards else ["index.ann"]
+
+
+def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = False) -> Path:
+    """Write a complete bundle into a temporary sibling folder, then swap it into ``out``.
+
+    ``files``: "model.pt" -> a state dict (or "model.onnx" -> its bytes), "gallery.npz" -> {name: array},
+    "index" -> a ``GalleryIndex`` (it writes its file or its shards' files), "*.json" -> a JSON value.
+    ``config`` is completed with the schema version, the creation time, library versions and the checksums. An
+    interruption at any point leaves either the previous bundle or the new one, never a mix; a folder at ``out``
+    that is not a run is never replaced (``check_out``).
+    """
+    out = Path(out).resolve()
+    check_out(out, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model = "model.onnx" if "model.onnx" in files else "model.pt"
+        if model == "model.onnx":
+            (tmp / model).write_bytes(files[model])
+        else:
+            torch.save(files[model], tmp / model)
+        np.savez(tmp / "gallery.npz", **files["gallery.npz"])
+        index_names = files["index"].save_into(tmp)
+        for name in ("split.json", "history.json", "metrics.json"):
+            (tmp / name).write_text(json.dumps(files[name], indent=1))
+        config = {
+            "schema_version": SCHEMA_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **config,
+            "versions": machine_versions(),
+            "checksums": {name: sha256(tmp / name) for name in (model, "gallery.npz", *index_names)},
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
+        swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    """A run bundle: the marker, or (runs written before it existed) every required file."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        return False
+    return (path / MARKER).is_file() or all((path / f).is_file() for f in REQUIRED_FILES)
+
+
+def is_replaceable(path: Path) -> bool:
+    """Whether ``path`` is a run the program wrote and may replace: a run holding only bundle files."""
+    return path.is_dir() and is_run(path) and not foreign_entries(path, BUNDLE_FILES)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before training, not after it, when the run's folder cannot be made or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise EmbedderError(f"cannot write runs into {folder}: {exc.strerror or exc}") from None
+
+
+def check_out(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (), overwrite: bool = False) -> None:
+    """Refuse an output folder whose replacement would destroy what the program did not write.
+
+    Allowed: a path that does not exist yet, a run bundle (see ``is_replaceable``), and with ``overwrite``
+    an empty folder. Never: a folder that is, contains or lies inside one of ``inputs`` (the data folders).
+
+    Raises:
+        EmbedderError: one line naming the folder and what to do instead.
+    """
+    out = Path(out).expanduser().resolve()
+    for folder in inputs:
+        if is_inside(out, folder) or is_inside(folder, out):
+            raise EmbedderError(
+                f"--out {out} overlaps the data folder {Path(folder).expanduser().resolve()}: writing the run "
+                "there would replace your images; choose an --out outside it"
+            )
+    _check_writable(out.parent)
+    recover(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise EmbedderError(f"--out {out} is a file, not a folder: choose another --out")
+    if is_replaceable(out):
+        return
+    if is_run(out):
+        foreign = ", ".join(foreign_entries(out, BUNDLE_FILES)[:3])
+        raise EmbedderError(
+            f"--out {out} is a run but also holds {foreign}, which training did not write: it is "
+            "never replaced; move those files out or choose a new --out"
+        )
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries and overwrite:
+        return
+    if not entries:
+        raise EmbedderError(
+            f"--out {out} already exists and is not a run: pass --overwrite to write into this "
+            "empty folder, or choose a new --out"
+        )
+    shown = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
+    raise EmbedderError(
+        f"--out {out} exists and is not a run folder (it holds {shown}): it is never replaced; choose a new --out"
+    )

@@ -1,0 +1,1 @@
+"""Training: the plan, the epoch loop, validation, model choice, cross-validation, checkpoints."""

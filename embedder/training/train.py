@@ -1,0 +1,268 @@
+"""Fitting: P×K batches, online mining, the epoch loop, checkpoints, and the candidates to keep (select.py chooses):
+the network before training (for a pretrained backbone: its features through a PCA head), the best epoch, and the
+plain pretrained features. ``fit`` is one stage of the pipeline (pipeline.py)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..answers.calibrate import Answers
+from ..config import DEFAULT_K, TrainConfig
+from ..errors import Cancelled
+from ..images.transforms import eval_transform, train_transform
+from ..insights.triplets import batch_stats
+from ..network.embed import DecodedImages, ImageDataset
+from ..network.model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
+from ..progress import EpochStats, Progress, Reporter, Stage, counter
+from . import distributed
+from .checkpoint import checkpoint_state, resume, save_checkpoint, work_dir
+from .objective import loss_and_miner, optimizer_for, set_learning_rate
+from .plan import Plan
+from .select import Candidate, averaged_state, improves, kept_network
+from .validate import Score, ValidationSet, Validator
+
+
+@dataclass
+class Fitted:
+    """What fitting hands to the rest of the pipeline."""
+
+    model: EmbeddingNet  # the kept network, in eval mode
+    kept: str  # which candidate was kept, and why
+    history: list[dict]  # one EpochStats dict per epoch
+    validation: dict = field(default_factory=dict)  # the kept candidate's, the untrained one's, the pretrained's
+    outcomes: Answers | None = None  # cross-validated: every out-of-fold answer, to calibrate and choose k on
+
+
+def new_network(pl: Plan, cfg: TrainConfig, seed: int, device) -> tuple[EmbeddingNet, int]:
+    """A network to train, seeded, in eval mode, and how many of a pretrained backbone's stages are frozen."""
+    torch.manual_seed(seed)
+    model = EmbeddingNet(pl.model_config).to(device).eval()
+    return model, freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
+
+
+def train_epoch(
+    model: EmbeddingNet,
+    loader: DataLoader,
+    optimizer,
+    loss_fn,
+    miner,
+    margin: float,
+    epoch: int,
+    report: Reporter,
+    stop: Callable[[], bool],
+) -> np.ndarray:
+    """One pass over the P×K batches. Returns the epoch's means of (loss, active share, d(a,p), d(a,n)).
+
+    Under torchrun ``model`` is the DDP-wrapped network and ``loss_fn``/``miner`` see every rank's batch; the
+    loss is that of the gathered batch (see ``distributed.global_batch``), the other statistics this rank's.
+    """
+    sums, steps, ranks = np.zeros(4), len(loader), distributed.world().size
+    for step, (x, y) in enumerate(loader, 1):
+        if stop():
+            raise Cancelled("training cancelled; the previous run is unchanged (use --resume to continue)")
+        x, y = x.to(next(model.parameters()).device), y.to(next(model.parameters()).device)
+        emb = model(x)  # (B, D)
+        loss = loss_fn(emb, y, miner(emb, y) if miner else None)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        value = loss.item() / ranks
+        sums += (value, *batch_stats(emb.detach(), y, margin))
+        report(Progress(Stage.TRAIN, done=step, total=steps, epoch=epoch, loss=value))
+    return sums / max(1, steps)
+
+
+def decoded_cache(mc) -> DecodedImages:
+    """Decoded training images at the size augmentation crops from, kept between epochs (and between the networks
+    of a cross-validation, which share one)."""
+    return DecodedImages(mc.image_size if mc.resize == "stretch" else round(mc.image_size * 256 / 224))
+
+
+class Loop:
+    """Everything the epochs share: data, sampler shape, loss, miner, validation.
+
+    Under torchrun each rank takes its share of an epoch's batches from a sampler of its own, and only rank 0
+    validates (the others get an empty validation set).
+    """
+
+    def __init__(
+        self,
+        pl: Plan,
+        cfg: TrainConfig,
+        model: EmbeddingNet,
+        n_frozen: int,
+        device,
+        report: Reporter,
+        cache: DecodedImages | None = None,
+        outcomes: bool = False,
+    ) -> None:
+        mc, images = model.config, pl.images
+        self.pl, self.cfg, self.model, self.n_frozen, self.outcomes = pl, cfg, model, n_frozen, outcomes
+        self.net, self.world = model, distributed.world()  # ``net`` is what trains: DDP-wrapped by ``distribute``
+        self.cache = cache or decoded_cache(mc)
+        fit_idx = pl.train_idx[np.isin(images.labels[pl.train_idx], pl.trainable_classes)]
+        self.dataset = ImageDataset(
+            [images.paths[i] for i in fit_idx], images.labels[fit_idx], train_transform(mc), loader=self.cache
+        )
+        self.batch = pl.classes_per_batch * pl.per_class
+        share = len(fit_idx) // self.world.size  # images per rank and epoch: an epoch is one pass over the data
+        self.length = max(self.batch, share - share % self.batch)
+        self.loss, self.miner = loss_and_miner(cfg, len(images.classes), mc.dim or model.backbone.out_features)
+        self.loss_fn = self.loss  # what training calls: wrapped by ``distribute`` under torchrun
+        parts = (pl.val_idx, pl.train_idx, pl.unseen_val_idx) if self.world.main else (np.zeros(0, dtype=int),) * 3
+        self.val = ValidationSet.of(images.labels, *parts, cfg.seed)
+        self.validator = Validator(
+            model,
+            n_frozen,
+            [images.paths[i] for i in self.val.rows],
+            eval_transform(mc),
+            cfg.batch_size_embed,
+            device,
+            self.cache,
+            progress=counter(report, Stage.VALIDATE, "the frozen layers, once"),
+        )
+
+    def distribute(self) -> None:
+        """Under torchrun: train through DDP, with the loss and the miner over every rank's batch."""
+        if self.model.config.pretrained and self.cfg.freeze_bn:
+            freeze_batchnorm(self.model.backbone)  # before DDP is built: it reduces what requires gradients then
+        self.net = distributed.parallel(self.model)
+        self.loss_fn, self.miner = distributed.global_batch(self.loss_fn, self.miner)
+
+    def loader(self, epoch: int) -> DataLoader:
+        from pytorch_metric_learning import samplers
+
+        seed = distributed.rank_seed(self.cfg.seed * 10_007 + epoch)  # per epoch, so --resume repeats exactly
+        np.random.seed(seed)  # MPerClassSampler draws from numpy's global RNG
+        torch.manual_seed(seed)  # augmentation
+        sampler = samplers.MPerClassSampler(
+            self.dataset.labels, m=self.pl.per_class, batch_size=self.batch, length_before_new_iter=self.length
+        )
+        return DataLoader(self.dataset, batch_size=self.batch, sampler=sampler, drop_last=True)
+
+    def score(self, report: Reporter, epoch: int = 0, emb: np.ndarray | None = None) -> Score:
+        """The validation score of the current network (of ``emb`` when given), ``epoch`` 0 before training."""
+        if not self.val:
+            return Score({}, np.zeros(0, dtype=bool))
+        if emb is None:
+            words = f"after epoch {epoch}" if epoch else "before training"
+            emb = self.validator.embeddings(progress=counter(report, Stage.VALIDATE, words, epoch))
+        return self.val.score(emb, self.pl.images.labels, self.cfg.k or DEFAULT_K, outcomes=self.outcomes)
+
+    def epoch(self, epoch: int, optimizer, report: Reporter, stop) -> tuple[EpochStats, Score]:
+        t0 = time.perf_counter()
+        self.net.train()
+        if self.model.config.pretrained and self.cfg.freeze_bn:
+            freeze_batchnorm(self.model.backbone)
+        set_frozen_eval(self.model.backbone, self.n_frozen)
+        mean = train_epoch(
+            self.net, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin, epoch, report, stop
+        )
+        self.model.eval()
+        val = self.score(report, epoch)
+        m = val.metrics
+        stats = EpochStats(
+            epoch=epoch,
+            loss=float(mean[0]),
+            active_fraction=float(mean[1]),
+            ap_distance=float(mean[2]),
+            an_distance=float(mean[3]),
+            val_precision_at_1=float(m.get("precision_at_1", float("nan"))),
+            val_map_at_r=float(m.get("map_at_r", float("nan"))),
+            seconds=time.perf_counter() - t0,
+            val_unseen_map_at_r=m.get("unseen_map_at_r"),
+            val_label_accuracy=m.get("label_accuracy"),
+        )
+        return stats, val
+
+
+def starting_points(loop: Loop, report: Reporter) -> tuple[Candidate, Candidate | None]:
+    """The network before training, and for a pretrained backbone its plain pretrained features, scored.
+
+    For a pretrained backbone one pass of it initialises the head as PCA of the training images' features
+    and scores both candidates.
+    """
+    model = loop.model
+    state = copy.deepcopy(model.state_dict())
+    if not model.config.pretrained or not loop.world.main:  # other ranks take rank 0's PCA head when DDP is built
+        return Candidate("the network before training", loop.score(report), 0, state), None
+    feats = loop.validator.features(counter(report, Stage.VALIDATE, "before training"))  # (N, F), validation order
+    nq, ng = len(loop.val.queries), len(loop.val.gallery)
+    if isinstance(model.head, torch.nn.Linear):
+        init_head_pca(model.head, feats[nq : nq + ng])
+        state = copy.deepcopy(model.state_dict())
+    start = Candidate(
+        "the pretrained backbone with its PCA head", loop.score(report, emb=loop.validator.embeddings(feats)), 0, state
+    )
+    plain = loop.score(report, emb=feats / np.linalg.norm(feats, axis=1, keepdims=True))
+    pretrained = Candidate("the pretrained features", plain)
+    return start, pretrained
+
+
+def averaged_candidate(loop: Loop, start: dict, best: Candidate, report: Reporter) -> Candidate | None:
+    """The best epoch averaged with the pretrained ``start`` weights (``select.averaged_state``), loaded into the
+    loop's network and scored on its validation (cross-validation: once per fold); None where there is nothing
+    to average: no pretrained backbone, no trained epoch, no validation, a share of 1."""
+    share = loop.cfg.average_share
+    if not loop.model.config.pretrained or not best.epoch or share >= 1 or not loop.val:
+        return None
+    state = averaged_state(start, best.state, share)
+    loop.model.load_state_dict(state)
+    name = f"epoch {best.epoch} averaged with its pretrained start ({share:.0%} fine-tuned)"
+    return Candidate(name, loop.score(report, best.epoch), best.epoch, state, True)
+
+
+def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
+    """Train a network on the plan's training images and keep the candidate that labels validation images best.
+
+    ``stop()`` is polled every step; True raises ``Cancelled`` (``--resume`` continues from the checkpoint).
+    Under torchrun every rank calls it; rank 0 returns the kept network, the others their copy of the last one.
+    """
+    model, n_frozen = new_network(pl, cfg, cfg.seed, device)
+    loop = Loop(pl, cfg, model, n_frozen, device, report)
+    optimizer = optimizer_for(model, cfg, loop.loss_fn)
+    if loop.val.note:
+        report(Progress(Stage.NOTE, message=loop.val.note))
+    start, pretrained = starting_points(loop, report)
+    best, history, bad_epochs, first = start, [], 0, 1
+    top = start.score  # the best label accuracy seen: the kept epoch may not drift below it by more than noise
+    ckpt_path = work_dir(out) / "checkpoint.pt"
+    if cfg.resume and ckpt_path.exists():
+        best, history, bad_epochs, first = resume(ckpt_path, cfg, model, loop.loss, optimizer, device, report)
+        top = best.score
+    elif cfg.resume:
+        report(Progress(Stage.NOTE, message="nothing to resume: starting from the beginning"))
+    loop.distribute()
+    for epoch in range(first, cfg.epochs + 1):
+        if best.score.perfect and bad_epochs < cfg.patience:  # only a strictly better epoch is kept: none beats it
+            report(Progress(Stage.NOTE, message=f"validation is perfect at epoch {best.epoch}: stopping"))
+        if distributed.agree(bad_epochs >= cfg.patience or best.score.perfect):  # rank 0 decides for all
+            break
+        set_learning_rate(optimizer, cfg, epoch)
+        stats, val = loop.epoch(epoch, optimizer, report, stop)
+        stats.best = not val or improves(val, best.score, top)  # ranks other than 0 have no validation
+        top = max(top, val, key=lambda s: s.key)
+        history.append(stats.to_dict())
+        if stats.best:
+            best, bad_epochs = Candidate(f"epoch {epoch}", val, epoch, copy.deepcopy(model.state_dict())), 0
+        else:
+            bad_epochs += 1
+        if loop.world.main:
+            state = checkpoint_state(cfg, model, loop.loss, optimizer, best, history, bad_epochs, epoch)
+            save_checkpoint(ckpt_path, state)
+        report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
+    if not loop.world.main:  # its part is done: rank 0 keeps a network and writes the run
+        return Fitted(model.eval(), "", history)
+    averaged = averaged_candidate(loop, start.state, best, report)
+    kept_model, chosen, why = kept_network(model, start, best, pretrained, device, averaged)
+    report(Progress(Stage.NOTE, message=f"kept {why}"))
+    candidates = {c.name: c.score.metrics for c in (pretrained, start, best, averaged) if c is not None}
+    return Fitted(kept_model, why, history, {"validation": chosen.score.metrics, "validation_candidates": candidates})

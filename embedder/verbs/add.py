@@ -1,0 +1,183 @@
+"""Growing a run's gallery without retraining: new labelled images embedded with the run's own network, appended
+to its gallery, the index rebuilt with the run's settings, and the run rewritten atomically.
+
+    scan the folder -> leave out what the gallery has -> embed -> append -> index -> write
+
+Labels come from the folder's sub-folders (``FOLDER/<label>/<image>``, as for training). A label the run knows
+joins its class; any other becomes a new class at the end of the run's class list. The network is not trained
+on the new images, and the run's metrics, "unknown" threshold and confidence calibration were measured before
+they came: the run records what was added (``config.json`` -> ``additions``, ``metrics.json`` ->
+``not_reevaluated``) and says so; ``python -m embedder evaluate`` measures the grown gallery again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..answers import novelty
+from ..errors import EmbedderError
+from ..images.data import ImageSet, scan_folder
+from ..progress import Progress, Reporter, Stage, counter, silent
+from ..runs.folders import is_inside
+from ..runs.run import Run, load_run
+from ..training.checkpoint import work_dir
+from .pipeline import index_gallery
+
+NOT_REEVALUATED = (
+    "the gallery grew after these metrics, the unknown threshold and the confidence calibration were measured; "
+    "the network was not trained on the added images: run `python -m embedder evaluate` to measure it again"
+)
+
+
+@dataclass
+class Added:
+    """What ``add_images`` did, for the CLI and the app to report."""
+
+    run_dir: Path
+    added: int  # images appended to the gallery
+    by_class: dict[str, int]  # added images per label
+    new_classes: list[str]  # labels the run did not have before, in the order they were appended
+    already_in_gallery: int  # files left out: the gallery holds them already
+    held_out: int  # files left out: the run's held-out test queries (in the gallery they would answer themselves)
+    skipped: str | None  # the scan's one-line report of unusable files, or None
+    index: dict = field(default_factory=dict)  # the rebuilt index's stats
+
+    def summary(self) -> str:
+        """One line, e.g. ``added 120 images (zebra 60 new; cat 60); 3 already in the gallery``."""
+        classes = "; ".join(
+            f"{name} {n}{' new' if name in self.new_classes else ''}" for name, n in self.by_class.items()
+        )
+        left = [
+            f"{self.already_in_gallery} already in the gallery" if self.already_in_gallery else "",
+            f"{self.held_out} held-out test queries left out" if self.held_out else "",
+            self.skipped or "",
+        ]
+        return "; ".join([f"added {self.added} images ({classes})", *filter(None, left)])
+
+
+def embed_new(
+    run: Run, paths: list[Path], device: str = "cpu", report: Reporter = silent, ray: str | None = None
+) -> np.ndarray:
+    """(N, D) embeddings of ``paths`` exactly as the gallery's were made: the run's network (torch or ONNX),
+    transform, batch size and mirror averaging; images stream from disk a batch at a time. With ``ray`` (a
+    cluster's address, or "" for a local instance) a pool of Ray actors computes the same embeddings."""
+    progress = counter(report, Stage.EMBED, "the added images")
+    if ray is None:
+        return run.embed(paths, device=device, progress=progress)
+    if run.onnx is not None:
+        raise EmbedderError("--ray embeds with torch networks; an imported ONNX network embeds in this process")
+    from ..network.ray_embed import embeddings_with_ray
+
+    return embeddings_with_ray(
+        run.model(), paths, address=ray, batch_size=run.train_config.batch_size_embed, progress=progress
+    )
+
+
+def _check_folders(run: Run, folder: Path) -> None:
+    """Refuse a folder the rewrite would delete, and a run a training is still writing."""
+    if is_inside(folder, run.path) or is_inside(run.path, folder):
+        raise EmbedderError(
+            f"the image folder {folder} overlaps the run folder {run.path}: the run is rewritten as a whole, "
+            "so keep the images outside it"
+        )
+    if work_dir(run.path).exists():
+        raise EmbedderError(
+            f"a training of {run.path.name} is under way or was interrupted (its checkpoints are in "
+            f"{work_dir(run.path)}): let it finish, or resume it, before adding images"
+        )
+
+
+def _stored_path(run: Run, path: Path) -> str:
+    """How the gallery names an image: relative to the run's data folder when inside it, else absolute."""
+    return str(path.relative_to(run.data_root)) if path.is_relative_to(run.data_root) else str(path)
+
+
+def _new_rows(run: Run, images: ImageSet) -> tuple[list[int], int, int]:
+    """Rows of ``images`` to add, and how many were left out as already in the gallery or as held-out queries."""
+    norm = os.path.normpath  # not resolve(): that is a system call per file, 100,000 of them
+    gallery = {norm(f) for f in run.gallery_files()}
+    held = {norm(p) for p in run.queries("test")[0]}
+    rows, in_gallery, in_test = [], 0, 0
+    for i, path in enumerate(images.paths):
+        key = norm(path)
+        if key in gallery:
+            in_gallery += 1
+        elif key in held:
+            in_test += 1
+        else:
+            rows.append(i)
+    return rows, in_gallery, in_test
+
+
+def add_images(
+    run_dir: str | os.PathLike,
+    folder: str | os.PathLike,
+    device: str = "cpu",
+    progress: Reporter | None = None,
+    ray: str | None = None,
+) -> Added:
+    """Add the labelled images of ``folder`` (``folder/<label>/<image>``) to the gallery of the run at
+    ``run_dir`` and rewrite the run atomically (a failure at any point leaves the run as it was).
+
+    Raises:
+        EmbedderError: not a run, the folder missing, empty or overlapping the run, a training still writing the
+        run, or nothing new to add (every image is in the gallery already or is a held-out query).
+    """
+    report = progress or silent
+    run = load_run(run_dir)
+    root = Path(folder).expanduser().resolve()
+    _check_folders(run, root)
+    images = scan_folder(root, progress=counter(report, Stage.SCAN), min_classes=1)
+    rows, in_gallery, in_test = _new_rows(run, images)
+    if not rows:
+        raise EmbedderError(
+            f"nothing to add from {root}: of its {len(images)} images, {in_gallery} are in the gallery already "
+            f"and {in_test} are held-out test queries of this run"
+        )
+    paths = [images.paths[i] for i in rows]
+    names = [images.classes[images.labels[i]] for i in rows]
+    new_classes = [c for c in dict.fromkeys(names) if c not in run.classes]
+    classes = [*run.classes, *new_classes]
+    index_of = {c: i for i, c in enumerate(classes)}
+    emb = embed_new(run, paths, device, report, ray)  # (n, D)
+
+    run.classes, old_n = classes, len(run.gallery_paths)
+    run.gallery_paths = [*run.gallery_paths, *(_stored_path(run, p) for p in paths)]
+    run.gallery_labels = np.concatenate([run.gallery_labels, np.array([index_of[n] for n in names], dtype=np.int64)])
+    run.gallery_embeddings = np.concatenate([run.gallery_embeddings, emb]).astype(np.float32)
+    run._index = index_gallery(run.gallery_embeddings, run.train_config, report, previous=run.index())
+    novelty.grow(run, old_n, report, run.train_config.seed, device)  # a new class is not novel
+    result = Added(
+        run.path, len(rows), dict(Counter(names)), new_classes, in_gallery, in_test, images.skipped_message()
+    )
+    _record(run, root, result)
+    report(Progress(Stage.WRITE, message=f"writing {run.path}"))
+    run.save()
+    report(Progress(Stage.DONE, message=str(run.path)))
+    result.index = run._index.stats()
+    return result
+
+
+def _record(run: Run, root: Path, added: Added) -> None:
+    """What was added, into the run: ``additions`` in config.json (the folder, so its images are never swept as
+    unused), and ``not_reevaluated`` in metrics.json (what the stored numbers did not see)."""
+    entry = {
+        "folder": str(root),
+        "images": added.added,
+        "classes": added.by_class,
+        "new_classes": added.new_classes,
+        "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    run.info["additions"] = [*run.info.get("additions", []), entry]
+    before = run.metrics.get("not_reevaluated", {})
+    run.metrics["not_reevaluated"] = {
+        "images": before.get("images", 0) + added.added,
+        "new_classes": [*before.get("new_classes", []), *added.new_classes],
+        "note": NOT_REEVALUATED,
+    }

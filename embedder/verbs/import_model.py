@@ -1,0 +1,255 @@
+"""From an embedder trained elsewhere (an ONNX file) and an image folder to a run bundle, stage by stage:
+
+    read the graph -> plan (scan, split) -> embed the gallery -> index -> calibrate -> evaluate -> write
+
+The same splits, index, calibration and evaluation as a run trained here (``pipeline.py``), so ``predict``,
+``evaluate``, ``project`` and the app treat the result as any other run; only the network comes from the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..answers import novelty
+from ..answers.evaluate import evaluate_run
+from ..config import IMPORTED, ModelConfig, TrainConfig
+from ..errors import EmbedderError
+from ..onnx.input import CHANNELS, LAYOUTS, RESIZES, SCALES, OnnxInput, resolve_input
+from ..onnx.input import transform as onnx_transform
+from ..onnx.model import OnnxEmbedder, graph_input, parse
+from ..progress import Progress, Reporter, Stage, silent
+from ..runs.run import gallery_rows
+from ..settings import check_settings, setting
+from ..training.plan import Plan, plan
+from ..training.train import Fitted
+from .pipeline import TrainResult, _guarded, assemble, calibrate, index_gallery
+
+
+def _as_in_train(name: str):
+    """A field described exactly as TrainConfig's ``name`` (same default, help and range): described once."""
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    return field(default=f.default, metadata=f.metadata)
+
+
+@dataclass
+class ImportConfig:
+    """Importing an ONNX embedder: the data it labels, how images become its input, and the evaluation."""
+
+    data: str = _as_in_train("data")
+    out: str = _as_in_train("out")
+    image_size: int | None = setting(
+        None,
+        "input side in pixels; unset = the graph's fixed input size (needed when the graph's size is dynamic)",
+        low=8,
+        high=2048,
+        label="Input size",
+        main=True,
+    )
+    layout: str = setting(
+        "auto", "input layout: auto reads it from the graph's input shape", choices=("auto", *LAYOUTS), label="Layout"
+    )
+    scale: str = setting(
+        "auto",
+        "pixel range the network expects: 0-1 (PyTorch, Keras with a 1/255 step), -1-1, 0-255 (Keras with a "
+        "Rescaling layer inside); auto = what an exported file says, else 0-1",
+        choices=("auto", *SCALES),
+        label="Pixel scale",
+        main=True,
+    )
+    mean: str = setting("", "per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406 (default 0)")
+    std: str = setting("", "per-channel std divided by after the mean, e.g. 0.229,0.224,0.225 (default 1)")
+    channels: str = setting(
+        "auto",
+        "colour order: auto = gray for a 1-channel input, else RGB",
+        choices=("auto", *CHANNELS),
+        label="Channels",
+    )
+    resize: str = setting(
+        "auto",
+        "stretch to the input size, or crop (short side, then the centre); auto = what an exported file says, "
+        "else stretch",
+        choices=("auto", *RESIZES),
+        label="Resize",
+    )
+    test_fraction: float = _as_in_train("test_fraction")
+    val_fraction: float = _as_in_train("val_fraction")
+    unseen_classes: float | None = _as_in_train("unseen_classes")
+    k: int | None = _as_in_train("k")
+    target_precision: float = _as_in_train("target_precision")
+    n_trees: int = _as_in_train("n_trees")
+    batch_size_embed: int = _as_in_train("batch_size_embed")
+    seed: int = _as_in_train("seed")
+    pretrained_baseline: bool = setting(
+        True,
+        "also compare with this project's ImageNet-pretrained backbone (EfficientNet-Lite0 at 224 px: the "
+        "slowest part of an import on a CPU)",
+        label="Compare with the pretrained backbone",
+    )
+    overwrite: bool = _as_in_train("overwrite")
+
+    def validate(self) -> None:
+        """Raises EmbedderError naming the first setting out of its range or choices."""
+        problem = check_settings(self)
+        if problem:
+            raise EmbedderError(problem)
+        self.numbers("mean"), self.numbers("std")
+
+    def numbers(self, name: str) -> tuple[float, ...] | None:
+        """``--mean``/``--std`` as numbers; None when not given."""
+        text = getattr(self, name).strip()
+        if not text:
+            return None
+        try:
+            values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+        except ValueError:
+            values = ()
+        if len(values) not in (1, 3):
+            raise EmbedderError(f"--{name} takes 1 or 3 numbers separated by commas, got {text!r}")
+        return values
+
+    def train_config(self) -> TrainConfig:
+        """The TrainConfig whose plan (splits, checks on --out and the data) the import shares: no epochs."""
+        shared = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name in {g.name for g in fields(TrainConfig)}
+        }
+        return TrainConfig(**{**shared, "epochs": 0, "device": "cpu"})
+
+    def onnx_input(self, g) -> OnnxInput:
+        auto = lambda v: None if v == "auto" else v
+        return resolve_input(
+            g,
+            image_size=self.image_size,
+            layout=self.layout,
+            channels=self.channels,
+            scale=auto(self.scale),
+            mean=self.numbers("mean"),
+            std=self.numbers("std"),
+            resize=auto(self.resize),
+        )
+
+
+def read_network(data: bytes, cfg: ImportConfig, name: str) -> tuple[OnnxEmbedder, list[str]]:
+    """The network, ready to run, and what the user should know about its output. Checked before any image is
+    scanned: a bad file or a bad setting costs nothing."""
+    model = parse(data)
+    g = graph_input(model)
+    net = OnnxEmbedder(data, cfg.onnx_input(g), model)
+    inp = net.input
+    inp.dim = net(torch.full((1, 1 if inp.channels == "gray" else 3, inp.height, inp.width), 0.5)).shape[1]
+    if not 2 <= net.input.dim <= 65536:
+        raise EmbedderError(f"{name} outputs {net.input.dim} value(s) per image: an embedding needs 2 to 65536")
+    notes = [f"imported {name}: {net.input.describe()}"]
+    if g.last_op in ("Softmax", "LogSoftmax", "Sigmoid"):
+        notes.append(
+            f"{name} ends in {g.last_op}: its output looks like class scores, not an embedding; neighbours are "
+            "searched among those scores (an embedding layer before the classifier usually labels new classes better)"
+        )
+    if len(g.output_shape) != 2:
+        notes.append(f"its output has rank {len(g.output_shape)}; each image's output was flattened to {net.input.dim}")
+    net.config = ModelConfig(
+        backbone=IMPORTED,
+        dim=net.input.dim,
+        image_size=max(net.input.height, net.input.width),
+        resize=net.input.resize,
+        flip_tta=False,
+    )
+    return net, notes
+
+
+def embed_gallery(pl: Plan, net: OnnxEmbedder, cfg: ImportConfig, report: Reporter) -> tuple[np.ndarray, np.ndarray]:
+    """(gallery rows into the plan's images (N,), their embeddings (N, D)) with the imported network."""
+    from ..network.embed import embed_images
+
+    rows = gallery_rows(pl.parts)
+    emb = embed_images(
+        net,
+        [pl.images.paths[i] for i in rows],
+        onnx_transform(net.input),
+        batch_size=cfg.batch_size_embed,
+        progress=lambda d, t: report(Progress(Stage.EMBED, done=d, total=t)),
+    )
+    return rows, emb
+
+
+def baseline_model(pl: Plan, cfg: ImportConfig) -> ModelConfig | None:
+    """The project's pretrained backbone as the plan would set it up for photos of this data (ImageNet
+    weights, 224 px, its own normalisation), or None when not asked for or its weights are not installed."""
+    from ..network.model import pretrained_available
+    from ..training.plan import choose_model
+
+    if not cfg.pretrained_baseline or not pretrained_available("efficientnet_lite0"):
+        return None
+    tc = TrainConfig(data=cfg.data, backbone="efficientnet_lite0", pretrained=True, dim=None)
+    return choose_model(tc, pl.images)[0]
+
+
+def verdict(test: dict) -> str:
+    """One plain sentence: does the imported network label held-out images better than each baseline?"""
+    from ..answers.metrics import wilson_interval
+
+    acc, n = test.get("knn_accuracy"), test.get("n_queries", 0)
+    if acc is None or not test.get("baselines"):
+        return "no held-out queries were scored, so it was not compared with the baselines"
+    low, high = wilson_interval(round(acc * n), n)
+    parts = []
+    for name, b in test["baselines"].items():
+        other, what = b.get("knn_accuracy"), name.replace("_", " ")
+        if other is None:
+            continue
+        if other < low:
+            word = "beats"
+        elif other > high:
+            word = "does NOT beat"
+        else:
+            word = "cannot be told apart (95% interval) from"
+        parts.append(f"{word} {what} ({acc:.3f} vs {other:.3f})")
+    return f"label accuracy on {n} held-out images: the imported model " + "; ".join(parts)
+
+
+def import_model(
+    model: bytes,
+    cfg: ImportConfig,
+    name: str = "model.onnx",
+    progress: Reporter | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Embed ``cfg.data`` with the ONNX network ``model`` (its bytes) and write a run bundle to ``cfg.out``.
+
+    Raises:
+        EmbedderError: not a usable ONNX file, a setting the graph contradicts, or the data or --out refused.
+    """
+    report, stop = progress or silent, should_stop or (lambda: False)
+    cfg.validate()
+    tc = cfg.train_config()
+    net, notes = read_network(model, cfg, name)
+    pl = plan(tc, report)
+    notes = [*pl.notes, *notes]
+    for note in notes:
+        report(Progress(Stage.NOTE, message=note))
+    report = _guarded(report, stop)
+    rows, emb = embed_gallery(pl, net, cfg, report)
+    index = index_gallery(emb, tc, report)
+    calibration, k = calibrate(pl, rows, emb, tc, report)
+    tc, kept = replace(tc, k=k), f"imported from {name} ({net.input.dim}-d output)"
+    run = assemble(pl, tc, Fitted(net, kept, []), rows, emb, index)
+    run.onnx, run.info["notes"] = net.input, notes
+    baseline = baseline_model(pl, cfg)
+    if baseline is not None:
+        run.info["baseline_model"] = baseline.to_dict()
+    run.metrics = {"index": index.stats(), "kept": kept, **calibration}
+    novelty.build(run, report, tc.seed)
+    if len(pl.test_idx):
+        test = evaluate_run(run, device="cpu", progress=report, target_precision=tc.target_precision)
+        run.metrics["test"] = test
+        notes.append(verdict(test))
+        report(Progress(Stage.NOTE, message=notes[-1]))
+    out = Path(tc.out).expanduser().resolve()
+    report(Progress(Stage.WRITE, message=f"writing {out}"))
+    run.save(overwrite=tc.overwrite)
+    report(Progress(Stage.DONE, message=str(out)))
+    return TrainResult(out, [], run.metrics, kept, notes)

@@ -1,0 +1,58 @@
+"""embedder/cli/args.py: the command line parsed as a user types it. Flags come from the config fields: a bool that
+may be left unset has both --x and --no-x, a bool on by default is turned off with --no-x, and the help names the
+layout a folder must have."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from embedder.cli.args import build_parser
+
+
+@pytest.mark.parametrize("args, pretrained", [([], None), (["--pretrained"], True), (["--no-pretrained"], False)])
+def test_train__a_bool_left_unset_has_three_states(args, pretrained):
+    assert build_parser().parse_args(["train", *args]).pretrained is pretrained
+
+
+def test_train__a_bool_on_by_default_is_turned_off_with_no():
+    parser = build_parser()
+    assert parser.parse_args(["train"]).freeze_bn is True
+    assert parser.parse_args(["train", "--no-freeze-bn"]).freeze_bn is False
+    assert parser.parse_args(["train", "--resume"]).resume is True
+
+
+def test_help__says_what_the_tool_does_and_the_folder_layout(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "<root>/<label>/<image>" in text
+    assert "exit code 2" in text
+    assert ".py" not in text  # no file names of ours
+
+
+def test_predict__k_unset_means_the_runs_own():
+    args = build_parser().parse_args(["predict", "runs/demo", "a.png", "b.png"])
+    assert (args.k, args.images) == (None, ["a.png", "b.png"])
+
+
+def _train_parser():
+    return next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+
+
+def test_readme__the_flags_it_names_first_show_the_parsers_defaults_and_choices():
+    """README lists the train flags a user reaches for first with their default or their choices; a default
+    changed in the config must not leave the README saying the old one."""
+    text = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    start = text.index("the ones you reach for first")
+    named = re.findall(r"`(--[a-z-]+) ([^`]+)`", text[start : text.index("`--overwrite`", start)])
+    flags = {o: a for a in _train_parser()._actions for o in a.option_strings}
+    checked = 0
+    for flag, shown in named:
+        action = flags[flag]
+        if "|" in shown:
+            assert shown.split("|") == list(action.choices), flag
+        elif re.fullmatch(r"[0-9.]+", shown):
+            assert float(shown) == action.default, f"README shows {flag} {shown}, the default is {action.default}"
+        checked += 1
+    assert checked >= 6

@@ -1,0 +1,156 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedder.cli.main import main
+from embedder.runs.run import load_run
+from tests.helpers import copy_run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_predict_json__shape_and_labels(digits_run, capsys):
+    from embedder.runs.run import load_run
+
+    run = load_run(digits_run)
+    paths, labels = run.queries("test")
+    chosen = [str(p) for p in paths[::9]]  # 40 held-out digits
+    # --no-unknown: this test is about the vote; how far "unknown" reaches depends on the CPU's numerics.
+    assert main(["predict", str(digits_run), *chosen, "--k", "3", "--json", "--no-unknown"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["image"] for o in out] == chosen
+    for o in out:
+        assert set(o) >= {"image", "label", "confidence", "neighbors"}
+        assert len(o["neighbors"]) == 3
+        assert set(o["neighbors"][0]) == {"path", "label", "distance"}
+        assert 0 < o["confidence"] <= 1
+    truth = [run.classes[label] for label in labels[::9]]
+    # The fixture run's held-out P@1 is about 0.98; raw pixels score about 0.95 on the digits.
+    assert sum(o["label"] == t for o, t in zip(out, truth)) >= 36
+
+
+def test_predict__bad_file_is_reported_and_others_answered(digits_run, tmp_path, capsys):
+    from embedder.runs.run import load_run
+
+    good = str(load_run(digits_run).queries("test")[0][0])
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["predict", str(digits_run), str(bad), good, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 1
+    assert captured.err.startswith("error: not a readable image: bad.png (")
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_predict__a_photo_like_image_on_the_digits_run_is_unknown_and_says_why(digits_run, tmp_path, capsys):
+    from PIL import Image
+
+    sky = tmp_path / "sky.png"  # a smooth colour field, as in a photo: nothing like a digit
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((64, 64)).save(sky)
+    assert main(["predict", str(digits_run), str(sky)]) == 0
+    assert f"{sky}: unknown - unlike every gallery image (confidence" in capsys.readouterr().out
+    assert main(["predict", str(digits_run), str(sky), "--json", "--no-unknown"]) == 0
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert answer["novel"] is True and answer["label"] != "unknown"
+    assert answer["novelty_distance"] > load_run(digits_run).metrics["novelty"]["threshold"]
+
+
+def test_project__csv_rows(digits_run, tmp_path):
+    out = tmp_path / "coords.csv"
+    assert main(["project", str(digits_run), "--method", "pca", "--dims", "3", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "x,y,z,path,label"
+    from embedder.runs.run import load_run
+
+    assert len(lines) == 1 + len(load_run(digits_run).gallery_paths)
+
+
+USER_ERRORS = [
+    (["train", "--data", "/no/such/folder", "--out", "{tmp}/r"], "error: data folder not found: /no/such/folder"),
+    (["evaluate", "{tmp}"], "is not a run folder"),
+    (["predict", "{tmp}/missing", "x.png"], "error: run folder not found"),
+    (
+        ["train", "--data", "demo", "--out", "{tmp}/r", "--margin", "-1"],
+        "error: --margin must be in [0.001, 2], got -1",
+    ),
+    (["train", "--data", "{tmp}", "--out", "{tmp}"], "overlaps the data folder"),
+    (["train", "--data", "{tmp}", "--out", "{tmp}/cats"], "overlaps the data folder"),
+    (["train", "--data", "demo", "--out", "{tmp}"], "is not a run folder (it holds cats)"),
+    (["train", "--epochs", "many"], "error: argument --epochs: invalid int value: 'many' (see python -m embedder"),
+]
+
+
+def _precious(tmp_path) -> None:
+    """A file the user cares about, in the folder the command line names."""
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "1.png").write_bytes(b"precious")
+
+
+@pytest.mark.parametrize("args, message", USER_ERRORS)
+def test_cli__user_errors_exit_2_with_one_line(args, message, tmp_path, capsys, demo_cache):
+    _precious(tmp_path)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's way out
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert (tmp_path / "cats" / "1.png").read_bytes() == b"precious"
+
+
+def test_cli__python_m_embedder_exits_2_with_one_line_on_stderr(tmp_path):
+    """The same, as a shell sees it: the real entry point in its own process (one case: it costs 3 s of imports)."""
+    args, message = USER_ERRORS[0]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "embedder", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "project"])
+@pytest.mark.parametrize("damage", ["index.ann", "gallery.npz", "config.json", "model.pt"])
+def test_cli__a_damaged_run_is_one_line_naming_the_file(digits_run, tmp_path, capsys, command, damage):
+    run_dir = copy_run(digits_run, tmp_path / "run")
+    (run_dir / damage).write_bytes(b"garbage")
+    query = str(load_run_queries(digits_run)[0])
+    args = {"predict": [query], "evaluate": ["--no-baselines"], "project": []}[command]
+    assert main([command, str(run_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: damaged run") and damage in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def load_run_queries(run_dir):
+    from embedder.runs.run import load_run
+
+    return load_run(run_dir).queries("test")[0]
+
+
+def test_bars__every_stage_shows_a_line_or_a_bar(capsys):
+    from embedder.cli.main import _Bars
+    from embedder.progress import Progress, Stage
+
+    bars = _Bars()
+    bars(Progress(Stage.PLAN, message="100 images in 2 classes"))
+    bars(Progress(Stage.VALIDATE, done=5, total=10, message="before training"))
+    assert bars.bar.desc == "validate: before training"  # a stage with a count is a bar named by it
+    bars(Progress(Stage.TRAIN, done=1, total=4, epoch=1, loss=0.5))
+    assert bars.bar.desc == "epoch 1"
+    bars(Progress(Stage.CALIBRATE, message='calibrating "unknown"'))
+    assert bars.bar is None  # a stage without a count closes the bar and says what it does in a line
+    bars(Progress(Stage.DONE, message="/runs/x"))
+    err = capsys.readouterr().err
+    assert "plan: 100 images in 2 classes\n" in err and 'calibrate: calibrating "unknown"\n' in err
+    assert "/runs/x" not in err

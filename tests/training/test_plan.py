@@ -1,0 +1,35 @@
+"""Planning: splits, batch shape and model choice decided before training, with user errors up front."""
+
+import pytest
+
+from embedder.errors import EmbedderError
+from embedder.training.plan import plan
+from tests.helpers import cfg as _cfg
+
+
+def test_plan__lonely_classes_stay_in_gallery_and_are_named(shapes_folder, tmp_path):
+    (shapes_folder / "star").mkdir()
+    (shapes_folder / "circle" / "000.png").rename(shapes_folder / "star" / "only.png")
+    pl = plan(_cfg(shapes_folder, tmp_path / "run"))
+    assert any("star" in note and "fewer than 2 training images" in note for note in pl.notes)
+    star = pl.images.classes.index("star")
+    assert star not in pl.trainable_classes
+    assert star in pl.images.labels[pl.train_idx]
+    assert pl.model_config.backbone == "convnet" and pl.model_config.image_size == 32  # 48 px images are "tiny"
+
+
+def test_plan__batch_keeps_its_size_when_classes_are_few(shapes_folder, tmp_path):
+    pl = plan(_cfg(shapes_folder, tmp_path / "run", classes_per_batch=8, per_class=4))
+    assert (pl.classes_per_batch, pl.per_class) == (3, 10)
+
+
+def test_plan__bad_settings_are_user_errors(shapes_folder, tmp_path):
+    with pytest.raises(EmbedderError, match="unknown --miner .easy."):
+        plan(_cfg(shapes_folder, tmp_path / "run", miner="easy"))
+    with pytest.raises(EmbedderError, match="no pretrained weights"):
+        plan(_cfg(shapes_folder, tmp_path / "run", backbone="convnet", pretrained=True))
+
+
+def test_unseen_classes__too_few_is_a_user_error(shapes_folder, tmp_path):
+    with pytest.raises(EmbedderError, match="need 4 unseen"):
+        plan(_cfg(shapes_folder, tmp_path / "run", unseen_classes=0.34))

