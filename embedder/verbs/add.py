@@ -25,6 +25,7 @@ from ..errors import EmbedderError
 from ..images.data import ImageSet, scan_folder
 from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.folders import is_inside
+from ..runs.lock import writing
 from ..runs.run import Run, load_run
 from ..training.checkpoint import work_dir
 from .pipeline import index_gallery
@@ -127,9 +128,15 @@ def add_images(
 
     Raises:
         EmbedderError: not a run, the folder missing, empty or overlapping the run, a training still writing the
-        run, or nothing new to add (every image is in the gallery already or is a held-out query).
+        run, another writer holding it too long (``runs.lock``), or nothing new to add (every image is in the
+        gallery already or is a held-out query).
     """
     report = progress or silent
+    with writing(run_dir, report):  # read, append and write back as one: a second writer waits
+        return _add(run_dir, folder, device, report, ray)
+
+
+def _add(run_dir, folder, device: str, report: Reporter, ray: str | None) -> Added:
     run = load_run(run_dir)
     root = Path(folder).expanduser().resolve()
     _check_folders(run, root)

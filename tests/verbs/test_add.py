@@ -155,3 +155,37 @@ def test_cli_add__user_errors_are_one_line_and_exit_2(run_dir, tmp_path, capsys,
     assert main(["add", str(target), str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_add__two_adds_at_once_both_land(run_dir, tmp_path):
+    """Two ``add`` processes on one run at once: the second waits for the first, and both sets of images are in
+    the gallery afterwards (without the lock the later swap won and the other's images were silently gone)."""
+    import subprocess
+    import sys
+
+    from embedder.runs.lock import writing
+
+    first = stripes(tmp_path / "one" / "stripes", 6, seed=1).parent
+    second = stripes(tmp_path / "two" / "zigzag", 6, seed=3).parent
+    command = lambda folder: [sys.executable, "-m", "embedder", "add", str(run_dir), str(folder)]  # noqa: E731
+    with writing(run_dir):  # both start while a writer holds the run, so they overlap for sure
+        procs = [subprocess.Popen(command(f), stderr=subprocess.PIPE, text=True) for f in (first, second)]
+        waiting = [p.stderr.readline() for p in procs]  # each says it waits before it reads anything
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert all("being written by another process: waiting" in line for line in waiting), waiting
+    run = load_run(run_dir)
+    added = {Path(p).parent.name for p in run.gallery_paths} & {"stripes", "zigzag"}
+    assert added == {"stripes", "zigzag"} and len(run.gallery_paths) == len(load_run(run_dir).gallery_paths)
+    assert sum(Path(p).parent.name in added for p in run.gallery_paths) == 12
+
+
+def test_add__a_writer_that_holds_the_run_too_long_is_named(run_dir, tmp_path, monkeypatch):
+    from embedder.runs import lock
+
+    monkeypatch.setattr(lock, "WAIT_SECONDS", 0.2)
+    before = load_run(run_dir).gallery_paths
+    folder = stripes(tmp_path / "new" / "stripes", 3, seed=1).parent
+    with lock.writing(run_dir), pytest.raises(EmbedderError, match=r"being written by another process \(still"):
+        add_images(run_dir, folder)
+    assert load_run(run_dir).gallery_paths == before
