@@ -17,6 +17,7 @@ SCHEDULES = ("constant", "cosine")
 SELECTIONS = ("auto", "holdout", "cv")
 DEVICES = ("auto", "cpu", "cuda")
 IMPORTED = "onnx"  # ModelConfig.backbone of a network imported from an ONNX file (never a --backbone choice)
+PIXELS = "pixels"  # ModelConfig.backbone of a run's first answer on tiny images: the pixels themselves (first.py)
 DEFAULT_K = 5  # neighbours that vote on a label: the one default, wherever k is asked for
 
 
@@ -133,6 +134,13 @@ class TrainConfig:
         "Fine-tuned share of the weight average",
         high=1.0,
     )
+    finetune: bool = setting(
+        True,
+        "train after the first answer: a run answers within seconds from features that need no training (pretrained "
+        "features, or the pixels of tiny images); training then replaces it only if it labels clearly better "
+        "(--no-finetune stops at the first answer)",
+        label="Fine-tune after the first answer",
+    )
     patience: int = setting(
         10, "early stopping: epochs without a better validation score", low=1, high=1000, label="Patience (epochs)"
     )
@@ -242,7 +250,7 @@ class ModelConfig:
     def problem(self) -> str | None:
         """Why this config cannot describe a network (read from a file, so anything may be in it), or None."""
         checks = [
-            (self.backbone in (*BACKBONES[1:], IMPORTED), f"unknown backbone '{self.backbone}'"),
+            (self.backbone in (*BACKBONES[1:], IMPORTED, PIXELS), f"unknown backbone '{self.backbone}'"),
             (self.dim is None or 2 <= self.dim <= 65536, f"embedding size {self.dim} out of range"),
             (8 <= self.image_size <= 4096, f"image size {self.image_size} out of range"),
             (self.resize in ("stretch", "crop"), f"unknown resize '{self.resize}'"),

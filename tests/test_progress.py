@@ -20,6 +20,7 @@ ORDER = [
     "evaluate",
     "baselines",
     "write",
+    "queryable",
     "done",
 ]
 

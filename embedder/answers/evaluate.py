@@ -109,9 +109,12 @@ def _embedder(run, device, report: Reporter, stage: Stage = Stage.EVALUATE):
     return embed
 
 
-def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
+def _baseline_embeddings(run, sets: _Sets, device, report: Reporter, network=None):
     """(name, (queries, gallery, unseen) embeddings) for each baseline: raw pixels, the untrained network, and
-    for a pretrained backbone its plain pretrained features. One at a time: a gallery's worth each."""
+    for a pretrained backbone its plain pretrained features. One at a time: a gallery's worth each. ``network``:
+    the ModelConfig of the network training starts from (default: the run's own; a run that answers with pixels
+    has no untrained twin of its own)."""
+    from ..config import PIXELS
     from ..network.model import EmbeddingNet
 
     embed, all_paths = _embedder(run, device, report, Stage.BASELINES), (sets.q_paths, sets.g_paths, sets.u_paths)
@@ -127,11 +130,14 @@ def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
     if run.onnx is not None:  # an imported network has no untrained twin here; the project's own backbone instead
         yield from _project_backbone(run, all_paths, device, report)
         return
+    mc = network or run.model_config
+    if mc.backbone == PIXELS:
+        return
     torch.manual_seed(run.train_config.seed)
-    untrained = EmbeddingNet(run.model_config, load_pretrained=False).eval().to(device)
+    untrained = EmbeddingNet(mc, load_pretrained=False).eval().to(device)
     yield "untrained", tuple(embed(untrained, p, f"untrained: {w}") for p, w in zip(all_paths, _WHAT))
-    if run.model_config.pretrained:
-        pre = EmbeddingNet(run.model_config, load_pretrained=True).eval().to(device)
+    if mc.pretrained:
+        pre = EmbeddingNet(mc, load_pretrained=True).eval().to(device)
         yield "pretrained", tuple(embed(pre.backbone_features, p, f"pretrained: {w}") for p, w in zip(all_paths, _WHAT))
 
 
@@ -211,6 +217,7 @@ def evaluate_run(
     device: str = "cpu",
     progress: Reporter | None = None,
     target_precision: float = 0.95,
+    network=None,
 ) -> dict:
     """Evaluate a run with two protocols, each next to its baselines measured the same way:
 
@@ -221,7 +228,8 @@ def evaluate_run(
     Baselines: raw pixels, the untrained network, and for pretrained backbones the pretrained features
     without triplet training. They are measured once, at training; asked again about the same held-out
     queries, the stored ones are reused (``baselines_reused`` says so). Also: open-set "unknown" detection
-    and per-class diagnostics.
+    and per-class diagnostics. ``network``: the ModelConfig whose untrained and pretrained twins are the
+    baselines (default: the run's; training passes the network it trains, whatever the run answers with).
     """
     report = progress or silent
     sets = _Sets.of(run, queries)
@@ -245,7 +253,7 @@ def evaluate_run(
     if flagged is not None:
         result["novelty"] = flagged
     if baselines:
-        _add_baselines(result, run, sets, device, report)
+        _add_baselines(result, run, sets, device, report, network)
     return result
 
 
@@ -265,7 +273,7 @@ def _answers(run, sets: _Sets, q_emb: np.ndarray, target_precision: float) -> di
     return result
 
 
-def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter) -> None:
+def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter, network=None) -> None:
     """The baselines of both protocols into ``result``: the stored ones when these are the queries they were
     measured on at training (and say so), else measured now."""
     stored = _stored_baselines(run, sets)
@@ -277,7 +285,7 @@ def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter) -> 
         report(Progress(Stage.BASELINES, message=f"reused from training: {', '.join(sorted(stored[0]))}"))
         return
     result["baselines"] = {}
-    for name, (qe, ge, ue) in _baseline_embeddings(run, sets, device, report):
+    for name, (qe, ge, ue) in _baseline_embeddings(run, sets, device, report, network):
         report(Progress(Stage.BASELINES, message=f"{name}: retrieval metrics of {len(qe):,} queries"))
         held, dis = sets.protocols(qe, ge, ue)
         result["baselines"][name] = held

@@ -154,3 +154,16 @@ def test_bars__every_stage_shows_a_line_or_a_bar(capsys):
     err = capsys.readouterr().err
     assert "plan: 100 images in 2 classes\n" in err and 'calibrate: calibrating "unknown"\n' in err
     assert "/runs/x" not in err
+
+
+@pytest.mark.slow
+def test_train__says_when_the_run_answers_before_it_says_it_is_written(shapes_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(shapes_folder), "--out", str(out), "--epochs", "1", "--dim", "16"]
+    assert main([*args, "--classes-per-batch", "3", "--selection", "holdout"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    queryable = next(i for i, line in enumerate(lines) if line.startswith("queryable now: "))
+    assert queryable < next(i for i, line in enumerate(lines) if line.startswith("run written to"))
+    line = lines[queryable]
+    assert line.startswith(f"queryable now: {out.resolve()} (the ")  # the run, and what it answers with
+    assert " gallery images in 3 classes; estimated label accuracy " in line and line.endswith(" s")
