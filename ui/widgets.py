@@ -117,6 +117,11 @@ def _job_view(out: str, show_curves: bool, cancel: bool, until_queryable: bool =
     elif job.running:
         elapsed = time.time() - job.started
         st.progress(job.fraction(), text=f"{job.describe()} · {elapsed:.0f} s")
+        if job.queryable:
+            st.caption(
+                f":material/check_circle: **{name}** answers already, from features that need no training; this "
+                "training replaces them only if it labels clearly better."
+            )
     else:
         _announce_finish(job)
     if cancel and job.active and st.button("Cancel training", key=f"cancel-{name}", icon=":material/stop:"):

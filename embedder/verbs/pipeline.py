@@ -334,6 +334,7 @@ def _keep_first(run: Run, pl: Plan, cfg: TrainConfig, device, report: Reporter, 
     if not evaluated:
         _evaluate(run, pl, cfg, device, report)
     _record_upgrade(run, {"result": "kept", "why": why}, report, overwrite=cfg.overwrite)
+    remove_work_dir(work_dir(run.path))  # the checkpoints of a training that is over
     report(Progress(Stage.DONE, message=str(run.path)))
     return TrainResult(run.path, run.history, run.metrics, run.metrics["kept"], pl.notes)
 
