@@ -1,5 +1,5 @@
-"""python -m embedder train | predict | evaluate | project | add | import-model | export-model, and the insight
-commands (cli_insights.py).
+"""python -m embedder train | predict | evaluate | project | add | import-model | export-model, the insight
+commands (insights.py) and the labelling ones (labelling.py: label, relabel, corrections).
 User errors: one line on stderr, exit code 2."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..errors import EmbedderError
 from ..progress import Progress
 from . import insights as cli_insights
+from . import labelling as cli_labelling
 from .args import EXIT_USER_ERROR, build_parser
 
 
@@ -220,6 +221,7 @@ COMMANDS = {
     "import-model": cmd_import_model,
     "export-model": cmd_export_model,
     **cli_insights.COMMANDS,
+    **cli_labelling.COMMANDS,
 }
 
 
