@@ -91,10 +91,11 @@ class Removal:
 
 @dataclass
 class Event:
-    """One line of the log: an image's label set (``label``), or the image taken out (``label`` None)."""
+    """One line of the log: an image's label set (``label``), or the image taken out (``label`` None). An undo
+    batch ends with a line of path "" whose ``label`` names the batch it took back."""
 
     batch: int  # the call that made it: an undo takes back a whole batch
-    action: Literal["relabel", "remove", "restore", "undo"]
+    action: Literal["relabel", "remove", "restore", "add", "undo"]  # "add": joined the gallery from Review
     path: str
     label: str | None  # after the event: its label, or None when out of the gallery
     before: str | None  # before the event, the same way
@@ -216,6 +217,21 @@ def class_index(run, label: str) -> int:
     except ValueError:
         run.classes = [*run.classes, label]
         return len(run.classes) - 1
+
+
+def compact(run) -> None:
+    """Drop the classes nothing names any more: no gallery image (as stored or corrected), no correction and no
+    recorded held-out image carries them (a label a correction brought in, then taken back). Before a run is
+    written, so its class list does not keep labels of nothing."""
+    named = {run.classes[i] for i in np.unique(run.gallery_labels)}
+    named |= {c.label for c in run.corrections.changes} | {c.was for c in run.corrections.changes}
+    named |= {r.label for r in run.corrections.removed} | {r.current for r in run.corrections.removed}
+    named |= {row[1] for part, rows in run.split.items() if isinstance(rows, list) for row in rows}
+    keep = [c for c in run.classes if c in named]
+    if len(keep) < len(run.classes):
+        index = {c: i for i, c in enumerate(keep)}
+        run.gallery_labels = np.array([index[run.classes[i]] for i in run.gallery_labels], dtype=np.int64)
+        run.classes = keep
 
 
 def stored_labels(run) -> np.ndarray:

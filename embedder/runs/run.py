@@ -159,6 +159,7 @@ class Run:
 
     def save(self, overwrite: bool = False) -> Path:
         """Write this run to ``self.path`` atomically (see ``bundle.write``); only ever replaces a run."""
+        overlay.compact(self)
         info = {k: v for k, v in self.info.items() if k not in ("schema_version", "created", "versions", "checksums")}
         config = {
             "model": self.model_config.to_dict(),

@@ -199,7 +199,8 @@ def relabel(
                 continue
             stored, at = found
             target = state.stored_label(stored, at) if undo else row.label
-            what = state.set(stored, at, target, "undo" if undo else "remove" if target is OUT else "relabel")
+            action = "restore" if at is None else "remove" if target is OUT else "relabel"
+            what = state.set(stored, at, target, action)
             setattr(done, what, getattr(done, what) + 1)
         if rows and len(done.not_found) == len(rows):
             raise EmbedderError(
