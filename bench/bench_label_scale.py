@@ -31,9 +31,8 @@ print(json.dumps({"images": done.answered, "seconds": time.perf_counter() - t0, 
 
 def images(root: Path, n: int) -> Path:
     """``n`` generated 32-px images in nested folders (no class folders), made once."""
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     if (root / ".done").exists():
         return root
