@@ -63,3 +63,18 @@ def test_labelling_commands__user_errors_exit_2_with_one_line(run_dir, tmp_path,
     assert main([a.format(run=run_dir, tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict__unknown_that_would_swallow_every_answer_is_said_once_and_left_off(run_dir, tmp_path, capsys):
+    """Issue 26's 100,000 overlapping images: no distance kept the answers 95% right, so "unknown" fell to the
+    smallest distance and swallowed nearly everything. Now: said once, and every answer keeps its label."""
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["unknown"] = {"threshold": 0.0, "target_precision": 0.95, "precision": 0.71, "coverage": 0.001}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    images = [str(p) for p in sorted(make_shapes_folder(tmp_path / "q", per_class=1, seed=4).rglob("*.png"))]
+    assert main(["predict", str(run_dir), *images, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("no distance keeps this run's answers 95% right") == 1
+    assert all(p["label"] != "unknown" for p in json.loads(captured.out))
