@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..answers.rescore import rescore
 from ..errors import EmbedderError, one_line
 from ..images.label_file import LabelRow, key
 from ..progress import Progress, Reporter, Stage, silent
@@ -30,7 +31,6 @@ from ..runs.run import Run, load_run
 from ..training.checkpoint import work_dir
 from .pipeline import index_gallery
 
-BASELINES_NOTE = "baselines as measured at training, before the gallery's labels were corrected"
 OUT = None  # a target state: out of the gallery
 
 
@@ -92,7 +92,8 @@ class _State:
             return self.removal_at[k], None
         return None
 
-    def label_of(self, stored: str, row: int | None) -> str | None:
+    def label_of(self, row: int | None) -> str | None:
+        """The image's label now; None while it is out of the gallery."""
         return None if row is None else self.run.classes[self.run.gallery_labels[row]]
 
     def stored_label(self, stored: str, row: int | None) -> str:
@@ -104,7 +105,7 @@ class _State:
 
     def set(self, stored: str, row: int | None, target: str | None, action: str) -> str:
         """Give the image ``target`` (a label, or OUT); returns "changed", "removed", "restored" or "unchanged"."""
-        before = self.label_of(stored, row)
+        before = self.label_of(row)
         if before == target:
             return "unchanged"
         was = self.stored_label(stored, row)
@@ -266,38 +267,3 @@ def _finish(run: Run, state: _State, done: Relabelled, report: Reporter) -> Rela
         bundle.update(run.path, texts)
     report(Progress(Stage.DONE, message=str(run.path)))
     return done
-
-
-def rescore(run: Run, report: Reporter = silent) -> None:
-    """``metrics["test"]`` measured again on the run's gallery as it is now (its corrected labels), with the
-    held-out queries' embeddings from the run's cache (embedded once per network); the baselines are kept as
-    they were measured at training. Nothing happens for a run without held-out metrics."""
-    from ..answers.evaluate import _Sets, evaluate_run
-    from ..answers.novelty import held_out
-    from ..maps.project import cached_array
-
-    stored = run.metrics.get("test")
-    if not stored:
-        return
-    queries = run.train_config.queries if not run.split.get("test") else None
-    try:
-        sets = _Sets.of(run, queries)
-    except EmbedderError:
-        return  # its queries are gone: the stored numbers stay, as they were measured
-    model = run.info.get("checksums", {}).get("model.onnx" if run.onnx is not None else "model.pt", "")[:16]
-    name = f"held-out-{model}-{len(sets.q_paths)}"
-    dim = run.gallery_embeddings.shape[1]
-    compute = lambda: held_out(run, sets.q_paths)[0]
-    q_emb = cached_array(run.path, name, compute, (len(sets.q_paths), dim))
-    fresh = evaluate_run(
-        run,
-        queries,
-        baselines=False,
-        progress=report,
-        embedded=(q_emb, stored.get("novelty")),
-        target_precision=run.train_config.target_precision,
-    )
-    fresh["baselines"] = stored.get("baselines", {})
-    if fresh["baselines"]:
-        fresh["baselines_note"] = BASELINES_NOTE
-    run.metrics["test"] = fresh

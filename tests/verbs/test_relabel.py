@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 
+from embedder.answers.rescore import BASELINES_NOTE
 from embedder.errors import EmbedderError
 from embedder.images.label_file import LabelRow, read
 from embedder.runs.run import load_run
-from embedder.verbs.relabel import BASELINES_NOTE, relabel, undo_last
+from embedder.verbs.relabel import relabel, undo_last
 from tests.helpers import copy_run
 
 
