@@ -127,36 +127,40 @@ def p_at_1(metrics: dict) -> dict:
     return {"p_at_1": p, "ci": [low, high], "n": n}
 
 
+def _outcome(rows_suggested: list[tuple[int, int]], planted, right) -> dict:
+    """What accepting these (row, suggested label) suggestions would do."""
+    return {
+        "listed": len(rows_suggested),
+        "planted_in_list": sum(planted(r) for r, _ in rows_suggested),
+        "fixed_if_accepted": sum(right(r, s) for r, s in rows_suggested),
+        "right_labels_changed_if_accepted": sum(not planted(r) for r, _ in rows_suggested),
+    }
+
+
 def rankings(run_dir: Path, truth: dict[str, str]) -> tuple[list[dict], dict]:
-    """The top ``TOP`` of ours (as ``mislabels --json`` prints them) and how ours and cleanlab's find_label_issues
-    (on the same leave-one-out vote probabilities) do on the planted errors."""
-    from embedder.insights.findings import cleanlab_mislabels, gallery_findings, vote_probabilities
+    """The top ``TOP`` of ``mislabels --json`` (its default: the clear suspects) and how each ranking does on the
+    planted errors: ours as listed, ours over every flagged image, and cleanlab's find_label_issues on the same
+    leave-one-out vote probabilities (its own flagged list, ranked by self-confidence)."""
+    from embedder.insights.findings import CLEAR_SCORE, cleanlab_mislabels, gallery_findings, vote_probabilities
     from embedder.runs.run import load_run
 
     run = load_run(run_dir)
     found, files = gallery_findings(run), run.gallery_files()
     planted = lambda row: files[row].name in truth
     right = lambda row, label: truth.get(files[row].name) == run.classes[label]
-    ours = found.mislabels[:TOP]
+    listed = [s for s in found.mislabels if s.score >= CLEAR_SCORE][:TOP]
     top = [
-        {"path": str(files[s.row]), "label": run.classes[s.label], "suggested": run.classes[s.suggested]} for s in ours
+        {"path": str(files[s.row]), "label": run.classes[s.label], "suggested": run.classes[s.suggested]}
+        for s in listed
     ]
     probs = vote_probabilities(run.gallery_labels, found.neighbours, len(run.classes))
-    theirs = cleanlab_mislabels(run.gallery_labels, found.neighbours, len(run.classes))[:TOP]
+    theirs = cleanlab_mislabels(run.gallery_labels, found.neighbours, len(run.classes))
     compare = {
-        "ours": {
-            "flagged": len(found.mislabels),
-            "planted_in_top": sum(planted(s.row) for s in ours),
-            "fixed_if_accepted": sum(right(s.row, s.suggested) for s in ours),
-            "right_labels_changed_if_accepted": sum(not planted(s.row) for s in ours),
-        },
-        "cleanlab": {
-            "flagged": int(len(cleanlab_mislabels(run.gallery_labels, found.neighbours, len(run.classes)))),
-            "planted_in_top": sum(planted(r) for r in theirs),
-            "fixed_if_accepted": sum(right(r, int(probs[r].argmax())) for r in theirs),
-            "right_labels_changed_if_accepted": sum(not planted(r) for r in theirs),
-        },
+        "ours": _outcome([(s.row, s.suggested) for s in listed], planted, right),
+        "ours_every_flagged": _outcome([(s.row, s.suggested) for s in found.mislabels[:TOP]], planted, right),
+        "cleanlab": _outcome([(int(r), int(probs[r].argmax())) for r in theirs[:TOP]], planted, right),
     }
+    compare["ours"]["flagged"], compare["cleanlab"]["flagged"] = len(found.mislabels), len(theirs)
     return top, compare
 
 
@@ -262,7 +266,7 @@ def report(row: dict) -> None:
     print(f"\n{row['set']}: {row['planted']} planted wrong labels; load {row['load']}")
     for who, c in row["rankings"].items():
         print(
-            f"  {who:<8} flags {c['flagged']}, top {TOP}: {c['planted_in_top']} planted, accepting fixes "
+            f"  {who:<18} lists {c['listed']} (of its top {TOP}): {c['planted_in_list']} planted; accepting them fixes "
             f"{c['fixed_if_accepted']} and changes {c['right_labels_changed_if_accepted']} right labels"
         )
     print(

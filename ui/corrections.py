@@ -122,16 +122,14 @@ def suspect_actions(run: Run, row: int, suggested: str, key: str) -> None:
         st.rerun()
 
 
-def accept_top(run: Run, suspects: list, key: str) -> None:
-    """Accept the suggested labels of the first N suspects at once."""
+def accept_top(run: Run, suspects: list, key: str, clear: int) -> None:
+    """Accept the suggested labels of the first N suspects at once (N starts at the ``clear`` ones)."""
     refused = allowed(run)
     if refused:
         st.caption(f"Corrections: {refused}.")
         return
     c = st.columns([1, 2])
-    n = c[0].number_input(
-        "Suspects", 1, len(suspects), min(30, len(suspects)), key=f"{key}-n", label_visibility="collapsed"
-    )
+    n = c[0].number_input("Suspects", 1, len(suspects), max(1, clear), key=f"{key}-n", label_visibility="collapsed")
     if c[1].button(f"Accept the top {n} suggestions", key=f"{key}-top", icon=":material/done_all:"):
         rows = [LabelRow(run.gallery_paths[s.row], run.classes[s.suggested]) for s in suspects[:n]]
         if apply(run, rows):

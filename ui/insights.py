@@ -13,7 +13,7 @@ import streamlit as st
 
 from embedder.insights import export
 from embedder.insights.explain import Explanation, explain_batch
-from embedder.insights.findings import GalleryFindings, LeakFindings, gallery_findings, leak_findings
+from embedder.insights.findings import CLEAR_SCORE, GalleryFindings, LeakFindings, gallery_findings, leak_findings
 
 from . import cache, corrections, maps, widgets
 
@@ -61,7 +61,12 @@ def mislabels(run, found: GalleryFindings) -> None:
     if not suspects:
         st.success("No image's neighbours outvote its label.")
         return
-    corrections.accept_top(run, suspects, "insights-suspects")
+    clear = sum(s.score >= CLEAR_SCORE for s in suspects)
+    st.caption(
+        f"**{clear}** of them are clear (score ≥ {CLEAR_SCORE}: every neighbour disagrees and the image's own label "
+        "is at least twice as far as another): their suggestions are the ones worth accepting at once."
+    )
+    corrections.accept_top(run, suspects, "insights-suspects", clear)
     for rank, s in enumerate(suspects[:SHOW_SUSPECTS], start=1):
         with st.container(border=True, key=f"suspect-{rank}"):
             st.markdown(

@@ -10,7 +10,7 @@ import json
 import sys
 
 from ..errors import EmbedderError
-from ..insights.findings import MISLABEL_K
+from ..insights.findings import CLEAR_SCORE, MISLABEL_K
 
 
 def _run_and_top(p, top_help: str) -> None:
@@ -23,6 +23,14 @@ def add_commands(sub) -> None:
     p = sub.add_parser("mislabels", help="gallery images whose nearest neighbours mostly carry another label")
     _run_and_top(p, "list only the N most suspect")
     p.add_argument("--k", type=int, default=MISLABEL_K, help=f"neighbours that judge a label (default: {MISLABEL_K})")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=CLEAR_SCORE,
+        help=f"list only suspects scoring at least this (default: {CLEAR_SCORE}, the clear ones: with every neighbour "
+        "disagreeing, the image's own label at least twice as far as another; cleanlab: its own label less likely "
+        "than not); 0 lists every image the vote disagrees with",
+    )
     p.add_argument(
         "--method",
         default="ours",
@@ -97,7 +105,8 @@ def cmd_mislabels(args) -> int:
     _check(args)
     run, found = _findings(args)
     files = run.gallery_files()
-    ranked = _ranked(run, found, args.method)
+    everything = _ranked(run, found, args.method)
+    ranked = [r for r in everything if r[2] >= args.min_score]
     rows = [
         {
             "path": str(files[row]),
@@ -108,7 +117,12 @@ def cmd_mislabels(args) -> int:
         for row, suggested, score in ranked[: args.top]
     ]
     if not args.json:
-        print(f"{len(ranked)} suspected mislabels among {len(files):,} gallery images; score label suggested")
+        weaker = len(everything) - len(ranked)
+        print(
+            f"{len(ranked)} suspected mislabels among {len(files):,} gallery images"
+            + (f" ({weaker} weaker below score {args.min_score}: --min-score 0 lists them)" if weaker else "")
+            + "; score label suggested"
+        )
     _emit(rows, args.json, ["score", "label", "suggested", "path"])
     return 0
 

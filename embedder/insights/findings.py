@@ -17,6 +17,10 @@ from ..search.knn import topk
 from ..search.vote import EPS, knn_predictions
 
 MISLABEL_K = 10  # neighbours that judge a label: more than the vote's 5, so one odd neighbour cannot flag an image
+# A suspect is "clear", and its suggestion worth accepting, from this score up: with every neighbour disagreeing, the
+# nearest image of its own label is at least twice as far as the nearest of another. Chosen before measuring it
+# (BENCHMARKS.md, "The labelling loop"): an odd but right image sits between classes, at a ratio near 1.
+CLEAR_SCORE = 0.5
 DUPLICATE_FRACTION = 0.1  # default duplicate threshold: this share of the median nearest-neighbour distance
 EXACT_LIMIT = 200_000  # galleries up to this size search themselves exactly; beyond, the run's Annoy index answers
 LEAK_K = 5  # gallery neighbours checked per held-out query for a leak
