@@ -163,6 +163,13 @@ class TrainConfig:
     queries: str | None = setting(
         None, "a separate ImageFolder of evaluation queries instead of a held-out split", app=False
     )
+    labels: str | None = setting(
+        None,
+        "a CSV of corrected labels (path,label; action=remove leaves an image out; paths absolute or relative to the "
+        "data folder), such as a run's exported corrections: training learns from these instead of the folders' "
+        "labels; the image files are not touched",
+        label="Corrected labels (CSV)",
+    )
     k: int | None = setting(
         None,
         "neighbours that vote on a label; unset = chosen on validation among 1, 3, 5, 10 and 20: 5 unless another "

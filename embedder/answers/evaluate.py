@@ -211,6 +211,7 @@ def evaluate_run(
     device: str = "cpu",
     progress: Reporter | None = None,
     target_precision: float = 0.95,
+    embedded: tuple[np.ndarray, dict | None] | None = None,
 ) -> dict:
     """Evaluate a run with two protocols, each next to its baselines measured the same way:
 
@@ -229,7 +230,7 @@ def evaluate_run(
         report(Progress(Stage.NOTE, message=sets.sampled))
     embed = _embedder(run, device, report)
     model = run.model(device)
-    q_emb, flagged = novelty.held_out(run, sets.q_paths, device, counter(report, Stage.EVALUATE, "queries"))
+    q_emb, flagged = embedded or novelty.held_out(run, sets.q_paths, device, counter(report, Stage.EVALUATE, "queries"))
     u_emb = embed(model, sets.u_paths, "unseen-class images")
     report(Progress(Stage.EVALUATE, message=f"retrieval metrics of {len(q_emb):,} queries"))
     result, disjoint = sets.protocols(q_emb, run.gallery_embeddings, u_emb)

@@ -13,10 +13,12 @@ A run folder holds:
     index-<n>.ann  one Annoy index per shard of contiguous gallery rows (config.json: index.shards, their rows)
     history.json   one row per epoch
     metrics.json   evaluation results, baselines, index recall
+    corrections.json  labels corrected and images taken out since the gallery was written (corrections.py; only
+                   when there are some)
     projections/   cached maps (optional, written by the app; embedder/maps/project.py)
 
-config.json records the SHA-256 of the model file, gallery.npz and each index file; a file that does not match (damaged,
-or swapped in from another run) is named on load.
+config.json records the SHA-256 of the model file, gallery.npz, each index file and corrections.json; a file that
+does not match (damaged, or swapped in from another run) is named on load.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .machine import machine_versions
 from ..onnx.input import OnnxInput
 
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")  # a sharded run: index-<n>.ann instead
+EXTRA_CHECKSUMMED = ("corrections.json",)  # optional files with a checksum, each read and checked by its own module
 
 
 class _BundleNames(frozenset):
@@ -55,6 +58,7 @@ class _BundleNames(frozenset):
 BUNDLE_FILES = _BundleNames(
     # "projections": the app's cache of maps (embedder/maps/project.py): part of the run, rebuilt on demand
     {MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
+    | {"corrections.json"}
 )
 
 
@@ -131,12 +135,15 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
         index_names = files["index"].save_into(tmp)
         for name in ("split.json", "history.json", "metrics.json"):
             (tmp / name).write_text(json.dumps(files[name], indent=1))
+        extra = [name for name in EXTRA_CHECKSUMMED if name in files]
+        for name in extra:
+            (tmp / name).write_text(files[name])
         config = {
             "schema_version": SCHEMA_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **config,
             "versions": machine_versions(),
-            "checksums": {name: sha256(tmp / name) for name in (model, "gallery.npz", *index_names)},
+            "checksums": {name: sha256(tmp / name) for name in (model, "gallery.npz", *index_names, *extra)},
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
@@ -145,6 +152,45 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def update(out: Path, texts: dict[str, str]) -> Path:
+    """Replace some of a run's small files (``texts``: name -> its new text) without writing the rest again: the
+    other files are hard-linked into a temporary sibling folder (files are never changed in place: every write
+    swaps a whole folder), the new texts written beside them, config.json's checksums brought up to date, and the
+    folder swapped into place as ``write`` does. A change to a run's corrections costs milliseconds, not a copy of
+    its gallery, and its cached maps (``projections/``) stay."""
+    out = Path(out).resolve()
+    check_out(out)
+    config = json.loads((out / "config.json").read_text())
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for entry in out.iterdir():
+            if entry.name not in texts and entry.name != "config.json":
+                _link(entry, tmp / entry.name)
+        for name, text in texts.items():
+            (tmp / name).write_text(text)
+        sums = config.setdefault("checksums", {})
+        sums.update({name: sha256(tmp / name) for name in texts if name in EXTRA_CHECKSUMMED})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link of the file ``src``, or a folder of hard links (a copy where links cannot be made)."""
+    if src.is_dir():
+        dst.mkdir()
+        for entry in src.iterdir():
+            _link(entry, dst / entry.name)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def is_run(path: str | os.PathLike) -> bool:

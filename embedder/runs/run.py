@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import bundle, bundle_read
+from . import corrections as overlay
 from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers ask of run folders)
 from ..config import DEFAULT_K, ModelConfig, TrainConfig
 from ..errors import EmbedderError
@@ -64,6 +65,9 @@ class Run:
     onnx: OnnxInput | None = None  # an imported network's preprocessing; None for a network trained here
     novelty_reference: np.ndarray | None = None  # (R, F) float16: what novelty.py measures a query against
     novelty_rows: np.ndarray | None = None  # (R,) the gallery rows the reference was taken from
+    # Labels corrected and images taken out since the gallery was written (corrections.py): gallery_labels above
+    # are the corrected ones; gallery.npz keeps what it was written with.
+    corrections: overlay.Corrections = field(default_factory=overlay.Corrections)
     _model: Any = None
     _index: GalleryIndex | None = None
 
@@ -155,6 +159,7 @@ class Run:
 
     def save(self, overwrite: bool = False) -> Path:
         """Write this run to ``self.path`` atomically (see ``bundle.write``); only ever replaces a run."""
+        overlay.compact(self)
         info = {k: v for k, v in self.info.items() if k not in ("schema_version", "created", "versions", "checksums")}
         config = {
             "model": self.model_config.to_dict(),
@@ -175,7 +180,7 @@ class Run:
             **model,
             "gallery.npz": {
                 "embeddings": self.gallery_embeddings.astype(np.float32),
-                "labels": self.gallery_labels.astype(np.int64),
+                "labels": overlay.stored_labels(self).astype(np.int64),
                 "paths": np.array(self.gallery_paths, dtype=str),
                 **(
                     {"novelty": self.novelty_reference, "novelty_rows": self.novelty_rows}
@@ -187,6 +192,7 @@ class Run:
             "split.json": self.split,
             "history.json": self.history,
             "metrics.json": self.metrics,
+            **({overlay.FILE: self.corrections.to_json()} if self.corrections else {}),
         }
         return bundle.write(self.path, files, config, overwrite=overwrite)
 
@@ -218,7 +224,9 @@ class Run:
             onnx=manifest.onnx,
             novelty_reference=got["novelty_reference"],
             novelty_rows=got["novelty_rows"],
+            corrections=overlay.read(path, manifest.checksums),
         )
+        overlay.apply(run)
         run.index()
         return run
 
