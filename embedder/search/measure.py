@@ -17,7 +17,7 @@ from .knn import as_float32
 
 TIMED_PROBES = 100  # probes timed one at a time for each method
 TIMING_REPEATS = 3
-EF_START = 16  # the graph's first search depth; doubled until recall reaches the target
+EF_START = 16  # the graph's first search depth; raised by half until recall reaches the target
 EF_MAX = 4096
 
 
@@ -81,4 +81,4 @@ def tune_graph(graph, gallery, vectors, truth, skip, config: IndexConfig, give_u
         ms = best_ms(lambda v, e=ef: graph.query(v[None], gallery, k, e), vectors)
         if got >= config.target_recall or ef >= min(graph.size, EF_MAX) or ms > give_up_ms:
             return int(ef), float(got), ms
-        ef = min(ef * 2, EF_MAX)
+        ef = min(ef * 3 // 2, EF_MAX)  # finer than doubling: cost grows with ef, the cheapest ef that reaches it
