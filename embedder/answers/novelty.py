@@ -53,6 +53,12 @@ def _paired(model):
     return both
 
 
+def centred(emb: np.ndarray, centre) -> np.ndarray:
+    from ..network.centre import centred as move
+
+    return move(emb, centre)
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -66,7 +72,8 @@ def embed(run, images: Sequence, device="cpu", progress=None) -> tuple[np.ndarra
     model = run.model(device)
     both = run.embed(images, device=device, progress=progress, fn=_paired(model))
     d = run.gallery_embeddings.shape[1]
-    return _unit(both[:, :d]), _unit(both[:, d:])  # mirror averaging normalised the pair as one vector
+    # mirror averaging normalised the pair as one vector; the embedding half is moved as the gallery was
+    return centred(_unit(both[:, :d]), run.centre), _unit(both[:, d:])
 
 
 def threshold(reference: np.ndarray, rate: float = RATE) -> float:
