@@ -67,7 +67,7 @@ def browser_ms(run_dir: Path, images: list[bytes], log: Path) -> list[float]:
     times = []
     with _serve(env, log) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        with _tab(browser, timeout_ms=120_000) as page:
+        with _tab(browser, timeout_ms=600_000) as page:
             _open(page, f"{url}/query", "Query")
             upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
             for i, data in enumerate(images):

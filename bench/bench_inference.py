@@ -38,6 +38,8 @@ LITE0 = ModelConfig(
     backbone="efficientnet_lite0", image_size=224, resize="crop", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
 )
 BATCH = 32
+CANDIDATE = 1.3  # options at least this much faster get their labels checked (adopting one takes 1.5x)
+DIGITS = 600  # digits embedded for P@1 (every fifth a query): Lite0 at 224 px is slow on 2 cores
 
 
 def onnx_runner(model: torch.nn.Module):
@@ -114,6 +116,7 @@ def data_sets(photos: Path) -> dict:
         q, ql = labelled(photos / "val")
         sets["cats_dogs"] = (g, gl, q, ql)
     paths, labels = labelled(demo_dataset())
+    paths, labels = paths[::3][:DIGITS], labels[::3][:DIGITS]  # every class, a third of each
     query = np.arange(len(paths)) % 5 == 0
     gallery, queries = [p for p, m in zip(paths, query) if not m], [p for p, m in zip(paths, query) if m]
     sets["digits"] = (gallery, labels[~query], queries, labels[query])
@@ -135,6 +138,9 @@ def run(photos: Path, compile_too: bool) -> str:
     for name, fn in fns.items():
         cells = [name, f"{ips[name]:.1f}", f"{ips[name] / base:.2f}x"]
         for set_name, (g, gl, q, ql) in sets.items():
+            if name != "eager float32" and ips[name] < CANDIDATE * base:  # too slow to adopt: labels not checked
+                cells += ["-", "-"]
+                continue
             with torch.no_grad():
                 p1, emb = p_at_1(fn, transform, g, gl, q, ql)
             reference.setdefault(set_name, emb)
@@ -145,7 +151,8 @@ def run(photos: Path, compile_too: bool) -> str:
     return (
         f"### Lite0 inference options (batch {BATCH}, {torch.get_num_threads()} torch threads, load average "
         f"{load:.1f})\n\nImages/s on ready tensors, best of 3 alternating passes; P@1 and the largest embedding "
-        f"difference from eager float32 on every image of each set.{bf16}\n\n" + table(header, rows)
+        f"difference from eager float32 on every image of each set, for the options >= {CANDIDATE}x faster."
+        f"{bf16}\n\n" + table(header, rows)
     )
 
 
