@@ -220,6 +220,8 @@ def build_index(
             measured.update(graph_recall_at_10=round(recall, 4), graph_ms=round(ms, 4))
     measured.update(probes=len(vectors), probe_kind=kind)
     method = _choose(config, measured)
+    if method == "graph" and graph is None:  # a gallery of one image: there was nothing to build a graph for
+        method = "exact"
     recall = 1.0 if method == "exact" else measured[f"{method}_recall_at_10"]
     keep = method in ("exact", "graph")
     index = GalleryIndex(annoy, dim, n, config.n_trees, search_k, recall, method, gallery if keep else None, measured)

@@ -168,3 +168,8 @@ def test_bundle__the_graph_file_has_its_checksum_and_a_damaged_one_is_refused(gr
     rewrite_checksums(run_dir)
     with pytest.raises(EmbedderError, match="'../graph.voy' is not a graph file name"):
         load_run(run_dir)
+
+
+def test_build_index__a_forced_graph_over_one_image_answers_exactly():
+    index = build_index(unit([[1.0, 2.0, 3.0]]), IndexConfig(method="graph"))
+    assert index.method == "exact" and index.query(unit([[1.0, 2.0, 2.0]]), 3)[0].tolist() == [[0]]
