@@ -20,6 +20,7 @@ sample of the gallery embeddings themselves.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,14 +44,27 @@ def space(model) -> str:
     return "backbone" if hasattr(model, "backbone_features") else "embedding"
 
 
-def _paired(model):
-    """One forward pass -> [embedding | backbone features], each part a unit vector."""
+class _Paired(torch.nn.Module):
+    """One forward pass -> [embedding | backbone features], each part a unit vector (a module: it exports)."""
 
-    def both(x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, model) -> None:
+        super().__init__()
+        self._model = weakref.ref(model)  # not a submodule: the pair is cached for the model's life, not longer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self._model()
         f = model.backbone(x)
         return torch.cat([F.normalize(model.head(f), dim=1), F.normalize(f, dim=1)], dim=1)
 
-    return both
+
+_PAIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _paired(model) -> _Paired:
+    """The model's pair, made once (so its onnxruntime export, network/fast.py, is made once)."""
+    if model not in _PAIRS:
+        _PAIRS[model] = _Paired(model).eval()
+    return _PAIRS[model]
 
 
 def centred(emb: np.ndarray, centre) -> np.ndarray:

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from ..errors import EmbedderError
 from ..images.data import load_image
+from .fast import FAST_FROM, for_cpu
 
 CACHE_ENV = "EMBEDDER_DECODE_CACHE_MB"
 DEFAULT_CACHE_MB = 256
@@ -139,8 +140,12 @@ def embed_images(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
     loader: Callable = load_image,
+    fast: bool = False,
 ) -> np.ndarray:
     """Embed PIL images or image paths with ``fn`` (a model in eval mode, or one of its methods).
+
+    With ``fast`` (a fixed network on the CPU) ``fn`` is run by onnxruntime from ``network.fast.FAST_FROM`` images
+    on, where its export agrees with torch.
 
     Images given as paths are decoded by ``loader`` in a pool of threads (``decode_threads``), a few batches ahead
     of the network, so memory holds those batches and the (N, D) output, which is written in place as batches
@@ -155,6 +160,8 @@ def embed_images(
     try:
         for batch in _batches(_ImageList(images, transform, loader), batch_size, pool, pin):
             batch = batch.to(device, non_blocking=pin)
+            if fast and done == 0 and len(images) >= FAST_FROM and torch.device(device).type == "cpu":
+                fn = for_cpu(fn, batch)
             z = fn(batch)  # (B, D)
             if flip_tta:
                 z = F.normalize(z + fn(torch.flip(batch, dims=[3])), dim=1)

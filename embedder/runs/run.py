@@ -152,6 +152,7 @@ class Run:
             flip_tta=self.model_config.flip_tta,
             device=device,
             progress=progress,
+            fast=self.onnx is None,  # a loaded network does not change: many images go through onnxruntime
         )
         return centred(emb, self.centre) if fn is None else emb
 
