@@ -229,9 +229,8 @@ def evaluate_run(
     if sets.sampled:
         report(Progress(Stage.NOTE, message=sets.sampled))
     embed = _embedder(run, device, report)
-    model = run.model(device)
     q_emb, flagged = embedded or novelty.held_out(run, sets.q_paths, device, counter(report, Stage.EVALUATE, "queries"))
-    u_emb = embed(model, sets.u_paths, "unseen-class images")
+    u_emb = embed(None, sets.u_paths, "unseen-class images")  # None: the run's own network, centred as its gallery
     report(Progress(Stage.EVALUATE, message=f"retrieval metrics of {len(q_emb):,} queries"))
     result, disjoint = sets.protocols(q_emb, run.gallery_embeddings, u_emb)
     result["queries"] = sets.source

@@ -11,6 +11,8 @@ A run folder holds:
     split.json     the held-out evaluation queries (and validation images) as [relative path, label]
     index.ann      the Annoy index over the gallery embeddings, or for a gallery past ``shard_items`` rows
     index-<n>.ann  one Annoy index per shard of contiguous gallery rows (config.json: index.shards, their rows)
+    graph.voy      the HNSW graph (Voyager's format), when it answers queries (index.method "graph"), or
+    graph-<n>.voy  one per shard (config.json: index.graph, each file's rows)
     history.json   one row per epoch
     metrics.json   evaluation results, baselines, index recall
     corrections.json  labels corrected and images taken out since the gallery was written (corrections.py; only
@@ -39,6 +41,7 @@ import torch
 from ..config import SCHEMA_VERSION, ModelConfig, TrainConfig
 from ..errors import EmbedderError
 from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
+from ..search.graph import GRAPH_FILE
 from ..search.shards import SHARD_FILE
 from .machine import machine_versions
 from ..onnx.input import OnnxInput
@@ -48,11 +51,14 @@ EXTRA_CHECKSUMMED = ("corrections.json",)  # optional files with a checksum, eac
 
 
 class _BundleNames(frozenset):
-    """The names a run folder may hold: these, and any index shard's ``index-<n>.ann`` (there are as many as the
-    gallery needs), so a sharded run is still a run the program may replace, and its shards are exported."""
+    """The names a run folder may hold: these, and any index shard's ``index-<n>.ann`` or graph file (there are as
+    many as the gallery needs), so a sharded run is still a run the program may replace, and its shards are
+    exported."""
 
     def __contains__(self, name: object) -> bool:
-        return frozenset.__contains__(self, name) or (isinstance(name, str) and bool(SHARD_FILE.fullmatch(name)))
+        return frozenset.__contains__(self, name) or (
+            isinstance(name, str) and bool(SHARD_FILE.fullmatch(name) or GRAPH_FILE.fullmatch(name))
+        )
 
 
 BUNDLE_FILES = _BundleNames(
@@ -79,13 +85,17 @@ class IndexStats:
     size: int
     # Recorded from the index choice on (runs from before it have none and were Annoy): how queries are answered,
     # and the measurement that chose it.
-    method: str = "annoy"  # "annoy" or "exact"
+    method: str = "annoy"  # "annoy", "exact" or "graph"
     annoy_recall_at_10: float | None = None
     annoy_ms: float | None = None  # one query at a time, on the probes
+    graph_recall_at_10: float | None = None  # the HNSW graph, where it was built (large galleries)
+    graph_ms: float | None = None
     exact_ms: float | None = None
     probes: int | None = None
     probe_kind: str | None = None  # "held-out" or "gallery, self excluded"
     shards: list[IndexShard] | None = None  # a sharded index's files, in row order; None: the one index.ann
+    graph: list[IndexShard] | None = None  # the graph's files (graph.voy or graph-<n>.voy), when it answers
+    ef: int | None = None  # the graph's search depth
 
 
 @dataclass
@@ -108,8 +118,9 @@ def model_file(manifest: Manifest) -> str:
 
 
 def index_files(manifest: Manifest) -> list[str]:
-    """The files that hold the run's index: its shards, or index.ann."""
-    return [s.file for s in manifest.index.shards] if manifest.index.shards else ["index.ann"]
+    """The files that hold the run's index: its shards, or index.ann; and its graph's, when it has one."""
+    annoy = [s.file for s in manifest.index.shards] if manifest.index.shards else ["index.ann"]
+    return annoy + [s.file for s in manifest.index.graph or []]
 
 
 def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = False) -> Path:

@@ -111,6 +111,20 @@ class Run:
             self._model = net.eval()
         return self._model.to(device)
 
+    @property
+    def centre(self) -> np.ndarray | None:
+        """(D,) the gallery mean the run's embeddings are moved by before their last normalisation
+        (``network.centre``), or None."""
+        value = self.info.get("centre")
+        return None if value is None else np.asarray(value, dtype=np.float32)
+
+    @centre.setter
+    def centre(self, value: np.ndarray | None) -> None:
+        if value is None:
+            self.info.pop("centre", None)
+        else:
+            self.info["centre"] = [float(v) for v in np.asarray(value, dtype=np.float32)]
+
     def transform(self) -> Callable:
         """PIL image -> the network's input tensor (C, H, W), exactly as the gallery was embedded."""
         if self.onnx is not None:
@@ -129,10 +143,12 @@ class Run:
         fn: Callable | None = None,
     ) -> np.ndarray:
         """PIL images or paths -> (N, D) unit vectors with the run's network (or ``fn``, a network that takes the
-        same input) and preprocessing, batched; whether the network is torch or ONNX is this method's business."""
+        same input) and preprocessing, batched; whether the network is torch or ONNX is this method's business. The
+        run's own network's embeddings are moved by the run's ``centre``, as its gallery's were."""
+        from ..network.centre import centred
         from ..network.embed import embed_images
 
-        return embed_images(
+        emb = embed_images(
             fn if fn is not None else self.model(device),
             images,
             self.transform(),
@@ -140,7 +156,9 @@ class Run:
             flip_tta=self.model_config.flip_tta,
             device=device,
             progress=progress,
+            fast=self.onnx is None,  # a loaded network does not change: many images go through onnxruntime
         )
+        return centred(emb, self.centre) if fn is None else emb
 
     def index(self) -> GalleryIndex:
         if self._index is None:
@@ -226,9 +244,18 @@ class Run:
             novelty_rows=got["novelty_rows"],
             corrections=overlay.read(path, manifest.checksums),
         )
+        centre = run.info.get("centre")
+        if centre is not None and not _centre_ok(centre, run.gallery_embeddings.shape[1]):
+            raise bundle_read.damaged(path, "config.json: centre is not one finite number per embedding dimension")
         overlay.apply(run)
         run.index()
         return run
+
+
+def _centre_ok(value, dim: int) -> bool:
+    if not isinstance(value, list) or len(value) != dim or not all(isinstance(v, (int, float)) for v in value):
+        return False
+    return bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
 
 
 def load_run(path: str | os.PathLike) -> Run:
