@@ -171,6 +171,13 @@ class TrainConfig:
     queries: str | None = setting(
         None, "a separate ImageFolder of evaluation queries instead of a held-out split", app=False
     )
+    labels: str | None = setting(
+        None,
+        "a CSV of corrected labels (path,label; action=remove leaves an image out; paths absolute or relative to the "
+        "data folder), such as a run's exported corrections: training learns from these instead of the folders' "
+        "labels; the image files are not touched",
+        label="Corrected labels (CSV)",
+    )
     k: int | None = setting(
         None,
         "neighbours that vote on a label; unset = chosen on validation among 1, 3, 5, 10 and 20: 5 unless another "
@@ -268,12 +275,19 @@ class ModelConfig:
 @dataclass
 class IndexConfig:
     n_trees: int = 20  # more trees: better recall, bigger file
-    target_recall: float = 0.99  # recall@10 against exact search that search_k is raised to reach
+    # recall@10 against exact search that Annoy's search_k and the graph's ef are raised to reach. At 0.95 the 10-NN
+    # vote gives exact search's label for 99-100% of held-out queries (bench_knn, "kNN label = exact's").
+    target_recall: float = 0.95
     recall_sample: int = 200  # probe queries used when measuring recall
     seed: int = 0
-    method: str = "auto"  # "auto": Annoy only where it measurably beats exact search; or force "exact" / "annoy"
+    # "auto": Annoy or the HNSW graph only where one measurably beats exact search; or force "exact" / "annoy" / "graph"
+    method: str = "auto"
     min_speedup: float = 1.5  # auto picks Annoy only this many times faster than exact search: exact is never wrong
     on_disk_items: int = 500_000  # from this gallery size Annoy builds in a file, not in memory (on_disk_build)
     # Above this gallery size, one Annoy index per this many rows: built one at a time, queried together
     # (index_shards.py); small galleries keep the single index.
     shard_items: int = 1_000_000
+    # From this gallery size "auto" also builds and times the HNSW graph (search/graph.py); below it exact search
+    # answers in about a millisecond, and a graph would not repay its build.
+    graph_min_items: int = 50_000
+    graph_threads: int = 0  # threads inserting into the graph, 0: every core (1: two builds are byte-identical)

@@ -11,6 +11,7 @@ from embedder.maps import mapdata
 from embedder.maps.plots import embedding_map
 from ui import (
     cache,
+    corrections,
     insights,  # noqa: F401  (registers the "suspected mislabel" colour in maps.SCORES)
     maps,
     state,
@@ -110,6 +111,8 @@ st.download_button(
 )
 if len(selected) > MAX_GRID:
     st.caption(f"Showing {len(shown)} of {len(selected):,}, every selected label in its share.")
+corrections.announce()
+corrections.selection_actions(run, selected, maps.SELECTED)
 files = run.gallery_files()  # only once something is selected: a path per gallery image
 widgets.thumbnails([files[i] for i in shown], [f"{names[i]} · #{i}" for i in shown], columns=12, side=72)
 

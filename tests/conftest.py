@@ -74,6 +74,18 @@ def planted_run(tmp_path_factory, demo_cache) -> tuple[Path, dict]:
     return out, planted
 
 
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory) -> Path:
+    """A real run without training (epochs 0: the network before training keeps its start) on 36 generated shapes,
+    12 a class, with held-out queries: seconds to make. Copy it (``tests.helpers.copy_run``) to change it."""
+    from embedder.verbs.pipeline import train
+    from tests.helpers import cfg
+
+    root = tmp_path_factory.mktemp("shapes-run")
+    train(cfg(make_shapes_folder(root / "shapes", per_class=12), root / "runs" / "shapes", epochs=0))
+    return root / "runs" / "shapes"
+
+
 # Fixtures that train a model: a test that uses one is slow, wherever it lives.
 TRAINING_FIXTURES = {"digits_run", "planted_run"}
 # Test files that train in every test but that this branch may not edit (the pipeline's own tests): marked here

@@ -115,6 +115,16 @@ def thumbnail(path: str, side: int = THUMB) -> Image.Image:
 
 
 @st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail_png(path: str, side: int = THUMB) -> bytes:
+    """The thumbnail encoded once, as PNG bytes: ``st.image`` of a PIL image encodes it again on every rerun."""
+    import io
+
+    buf = io.BytesIO()
+    thumbnail(path, side).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
 def thumbnail_uri(path: str, side: int = 64) -> str:
     """A small JPEG of the image as a data URI, to draw on a map (a few KB; no server path in it)."""
     import base64

@@ -13,9 +13,9 @@ import streamlit as st
 
 from embedder.insights import export
 from embedder.insights.explain import Explanation, explain_batch
-from embedder.insights.findings import GalleryFindings, LeakFindings, gallery_findings, leak_findings
+from embedder.insights.findings import CLEAR_SCORE, GalleryFindings, LeakFindings, gallery_findings, leak_findings
 
-from . import cache, maps, widgets
+from . import cache, corrections, maps, widgets
 
 SHOW_SUSPECTS = 8  # suspects shown with their neighbours; the CSV holds them all
 NEIGHBOURS_SHOWN = 5
@@ -56,9 +56,17 @@ def mislabels(run, found: GalleryFindings) -> None:
         f"Ranked by how many of their {found.neighbours.idx.shape[1]} nearest disagree, times how much nearer the "
         "other label is than their own: a flipped label sits inside another class, an odd but right one between two."
     )
+    corrections.announce()
+    corrections.panel(run, "insights-corrections")
     if not suspects:
         st.success("No image's neighbours outvote its label.")
         return
+    clear = sum(s.score >= CLEAR_SCORE for s in suspects)
+    st.caption(
+        f"**{clear}** of them are clear (score ≥ {CLEAR_SCORE}: every neighbour disagrees and the image's own label "
+        "is at least twice as far as another): their suggestions are the ones worth accepting at once."
+    )
+    corrections.accept_top(run, suspects, "insights-suspects", clear)
     for rank, s in enumerate(suspects[:SHOW_SUSPECTS], start=1):
         with st.container(border=True, key=f"suspect-{rank}"):
             st.markdown(
@@ -72,6 +80,7 @@ def mislabels(run, found: GalleryFindings) -> None:
                 columns=NEIGHBOURS_SHOWN + 1,
                 side=72,
             )
+            corrections.suspect_actions(run, s.row, run.classes[s.suggested], f"suspect-{rank}")
     records = [
         {
             "path": run.gallery_paths[s.row],

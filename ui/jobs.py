@@ -263,6 +263,16 @@ class JobRegistry:
             with self._lock:
                 self._held.remove(folder)
 
+    def hold(self, folder: Path) -> None:
+        """Keep ``folder`` from being swept until ``release``: an unpacked upload a Review session is labelling."""
+        with self._lock:
+            self._held.append(Path(folder).resolve())
+
+    def release(self, folder: Path) -> None:
+        with self._lock:
+            if Path(folder).resolve() in self._held:
+                self._held.remove(Path(folder).resolve())
+
     def sweep(self, runs_dir: Path) -> None:
         """Delete the uploads under ``runs_dir`` that no run and no job refers to any more."""
         try:

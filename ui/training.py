@@ -61,7 +61,10 @@ def check_target(out: Path) -> None:
 
 
 def config(data: str, out: Path, form: dict) -> TrainConfig:
-    """The TrainConfig for the Train form's values (``forms.config_form``: keyed by field name, typed)."""
+    """The TrainConfig for the Train form's values (``forms.config_form``: keyed by field name, typed). A label file
+    must lie in the folders the server shares, as an image folder must."""
+    labels = (form.get("labels") or "").strip()
+    form = {**form, "labels": str(access.shared_path(labels)) if labels else None}
     cfg = TrainConfig(data=data, out=str(out), **form)
     cfg.validate()
     return cfg

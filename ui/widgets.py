@@ -210,7 +210,7 @@ def thumbnails(paths: Sequence[str | Path], captions: Sequence[str], columns: in
         for cell, path, caption in zip(cells, paths[start : start + columns], captions[start : start + columns]):
             with cell:
                 try:
-                    st.image(cache.thumbnail(str(path), side), caption=caption)
+                    st.image(cache.thumbnail_png(str(path), side), caption=caption)
                 except EmbedderError:
                     st.caption(f":material/broken_image: {Path(path).name}\n\n{caption}")
 

@@ -221,6 +221,7 @@ def evaluate_run(
     progress: Reporter | None = None,
     target_precision: float = 0.95,
     network=None,
+    embedded: tuple[np.ndarray, dict | None] | None = None,
 ) -> dict:
     """Evaluate a run with two protocols, each next to its baselines measured the same way:
 
@@ -239,9 +240,8 @@ def evaluate_run(
     if sets.sampled:
         report(Progress(Stage.NOTE, message=sets.sampled))
     embed = _embedder(run, device, report)
-    model = run.model(device)
-    q_emb, flagged = novelty.held_out(run, sets.q_paths, device, counter(report, Stage.EVALUATE, "queries"))
-    u_emb = embed(model, sets.u_paths, "unseen-class images")
+    q_emb, flagged = embedded or novelty.held_out(run, sets.q_paths, device, counter(report, Stage.EVALUATE, "queries"))
+    u_emb = embed(None, sets.u_paths, "unseen-class images")  # None: the run's own network, centred as its gallery
     report(Progress(Stage.EVALUATE, message=f"retrieval metrics of {len(q_emb):,} queries"))
     result, disjoint = sets.protocols(q_emb, run.gallery_embeddings, u_emb)
     result["queries"] = sets.source

@@ -20,6 +20,7 @@ sample of the gallery embeddings themselves.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,14 +44,33 @@ def space(model) -> str:
     return "backbone" if hasattr(model, "backbone_features") else "embedding"
 
 
-def _paired(model):
-    """One forward pass -> [embedding | backbone features], each part a unit vector."""
+class _Paired(torch.nn.Module):
+    """One forward pass -> [embedding | backbone features], each part a unit vector (a module: it exports)."""
 
-    def both(x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, model) -> None:
+        super().__init__()
+        self._model = weakref.ref(model)  # not a submodule: the pair is cached for the model's life, not longer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = self._model()
         f = model.backbone(x)
         return torch.cat([F.normalize(model.head(f), dim=1), F.normalize(f, dim=1)], dim=1)
 
-    return both
+
+_PAIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _paired(model) -> _Paired:
+    """The model's pair, made once (so its onnxruntime export, network/fast.py, is made once)."""
+    if model not in _PAIRS:
+        _PAIRS[model] = _Paired(model).eval()
+    return _PAIRS[model]
+
+
+def centred(emb: np.ndarray, centre) -> np.ndarray:
+    from ..network.centre import centred as move
+
+    return move(emb, centre)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -66,7 +86,8 @@ def embed(run, images: Sequence, device="cpu", progress=None) -> tuple[np.ndarra
     model = run.model(device)
     both = run.embed(images, device=device, progress=progress, fn=_paired(model))
     d = run.gallery_embeddings.shape[1]
-    return _unit(both[:, :d]), _unit(both[:, d:])  # mirror averaging normalised the pair as one vector
+    # mirror averaging normalised the pair as one vector; the embedding half is moved as the gallery was
+    return centred(_unit(both[:, :d]), run.centre), _unit(both[:, d:])
 
 
 def threshold(reference: np.ndarray, rate: float = RATE) -> float:

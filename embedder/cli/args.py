@@ -8,6 +8,7 @@ import argparse
 from ..config import TrainConfig
 from ..settings import field_type, settings_of
 from . import insights as cli_insights
+from . import labelling as cli_labelling
 
 EXIT_USER_ERROR = 2
 DESCRIPTION = (
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default=None, help="CSV file to write (default: stdout)")
     cli_insights.add_commands(sub)
+    cli_labelling.add_commands(sub)
 
     from ..verbs.import_model import ImportConfig
 

@@ -10,7 +10,7 @@ import json
 import sys
 
 from ..errors import EmbedderError
-from ..insights.findings import MISLABEL_K
+from ..insights.findings import CLEAR_SCORE, MISLABEL_K
 
 
 def _run_and_top(p, top_help: str) -> None:
@@ -23,6 +23,22 @@ def add_commands(sub) -> None:
     p = sub.add_parser("mislabels", help="gallery images whose nearest neighbours mostly carry another label")
     _run_and_top(p, "list only the N most suspect")
     p.add_argument("--k", type=int, default=MISLABEL_K, help=f"neighbours that judge a label (default: {MISLABEL_K})")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=CLEAR_SCORE,
+        help=f"list only suspects scoring at least this (default: {CLEAR_SCORE}, the clear ones: with every neighbour "
+        "disagreeing, the image's own label at least twice as far as another; cleanlab: its own label less likely "
+        "than not); 0 lists every image the vote disagrees with",
+    )
+    p.add_argument(
+        "--method",
+        default="ours",
+        choices=("ours", "cleanlab"),
+        help="ours: the neighbours' disagreement times how much nearer the other label is (measured better on planted "
+        "errors, BENCHMARKS.md); cleanlab: find_label_issues on the same leave-one-out vote probabilities, ranked "
+        "by self-confidence (score: 1 - the probability of the image's own label)",
+    )
 
     p = sub.add_parser("duplicates", help="near-duplicate gallery images, and held-out queries leaked into the gallery")
     _run_and_top(p, "list only the N closest pairs")
@@ -74,21 +90,39 @@ def _emit(rows: list[dict], as_json: bool, columns: list[str]) -> None:
         print("  ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns))
 
 
+def _ranked(run, found, method: str) -> list[tuple[int, int, float]]:
+    """(row, suggested label, score) of each suspect, most suspect first, by ``method``."""
+    if method == "ours":
+        return [(s.row, s.suggested, s.score) for s in found.mislabels]
+    from ..insights.findings import cleanlab_mislabels, vote_probabilities
+
+    labels, nb, n = run.gallery_labels, found.neighbours, len(run.classes)
+    probs = vote_probabilities(labels, nb, n)
+    return [(int(r), int(probs[r].argmax()), float(1 - probs[r, labels[r]])) for r in cleanlab_mislabels(labels, nb, n)]
+
+
 def cmd_mislabels(args) -> int:
     _check(args)
     run, found = _findings(args)
     files = run.gallery_files()
+    everything = _ranked(run, found, args.method)
+    ranked = [r for r in everything if r[2] >= args.min_score]
     rows = [
         {
-            "path": str(files[s.row]),
-            "label": run.classes[s.label],
-            "suggested": run.classes[s.suggested],
-            "score": round(s.score, 4),
+            "path": str(files[row]),
+            "label": run.classes[run.gallery_labels[row]],
+            "suggested": run.classes[suggested],
+            "score": round(score, 4),
         }
-        for s in found.mislabels[: args.top]
+        for row, suggested, score in ranked[: args.top]
     ]
     if not args.json:
-        print(f"{len(found.mislabels)} suspected mislabels among {len(files):,} gallery images; score label suggested")
+        weaker = len(everything) - len(ranked)
+        print(
+            f"{len(ranked)} suspected mislabels among {len(files):,} gallery images"
+            + (f" ({weaker} weaker below score {args.min_score}: --min-score 0 lists them)" if weaker else "")
+            + "; score label suggested"
+        )
     _emit(rows, args.json, ["score", "label", "suggested", "path"])
     return 0
 

@@ -1,5 +1,5 @@
-"""python -m embedder train | predict | evaluate | project | add | import-model | export-model, and the insight
-commands (cli_insights.py).
+"""python -m embedder train | predict | evaluate | project | add | import-model | export-model, the insight
+commands (insights.py) and the labelling ones (labelling.py: label, relabel, corrections).
 User errors: one line on stderr, exit code 2."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..errors import EmbedderError
 from ..progress import Progress
 from . import insights as cli_insights
+from . import labelling as cli_labelling
 from .args import EXIT_USER_ERROR, build_parser
 
 
@@ -107,12 +108,18 @@ def _print_metrics(m: dict) -> None:
 
 def cmd_predict(args) -> int:
     from ..answers.predict import Predictor
+    from ..answers.trust import unknown_swallows
     from ..images.data import load_image
     from ..runs.run import load_run
 
     if args.k is not None and args.k < 1:
         raise EmbedderError("--k must be at least 1")
     predictor = Predictor(load_run(args.run))
+    unknown = not args.no_unknown
+    swallows = unknown_swallows(predictor.run.metrics) if unknown and args.unknown_threshold is None else None
+    if swallows:  # said once: the answers keep their labels, ranked by their confidence
+        print(f"note: {swallows}", file=sys.stderr)
+        unknown = False
     images, names, errors = [], [], []
     for path in args.images:
         try:
@@ -124,9 +131,7 @@ def cmd_predict(args) -> int:
         print(f"error: {e}", file=sys.stderr)
     if not images:
         return EXIT_USER_ERROR
-    preds = predictor.predict(
-        images, names, k=args.k, unknown=not args.no_unknown, unknown_threshold=args.unknown_threshold
-    )
+    preds = predictor.predict(images, names, k=args.k, unknown=unknown, unknown_threshold=args.unknown_threshold)
     if args.json:
         print(json.dumps([p.to_json() for p in preds], indent=2))
     else:
@@ -225,6 +230,7 @@ COMMANDS = {
     "import-model": cmd_import_model,
     "export-model": cmd_export_model,
     **cli_insights.COMMANDS,
+    **cli_labelling.COMMANDS,
 }
 
 

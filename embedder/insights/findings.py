@@ -14,9 +14,13 @@ import numpy as np
 
 from ..progress import Progress, Reporter, Stage, silent
 from ..search.knn import topk
-from ..search.vote import knn_predictions
+from ..search.vote import EPS, knn_predictions
 
 MISLABEL_K = 10  # neighbours that judge a label: more than the vote's 5, so one odd neighbour cannot flag an image
+# A suspect is "clear", and its suggestion worth accepting, from this score up: with every neighbour disagreeing, the
+# nearest image of its own label is at least twice as far as the nearest of another. Chosen before measuring it
+# (BENCHMARKS.md, "The labelling loop"): an odd but right image sits between classes, at a ratio near 1.
+CLEAR_SCORE = 0.5
 DUPLICATE_FRACTION = 0.1  # default duplicate threshold: this share of the median nearest-neighbour distance
 EXACT_LIMIT = 200_000  # galleries up to this size search themselves exactly; beyond, the run's Annoy index answers
 LEAK_K = 5  # gallery neighbours checked per held-out query for a leak
@@ -110,6 +114,31 @@ def suspected_mislabels(labels: np.ndarray, nb: Neighbours, same: np.ndarray, vo
         )
         for r in order
     ]
+
+
+def vote_probabilities(labels: np.ndarray, nb: Neighbours, n_classes: int, smoothing: float = 1e-3) -> np.ndarray:
+    """(N, C) each gallery image's class probabilities from its neighbours' distance-weighted vote (``vote.vote``'s
+    weights), itself never voting: the out-of-sample probabilities label-issue finders such as cleanlab take. A
+    little ``smoothing`` keeps every class possible."""
+    n, k = nb.idx.shape
+    weights = 1.0 / (nb.dist.astype(np.float64) + EPS)  # (N, k)
+    probs = np.zeros((n, n_classes))
+    np.add.at(probs, (np.repeat(np.arange(n), k), labels[nb.idx].ravel()), weights.ravel())
+    probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12) + smoothing
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def cleanlab_mislabels(labels: np.ndarray, nb: Neighbours, n_classes: int) -> np.ndarray:
+    """Gallery rows cleanlab's ``find_label_issues`` flags on ``vote_probabilities``, most likely mislabelled first
+    (ranked by self-confidence): the well-kept alternative ``suspected_mislabels`` is measured against
+    (bench/bench_relabel.py)."""
+    from cleanlab.filter import find_label_issues
+
+    probs = vote_probabilities(labels, nb, n_classes)
+    present = np.unique(labels)  # cleanlab wants every class it is told of to have images: compact them
+    compact = np.searchsorted(present, labels)
+    ranked = find_label_issues(compact, probs[:, present], return_indices_ranked_by="self_confidence")
+    return np.asarray(ranked, dtype=np.int64)
 
 
 @dataclass

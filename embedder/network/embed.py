@@ -1,21 +1,31 @@
-"""Images -> embeddings, batched, with optional mirror averaging (test-time augmentation)."""
+"""Images -> embeddings, batched, with optional mirror averaging (test-time augmentation).
+
+Decoding and transforming run in a pool of threads, a few batches ahead of the network: PIL decodes and resizes
+without holding the GIL, and torch releases it in its kernels, so the cores are busy with the next batch's images
+while the network runs on this one. In memory: the batches in flight and the (N, D) output, written in place.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..errors import EmbedderError
 from ..images.data import load_image
+from .fast import FAST_FROM, for_cpu
 
 CACHE_ENV = "EMBEDDER_DECODE_CACHE_MB"
 DEFAULT_CACHE_MB = 256
+AHEAD = 2  # batches decoded ahead of the one the network is on
 _OBJECT_BYTES = 2048  # a cached image's Python objects and allocator slack (measured: 32x32 RGB costs ~6 KB in all)
 
 
@@ -53,15 +63,17 @@ class DecodedImages:
     def __init__(self, side: int, max_bytes: int | None = None) -> None:
         self.side, self.items, self.bytes = side, {}, 0
         self.max_bytes = cache_budget() if max_bytes is None else max_bytes
+        self._lock = threading.Lock()  # embed_images decodes in several threads
 
     def __call__(self, path) -> Image.Image:
         img = self.items.get(path)
         if img is None:
             img = load_image(path, min_side=self.side)  # shrunk as it is decoded: the full-size copy never stays
             size = image_bytes(img)
-            if self.bytes + size <= self.max_bytes:
-                self.items[path] = img
-                self.bytes += size
+            with self._lock:
+                if path not in self.items and self.bytes + size <= self.max_bytes:
+                    self.items[path] = img
+                    self.bytes += size
         return img
 
 
@@ -92,6 +104,31 @@ class _ImageList(Dataset):
         return self.transform(item if isinstance(item, Image.Image) else self.loader(item))
 
 
+def decode_threads() -> int:
+    """Threads that decode and transform: one per core, at most 8 (more only queue on the same cores)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _batches(items: _ImageList, batch_size: int, pool: ThreadPoolExecutor, pin: bool) -> Iterator[torch.Tensor]:
+    """(B, C, H, W) batches in order, each image decoded and transformed in ``pool``, ``AHEAD`` batches ahead."""
+    pending: deque = deque()
+    starts = iter(range(0, len(items), batch_size))
+
+    def submit() -> None:
+        start = next(starts, None)
+        if start is not None:
+            stop = min(start + batch_size, len(items))
+            pending.append([pool.submit(items.__getitem__, i) for i in range(start, stop)])
+
+    for _ in range(AHEAD + 1):
+        submit()
+    while pending:
+        futures = pending.popleft()
+        submit()
+        batch = torch.stack([f.result() for f in futures])  # (B, C, H, W)
+        yield batch.pin_memory() if pin else batch
+
+
 @torch.no_grad()
 def embed_images(
     fn: Callable[[torch.Tensor], torch.Tensor],
@@ -103,30 +140,40 @@ def embed_images(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
     loader: Callable = load_image,
+    fast: bool = False,
 ) -> np.ndarray:
     """Embed PIL images or image paths with ``fn`` (a model in eval mode, or one of its methods).
 
-    Images given as paths are decoded a batch at a time (in this process: no worker copies), so memory holds
-    one batch of images and the (N, D) output, which is written in place as batches arrive.
+    With ``fast`` (a fixed network on the CPU) ``fn`` is run by onnxruntime from ``network.fast.FAST_FROM`` images
+    on, where its export agrees with torch.
+
+    Images given as paths are decoded by ``loader`` in a pool of threads (``decode_threads``), a few batches ahead
+    of the network, so memory holds those batches and the (N, D) output, which is written in place as batches
+    arrive. On a GPU the batches are pinned and copied without blocking.
 
     Returns:
         (N, D) float32 array of L2-normalised rows (of ``fn``'s output shape when it is not a vector).
     """
-    batches = DataLoader(_ImageList(images, transform, loader), batch_size=batch_size, shuffle=False)
     out: np.ndarray | None = None
-    done = 0
-    for batch in batches:  # (B, 3, S, S)
-        batch = batch.to(device)
-        z = fn(batch)  # (B, D)
-        if flip_tta:
-            z = F.normalize(z + fn(torch.flip(batch, dims=[3])), dim=1)
-        z = z.float().cpu().numpy()
-        if out is None:  # (N, D), or (N, C, H, W) for a backbone's activations: no list of batches to join
-            out = np.empty((len(images), *z.shape[1:]), dtype=np.float32)
-        out[done : done + len(z)] = z
-        done += len(z)
-        if progress is not None:
-            progress(done, len(images))
+    done, pin = 0, torch.device(device).type == "cuda"
+    pool = ThreadPoolExecutor(decode_threads(), thread_name_prefix="embed-decode")
+    try:
+        for batch in _batches(_ImageList(images, transform, loader), batch_size, pool, pin):
+            batch = batch.to(device, non_blocking=pin)
+            if fast and done == 0 and len(images) >= FAST_FROM and torch.device(device).type == "cpu":
+                fn = for_cpu(fn, batch)
+            z = fn(batch)  # (B, D)
+            if flip_tta:
+                z = F.normalize(z + fn(torch.flip(batch, dims=[3])), dim=1)
+            z = z.float().cpu().numpy()
+            if out is None:  # (N, D), or (N, C, H, W) for a backbone's activations: no list of batches to join
+                out = np.empty((len(images), *z.shape[1:]), dtype=np.float32)
+            out[done : done + len(z)] = z
+            done += len(z)
+            if progress is not None:
+                progress(done, len(images))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # an error or a cancel stops the decoding at once
     if out is None:
         return np.zeros((0, 0), dtype=np.float32)
     return out

@@ -106,7 +106,8 @@ def check(run, data: bytes, inp: OnnxInput, report: Reporter) -> tuple[int, floa
     MAX_CHECKED validation images (held-out test images when the run has no validation images)."""
     paths = (run.queries("val")[0] or run.queries("test")[0] or run.gallery_files())[:MAX_CHECKED]
     progress = lambda what: lambda d, t: report(Progress(Stage.EVALUATE, done=d, total=t, message=what))
-    want = run.embed(paths, progress=progress("embedding with the run's network"))
+    # the network's own outputs: a run's centre (network/centre.py) is the run's, not the file's
+    want = run.embed(paths, progress=progress("embedding with the run's network"), fn=run.model())
     from ..network.embed import embed_images
 
     onnx = OnnxEmbedder(data, inp)

@@ -11,12 +11,16 @@ A run folder holds:
     split.json     the held-out evaluation queries (and validation images) as [relative path, label]
     index.ann      the Annoy index over the gallery embeddings, or for a gallery past ``shard_items`` rows
     index-<n>.ann  one Annoy index per shard of contiguous gallery rows (config.json: index.shards, their rows)
+    graph.voy      the HNSW graph (Voyager's format), when it answers queries (index.method "graph"), or
+    graph-<n>.voy  one per shard (config.json: index.graph, each file's rows)
     history.json   one row per epoch
     metrics.json   evaluation results, baselines, index recall
+    corrections.json  labels corrected and images taken out since the gallery was written (corrections.py; only
+                   when there are some)
     projections/   cached maps (optional, written by the app; embedder/maps/project.py)
 
-config.json records the SHA-256 of the model file, gallery.npz and each index file; a file that does not match (damaged,
-or swapped in from another run) is named on load.
+config.json records the SHA-256 of the model file, gallery.npz, each index file and corrections.json; a file that
+does not match (damaged, or swapped in from another run) is named on load.
 """
 
 from __future__ import annotations
@@ -37,24 +41,30 @@ import torch
 from ..config import SCHEMA_VERSION, ModelConfig, TrainConfig
 from ..errors import EmbedderError
 from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
+from ..search.graph import GRAPH_FILE
 from ..search.shards import SHARD_FILE
 from .machine import machine_versions
 from ..onnx.input import OnnxInput
 
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")  # a sharded run: index-<n>.ann instead
+EXTRA_CHECKSUMMED = ("corrections.json",)  # optional files with a checksum, each read and checked by its own module
 
 
 class _BundleNames(frozenset):
-    """The names a run folder may hold: these, and any index shard's ``index-<n>.ann`` (there are as many as the
-    gallery needs), so a sharded run is still a run the program may replace, and its shards are exported."""
+    """The names a run folder may hold: these, and any index shard's ``index-<n>.ann`` or graph file (there are as
+    many as the gallery needs), so a sharded run is still a run the program may replace, and its shards are
+    exported."""
 
     def __contains__(self, name: object) -> bool:
-        return frozenset.__contains__(self, name) or (isinstance(name, str) and bool(SHARD_FILE.fullmatch(name)))
+        return frozenset.__contains__(self, name) or (
+            isinstance(name, str) and bool(SHARD_FILE.fullmatch(name) or GRAPH_FILE.fullmatch(name))
+        )
 
 
 BUNDLE_FILES = _BundleNames(
     # "projections": the app's cache of maps (embedder/maps/project.py): part of the run, rebuilt on demand
     {MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
+    | {"corrections.json"}
 )
 
 
@@ -75,13 +85,17 @@ class IndexStats:
     size: int
     # Recorded from the index choice on (runs from before it have none and were Annoy): how queries are answered,
     # and the measurement that chose it.
-    method: str = "annoy"  # "annoy" or "exact"
+    method: str = "annoy"  # "annoy", "exact" or "graph"
     annoy_recall_at_10: float | None = None
     annoy_ms: float | None = None  # one query at a time, on the probes
+    graph_recall_at_10: float | None = None  # the HNSW graph, where it was built (large galleries)
+    graph_ms: float | None = None
     exact_ms: float | None = None
     probes: int | None = None
     probe_kind: str | None = None  # "held-out" or "gallery, self excluded"
     shards: list[IndexShard] | None = None  # a sharded index's files, in row order; None: the one index.ann
+    graph: list[IndexShard] | None = None  # the graph's files (graph.voy or graph-<n>.voy), when it answers
+    ef: int | None = None  # the graph's search depth
 
 
 @dataclass
@@ -104,8 +118,9 @@ def model_file(manifest: Manifest) -> str:
 
 
 def index_files(manifest: Manifest) -> list[str]:
-    """The files that hold the run's index: its shards, or index.ann."""
-    return [s.file for s in manifest.index.shards] if manifest.index.shards else ["index.ann"]
+    """The files that hold the run's index: its shards, or index.ann; and its graph's, when it has one."""
+    annoy = [s.file for s in manifest.index.shards] if manifest.index.shards else ["index.ann"]
+    return annoy + [s.file for s in manifest.index.graph or []]
 
 
 def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = False) -> Path:
@@ -131,12 +146,15 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
         index_names = files["index"].save_into(tmp)
         for name in ("split.json", "history.json", "metrics.json"):
             (tmp / name).write_text(json.dumps(files[name], indent=1))
+        extra = [name for name in EXTRA_CHECKSUMMED if name in files]
+        for name in extra:
+            (tmp / name).write_text(files[name])
         config = {
             "schema_version": SCHEMA_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **config,
             "versions": machine_versions(),
-            "checksums": {name: sha256(tmp / name) for name in (model, "gallery.npz", *index_names)},
+            "checksums": {name: sha256(tmp / name) for name in (model, "gallery.npz", *index_names, *extra)},
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
@@ -145,6 +163,45 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def update(out: Path, texts: dict[str, str]) -> Path:
+    """Replace some of a run's small files (``texts``: name -> its new text) without writing the rest again: the
+    other files are hard-linked into a temporary sibling folder (files are never changed in place: every write
+    swaps a whole folder), the new texts written beside them, config.json's checksums brought up to date, and the
+    folder swapped into place as ``write`` does. A change to a run's corrections costs milliseconds, not a copy of
+    its gallery, and its cached maps (``projections/``) stay."""
+    out = Path(out).resolve()
+    check_out(out)
+    config = json.loads((out / "config.json").read_text())
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for entry in out.iterdir():
+            if entry.name not in texts and entry.name != "config.json":
+                _link(entry, tmp / entry.name)
+        for name, text in texts.items():
+            (tmp / name).write_text(text)
+        sums = config.setdefault("checksums", {})
+        sums.update({name: sha256(tmp / name) for name in texts if name in EXTRA_CHECKSUMMED})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link of the file ``src``, or a folder of hard links (a copy where links cannot be made)."""
+    if src.is_dir():
+        dst.mkdir()
+        for entry in src.iterdir():
+            _link(entry, dst / entry.name)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def is_run(path: str | os.PathLike) -> bool:

@@ -18,19 +18,27 @@ from .bundle import IndexStats, Manifest, index_files, model_file
 from ..config import IMPORTED, SCHEMA_VERSION
 from ..errors import EmbedderError
 from .folders import recover, sha256
+from ..search.graph import GRAPH_FILE
 from ..search.shards import SHARD_FILE, coverage_problem
 
 NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
 
 
 def _shards_problem(index: IndexStats) -> str | None:
-    """Why the recorded shards cannot be this run's (a name that is not a shard file's, rows not covered once)."""
-    if index.shards is None:
-        return None
-    bad = next((s.file for s in index.shards if not SHARD_FILE.fullmatch(s.file)), None)
-    if bad is not None:
-        return f"index shard {bad!r} is not an index-<n>.ann file name"
-    return coverage_problem([{"start": s.start, "stop": s.stop} for s in index.shards], index.size)
+    """Why the recorded shards or graph files cannot be this run's (a name that is not a shard file's or a graph
+    file's, rows not covered once, a graph method without a graph)."""
+    if index.method == "graph" and not index.graph:
+        return "the index is answered by its graph, and records no graph file"
+    for files, pattern, what in ((index.shards, SHARD_FILE, "an index-<n>.ann"), (index.graph, GRAPH_FILE, "a graph")):
+        if files is None:
+            continue
+        bad = next((s.file for s in files if not pattern.fullmatch(s.file)), None)
+        if bad is not None:
+            return f"index file {bad!r} is not {what} file name"
+        problem = coverage_problem([{"start": s.start, "stop": s.stop} for s in files], index.size)
+        if problem:
+            return problem
+    return None
 
 
 def damaged(path: Path, what: str) -> EmbedderError:

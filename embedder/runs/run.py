@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import bundle, bundle_read
+from . import corrections as overlay
 from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers ask of run folders)
 from ..config import DEFAULT_K, ModelConfig, TrainConfig
 from ..errors import EmbedderError
@@ -64,6 +65,9 @@ class Run:
     onnx: OnnxInput | None = None  # an imported network's preprocessing; None for a network trained here
     novelty_reference: np.ndarray | None = None  # (R, F) float16: what novelty.py measures a query against
     novelty_rows: np.ndarray | None = None  # (R,) the gallery rows the reference was taken from
+    # Labels corrected and images taken out since the gallery was written (corrections.py): gallery_labels above
+    # are the corrected ones; gallery.npz keeps what it was written with.
+    corrections: overlay.Corrections = field(default_factory=overlay.Corrections)
     _model: Any = None
     _index: GalleryIndex | None = None
 
@@ -107,6 +111,20 @@ class Run:
             self._model = net.eval()
         return self._model.to(device)
 
+    @property
+    def centre(self) -> np.ndarray | None:
+        """(D,) the gallery mean the run's embeddings are moved by before their last normalisation
+        (``network.centre``), or None."""
+        value = self.info.get("centre")
+        return None if value is None else np.asarray(value, dtype=np.float32)
+
+    @centre.setter
+    def centre(self, value: np.ndarray | None) -> None:
+        if value is None:
+            self.info.pop("centre", None)
+        else:
+            self.info["centre"] = [float(v) for v in np.asarray(value, dtype=np.float32)]
+
     def transform(self) -> Callable:
         """PIL image -> the network's input tensor (C, H, W), exactly as the gallery was embedded."""
         if self.onnx is not None:
@@ -125,10 +143,12 @@ class Run:
         fn: Callable | None = None,
     ) -> np.ndarray:
         """PIL images or paths -> (N, D) unit vectors with the run's network (or ``fn``, a network that takes the
-        same input) and preprocessing, batched; whether the network is torch or ONNX is this method's business."""
+        same input) and preprocessing, batched; whether the network is torch or ONNX is this method's business. The
+        run's own network's embeddings are moved by the run's ``centre``, as its gallery's were."""
+        from ..network.centre import centred
         from ..network.embed import embed_images
 
-        return embed_images(
+        emb = embed_images(
             fn if fn is not None else self.model(device),
             images,
             self.transform(),
@@ -136,7 +156,9 @@ class Run:
             flip_tta=self.model_config.flip_tta,
             device=device,
             progress=progress,
+            fast=self.onnx is None,  # a loaded network does not change: many images go through onnxruntime
         )
+        return centred(emb, self.centre) if fn is None else emb
 
     def index(self) -> GalleryIndex:
         if self._index is None:
@@ -155,6 +177,7 @@ class Run:
 
     def save(self, overwrite: bool = False) -> Path:
         """Write this run to ``self.path`` atomically (see ``bundle.write``); only ever replaces a run."""
+        overlay.compact(self)
         info = {k: v for k, v in self.info.items() if k not in ("schema_version", "created", "versions", "checksums")}
         config = {
             "model": self.model_config.to_dict(),
@@ -175,7 +198,7 @@ class Run:
             **model,
             "gallery.npz": {
                 "embeddings": self.gallery_embeddings.astype(np.float32),
-                "labels": self.gallery_labels.astype(np.int64),
+                "labels": overlay.stored_labels(self).astype(np.int64),
                 "paths": np.array(self.gallery_paths, dtype=str),
                 **(
                     {"novelty": self.novelty_reference, "novelty_rows": self.novelty_rows}
@@ -187,6 +210,7 @@ class Run:
             "split.json": self.split,
             "history.json": self.history,
             "metrics.json": self.metrics,
+            **({overlay.FILE: self.corrections.to_json()} if self.corrections else {}),
         }
         return bundle.write(self.path, files, config, overwrite=overwrite)
 
@@ -218,9 +242,20 @@ class Run:
             onnx=manifest.onnx,
             novelty_reference=got["novelty_reference"],
             novelty_rows=got["novelty_rows"],
+            corrections=overlay.read(path, manifest.checksums),
         )
+        centre = run.info.get("centre")
+        if centre is not None and not _centre_ok(centre, run.gallery_embeddings.shape[1]):
+            raise bundle_read.damaged(path, "config.json: centre is not one finite number per embedding dimension")
+        overlay.apply(run)
         run.index()
         return run
+
+
+def _centre_ok(value, dim: int) -> bool:
+    if not isinstance(value, list) or len(value) != dim or not all(isinstance(v, (int, float)) for v in value):
+        return False
+    return bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
 
 
 def load_run(path: str | os.PathLike) -> Run:

@@ -5,15 +5,22 @@ taken with ``np.argpartition`` and merged into a running (Q, k) answer, so memor
 gallery size. float32 throughout, distances from one BLAS matrix product per block. The block is shaped by the
 number of queries: one query reads the gallery in one matrix-vector product (what serving one upload costs), a
 large batch in chunks of 8,192 rows.
+
+Distances come from |q|² + |g|² − 2·q·g, whose float32 rounding is relative to the norms: for nearly parallel
+vectors (an imported network whose outputs share a large offset, L2-normalised) every distance rounds to the same
+few values and the neighbours are lost. A gallery whose mean carries most of its rows' length is therefore
+searched about that mean (``search_frame``): a translation changes no distance, only the rounding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+NEAR_PARALLEL = 0.5  # the gallery mean's share of its rows' squared length from which it is searched about the mean
 BLOCK_ELEMENTS = 1 << 24  # query rows x gallery rows per distance block: 64 MB of float32
 MAX_QUERY_ROWS = 2048  # queries per block; with them the gallery is read 8,192 rows at a time
 
@@ -23,13 +30,58 @@ def as_float32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def squared_norms(gallery: np.ndarray, step: int = 65536) -> np.ndarray:
-    """(N,) squared L2 norms of the gallery rows, read a chunk at a time (a memory-mapped gallery stays on disk)."""
+def squared_norms(gallery: np.ndarray, step: int = 65536, centre: np.ndarray | None = None) -> np.ndarray:
+    """(N,) squared L2 norms of the gallery rows (about ``centre`` when given), read a chunk at a time (a
+    memory-mapped gallery stays on disk)."""
     out = np.empty(len(gallery), dtype=np.float32)
     for s in range(0, len(gallery), step):
         g = as_float32(gallery[s : s + step])
+        g = g - centre if centre is not None else g
         out[s : s + len(g)] = np.einsum("ij,ij->i", g, g)
     return out
+
+
+def _mean_and_norms(gallery: np.ndarray, step: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(D,) the mean row and (N,) the squared norms, in one chunked pass (float64 sums: a million rows)."""
+    total, norms = np.zeros(gallery.shape[1], dtype=np.float64), np.empty(len(gallery), dtype=np.float32)
+    for s in range(0, len(gallery), step):
+        g = as_float32(gallery[s : s + step])
+        total += g.sum(axis=0, dtype=np.float64)
+        norms[s : s + len(g)] = np.einsum("ij,ij->i", g, g)
+    return (total / max(len(gallery), 1)).astype(np.float32), norms
+
+
+def frame_centre(gallery: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(the point to search the gallery about, or None: the origin will do, (N,) squared norms about it). The
+    gallery mean, when it holds more than ``NEAR_PARALLEL`` of the rows' mean squared length."""
+    mean, norms = _mean_and_norms(gallery)
+    if len(gallery) == 0 or float(mean @ mean) <= NEAR_PARALLEL * float(norms.mean()):
+        return None, norms
+    return mean, squared_norms(gallery, centre=mean)
+
+
+@dataclass
+class SearchFrame:
+    """The gallery as exact search reads it: as it is, or moved by ``-centre`` (a copy) when its rows are nearly
+    parallel; queries are moved alike (``moved``)."""
+
+    gallery: np.ndarray  # (N, D) float32
+    norms: np.ndarray  # (N,) squared norms in this frame
+    centre: np.ndarray | None = None  # (D,)
+
+    def moved(self, vectors: np.ndarray) -> np.ndarray:
+        return as_float32(vectors) if self.centre is None else as_float32(vectors) - self.centre
+
+
+def search_frame(gallery: np.ndarray) -> SearchFrame:
+    """The frame an index searching ``gallery`` (N, D) often keeps: ``frame_centre`` applied once."""
+    centre, norms = frame_centre(gallery)
+    if centre is None:
+        return SearchFrame(as_float32(gallery), norms)
+    moved = np.empty(gallery.shape, dtype=np.float32)
+    for s in range(0, len(gallery), 65536):
+        moved[s : s + 65536] = as_float32(gallery[s : s + 65536]) - centre
+    return SearchFrame(moved, norms, centre)
 
 
 def _smallest(d2: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
@@ -51,12 +103,14 @@ def _smallest(d2: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndar
 
 
 def _query_block(q: np.ndarray, gallery: np.ndarray, g_norms: np.ndarray, k: int, g_step: int, rules) -> tuple:
-    """(q, D) queries against the whole gallery, chunk by chunk -> squared distances and indices (q, k)."""
-    exclude, same = rules
+    """(q, D) queries (already moved by ``-centre``) against the whole gallery, chunk by chunk -> squared distances
+    and indices (q, k)."""
+    exclude, same, centre = rules
     best_d, best_i = np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
     q_norms = np.einsum("ij,ij->i", q, q)[:, None]  # (q, 1)
     for start in range(0, len(gallery), g_step):
         g = as_float32(gallery[start : start + g_step])  # (g, D)
+        g = g - centre if centre is not None else g
         d2 = q @ g.T  # (q, g): BLAS
         d2 *= -2.0
         d2 += q_norms + g_norms[None, start : start + len(g)]
@@ -112,7 +166,9 @@ def topk(
         other_label: (query labels (Q,), gallery labels (N,)): return only gallery rows of another label
             (how near the nearest wrong answer is); rows that cannot qualify come back at distance inf.
         progress: called with (queries done, Q).
-        gallery_norms: (N,) the gallery's ``squared_norms``, when a caller searching it often keeps them.
+        gallery_norms: (N,) the gallery's ``squared_norms``, when a caller searching it often keeps them (then
+            the caller chose the frame: ``search_frame``); without them a nearly parallel gallery is searched
+            about its mean (``frame_centre``).
 
     Returns:
         indices (Q, k') int64 and distances (Q, k') float32, k' = min(k, N - (exclude is not None)).
@@ -124,10 +180,11 @@ def topk(
     q_rows = min(len(queries), MAX_QUERY_ROWS)
     g_step = max(k, min(len(gallery), block_elements // q_rows))
     q_step = max(1, block_elements // g_step)
-    g_norms = squared_norms(gallery) if gallery_norms is None else gallery_norms  # (N,)
+    centre, g_norms = frame_centre(gallery) if gallery_norms is None else (None, gallery_norms)  # (D,) or None, (N,)
     for start in range(0, len(queries), q_step):
         q = as_float32(queries[start : start + q_step])  # (q, D)
-        rules = _block_rules(start, len(q), exclude, other_label)
+        q = q - centre if centre is not None else q
+        rules = (*_block_rules(start, len(q), exclude, other_label), centre)
         d2, i = _query_block(q, gallery, g_norms, k, g_step, rules)
         idx[start : start + len(q)], dist[start : start + len(q)] = _nearest_first(d2, i)
         if progress is not None:

@@ -10,6 +10,8 @@ import numpy as np
 from ..config import ModelConfig, TrainConfig
 from ..errors import EmbedderError
 from ..images.data import ImageSet, resolve_data, scan_folder, stratified_split
+from ..images.label_file import read as read_labels
+from ..images.label_file import relabelled
 from ..network.model import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, missing_weights_message, pretrained_available
 from ..progress import Progress, Stage
 from ..runs.bundle import check_out
@@ -89,6 +91,9 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
     root = resolve_data(cfg.data)  # refused before the demo set is written
     images = scan_folder(root, progress=lambda d, t: report(Progress(Stage.SCAN, done=d, total=t)))
     notes = []
+    if cfg.labels:  # corrected labels (label_file.py): the retraining learns from them
+        images, relabelled_note = relabelled(images, read_labels(cfg.labels))
+        notes += [relabelled_note] if relabelled_note else []
     if images.skipped:
         notes.append(images.skipped_message())
     if images.empty_classes:

@@ -141,6 +141,49 @@ def _add(run_dir, folder, device: str, report: Reporter, ray: str | None) -> Add
     root = Path(folder).expanduser().resolve()
     _check_folders(run, root)
     images = scan_folder(root, progress=counter(report, Stage.SCAN), min_classes=1)
+    result = _append(run, root, images, device, report, ray)
+    _write(run, report)
+    return result
+
+
+def add_labelled(
+    run_dir: str | os.PathLike,
+    folder: str | os.PathLike,
+    labelled: list[tuple[str, str]],
+    device: str = "cpu",
+    progress: Reporter | None = None,
+) -> Added:
+    """Add images already labelled, ``(path relative to folder, label)`` each (the Review page's accepted answers:
+    no class folders needed), to the gallery of the run at ``run_dir``, as ``add_images`` does. The additions are
+    logged in the run's corrections as one batch, so ``relabel.undo_last`` can take them back out.
+
+    Raises:
+        EmbedderError: what ``add_images`` refuses, a label that cannot name a class, or no image to add.
+    """
+    from ..runs.corrections import Event, check_label, now, who
+
+    report = progress or silent
+    root = Path(folder).expanduser().resolve()
+    pairs = [(root / rel, check_label(label)) for rel, label in labelled]
+    if not pairs:
+        raise EmbedderError("no images to add: accept some first")
+    classes = sorted({label for _, label in pairs})
+    index = {c: i for i, c in enumerate(classes)}
+    images = ImageSet(root, [p for p, _ in pairs], np.array([index[lab] for _, lab in pairs], np.int64), classes)
+    with writing(run_dir, report):
+        run = load_run(run_dir)
+        _check_folders(run, root)
+        old_n = len(run.gallery_paths)
+        result = _append(run, root, images, device, report, None)
+        batch, by, at = run.corrections.next_batch(), who(), now()
+        added = zip(run.gallery_paths[old_n:], run.label_names(run.gallery_labels[old_n:]))
+        run.corrections.log += [Event(batch, "add", p, label, None, by, at) for p, label in added]
+        _write(run, report)
+        return result
+
+
+def _append(run: Run, root: Path, images: ImageSet, device: str, report: Reporter, ray: str | None) -> Added:
+    """The images of ``images`` that are new to the gallery, embedded and appended, the index rebuilt."""
     rows, in_gallery, in_test = _new_rows(run, images)
     if not rows:
         raise EmbedderError(
@@ -158,17 +201,22 @@ def _add(run_dir, folder, device: str, report: Reporter, ray: str | None) -> Add
     run.gallery_paths = [*run.gallery_paths, *(_stored_path(run, p) for p in paths)]
     run.gallery_labels = np.concatenate([run.gallery_labels, np.array([index_of[n] for n in names], dtype=np.int64)])
     run.gallery_embeddings = np.concatenate([run.gallery_embeddings, emb]).astype(np.float32)
+    back = set(run.gallery_paths[old_n:])  # an image taken out before and added now is no longer "taken out"
+    run.corrections.removed = [r for r in run.corrections.removed if r.path not in back]
     run._index = index_gallery(run.gallery_embeddings, run.train_config, report, previous=run.index())
     novelty.grow(run, old_n, report, run.train_config.seed, device)  # a new class is not novel
     result = Added(
         run.path, len(rows), dict(Counter(names)), new_classes, in_gallery, in_test, images.skipped_message()
     )
     _record(run, root, result)
+    result.index = run._index.stats()
+    return result
+
+
+def _write(run: Run, report: Reporter) -> None:
     report(Progress(Stage.WRITE, message=f"writing {run.path}"))
     run.save()
     report(Progress(Stage.DONE, message=str(run.path)))
-    result.index = run._index.stats()
-    return result
 
 
 def _record(run: Run, root: Path, added: Added) -> None:

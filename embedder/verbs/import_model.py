@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..answers import novelty
 from ..answers.evaluate import evaluate_run
 from ..config import IMPORTED, ModelConfig, TrainConfig
 from ..errors import EmbedderError
+from ..network.centre import describe as describe_centring
 from ..onnx.input import CHANNELS, LAYOUTS, RESIZES, SCALES, OnnxInput, resolve_input
 from ..onnx.input import transform as onnx_transform
 from ..onnx.model import OnnxEmbedder, graph_input, parse
@@ -161,8 +161,11 @@ def read_network(data: bytes, cfg: ImportConfig, name: str) -> tuple[OnnxEmbedde
     return net, notes
 
 
-def embed_gallery(pl: Plan, net: OnnxEmbedder, cfg: ImportConfig, report: Reporter) -> tuple[np.ndarray, np.ndarray]:
-    """(gallery rows into the plan's images (N,), their embeddings (N, D)) with the imported network."""
+def embed_gallery(pl: Plan, net: OnnxEmbedder, cfg: ImportConfig, report: Reporter):
+    """(gallery rows into the plan's images (N,), their embeddings (N, D), the centre they were moved by or None,
+    what decided it) with the imported network: outputs that share a common offset are centred by the gallery
+    mean (``network.centre``), which the run keeps for its queries."""
+    from ..network.centre import centred, choose_centre
     from ..network.embed import embed_images
 
     rows = gallery_rows(pl.parts)
@@ -173,7 +176,8 @@ def embed_gallery(pl: Plan, net: OnnxEmbedder, cfg: ImportConfig, report: Report
         batch_size=cfg.batch_size_embed,
         progress=lambda d, t: report(Progress(Stage.EMBED, done=d, total=t)),
     )
-    return rows, emb
+    centre, measured = choose_centre(emb, pl.images.labels[rows], cfg.seed)
+    return rows, centred(emb, centre), centre, measured
 
 
 def baseline_model(pl: Plan, cfg: ImportConfig) -> ModelConfig | None:
@@ -232,12 +236,15 @@ def import_model(
     for note in notes:
         report(Progress(Stage.NOTE, message=note))
     report = _guarded(report, stop)
-    rows, emb = embed_gallery(pl, net, cfg, report)
+    rows, emb, centre, centring = embed_gallery(pl, net, cfg, report)
+    notes.append(describe_centring(centring))
+    report(Progress(Stage.NOTE, message=notes[-1]))
     index = index_gallery(emb, tc, report)
     calibration, k = calibrate(pl, rows, emb, tc, report)
     tc, kept = replace(tc, k=k), f"imported from {name} ({net.input.dim}-d output)"
     run = assemble(pl, tc, Fitted(net, kept, []), rows, emb, index)
-    run.onnx, run.info["notes"] = net.input, notes
+    run.onnx, run.info["notes"], run.info["centring"] = net.input, notes, centring
+    run.centre = centre
     baseline = baseline_model(pl, cfg)
     if baseline is not None:
         run.info["baseline_model"] = baseline.to_dict()

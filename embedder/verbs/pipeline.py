@@ -83,6 +83,7 @@ def embed_gallery(
         flip_tta=mc.flip_tta,
         device=device,
         progress=counter(report, Stage.EMBED, "the gallery"),
+        fast=True,  # the kept network is final: on the CPU a large gallery goes through onnxruntime (network/fast.py)
     )
     return rows, emb
 

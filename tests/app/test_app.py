@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import copy_run, held_out_digit, open_app, page_text
 
 PAGES = ["pages/home.py", "pages/query.py", "pages/explore.py", "pages/train.py", "pages/evaluate.py"]
-PAGES.append("pages/insights.py")
+PAGES += ["pages/insights.py", "pages/review.py"]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -209,7 +209,7 @@ def test_a_deep_link_to_a_fresh_server_gets_the_app_navigation(browser, fresh_ur
         page.goto(f"{fresh_url}/query")
         page.locator('[data-testid="stSidebarNavLink"]', has_text=re.compile("Evaluate")).first.wait_for()
         links = [t.split()[-1] for t in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()]
-        assert links == ["Home", "Query", "Explore", "Train", "Evaluate", "Insights"]
+        assert links == ["Home", "Query", "Review", "Explore", "Train", "Evaluate", "Insights"]
         page.get_by_text("Images to label").first.wait_for()  # and it is the Query page that was asked for
         assert page.url.endswith("/query")
 

@@ -232,3 +232,32 @@ def test_planted_run__training_made_the_batch_easier(planted):
         assert t.after.ap_distance == pytest.approx(
             float(np.linalg.norm(run.gallery_embeddings[t.anchor] - run.gallery_embeddings[t.positive])), abs=1e-5
         )
+
+
+def test_vote_probabilities__the_distance_weighted_vote_of_the_others():
+    """Hand-placed: row 0's neighbours are rows 1 (label 1, d 0.1) and 2 (label 0, d 0.3)."""
+    from embedder.insights.findings import vote_probabilities
+    from embedder.search.vote import vote
+
+    labels = np.array([0, 1, 0])
+    nb = Neighbours(np.array([[1, 2], [0, 2], [0, 1]]), np.array([[0.1, 0.3], [0.1, 0.2], [0.3, 0.2]], np.float32))
+    probs = vote_probabilities(labels, nb, 3, smoothing=0.0)
+    for row in range(3):
+        _, _, shares = vote([str(labels[j]) for j in nb.idx[row]], nb.dist[row])
+        np.testing.assert_allclose(probs[row], [shares.get(str(c), 0.0) for c in range(3)], rtol=1e-5)
+    assert (
+        np.allclose(vote_probabilities(labels, nb, 3).sum(axis=1), 1) and (vote_probabilities(labels, nb, 3) > 0).all()
+    )
+
+
+def test_planted_run__cleanlab_flags_the_flipped_labels_too(planted):
+    """cleanlab's find_label_issues on the same leave-one-out vote probabilities: the measured alternative
+    (bench/bench_relabel.py compares the two on 20 planted errors)."""
+    from embedder.insights.findings import cleanlab_mislabels
+
+    run, truth, found = planted
+    ranked = cleanlab_mislabels(run.gallery_labels, found.neighbours, len(run.classes))
+    n = len(truth["flipped"])
+    top = {run.gallery_paths[r] for r in ranked[:n]}
+    print(f"cleanlab: {len(top & set(truth['flipped']))} of the {n} flipped in its top {n}")
+    assert len(top & set(truth["flipped"])) >= n // 2

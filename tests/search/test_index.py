@@ -27,7 +27,7 @@ def test_annoy_canary__get_nns_by_vector_returns_n_items():
 
 def test_build_index__agrees_with_exact_search_and_reports_recall():
     emb = _unit(np.random.default_rng(1).normal(size=(500, 16)))
-    index = build_index(emb, IndexConfig(n_trees=10, method="annoy"))
+    index = build_index(emb, IndexConfig(n_trees=10, method="annoy", target_recall=0.99))
     assert index.recall_at_10 >= 0.99
     queries = _unit(np.random.default_rng(2).normal(size=(20, 16)))
     got, got_d = index.query(queries, 10)
@@ -85,7 +85,7 @@ def _overlapping(n, n_queries, dim=32, classes=50, seed=4):
 
 def test_build_index__small_overlapping_gallery_is_answered_exactly():
     gallery, queries = _overlapping(2000, 100)
-    index = build_index(gallery, IndexConfig(n_trees=5), probes=queries)
+    index = build_index(gallery, IndexConfig(n_trees=5, target_recall=0.99), probes=queries)
     assert index.method == "exact" and index.recall_at_10 == 1.0
     stats = index.stats()
     assert stats["method"] == "exact" and stats["probe_kind"] == "held-out" and stats["probes"] == 100

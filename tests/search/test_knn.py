@@ -106,3 +106,16 @@ def test_streaming_knn__drives_accuracy_calculator_like_the_full_matrix():
         include=include, k="max_bin_count", knn_func=CustomKNN(LpDistance(normalize_embeddings=False))
     ).get_accuracy(*loo, ref_includes_query=True)
     assert ours == pytest.approx(theirs)
+
+
+def test_topk__nearly_parallel_vectors_keep_their_neighbours():
+    # Unit rows of a large common offset plus a little spread (an imported network's outputs): |q|² + |g|² − 2q·g
+    # rounds every distance in float32 to the same few values; searching about the gallery's mean does not.
+    rng = np.random.default_rng(0)
+    raw = 2e4 + rng.normal(scale=1.0, size=(400, 16))
+    rows = (raw / np.linalg.norm(raw, axis=1, keepdims=True)).astype(np.float32)
+    gallery, queries = rows[:300], rows[300:]
+    want = np.argsort(((queries[:, None].astype(np.float64) - gallery[None]) ** 2).sum(-1), axis=1)[:, :5]
+    got, _ = topk(queries, gallery, 5)
+    assert np.mean(got[:, 0] == want[:, 0]) >= 0.99
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(got, want)]) >= 0.95

@@ -33,3 +33,19 @@ def test_plan__bad_settings_are_user_errors(shapes_folder, tmp_path):
 def test_unseen_classes__too_few_is_a_user_error(shapes_folder, tmp_path):
     with pytest.raises(EmbedderError, match="need 4 unseen"):
         plan(_cfg(shapes_folder, tmp_path / "run", unseen_classes=0.34))
+
+
+def test_plan__a_label_file_corrects_what_training_learns_from(shapes_folder, tmp_path):
+    """``train --labels``: the label file's labels replace the folders' (a new one becomes a class), its removals
+    leave the images out, and the folder is not touched."""
+    before = sorted(p.relative_to(shapes_folder).as_posix() for p in shapes_folder.rglob("*.png"))
+    labels = tmp_path / "fixes.csv"
+    labels.write_text(f"path,label,action\ncircle/000.png,square,\n{shapes_folder / 'circle' / '001.png'},,remove\n")
+    pl = plan(_cfg(shapes_folder, tmp_path / "run", labels=str(labels)))
+    images = pl.images
+    assert images.classes[images.labels[images.paths.index(shapes_folder / "circle" / "000.png")]] == "square"
+    assert shapes_folder / "circle" / "001.png" not in images.paths and len(images) == len(before) - 1
+    assert "labels from the label file: 1 changed, 1 left out" in pl.notes
+    assert sorted(p.relative_to(shapes_folder).as_posix() for p in shapes_folder.rglob("*.png")) == before
+    with pytest.raises(EmbedderError, match="label file not found"):
+        plan(_cfg(shapes_folder, tmp_path / "run", labels=str(tmp_path / "none.csv")))

@@ -61,6 +61,7 @@ def test_the_train_page_offers_every_setting_the_cli_has_except_the_folders():
     from embedder.settings import settings_of
 
     at = AppTest.from_function(_form_script).run()
-    offered = {w.key[2:] for kind in ("number_input", "selectbox", "checkbox") for w in at.get(kind) if w.key}
+    kinds = ("number_input", "selectbox", "checkbox", "text_input")  # text_input: the label file (--labels)
+    offered = {w.key[2:] for kind in kinds for w in at.get(kind) if w.key}
     described = {f.name for f, s in settings_of(TrainConfig)}
     assert offered | {"data", "out", "queries", "resume", "overwrite"} == described | {"fancy_knob"}

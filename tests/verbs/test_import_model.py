@@ -89,11 +89,15 @@ def test_import__same_neighbours_as_the_torch_network_itself(tmp_path, nhwc, fla
 
     run = load_run(tmp_path / "run")
     assert (run.onnx.layout, run.onnx.height, run.onnx.dim) == ("nhwc" if nhwc else "nchw", SIDE, 64)
-    want = by_hand(net, run.gallery_files(), mean, std, nhwc)
+    raw = by_hand(net, run.gallery_files(), mean, std, nhwc)
+    # ReLU features share a positive offset: the import centres them by the gallery mean (network/centre.py)
+    centre = raw.mean(axis=0) if run.info["centring"]["centred"] else None
+    move = lambda x: x if centre is None else (x - centre) / np.linalg.norm(x - centre, axis=1, keepdims=True)
+    want = move(raw)
     np.testing.assert_allclose(run.gallery_embeddings, want, atol=1e-5)
 
     queries, _ = run.queries("test")
-    q = by_hand(net, queries, mean, std, nhwc)
+    q = move(by_hand(net, queries, mean, std, nhwc))
     exact = np.argsort(-(q @ want.T), axis=1)[:, :5]  # brute force over the torch embeddings
     found = Predictor(run).predict([str(p) for p in queries], k=5)
     assert [[n.index for n in p.neighbors] for p in found] == exact.tolist()
@@ -207,3 +211,46 @@ def test_import__the_insights_and_the_triplet_explainer_work_on_an_imported_run(
     assert e.before_name == "raw pixels" and e.triplets  # no untrained twin of a network trained elsewhere
     assert sum(e.counts["after"].values()) == sum(e.counts["before"].values())
     assert len(gallery_findings(run).outliers) == len(run.gallery_labels)
+
+
+def _offset_projection(tmp_path):
+    """An LDA projection of 32x32 digits fitted on the first 900 of scikit-learn's digits, exported as ONNX with a
+    large common offset (no centring: norm ~2e5, spread ~15 per dimension), and a folder of the other 897 digits,
+    which the projection never saw."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from embedder.images.data import demo_dataset
+
+    files = sorted(demo_dataset(tmp_path / "cache").glob("*/*.png"), key=lambda p: int(p.stem))
+    pixels = lambda p: np.asarray(Image.open(p).convert("L"), dtype=np.float32).ravel() / 255.0  # what 0-1 gray feeds
+    seen = [p for p in files if int(p.stem) < 900]
+    lda = LinearDiscriminantAnalysis(n_components=9).fit(
+        np.stack([pixels(p) for p in seen]), [p.parent.name for p in seen]
+    )
+    net = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 9))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.from_numpy(5 * lda.scalings_[:, :9].T.astype(np.float32)))
+        net[1].bias.fill_(66_667.0)  # every output shares it, as all-positive ReLU features share their mean
+    torch.onnx.export(net.eval(), (torch.zeros(1, 1, SIDE, SIDE),), str(tmp_path / "lda.onnx"), dynamo=False,
+                      input_names=["pixels"], output_names=["z"], dynamic_axes={"pixels": {0: "batch"}})  # fmt: skip
+    new = tmp_path / "new-digits"
+    for p in files[900:]:
+        (new / p.parent.name).mkdir(parents=True, exist_ok=True)
+        (new / p.parent.name / p.name).write_bytes(p.read_bytes())
+    return (tmp_path / "lda.onnx").read_bytes(), new
+
+
+def test_import__outputs_with_a_large_common_offset_are_centred_and_label_new_digits(tmp_path):
+    data, new = _offset_projection(tmp_path)
+    result = import_model(data, ImportConfig(data=str(new), out=str(tmp_path / "run"), pretrained_baseline=False))
+    run = load_run(tmp_path / "run")
+    assert run.info["centring"]["centred"] and run.info["centring"]["offset_share"] > 0.99
+    assert any(n.startswith("embeddings centred by the gallery mean") for n in result.notes)
+    spread = np.linalg.norm(run.gallery_embeddings.mean(axis=0))
+    assert spread < 0.5  # no longer nearly parallel: the mean of the unit rows is far from length 1
+    queries, labels = run.queries("test")
+    assert len(queries) >= 150
+    found = Predictor(load_run(tmp_path / "run")).predict([str(p) for p in queries], k=1)
+    right = np.mean([p.label == run.classes[c] for p, c in zip(found, labels)])
+    assert right >= 0.9, right  # 0.195 when every distance of the nearly parallel vectors rounded alike
+    assert run.metrics["test"]["knn_accuracy"] >= 0.9

@@ -1,0 +1,117 @@
+"""Upload -> answer in a real browser, against the server's own work for the same upload, as a ratio.
+
+A run with a 100,000-image gallery (``tests.helpers.synthetic_run``: the small CNN, generated embeddings, real
+thumbnails) is served by ``streamlit run app.py``; Chromium (Playwright) opens the Query page and, for each of a
+few new images, the clock runs from handing the file to the file chooser to the K-th neighbour's thumbnail drawn.
+The server's own work for an upload (decode, embed, search, vote, the neighbours' thumbnails encoded) is timed in
+this process on the same run. Times are medians; the load average is printed beside them.
+
+    python -m bench.bench_browser [--gallery 100000] [--uploads 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.common import table
+
+K = 5
+
+
+def uploads(n: int, seed: int = 0) -> list[bytes]:
+    """``n`` different 32x32 PNGs (none in the gallery: each upload is new to the server's caches)."""
+    rng, out = np.random.default_rng(seed), []
+    for _ in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def server_ms(run_dir: Path, images: list[bytes]) -> float:
+    """Median ms of the server's work for one upload, as the Query page does it (without Streamlit)."""
+    from embedder.answers.predict import Predictor
+    from embedder.images.decode import load_image
+    from embedder.runs.run import load_run
+
+    predictor = Predictor(load_run(run_dir))
+    names = predictor.run.classes
+    times = []
+    for data in images:
+        t0 = time.perf_counter()
+        emb, features = predictor.look([load_image(data)])
+        pred = predictor.predict_embeddings(emb, ["upload"], K, False, features)[0]
+        for n in pred.neighbors:  # the thumbnails the page draws (each encoded once: the app caches them)
+            buf = io.BytesIO()
+            Image.open(n.path).convert("RGB").resize((96, 96)).save(buf, "PNG")
+        times.append(1000 * (time.perf_counter() - t0))
+    assert names
+    return float(np.median(times))
+
+
+def browser_ms(run_dir: Path, images: list[bytes], log: Path) -> list[float]:
+    """ms from the file chooser to the K-th neighbour drawn, one upload at a time on the Query page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS, _open, _serve, _tab
+
+    env = {"EMBEDDER_RUNS_DIR": str(run_dir.parent), "EMBEDDER_RUN": str(run_dir)}
+    times = []
+    with _serve(env, log) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with _tab(browser, timeout_ms=600_000) as page:
+            _open(page, f"{url}/query", "Query")
+            upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+            for i, data in enumerate(images):
+                caption = page.locator('[data-testid="stImageCaption"]', has_text="d = ")
+                t0 = time.perf_counter()
+                upload.set_input_files(files=[{"name": f"new-{i}.png", "mimeType": "image/png", "buffer": data}])
+                page.wait_for_function(f"() => document.body.innerText.includes('new-{i}.png')")
+                expect(caption.nth(K - 1)).to_be_visible()
+                times.append(1000 * (time.perf_counter() - t0))
+        browser.close()
+    return times
+
+
+def run(gallery: int, n_uploads: int) -> str:
+    from tests.helpers import synthetic_run
+
+    with tempfile.TemporaryDirectory() as folder:
+        run_dir = synthetic_run(Path(folder) / "runs" / "big", n=gallery, method="exact")
+        images = uploads(n_uploads + 1)
+        load = os.getloadavg()[0]
+        browser = browser_ms(run_dir, images, Path(folder) / "server.log")[1:]  # the first warms the page up
+        server = server_ms(run_dir, images)
+        after = os.getloadavg()[0]
+    median = float(np.median(browser))
+    rows = [
+        ["browser: file chooser -> K-th neighbour drawn", f"{median:.0f}", "1.00"],
+        ["server's own work (decode, embed, search, vote, thumbnails)", f"{server:.1f}", f"{server / median:.3f}"],
+    ]
+    verdict = "met" if median <= 500 else f"**missed** ({median:.0f} ms)"
+    return (
+        f"### Upload -> answer in the browser ({gallery:,}-image gallery, small CNN, exact search; {n_uploads} "
+        f"uploads, medians; load average {load:.1f} before, {after:.1f} after)\n\n"
+        + table(["", "ms", "share of the round trip"], rows)
+        + f"\n\nGoal <= 500 ms on a quiet machine: {verdict} at load {load:.1f} on 2 cores."
+    )
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--gallery", type=int, default=100_000)
+    ap.add_argument("--uploads", type=int, default=5)
+    args = ap.parse_args(argv)
+    print(run(args.gallery, args.uploads))
+
+
+if __name__ == "__main__":
+    main()

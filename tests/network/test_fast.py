@@ -1,0 +1,44 @@
+"""embedder/network/fast.py: a fixed network exported for onnxruntime gives torch's embeddings; a network in
+training, or too few images, stay with torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from embedder.config import ModelConfig
+from embedder.network import fast
+from embedder.network.embed import embed_images
+from embedder.network.fast import OnnxRuntimeModule, for_cpu
+from embedder.network.model import EmbeddingNet
+
+
+def _net() -> EmbeddingNet:
+    torch.manual_seed(0)
+    return EmbeddingNet(ModelConfig(backbone="convnet", dim=16, image_size=32), load_pretrained=False).eval()
+
+
+def test_for_cpu__the_export_gives_torchs_embeddings_and_is_made_once():
+    net, x = _net(), torch.rand(8, 3, 32, 32)
+    runner = for_cpu(net, x)
+    assert isinstance(runner, OnnxRuntimeModule) and for_cpu(net, x) is runner
+    with torch.no_grad():
+        np.testing.assert_allclose(runner(x).numpy(), net(x).numpy(), atol=1e-5)
+
+
+def test_for_cpu__a_network_in_training_stays_with_torch():
+    net = _net().train()
+    assert for_cpu(net, torch.rand(2, 3, 32, 32)) is net
+
+
+def test_embed_images__fast_from_enough_images_gives_the_same_embeddings(monkeypatch):
+    from PIL import Image
+    from torchvision.transforms import ToTensor
+
+    net, rng = _net(), np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(12)]
+    plain = embed_images(net, images, ToTensor(), batch_size=4)
+    monkeypatch.setattr("embedder.network.embed.FAST_FROM", 10)
+    exported = embed_images(net, images, ToTensor(), batch_size=4, fast=True)
+    assert isinstance(fast._EXPORTED.get(net), OnnxRuntimeModule)  # it did go through onnxruntime
+    np.testing.assert_allclose(exported, plain, atol=1e-5)
