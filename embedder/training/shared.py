@@ -73,28 +73,38 @@ class FrozenStages:
             probe = model.backbone.run(torch.zeros(1, 3, side, side), 0, n_frozen)
         return n_frozen > 0 and 2 * probe.numel() * 4 * n_images <= max_bytes
 
-    def _run(self, transform, progress: Callable[[int, int], None] | None) -> np.ndarray:
-        set_frozen_eval(self.model.backbone, self.n_frozen)  # whatever mode the network is in: as training runs them
-        frozen = lambda x: self.model.backbone.run(x, 0, self.n_frozen)  # noqa: E731
-        return embed_images(frozen, self.paths, transform, batch_size=self.batch_size, loader=self.loader,
-                            progress=progress)  # fmt: skip
-
     def still(self, paths: list, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """(len(paths), C, H, W) the un-augmented images' activations, in the order of ``paths``."""
         if self._still is None:
-            self._still = self._run(self.eval_transform, progress)
+            set_frozen_eval(self.model.backbone, self.n_frozen)  # whatever mode the network is in: as training runs
+            frozen = lambda x: self.model.backbone.run(x, 0, self.n_frozen)  # noqa: E731
+            self._still = embed_images(frozen, self.paths, self.eval_transform, batch_size=self.batch_size,
+                                       loader=self.loader, progress=progress)  # fmt: skip
         return self._still[[self.row[p] for p in paths]]
 
-    def views(self, epoch: int, seed: int, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-        """(N, C, H, W) every image's augmented view of ``epoch`` through the frozen stages (seeded: the same
-        views whenever asked), computed on first request and kept while the memory budget allows."""
+    def views(self, epoch: int, seed: int) -> torch.Tensor:
+        """(N, C, H, W) every image's augmented view of ``epoch`` through the frozen stages, computed on first
+        request and kept while the memory budget allows. Each image draws its view with a seed of its own (from
+        ``seed``, the epoch and its row), so the views are the same whenever and in whatever order they are made."""
         if epoch not in self._views:
-            torch.manual_seed(seed * 10_007 + epoch)
-            views = torch.from_numpy(self._run(self.train_transform, progress))
+            views = self._augmented(epoch, seed)
             if (len(self._views) + 2) * views.numel() * 4 > MAX_BYTES:
                 self._views.clear()
             self._views[epoch] = views
         return self._views[epoch]
+
+    @torch.no_grad()
+    def _augmented(self, epoch: int, seed: int) -> torch.Tensor:
+        set_frozen_eval(self.model.backbone, self.n_frozen)
+        device, out = next(self.model.parameters()).device, []
+        for start in range(0, len(self.paths), self.batch_size):
+            rows = range(start, min(start + self.batch_size, len(self.paths)))
+            batch = []
+            for row in rows:  # in this thread, one seed an image: the random crop, flip and colour are repeatable
+                torch.manual_seed((seed * 10_007 + epoch) * 1_000_003 + row)
+                batch.append(self.train_transform(self.loader(self.paths[row])))
+            out.append(self.model.backbone.run(torch.stack(batch).to(device), 0, self.n_frozen).cpu())
+        return torch.cat(out)
 
     def batches(self, views: torch.Tensor, paths: list, labels: np.ndarray, sampler, batch: int) -> DataLoader:
         """Batches of (activations, labels) for the images ``paths`` (drawn by ``sampler``, as their images were)."""
