@@ -56,3 +56,48 @@ def writing(run_dir: str | os.PathLike, report: Reporter = silent, wait: float |
         yield
     finally:
         lock.release()
+
+
+def training_lock_path(run_dir: str | os.PathLike) -> Path:
+    out = Path(run_dir).expanduser().resolve()
+    return out.parent / f".{out.name}.training.lock"
+
+
+@contextmanager
+def training(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold ``run_dir``'s training lock for a whole training: one training at a time into a run, and the writers
+    that change a gallery (add, relabel, import) refuse meanwhile (``training_under_way``): the run the training
+    writes at its end would drop what they changed. The write lock (``writing``) is held only around each write,
+    so readers and the map job (which writes only ``projections/``) go on between them.
+
+    Raises:
+        EmbedderError: another training of this run is under way.
+    """
+    path = training_lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise EmbedderError(
+            f"a training of {Path(run_dir).name} is under way already: wait for it to finish, or cancel it"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def training_under_way(run_dir: str | os.PathLike) -> bool:
+    """Whether some process (this one included, in another thread) trains into ``run_dir`` now."""
+    path = training_lock_path(run_dir)
+    if not path.exists():
+        return False
+    lock = FileLock(path, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+

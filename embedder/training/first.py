@@ -75,6 +75,7 @@ def _pretrained(
         flip_tta=mc.flip_tta,
         device=device,
         progress=counter(report, Stage.EMBED, "the gallery, with the pretrained features"),
+        fast=True,  # a fixed network: on the CPU a large gallery goes through onnxruntime (network/fast.py)
     )
     return [("the pretrained features", net, emb)]
 

@@ -25,7 +25,7 @@ from ..errors import EmbedderError
 from ..images.data import ImageSet, scan_folder
 from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.folders import is_inside
-from ..runs.lock import writing
+from ..runs.lock import training_under_way, writing
 from ..runs.run import Run, load_run
 from ..training.checkpoint import work_dir
 from .pipeline import index_gallery
@@ -86,6 +86,11 @@ def _check_folders(run: Run, folder: Path) -> None:
         raise EmbedderError(
             f"the image folder {folder} overlaps the run folder {run.path}: the run is rewritten as a whole, "
             "so keep the images outside it"
+        )
+    if training_under_way(run.path):
+        raise EmbedderError(
+            f"a training of {run.path.name} is under way: the run it writes at its end would not hold these images; "
+            "add them when it is done"
         )
     if work_dir(run.path).exists():
         raise EmbedderError(

@@ -27,7 +27,7 @@ from ..images.transforms import eval_transform
 from ..network.embed import embed_images
 from ..network.model import resolve_device
 from ..progress import Progress, Reporter, Stage, counter, silent
-from ..runs.lock import writing
+from ..runs.lock import training, writing
 from ..runs.run import Run, gallery_rows, is_run, load_run, split_record
 from ..search.index import GalleryIndex, build_index
 from ..training.checkpoint import remove_work_dir, work_dir
@@ -206,7 +206,7 @@ def train(
     if world().size > 1:
         return _train_distributed(pl, cfg, out, device, report, stop)
     cv, guarded = use_cv(pl, cfg), _guarded(report, stop)
-    with writing(out, report):  # one writer: an add or another training waits for this one
+    with training(out):  # one training at a time; add and relabel refuse meanwhile (each write takes the write lock)
         first = first_model(pl, cfg, device, guarded, folds(pl, cfg) if cv else None)
         first_plan = merged(pl) if cv else pl
         run = finish(first_plan, cfg, first.fitted, first.rows, first.emb, device, guarded, evaluate=False)
@@ -239,10 +239,11 @@ def _train_distributed(pl: Plan, cfg: TrainConfig, out: Path, device, report: Re
         raise EmbedderError(
             "--selection cv trains its folds in one process: run it without torchrun, or choose holdout"
         )
-    fitted = fit(pl, cfg, out, device, report, stop)
-    if not world().main:
+    if not world().main:  # its part is training: rank 0 holds the locks and writes the run
+        fitted = fit(pl, cfg, out, device, report, stop)
         return TrainResult(out, fitted.history, {}, fitted.kept, pl.notes)
-    with writing(out, report):
+    with training(out):
+        fitted = fit(pl, cfg, out, device, report, stop)
         return _finish(pl, cfg, fitted, device, _guarded(report, stop), None, None)
 
 
@@ -304,13 +305,12 @@ def _answer_first(run: Run, pl: Plan, cfg: TrainConfig, first: First, device, re
     tuning = cfg.finetune and cfg.epochs > 0
     pending = "evaluation" + (", then fine-tuning" if tuning else "")
     run.metrics["improving"] = {"status": "evaluating", "pending": pending, "pid": os.getpid(), "since": _now()}
-    report(Progress(Stage.WRITE, message=f"writing {run.path}"))
-    run.save(overwrite=cfg.overwrite)
+    _write(run, report, cfg.overwrite)
     report(Progress(Stage.QUERYABLE, message=_queryable(run, first, time.perf_counter() - started)))
     _evaluate(run, pl, cfg, device, report)
     if tuning:
         run.metrics["improving"] = {**run.metrics["improving"], "status": "training", "pending": "fine-tuning"}
-        run.save()
+        _write(run, report)
 
 
 def _queryable(run: Run, first: First, seconds: float) -> str:
@@ -344,8 +344,7 @@ def _record_upgrade(run: Run, outcome: dict, report: Reporter, overwrite: bool =
     """What training did to the run's first answer, into its metrics (``upgrade``), written."""
     run.metrics.pop("improving", None)
     run.metrics["upgrade"] = {**outcome, "at": _now()}
-    report(Progress(Stage.WRITE, message=f"writing {run.path}"))
-    run.save(overwrite=overwrite)
+    _write(run, report, overwrite)
 
 
 def _finish(pl: Plan, cfg: TrainConfig, fitted: Fitted, device, report: Reporter, ray, before: Run | None):
@@ -357,8 +356,7 @@ def _finish(pl: Plan, cfg: TrainConfig, fitted: Fitted, device, report: Reporter
     _evaluate(run, pl, cfg, device, report, before.metrics.get("test") if before is not None else None)
     if before is not None:
         run.metrics["upgrade"] = {"result": "replaced", **_before_after(before, run), "at": _now()}
-    report(Progress(Stage.WRITE, message=f"writing {out}"))
-    run.save(overwrite=cfg.overwrite)
+    _write(run, report, cfg.overwrite)
     remove_work_dir(work_dir(out))
     if before is not None:
         report(Progress(Stage.NOTE, message=_upgrade_note(run.metrics["upgrade"])))
@@ -383,6 +381,13 @@ def _upgrade_note(upgrade: dict) -> str:
     if b.get(which) is None or a.get(which) is None:
         return "training replaced the first answer"
     return f"training replaced the first answer: label accuracy on {which} images {b[which]:.3f} -> {a[which]:.3f}"
+
+
+def _write(run: Run, report: Reporter, overwrite: bool = False) -> None:
+    """Write ``run`` in place, holding its write lock for the moment it takes (readers see the old run or the new)."""
+    report(Progress(Stage.WRITE, message=f"writing {run.path}"))
+    with writing(run.path, report):
+        run.save(overwrite=overwrite)
 
 
 def _now() -> str:

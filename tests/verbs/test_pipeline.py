@@ -11,7 +11,7 @@ from embedder.training.checkpoint import work_dir
 from embedder.training.plan import plan
 from embedder.verbs.pipeline import train
 from tests.helpers import cfg as _cfg
-from tests.helpers import digits_subset
+from tests.helpers import digits_subset, make_shapes_folder
 
 pytestmark = pytest.mark.slow  # every test here trains
 
@@ -246,3 +246,42 @@ def test_train__a_finished_run_keeps_answering_until_the_new_training_ends(shape
     assert during and all(d == before for d in during)
     assert not any(e.stage == "queryable" for e in events)
     assert any("keeps answering with its current run" in e.message for e in events)
+
+
+def test_train__while_it_trains_the_run_answers_add_is_refused_and_a_second_training_too(shapes_folder, tmp_path):
+    """One training at a time into a run; add would have its images dropped by the run the training writes at its
+    end, so it is refused in one line; the write lock is free between writes (readers and the map job go on)."""
+    import threading
+
+    from embedder.runs.lock import writing
+    from embedder.runs.run import load_run
+    from embedder.verbs.add import add_images
+
+    out, answering, stop = tmp_path / "run", threading.Event(), threading.Event()
+    seen = []
+
+    def work():
+        try:
+            train(
+                _cfg(shapes_folder, out, epochs=500, patience=500),
+                progress=lambda p: answering.set() if p.stage == "train" else None,
+                should_stop=stop.is_set,
+            )
+        except Cancelled:
+            seen.append("cancelled")
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        assert answering.wait(300)
+        assert load_run(out).metrics["improving"]["status"] == "training"
+        with pytest.raises(EmbedderError, match="a training of run is under way: the run it writes at its end"):
+            add_images(out, make_shapes_folder(tmp_path / "more", classes=("star",), per_class=3))
+        with pytest.raises(EmbedderError, match="a training of run is under way already"):
+            train(_cfg(shapes_folder, out))
+        with writing(out, wait=5):  # between its writes the training holds no write lock
+            pass
+    finally:
+        stop.set()
+        thread.join(120)
+    assert seen == ["cancelled"] and load_run(out).metrics["upgrade"]["result"] == "cancelled"
