@@ -46,32 +46,39 @@ _ORDER = (("pca", 2), ("pca", 3), ("tsne", 2), ("umap", 2), ("tsne", 3), ("umap"
 STANDARD = tuple(MapSpec(m, d, before) for before in (False, True) for m, d in _ORDER)
 
 
-def map_key(run, spec: MapSpec, before: np.ndarray | None = None) -> str | None:
-    """The file ``spec`` is stored under in ``run`` (``project.map_file``); None for a map before training while
-    the gallery before training (``before``, else read from the run) is not stored yet."""
-    if not spec.before:
-        return map_file(spec.method, spec.dims, fingerprint(run.gallery_embeddings))
-    before = mapdata.stored_before(run) if before is None else before
-    if before is None:
+def fingerprint_of(run, before: bool) -> str | None:
+    """The fingerprint the maps of the gallery (``before``: before training) are stored under; None while the
+    gallery before training is not stored yet. Hashes the embeddings: a caller asking often keeps it."""
+    if not before:
+        return fingerprint(run.gallery_embeddings)
+    emb = mapdata.stored_before(run)
+    return None if emb is None else fingerprint(emb)
+
+
+def map_key(run, spec: MapSpec, fp: str | None = None) -> str | None:
+    """The file ``spec`` is stored under in ``run`` (``project.map_file``), given its ``fingerprint_of`` (computed
+    when None); None for a map before training while the gallery before training is not stored yet."""
+    fp = fingerprint_of(run, spec.before) if fp is None else fp
+    if fp is None:
         return None
-    return map_file(spec.method, spec.dims, fingerprint(before), tag=f"before-{mapdata.before_kind(run)}")
+    return map_file(spec.method, spec.dims, fp, tag=f"before-{mapdata.before_kind(run)}" if spec.before else "")
 
 
 def missing(run, specs: tuple[MapSpec, ...] = STANDARD) -> list[MapSpec]:
-    """The maps of ``specs`` that ``run`` does not store yet (file names only: nothing is read or fitted)."""
-    before = mapdata.stored_before(run) if any(s.before for s in specs) else None
+    """The maps of ``specs`` that ``run`` does not store yet (file names only: nothing is fitted)."""
+    fps = {b: fingerprint_of(run, b) for b in {s.before for s in specs}}
     folder = Path(run.path) / "projections"
     out = []
     for spec in specs:
-        key = map_key(run, spec, before)
+        key = map_key(run, spec, fps[spec.before]) if fps[spec.before] is not None else None
         if key is None or not (folder / key).is_file():
             out.append(spec)
     return out
 
 
-def stored(run, spec: MapSpec):
-    """The stored ``Projection`` of ``spec``, or None when it is not stored yet."""
-    key = map_key(run, spec)
+def stored(run, spec: MapSpec, fp: str | None = None):
+    """The stored ``Projection`` of ``spec`` (``fp``: see ``map_key``), or None when it is not stored yet."""
+    key = map_key(run, spec, fp)
     if key is None:
         return None
     return stored_projection(run.path, len(run.gallery_paths), key, spec.method, spec.dims)
@@ -92,7 +99,7 @@ class _Meter:
         elapsed = time.perf_counter() - self.started
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
         extra = {"fraction": fraction, "eta_s": eta, "ready": list(self.ready), "current": self.current}
-        self.report(Progress(Stage.MAP, done=len(self.ready), total=0, message=self.current, extra=extra))
+        self.report(Progress(Stage.MAP, done=round(100 * fraction), total=100, message=self.current, extra=extra))
 
     def finished(self, weight: float, name: str | None = None) -> None:
         self.done += weight
@@ -149,6 +156,10 @@ def precompute(
         if run_version(run_dir) != version:
             report(Progress(Stage.NOTE, message="the run was rewritten while its maps were computed: stopped"))
             break
+        if missing(run, (spec,)):  # another writer held the run past LOCK_WAIT: this map stays unstored
+            report(Progress(Stage.NOTE, message=f"{spec}: not stored, another process was writing the run"))
+            meter.finished(weight)
+            continue
         done.append(spec)
         meter.finished(weight, str(spec))
     return done
