@@ -77,9 +77,10 @@ def quality(x: np.ndarray, y: np.ndarray, labels: np.ndarray, seed: int = 0) -> 
     return {"knn": float(kept), "trust": float(trust), "label": float(np.mean(votes == labels[ev]))}
 
 
-def tsne_comparison(sizes: list[int], full_sklearn: bool = False) -> str:
+def tsne_comparison(sizes: list[int], full_sklearn: bool = False, each=None) -> str:
     """Both t-SNEs at each size: fitted on every point up to SAMPLE; above it on a SAMPLE-point sample (the rest
-    placed) and openTSNE on every point too (scikit-learn on every point only with ``full_sklearn``: hours)."""
+    placed) and openTSNE on every point too (scikit-learn on every point only with ``full_sklearn``: hours).
+    ``each(row)`` is called with every row as it is measured."""
     rows = []
     for n in sizes:
         x, labels = data(n)
@@ -100,6 +101,8 @@ def tsne_comparison(sizes: list[int], full_sklearn: bool = False) -> str:
                 [f"{n:,}", name, f"{seconds:.1f}", f"{base / seconds:.2f}x"]
                 + [f"{q['knn']:.3f}", f"{q['trust']:.3f}", f"{q['label']:.3f}"]
             )
+            if each is not None:
+                each(rows[-1])
         hd = quality(x, x, labels)["label"]
         rows.append([f"{n:,}", "(the 128-D embeddings themselves)", "", "", "1.000", "1.000", f"{hd:.3f}"])
     head = ["points", "t-SNE", "seconds", "speed vs first row", "10-NN kept", "trustworthiness", "10-NN label"]
@@ -134,7 +137,8 @@ def main(argv=None) -> None:
     ap.add_argument("--full-sklearn", action="store_true", help="also scikit-learn's t-SNE on every point above 10k")
     args = ap.parse_args(argv)
     if args.tsne:
-        print(tsne_comparison(args.tsne, args.full_sklearn), flush=True)
+        each = lambda row: print(" | ".join(row), f"(load {os.getloadavg()[0]:.1f})", flush=True)  # noqa: E731
+        print(tsne_comparison(args.tsne, args.full_sklearn, each), flush=True)
         print(f"\nload average at the end: {' / '.join(f'{v:.1f}' for v in os.getloadavg())}")
         return
     print(run(args.quick, Path(".")))
