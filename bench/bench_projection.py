@@ -70,11 +70,17 @@ def quality(x: np.ndarray, y: np.ndarray, labels: np.ndarray, seed: int = 0) -> 
     ev = rng.choice(len(x), min(EVAL, len(x)), replace=False)
     high, _ = topk(x[ev], x, K, exclude=ev)  # (E, K)
     low, _ = topk(y[ev], y, K, exclude=ev)
-    kept = np.mean([len(np.intersect1d(h, lo)) / K for h, lo in zip(high, low)])
+    shares = np.array([len(np.intersect1d(h, lo)) / K for h, lo in zip(high, low)])  # (E,)
     votes = np.array([np.bincount(labels[row]).argmax() for row in low])
     sub = rng.choice(len(x), min(TRUST_SAMPLE, len(x)), replace=False)
     trust = trustworthiness(x[sub], y[sub], n_neighbors=K)
-    return {"knn": float(kept), "trust": float(trust), "label": float(np.mean(votes == labels[ev]))}
+    ci = 1.96 * shares.std(ddof=1) / np.sqrt(len(shares))  # a 95% interval of the mean over the E points
+    return {
+        "knn": float(shares.mean()),
+        "knn_ci": float(ci),
+        "trust": float(trust),
+        "label": float(np.mean(votes == labels[ev])),
+    }
 
 
 def tsne_comparison(sizes: list[int], full_sklearn: bool = False, each=None) -> str:
@@ -99,13 +105,13 @@ def tsne_comparison(sizes: list[int], full_sklearn: bool = False, each=None) -> 
             q = quality(x, y, labels)
             rows.append(
                 [f"{n:,}", name, f"{seconds:.1f}", f"{base / seconds:.2f}x"]
-                + [f"{q['knn']:.3f}", f"{q['trust']:.3f}", f"{q['label']:.3f}"]
+                + [f"{q['knn']:.3f} ± {q['knn_ci']:.3f}", f"{q['trust']:.3f}", f"{q['label']:.3f}"]
             )
             if each is not None:
                 each(rows[-1])
         hd = quality(x, x, labels)["label"]
         rows.append([f"{n:,}", "(the 128-D embeddings themselves)", "", "", "1.000", "1.000", f"{hd:.3f}"])
-    head = ["points", "t-SNE", "seconds", "speed vs first row", "10-NN kept", "trustworthiness", "10-NN label"]
+    head = ["points", "t-SNE", "seconds", "speed vs first row", "10-NN kept (95% CI)", "trustworthiness", "10-NN label"]
     return table(head, rows)
 
 

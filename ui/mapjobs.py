@@ -52,6 +52,7 @@ class MapJob:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _over: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def active(self) -> bool:
@@ -60,12 +61,22 @@ class MapJob:
     def cancel(self) -> None:
         self._stop.set()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job is over (done, failed or cancelled); False when ``timeout`` seconds passed first."""
+        return self._over.wait(timeout)
+
     def on_progress(self, p: Progress) -> None:
         if p.stage == Stage.MAP:
             e = p.extra
             self.fraction, self.eta_s, self.current, self.ready = e["fraction"], e["eta_s"], e["current"], e["ready"]
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._over.set()
+
+    def _run(self) -> None:
         with _ONE_AT_A_TIME:
             if self._stop.is_set():
                 self.status, self.finished = "cancelled", time.time()
@@ -108,6 +119,7 @@ def ensure(run: Run) -> MapJob | None:
         _JOBS[path] = job
     if not missing(run):  # stored already (by the CLI, or before this server started)
         job.status, job.fraction, job.finished = "done", 1.0, time.time()
+        job._over.set()
         return None
     threading.Thread(target=job.run, name=f"maps {path.name}", daemon=True).start()
     return job
