@@ -39,6 +39,7 @@ STAGE_WORDS = {
     "evaluate": "Evaluating",
     "baselines": "Measuring the baselines",
     "write": "Writing the run",
+    "map": "Computing the maps",  # maps/precompute.py, when a job computes them after writing the run
     "done": "Done",
 }
 
@@ -131,6 +132,7 @@ class TrainJob:
             "evaluate": 0.95,
             "baselines": 0.97,
             "write": 0.99,
+            "map": 0.995,
             "done": 1.0,
         }
         return tail.get(self.stage, 0.0)
