@@ -25,6 +25,7 @@ class Stage(str, Enum):
     EVALUATE = "evaluate"
     BASELINES = "baselines"  # the same evaluation for raw pixels, the untrained and the pretrained network
     WRITE = "write"
+    MAP = "map"  # the run's maps computed after it is written (maps/precompute.py): ``extra`` says how far
     DONE = "done"
 
     def __str__(self) -> str:

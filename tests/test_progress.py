@@ -20,6 +20,7 @@ ORDER = [
     "evaluate",
     "baselines",
     "write",
+    "map",
     "done",
 ]
 

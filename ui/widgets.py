@@ -12,7 +12,7 @@ from embedder.errors import EmbedderError
 from embedder.maps.charts import training_curves
 from embedder.runs.run import Run, is_run, list_runs
 
-from . import access, cache, jobs, state
+from . import access, cache, jobs, mapjobs, state
 
 POLL_SECONDS = 1.0
 
@@ -36,10 +36,13 @@ def active_run() -> Run | None:
         )
         return None
     try:
-        return cache.get_run(path)
+        run = cache.get_run(path)
     except EmbedderError as exc:
         st.error(access.public(str(exc)))
         return None
+    if mapjobs.enabled():
+        mapjobs.ensure(run)  # a run just trained, added to or picked: its maps are computed once, in the background
+    return run
 
 
 def job_panel(out: Path, show_curves: bool = True, cancel: bool = True) -> None:
