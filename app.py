@@ -12,7 +12,7 @@ import streamlit as st
 
 from embedder.config import TrainConfig
 from embedder.runs.run import is_run
-from ui import auth, jobs, sessions, state
+from ui import auth, jobs, maps, sessions, state
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
@@ -44,6 +44,8 @@ if not allowed:
     auth.ask()
     st.stop()
 ensure_demo_run()
+maps.keep_url()
+state.open_linked_run(st.session_state[maps.URL])  # before the sidebar names the active run
 state.open_requested_page()
 sessions.touch(state.active_run_path())
 with st.sidebar:

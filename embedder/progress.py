@@ -26,6 +26,7 @@ class Stage(str, Enum):
     BASELINES = "baselines"  # the same evaluation for raw pixels, the untrained and the pretrained network
     WRITE = "write"
     QUERYABLE = "queryable"  # the run at ``out`` answers now (its first answer): ``message`` says what it holds
+    MAP = "map"  # the run's maps computed after it is written (maps/precompute.py): ``extra`` says how far
     DONE = "done"
 
     def __str__(self) -> str:

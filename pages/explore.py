@@ -51,17 +51,18 @@ rows = maps.sample_rows(run, np.arange(len(names)), select=view.dims == 2)
 sampled = len(rows) < len(names)  # then a density image of all points lies beneath, and a region selects all
 colours = maps.colouring(run, view, rows)
 proj = maps.projection(run, view.method, view.dims)
+shown_method = view.method
+if proj is None:  # being computed in the background (its progress is above): the instant map meanwhile
+    shown_method, proj = "pca", maps.projection(run, "pca", view.dims)
+    st.caption(f"Showing PCA until {maps.NAMES[view.method]} is ready: it opens here by itself.")
 if proj is None:
     st.stop()
 everything = proj.coords if sampled else None
 after = embedding_map(proj.coords[rows], rows=rows, height=560 if compare else 620, everything=everything, **colours)
 if images:
     after.show_images(shown, [cache.thumbnail_uri(str(run.resolve(run.gallery_paths[i]))) for i in shown])
-if compare:
-    maps.before_embeddings(run)
-    before_proj = maps.projection(run, view.method, view.dims, before=True)
-    if before_proj is None:
-        st.stop()
+before_proj = maps.projection(run, view.method, view.dims, before=True) if compare else None
+if before_proj is not None:
     before_all = before_proj.coords if sampled else None
     before = embedding_map(before_proj.coords[rows], rows=rows, height=560, everything=before_all, **colours)
     left, right = st.columns(2)
@@ -73,7 +74,7 @@ if compare:
         maps.draw(after, f"map-{run.name}", focus, coords=everything)
 else:
     maps.draw(after, f"map-{run.name}", focus, coords=everything)
-method_name = view.method.upper() if view.method != "tsne" else "t-SNE"
+method_name = maps.NAMES[shown_method]
 st.caption(
     f"Showing {len(rows):,} of {len(names):,} gallery images · {method_name} {view.dims}D · "
     + (
@@ -84,7 +85,7 @@ st.caption(
     + "."
     + maps.fit_note(proj)
 )
-if compare:
+if before_proj is not None:
     with st.expander("What training changed, per class", expanded=False):
         table = pd.DataFrame(cache.per_class_change(str(run.path), cache.stamp(run.path)))
         st.caption(

@@ -81,8 +81,15 @@ for pred, query in zip(predictions, queries):
                     f"nothing in the gallery is close. Closest match: {next(iter(pred.votes))}."
                 )
             calibrated = f", calibrated on {basis}" if predictor.calibration else ": the vote share"
-            st.progress(pred.confidence, text=f"confidence {pred.confidence:.0%}")
-            st.caption(f"Probability the label is right{calibrated}. Vote share {pred.vote_share:.0%}.")
+            if pred.label == UNKNOWN:  # a confidence bar here would say "99%" about a label that was not given
+                st.markdown(f"**Closest match {next(iter(pred.votes))}, not trusted**")
+                st.caption(
+                    f"No confidence: the answer is unknown. The vote share ({pred.vote_share:.0%}) only says which "
+                    "label the nearest gallery images have, not that this image is one."
+                )
+            else:
+                st.progress(pred.confidence, text=f"confidence {pred.confidence:.0%}")
+                st.caption(f"Probability the label is right{calibrated}. Vote share {pred.vote_share:.0%}.")
             st.caption(" · ".join(f"{label}: {share:.0%}" for label, share in pred.votes.items()))
         with neighbours:
             st.markdown(f"**{len(pred.neighbors)} nearest gallery images**")

@@ -21,6 +21,11 @@ settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
+# The app computes every run's maps in a background thread when a page opens the run (ui/mapjobs.py): in a test
+# about something else, that is minutes of t-SNE and UMAP on the 2 cores the test needs. Off unless a test (or
+# the servers it starts) turns it on; tests/app/test_browser_journeys.py tests it in a real server.
+os.environ.setdefault("EMBEDDER_BACKGROUND_MAPS", "0")
+
 
 @pytest.fixture
 def shapes_folder(tmp_path) -> Path:

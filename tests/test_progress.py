@@ -21,6 +21,7 @@ ORDER = [
     "baselines",
     "write",
     "queryable",
+    "map",
     "done",
 ]
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from embedder.answers.predict import Predictor
 from embedder.images.data import load_image
-from embedder.maps import mapdata
+from embedder.maps import mapdata, precompute
 from embedder.maps.project import Projection, cached_project
 from embedder.runs.run import Run, load_run
 
@@ -60,6 +60,36 @@ def get_projection(path: str | Path, method: str, dims: int, seed: int = 0, befo
     """The run's map; with ``before``, the map of its gallery as the network before training embeds it (call
     ``get_before`` first: that one shows progress)."""
     return _projection(str(path), stamp(path), method, dims, seed, before)
+
+
+class NotStored(Exception):
+    """A map (or the gallery before training) that is not stored in the run yet: raised, so that no cache keeps it."""
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _fingerprint(path: str, version: float, before: bool) -> str:
+    fp = precompute.fingerprint_of(_run(path, version), before)
+    if fp is None:
+        raise NotStored(path)
+    return fp
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _stored(path: str, version: float, method: str, dims: int, before: bool) -> Projection:
+    spec = precompute.MapSpec(method, dims, before)
+    proj = precompute.stored(_run(path, version), spec, _fingerprint(path, version, before))
+    if proj is None:
+        raise NotStored(path)
+    return proj
+
+
+def get_stored_projection(path: str | Path, method: str, dims: int, before: bool = False) -> Projection | None:
+    """The run's map as stored in it (by the background job or the CLI): milliseconds, nothing fitted; None
+    while it is not stored yet."""
+    try:
+        return _stored(str(path), stamp(path), method, dims, before)
+    except NotStored:
+        return None
 
 
 # Not st.cache_*: the progress callback draws on the page, which a cached function may not do. The arrays are

@@ -40,6 +40,7 @@ STAGE_WORDS = {
     "baselines": "Measuring the baselines",
     "write": "Writing the run",
     "queryable": "Answering",
+    "map": "Computing the maps",  # maps/precompute.py, when a job computes them after writing the run
     "done": "Done",
 }
 # Before training: the stages of the first answer (first.py), the first tenth of the bar.
@@ -47,6 +48,7 @@ FIRST_ANSWER = ("scan", "plan", "embed", "index", "calibrate", "write", "queryab
 # After training: the trained network's gallery, index, evaluation and the swap, the last tenth.
 AFTER_TRAINING = {
     **{"embed": 0.9, "index": 0.93, "calibrate": 0.94, "evaluate": 0.95, "baselines": 0.97, "write": 0.99},
+    "map": 0.995,
     "done": 1.0,
 }
 
@@ -96,6 +98,10 @@ class TrainJob:
         return self.status in ("queued", "running")
 
     def on_progress(self, p: Progress) -> None:
+        # Every stage reports as it works (each batch of a validation or embedding pass): a cancel stops there,
+        # within a batch, not at the next training step minutes later. A run already written is kept.
+        if self._stop.is_set() and p.stage != "done":
+            raise Cancelled("training cancelled; the previous run is unchanged")
         if p.stage == "note":
             self.notes = [*self.notes, p.message]
         else:
@@ -159,7 +165,8 @@ class TrainJob:
         return words
 
     def cancel(self) -> None:
-        """Stop after the current batch; a queued job is taken out of the queue at once."""
+        """Stop at the next progress report (a batch of training, validation or embedding); a queued job is taken
+        out of the queue at once. Its slot frees only when its thread has stopped: never two trainings beside."""
         self._stop.set()
         if self._unqueue is not None:
             self._unqueue(self)

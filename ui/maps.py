@@ -22,15 +22,17 @@ from embedder.errors import EmbedderError
 from embedder.images.data import stratified_sample
 from embedder.maps import mapdata
 from embedder.maps.plots import MapFigure, embedding_map
+from embedder.maps.precompute import STANDARD, MapSpec
 from embedder.maps.project import FIT_CAP, Projection
 from embedder.maps.regions import rows_inside
-from embedder.runs.run import Run, is_run
+from embedder.runs.run import Run
 
-from . import cache, state
+from . import cache, mapjobs, state
 
 POINT_CAP = 200_000  # drawn in full up to here (≈6 bytes a point); above it a stratified sample is drawn
 POINT_CAP_ENV = "EMBEDDER_MAP_POINTS"
 METHODS = {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}
+NAMES = {v: k for k, v in METHODS.items()}  # pca -> PCA
 COLOURS = {"label": "Label", "predicted": "Predicted label", "correct": "Right / wrong"}
 # Per-row scores in [0, 1] to colour by: name -> fn(run) -> (N,) array. Filled at import time by modules that
 # compute them (e.g. a suspected-mislabel score); each becomes a "Colour by" choice.
@@ -73,11 +75,7 @@ def restore_from_url() -> None:
     if params is None or st.session_state.get("map_url_read"):
         return
     st.session_state["map_url_read"] = True
-    name = params.get("run", "")
-    if name and "/" not in name and "\\" not in name and not name.startswith("."):
-        path = state.runs_dir() / name
-        if is_run(path):
-            state.set_active_run(path)
+    state.open_linked_run(params)  # app.py did already, before the sidebar; a page run alone does it here
     method = {v: k for k, v in METHODS.items()}.get(params.get("method", ""))
     defaults = {
         WIDGETS["method"]: method,
@@ -135,13 +133,45 @@ def share(run: Run, view: View, compare: bool, item: int | None) -> None:
 
 
 def projection(run: Run, method: str, dims: int, before: bool = False) -> Projection | None:
-    """The run's map (``before``: the map of its gallery before training), cached in the run folder."""
+    """The run's map (``before``: the map of its gallery before training): the one stored in the run, at once.
+    While the background job (ui/mapjobs.py) still computes it: None, after drawing the job's progress (the page
+    reruns itself when the map is stored). PCA, and a map no job could store, are computed here and cached."""
+    proj = cache.get_stored_projection(run.path, method, dims, before)
+    if proj is not None:
+        return proj
+    job = mapjobs.ensure(run) if mapjobs.enabled() else None
+    if job is not None and job.active and (method != "pca" or before):
+        waiting(run, str(MapSpec(method, dims, before)))
+        return None
     try:
+        if before:
+            before_embeddings(run)
         with st.spinner(WAIT[method]):
             return cache.get_projection(run.path, method, dims, before=before)
     except EmbedderError as exc:
         st.error(str(exc))
         return None
+
+
+def waiting(run: Run, wanted: str) -> None:
+    """The background job's progress towards the map ``wanted`` (a ``MapSpec`` in words), polled every second;
+    the whole page reruns once that map is stored or the job is over."""
+    st.fragment(run_every=mapjobs.POLL_SECONDS)(_waiting_view)(str(run.path), wanted)
+
+
+def _waiting_view(path: str, wanted: str) -> None:
+    job = mapjobs.get(path)
+    if job is None or not job.active or wanted in job.ready:
+        st.rerun()
+    if job.status == "queued":
+        text = f"{wanted}: waiting for another run's maps to finish"
+    else:
+        left = f" · about {job.eta_s:.0f} s left" if job.eta_s is not None else ""
+        text = (
+            f"{wanted} is being computed in the background, once for this run: now {job.current} · "
+            f"{len(job.ready)} of {len(STANDARD)} maps ready{left}"
+        )
+    st.progress(job.fraction, text=text)
 
 
 def fit_note(proj: Projection) -> str:
@@ -245,6 +275,8 @@ def query_map(run: Run, embeddings: np.ndarray, names: list[str], neighbor_idx: 
     """The current map with the queries as stars (t-SNE cannot place new points: at their neighbours' mean)."""
     method, dims = settings()
     proj = projection(run, method, dims)
+    if proj is None:  # still being computed: the instant map meanwhile
+        method, proj = "pca", projection(run, "pca", dims)
     if proj is None:
         return
     rows = sample_rows(run, np.arange(len(run.gallery_paths)))

@@ -9,9 +9,12 @@ Environment:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import streamlit as st
+
+from embedder.runs.run import is_run
 
 from . import auth, sessions
 
@@ -20,6 +23,7 @@ RUN_ENV = "EMBEDDER_RUN"
 ACTIVE = "active_run"  # session_state key: str path of the active run folder
 ENTERED = "entered_through_app"  # session_state key: app.py has set up navigation for this session
 REQUESTED = "requested_page"  # session_state key: the page a deep link asked for before navigation existed
+LINK_READ = "linked_run_read"  # session_state key: the run a shared link names has been opened
 
 
 def runs_dir() -> Path:
@@ -43,6 +47,19 @@ def active_run_path() -> Path:
 def set_active_run(path: str | os.PathLike) -> None:
     st.session_state[ACTIVE] = str(Path(path).resolve())
     sessions.touch(Path(st.session_state[ACTIVE]))
+
+
+def open_linked_run(params: Mapping[str, str]) -> None:
+    """Once per session, before anything shows the active run: make the run a shared link names active
+    (``?run=NAME``: a folder under the runs folder, never a path; an unknown name is ignored)."""
+    if st.session_state.get(LINK_READ):
+        return
+    st.session_state[LINK_READ] = True
+    name = params.get("run", "")
+    if name and "/" not in name and "\\" not in name and not name.startswith("."):
+        path = runs_dir() / name
+        if is_run(path):
+            set_active_run(path)
 
 
 def protected_runs() -> list[Path]:

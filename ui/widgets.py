@@ -12,7 +12,7 @@ from embedder.errors import EmbedderError
 from embedder.maps.charts import training_curves
 from embedder.runs.run import Run, is_run, list_runs
 
-from . import access, cache, jobs, state
+from . import access, cache, jobs, mapjobs, state
 
 POLL_SECONDS = 1.0
 IMPROVING_POLL_SECONDS = 3.0  # a line at the top of every page: refreshed less often
@@ -46,6 +46,8 @@ def active_run() -> Run | None:
         st.error(access.public(str(exc)))
         return None
     _announce_upgrade(run)
+    if mapjobs.enabled():
+        mapjobs.ensure(run)  # a run just trained, added to or picked: its maps are computed once, in the background
     return run
 
 

@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("project", help="2-D/3-D coordinates of the gallery embeddings")
     p.add_argument("run", help="run folder")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="compute and store in the run every map the app offers (PCA, t-SNE, UMAP; 2-D and 3-D; also before "
+        "training), so that they open at once; writes no CSV",
+    )
     p.add_argument("--method", default="pca", choices=("pca", "tsne", "umap"), help="projection method")
     p.add_argument("--dims", type=int, default=2, choices=(2, 3), help="output dimensions")
     p.add_argument("--seed", type=int, default=0, help="random seed")

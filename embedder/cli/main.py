@@ -175,6 +175,14 @@ def cmd_project(args) -> int:
     from ..maps.project import project
     from ..runs.run import load_run
 
+    if args.all:
+        from ..maps.precompute import precompute
+
+        bars = _Bars()
+        done = precompute(args.run, bars)
+        bars.close()
+        print(f"{len(done)} maps stored in {args.run}" + (f": {', '.join(map(str, done))}" if done else " (all there)"))
+        return 0
     run = load_run(args.run)
     coords = project(run.gallery_embeddings, args.method, args.dims, args.seed).coords
     axes = ["x", "y", "z"][: args.dims]

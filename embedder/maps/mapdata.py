@@ -15,7 +15,7 @@ import torch
 
 from ..images.data import stratified_sample
 from ..search.vote import knn_predictions
-from .project import cached_array, fingerprint
+from .project import cached_array, fingerprint, stored_array
 
 COMPARE_SAMPLE = 5_000  # gallery images in the per-class before/after comparison (leave-one-out among them)
 ProgressFn = Callable[[int, int], None]
@@ -49,9 +49,12 @@ def before_kind(run) -> str:
     )
 
 
-def before_embeddings(run, device: str = "cpu", progress: ProgressFn | None = None) -> np.ndarray:
+def before_embeddings(
+    run, device: str = "cpu", progress: ProgressFn | None = None, version: str | None = None
+) -> np.ndarray:
     """(N, D') the gallery embedded by the network before training (``before_kind``): the same images, the same
-    transform; decoded a batch at a time."""
+    transform; decoded a batch at a time. Stored in the run of ``version`` (``project.run_version``; None: the
+    run as it is now); ``progress`` may raise to stop it (e.g. ``Cancelled``)."""
     from ..images.transforms import eval_transform
     from ..network.embed import embed_images
     from ..network.model import EmbeddingNet
@@ -71,9 +74,17 @@ def before_embeddings(run, device: str = "cpu", progress: ProgressFn | None = No
             progress=progress,
         )
 
-    return cached_array(
-        run.path, f"before-{kind}-{fingerprint(run.gallery_embeddings)}", compute, (len(run.gallery_paths), None)
-    )
+    return cached_array(run.path, before_name(run), compute, (len(run.gallery_paths), None), version)
+
+
+def before_name(run) -> str:
+    """The name the gallery before training is stored under in the run (``project.cached_array``)."""
+    return f"before-{before_kind(run)}-{fingerprint(run.gallery_embeddings)}"
+
+
+def stored_before(run) -> np.ndarray | None:
+    """(N, D') the gallery before training when it is stored in the run already, else None (nothing computed)."""
+    return stored_array(run.path, before_name(run), (len(run.gallery_paths), None))
 
 
 def per_class_change(

@@ -42,7 +42,9 @@ SYMBOLS_3D = ("circle", "square", "diamond", "cross", "x", "circle-open", "squar
 QUERY_COLOR = "#FFD400"
 GRID = 65535  # positions are sent as uint16 steps of the map's extent
 IMAGE_SIZE = 0.035  # images drawn on a map: this share of its extent wide
-SCORE_SCALE = "YlOrRd"
+# Scores from low (blue) to high (red), every shade at least 4:1 against the white plot (WCAG asks 3:1 of a
+# graphic): YlOrRd's low end, #FFFFCC, was 1.03:1, so low scores vanished.
+SCORE_SCALE = [[0.0, "#4C7FC0"], [0.5, "#9B4BB0"], [1.0, "#C0101E"]]
 
 
 @dataclass

@@ -79,8 +79,12 @@ def test_query_says_unknown_for_an_image_unlike_the_gallery(app_env):
     assert not at.exception
     assert [m.value for m in at.metric] == ["unknown"]
     assert any(c.value.startswith("Unlike every image in the gallery: ") for c in at.caption)
+    # No confidence bar for a label that was not given: what it resembles, and that it is not trusted.
+    assert not at.get("progress")
+    assert any(m.value.startswith("**Closest match ") and m.value.endswith(", not trusted**") for m in at.markdown)
     at.toggle(key="query_unknown").set_value(False).run()
     assert [m.value for m in at.metric] != ["unknown"]
+    assert len(at.get("progress")) == 1  # an answer has its confidence bar
 
 
 def test_query_offers_unknown_from_the_novelty_test_alone(app_env, monkeypatch, tmp_path):

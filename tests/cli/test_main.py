@@ -69,6 +69,20 @@ def test_project__csv_rows(digits_run, tmp_path):
     assert len(lines) == 1 + len(load_run(digits_run).gallery_paths)
 
 
+@pytest.mark.slow  # every map of the standard set, UMAP's numba compile included
+def test_project_all__stores_every_map_of_the_run_and_a_second_call_has_nothing_to_do(tmp_path, capsys):
+    from embedder.maps.precompute import STANDARD, missing
+    from tests.helpers import synthetic_run
+
+    run = synthetic_run(tmp_path / "runs" / "small", n=100, n_classes=4, dim=8)
+    assert main(["project", str(run), "--all"]) == 0
+    assert capsys.readouterr().out.startswith(f"{len(STANDARD)} maps stored in ")
+    assert missing(load_run(run)) == []
+    assert main(["project", str(run), "--all"]) == 0
+    again = capsys.readouterr().out
+    assert again.startswith("0 maps stored") and "(all there)" in again
+
+
 USER_ERRORS = [
     (["train", "--data", "/no/such/folder", "--out", "{tmp}/r"], "error: data folder not found: /no/such/folder"),
     (["evaluate", "{tmp}"], "is not a run folder"),

@@ -85,6 +85,25 @@ def test_embedding_map__score_colours_one_trace_in_whole_percents():
     assert m.trace_rows[0].tolist() == [0, 1, 2]
 
 
+def contrast_on_white(colour: str) -> float:
+    """WCAG contrast ratio of an "rgb(r, g, b)" or "#RRGGBB" colour against white."""
+    from plotly.colors import hex_to_rgb, unlabel_rgb
+
+    rgb = hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (v / 255 for v in rgb)]
+    return 1.05 / (0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2] + 0.05)
+
+
+def test_embedding_map__every_score_colour_stands_out_on_the_white_plot():
+    from plotly.colors import sample_colorscale
+
+    m = embedding_map(np.zeros((2, 2)), ["a", "b"], score=np.array([0.0, 1.0]), score_name="mislabel")
+    scale = m.figure.data[0].marker.colorscale
+    shades = sample_colorscale([list(stop) for stop in scale], list(np.linspace(0, 1, 21)))
+    assert min(contrast_on_white(c) for c in shades) >= 3.0  # WCAG's ratio for graphics; YlOrRd's low end: 1.03
+    assert m.figure.layout.plot_bgcolor == "white"
+
+
 def test_embedding_map__numeric_labels_sort_naturally():
     m = embedding_map(np.zeros((3, 2)), ["10", "2", "1"])
     assert [t.legendgroup for t in m.figure.data] == ["1", "2", "10"]

@@ -116,6 +116,30 @@ def test_a_cancelled_running_job_frees_its_slot(registry, shapes_folder, tmp_pat
 
 
 @pytest.mark.slow
+def test_cancel_during_validation_stops_within_a_batch_and_the_next_job_waits_until_it_has(registry, tmp_path):
+    import time
+
+    from tests.helpers import make_shapes_folder
+
+    # 90 validation images embedded one at a time: a cancel lands in the middle of the pass.
+    data = make_shapes_folder(tmp_path / "shapes", per_class=60)
+    cfg = _cfg(data, tmp_path / "long", long=True, image_size=96, batch_size_embed=1, selection="holdout")
+    cfg.val_fraction = 0.5
+    long = registry.start(cfg)
+    assert long.wait_until(lambda j: j.stage == "validate" and 2 <= j.done < j.total // 2, timeout=180), long.stage
+    total, cancelled_at = long.total, time.perf_counter()
+    long.cancel()
+    nxt = registry.start(_cfg(data, tmp_path / "next"))  # EMBEDDER_MAX_TRAININGS=1: it waits for the first to stop
+    _wait(long)
+    seconds = time.perf_counter() - cancelled_at
+    assert long.status == "cancelled" and long.stage == "validate"
+    assert long.done < total  # it stopped inside the validation pass (before: it embedded all of it, then stopped)
+    _wait(nxt)
+    assert nxt.status == "done" and nxt.started >= long.finished  # never two trainings at once
+    print(f"cancel during validation: stopped {seconds:.2f} s after it, at {long.done} of {total} images")
+
+
+@pytest.mark.slow
 def test_wait__times_out_on_a_running_job_and_returns_once_it_is_over(registry, shapes_folder, tmp_path):
     long = registry.start(_cfg(shapes_folder, tmp_path / "long", long=True))
     assert long.wait(0.05) is False and long.running
@@ -142,7 +166,7 @@ def test_progress__every_stage_has_words_and_the_bar_never_goes_back(tmp_path):
     first += [Stage.EVALUATE, Stage.BASELINES, Stage.WRITE]
     training = [Progress(stage, done=1, total=2, epoch=e) for e in (1, 2) for stage in (Stage.TRAIN, Stage.VALIDATE)]
     training = [Progress(Stage.VALIDATE, done=1, total=2), *training, Progress(Stage.EPOCH, epoch=2)]
-    last = [Stage.EMBED, Stage.INDEX, Stage.CALIBRATE, Stage.EVALUATE, Stage.WRITE, Stage.DONE]
+    last = [Stage.EMBED, Stage.INDEX, Stage.CALIBRATE, Stage.EVALUATE, Stage.WRITE, Stage.MAP, Stage.DONE]
     reports = [*(Progress(s) for s in first), *training, *(Progress(s) for s in last)]
     assert {p.stage for p in reports} == set(Stage) - {Stage.NOTE}  # a new stage must be added here too
     shown = []
