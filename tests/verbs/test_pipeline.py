@@ -111,7 +111,7 @@ def test_pretrained_features_are_kept_when_training_does_not_beat_them(tmp_path)
     assert run.info["kept"] == result.kept
 
 
-@pytest.mark.parametrize("stage", ["evaluate", "write"])  # after training, whether it beat the first answer or not
+@pytest.mark.parametrize("stage", ["evaluate", "baselines"])  # after training, whether it beat the first answer or not
 def test_train__cancel_after_training_still_leaves_previous_run(shapes_folder, tmp_path, stage):
     out = tmp_path / "run"
     train(_cfg(shapes_folder, out))
