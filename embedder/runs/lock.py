@@ -1,0 +1,58 @@
+"""One writer per run: an OS file lock held for a writer's whole read-modify-write.
+
+Two ``add``s on one run each read the gallery, append to it and swap their copy into place: without a lock the
+later swap wins and the other's images are silently gone. Every writer of a run (train, add, import, relabel, the
+app's jobs) takes ``writing(run)`` first; a second writer waits for the first, or is refused in one line when the
+wait runs out. Readers never take the lock: the swap into place is atomic, so they see the old run or the new one.
+
+The lock file lives beside the run (``.NAME.lock`` in its parent), not inside it: the run folder itself is swapped
+out by every write.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ..errors import EmbedderError
+from ..progress import Progress, Reporter, Stage, silent
+
+WAIT_SECONDS = 600.0  # how long a second writer waits for the first before it is refused
+
+
+def lock_path(run_dir: str | os.PathLike) -> Path:
+    out = Path(run_dir).expanduser().resolve()
+    return out.parent / f".{out.name}.lock"
+
+
+@contextmanager
+def writing(run_dir: str | os.PathLike, report: Reporter = silent, wait: float | None = None) -> Iterator[None]:
+    """Hold the run's write lock for the block; while another process holds it, say so and wait up to ``wait``
+    seconds (``WAIT_SECONDS`` when None).
+
+    Raises:
+        EmbedderError: another process still writes the run after ``wait`` seconds.
+    """
+    path = lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        report(Progress(Stage.NOTE, message=f"{Path(run_dir).name} is being written by another process: waiting"))
+        wait = WAIT_SECONDS if wait is None else wait
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise EmbedderError(
+                f"run {Path(run_dir).name} is being written by another process (still after {wait:.0f} s): "
+                "try again when it is done"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
