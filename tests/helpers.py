@@ -56,12 +56,19 @@ def copy_run(src, dst, **changes):
 
 
 def rewrite_checksums(run_dir):
-    """What an attacker who can plant a file can also do: make config.json's checksums match it."""
+    """What an attacker who can plant a file can also do: make the recorded checksums match it (manifest.json's,
+    and config.json's own in a schema 2 run)."""
     from embedder.runs.folders import sha256
 
-    config = json.loads((run_dir / "config.json").read_text())
-    config["checksums"] = {name: sha256(run_dir / name) for name in config["checksums"]}
-    (run_dir / "config.json").write_text(json.dumps(config))
+    text = (run_dir / "config.json").read_text()
+    if '"checksums"' in text:  # a schema 2 run (a damaged config.json of schema 3 need not even parse)
+        config = json.loads(text)
+        config["checksums"] = {name: sha256(run_dir / name) for name in config["checksums"]}
+        (run_dir / "config.json").write_text(json.dumps(config))
+    if (run_dir / "manifest.json").exists():
+        files = json.loads((run_dir / "manifest.json").read_text())["sha256"]
+        files = {name: sha256(run_dir / name) for name in files if (run_dir / name).exists()}
+        (run_dir / "manifest.json").write_text(json.dumps({"sha256": files}))
 
 
 class Payload:

@@ -12,7 +12,7 @@ from embedder.errors import EmbedderError
 from embedder.maps.charts import training_curves
 from embedder.runs.run import Run, is_run, list_runs
 
-from . import access, cache, jobs, state
+from . import access, auth, cache, jobs, state
 
 POLL_SECONDS = 1.0
 
@@ -63,7 +63,12 @@ def _job_view(out: str, show_curves: bool, cancel: bool) -> None:
         st.progress(job.fraction(), text=f"{job.describe()} · {elapsed:.0f} s")
     else:
         _announce_finish(job)
-    if cancel and job.active and st.button("Cancel training", key=f"cancel-{name}", icon=":material/stop:"):
+    if (
+        cancel
+        and job.active
+        and auth.may_cancel(job)
+        and st.button("Cancel training", key=f"cancel-{name}", icon=":material/stop:")
+    ):
         job.cancel()
         st.toast("Stopping after the current batch…" if job.running else "Taken out of the queue.")
     if show_curves and job.history:

@@ -9,6 +9,7 @@ answer raises ``Cancelled`` and leaves the previous run at ``cfg.out`` untouched
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,9 @@ from ..images.transforms import eval_transform
 from ..network.embed import embed_images
 from ..network.model import resolve_device
 from ..progress import Progress, Reporter, Stage, counter, silent
+from ..runs.lock import writing
 from ..runs.run import Run, gallery_rows, split_record
+from ..runs.writes import WriteRefused
 from ..search.index import GalleryIndex, build_index
 from ..training.checkpoint import remove_work_dir, work_dir
 from ..training.crossval import fit_cv, merged, use_cv
@@ -186,9 +189,22 @@ def train(
     """Train an embedder on ``cfg.data`` and write the run bundle to ``cfg.out``.
 
     Under torchrun (distributed.py) every rank trains and rank 0 alone goes on to write the run; with ``ray``
-    (a cluster address, or "" for a local instance) the gallery is embedded by a pool of Ray actors.
+    (a cluster address, or "" for a local instance) the gallery is embedded by a pool of Ray actors. Rank 0 holds
+    the run's write lock throughout (runs/lock.py): its checkpoints and the run are written by one training only.
+    A full disk stops it in one line (runs/writes.py), with its checkpoints removed; the previous run is intact.
     """
-    report, stop = progress or silent, should_stop or (lambda: False)
+    report = progress or silent
+    out = Path(cfg.out).expanduser().resolve()
+    with writing(out, report) if world().main else contextlib.nullcontext():
+        try:
+            return _train(cfg, report, should_stop, ray)
+        except WriteRefused:
+            remove_work_dir(work_dir(out))  # the space the checkpoints took is the user's again
+            raise
+
+
+def _train(cfg: TrainConfig, report: Reporter, should_stop: Callable[[], bool] | None, ray: str | None) -> TrainResult:
+    stop = should_stop or (lambda: False)
     pl = plan(cfg, report)
     report(Progress(Stage.PLAN, message=describe_plan(pl)))
     for note in pl.notes:

@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
-from tests.helpers import Payload, copy_run, rewrite_checksums
 from PIL import Image
 
 from embedder.errors import EmbedderError
 from embedder.runs.run import load_run
+from tests.helpers import Payload, copy_run, rewrite_checksums
 
 
 def _one_line(exc_info, *parts):
