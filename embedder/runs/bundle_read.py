@@ -160,7 +160,9 @@ def _gallery_members(path: Path, manifest: Manifest) -> None:
         r = members["novelty"].shape[0]
         want["novelty_rows"] = (r,)
     bad = next((k for k, shape in want.items() if k in members and members[k].shape != shape), None)
-    if n < 0 or bad is not None or ("novelty" in members and "novelty_rows" not in members):
+    if bad == "novelty_rows" or ("novelty" in members and "novelty_rows" not in members):
+        raise damaged(path, "gallery.npz: the novelty reference is damaged (its rows do not fit it)")
+    if n < 0 or bad is not None:
         raise damaged(path, f"gallery.npz: the arrays' shapes do not fit together ({bad or 'embeddings'})")
 
 
