@@ -116,7 +116,7 @@ def endless_loop(trips: int = 10**15) -> bytes:
     return _model(nodes, [trip, keep_going]).SerializeToString()
 
 
-def allocates(gigabytes: float = 3.0) -> bytes:
+def allocates(gigabytes: float = 2.0) -> bytes:
     """x + a float tensor of ``gigabytes`` (ConstantOfShape at run time), reduced back to one number per image."""
     n = int(gigabytes * 2**30 / 4)
     shape = helper.make_tensor("shape", TensorProto.INT64, [1], [n])
