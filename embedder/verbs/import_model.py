@@ -25,7 +25,7 @@ from ..progress import Progress, Reporter, Stage, silent
 from ..runs.lock import writing
 from ..runs.run import gallery_rows
 from ..settings import check_settings, setting
-from ..training.plan import Plan, plan
+from ..training.plan import Plan, check_folders, plan
 from ..training.train import Fitted
 from .pipeline import TrainResult, _guarded, assemble, calibrate, index_gallery
 
@@ -220,9 +220,10 @@ def import_model(
     report, stop = progress or silent, should_stop or (lambda: False)
     cfg.validate()
     tc = cfg.train_config()
-    net, notes = read_network(model, cfg, name)
+    net, notes = read_network(model, cfg, name)  # a bad file or setting costs nothing: no folder is made for it
     out = Path(tc.out).expanduser().resolve()
     try:
+        check_folders(tc)  # a folder of the user's is refused before a lock file is made beside it
         with writing(out, report):  # one writer per run: from the check of --out to the swap into place
             return _import(net, notes, cfg, tc, _guarded(report, stop), report)
     finally:

@@ -32,7 +32,7 @@ from ..search.index import GalleryIndex, build_index
 from ..training.checkpoint import remove_work_dir, work_dir
 from ..training.crossval import fit_cv, merged, use_cv
 from ..training.distributed import world
-from ..training.plan import Plan, plan
+from ..training.plan import Plan, check_folders, plan
 from ..training.select import choose_k
 from ..training.train import Fitted, fit
 from ..training.validate import MAX_QUERIES, cap
@@ -195,6 +195,8 @@ def train(
     """
     report = progress or silent
     out = Path(cfg.out).expanduser().resolve()
+    cfg.validate()
+    check_folders(cfg)  # a folder of the user's is refused before a lock file is made beside it (and again inside)
     with writing(out, report) if world().main else contextlib.nullcontext():
         try:
             return _train(cfg, report, should_stop, ray)

@@ -53,12 +53,14 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = SECONDS, cwd: 
         return Outcome(proc.returncode, lines, out.read().decode(errors="replace"), seconds, usage.ru_maxrss / 1024)
 
 
-def assert_refused(outcome: Outcome, *words: str) -> str:
+def assert_refused(outcome: Outcome, *words: str, progress: bool = False) -> str:
     """Exit 2, one line on stderr that is not a bug report and holds ``words``, within the time and memory
-    bars. Returns the line."""
+    bars (with ``progress``, the command's progress lines may come before it: the error is the last line and the
+    only one). Returns the line."""
     assert outcome.code == 2, (outcome.code, outcome.err[-5:])
-    assert len(outcome.err) == 1, outcome.err
-    line = outcome.err[0]
+    errors = [e for e in outcome.err if e.startswith("error") or "Traceback" in e or "unexpected" in e]
+    assert errors == outcome.err[-1:] and (progress or len(outcome.err) == 1), outcome.err
+    line = outcome.err[-1]
     assert line.startswith("error: ") and "unexpected" not in line and "Traceback" not in line, line
     for word in words:
         assert word in line, line
