@@ -69,6 +69,8 @@ def _load(data: bytes, threads: int):
     options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: between requests the cores are the parent's (the search that follows)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
 
