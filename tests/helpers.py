@@ -44,7 +44,8 @@ def make_shapes_folder(
 
 
 def copy_run(src, dst, **changes):
-    """A copy of a run with files replaced: ``config_json=dict or str`` replaces config.json, and so on."""
+    """A copy of a run with files replaced: ``config_json=dict or str`` replaces config.json, and so on; the
+    checksums are made to match, as for a run written that way (damage a file after copying to see them fail)."""
     dst.mkdir(parents=True)
     for name in os.listdir(src):
         if (src / name).is_dir():  # projections/: the app's cache of maps
@@ -52,6 +53,8 @@ def copy_run(src, dst, **changes):
         (dst / name).write_bytes((src / name).read_bytes())
     for name, content in changes.items():
         (dst / name.replace("_json", ".json")).write_text(content if isinstance(content, str) else json.dumps(content))
+    if changes:
+        rewrite_checksums(dst)
     return dst
 
 
