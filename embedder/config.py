@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 from .settings import Setting, check_settings, setting, setting_of, share, value_problem
 
-SCHEMA_VERSION = 3  # 2: marker file and checksums; 3: manifest.json checksums every file; 1 and 2 still load
+SCHEMA_VERSION = 3  # 2: marker file and checksums; 3: checksums.json checksums every file; 1 and 2 still load
 
 BACKBONES = ("auto", "convnet", "resnet18", "resnet50", "efficientnet_lite0")
 MINERS = ("semihard", "hard", "all", "batch-hard")

@@ -59,7 +59,7 @@ def copy_run(src, dst, **changes):
 
 
 def rewrite_checksums(run_dir):
-    """What an attacker who can plant a file can also do: make the recorded checksums match it (manifest.json's,
+    """What an attacker who can plant a file can also do: make the recorded checksums match it (checksums.json's,
     and config.json's own in a schema 2 run)."""
     from embedder.runs.folders import sha256
 
@@ -68,10 +68,10 @@ def rewrite_checksums(run_dir):
         config = json.loads(text)
         config["checksums"] = {name: sha256(run_dir / name) for name in config["checksums"]}
         (run_dir / "config.json").write_text(json.dumps(config))
-    if (run_dir / "manifest.json").exists():
-        files = json.loads((run_dir / "manifest.json").read_text())["sha256"]
+    if (run_dir / "checksums.json").exists():
+        files = json.loads((run_dir / "checksums.json").read_text())["sha256"]
         files = {name: sha256(run_dir / name) for name in files if (run_dir / name).exists()}
-        (run_dir / "manifest.json").write_text(json.dumps({"sha256": files}))
+        (run_dir / "checksums.json").write_text(json.dumps({"sha256": files}))
 
 
 class Payload:

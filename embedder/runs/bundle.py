@@ -4,7 +4,7 @@ rule for which folders may be replaced. Reading it back, every file checked, is 
 A run folder holds:
     .embedder-run  the marker: only a folder carrying it (and nothing but these files) is ever replaced
     config.json    model + training config, classes, data root, index stats, versions, schema version
-    manifest.json  the SHA-256 of every file above and below (schema 3 on; schema 2 kept three in config.json)
+    checksums.json the SHA-256 of every file above and below (schema 3 on; schema 2 kept three in config.json)
     model.pt       the network's state_dict (loaded with weights_only=True), or
     model.onnx     a network imported from an ONNX file (run by onnxruntime only; see onnx_model.py)
     gallery.npz    gallery embeddings (N, D), labels (N,), paths relative to the data root, and the novelty
@@ -16,7 +16,7 @@ A run folder holds:
     metrics.json   evaluation results, baselines, index recall
     projections/   cached maps (optional, written by the app; embedder/maps/project.py)
 
-manifest.json records the SHA-256 of every file, config.json included; a file that does not match (damaged, edited,
+checksums.json records the SHA-256 of every file, config.json included; a file that does not match (damaged, edited,
 or swapped in from another run) is named on load.
 """
 
@@ -45,7 +45,7 @@ from .machine import machine_versions
 from .writes import c_stderr_quiet, refusals_named, save_torch
 
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")  # a sharded run: index-<n>.ann instead
-MANIFEST = "manifest.json"  # the SHA-256 of every other file (schema 3 on)
+CHECKSUMS = "checksums.json"  # the SHA-256 of every other file (schema 3 on)
 
 
 class _BundleNames(frozenset):
@@ -58,7 +58,7 @@ class _BundleNames(frozenset):
 
 BUNDLE_FILES = _BundleNames(
     # "projections": the app's cache of maps (embedder/maps/project.py): part of the run, rebuilt on demand
-    {MARKER, MANIFEST, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
+    {MARKER, CHECKSUMS, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
 )
 
 
@@ -98,7 +98,7 @@ class Manifest:
     classes: list[str]
     data_root: str
     index: IndexStats
-    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 (schema 2; 3 on: manifest.json)
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 (schema 2; 3 on: checksums.json)
     onnx: OnnxInput | None = None  # an imported network's preprocessing: then model.onnx holds the network
 
 
@@ -160,7 +160,7 @@ def _write_files(tmp: Path, files: dict[str, Any], config: dict) -> None:
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     written = ("config.json", model, "gallery.npz", *index_names, "split.json", "history.json", "metrics.json")
-    (tmp / MANIFEST).write_text(json.dumps({"sha256": {name: sha256(tmp / name) for name in written}}, indent=1))
+    (tmp / CHECKSUMS).write_text(json.dumps({"sha256": {name: sha256(tmp / name) for name in written}}, indent=1))
     (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
 
 

@@ -1,6 +1,6 @@
 """A run bundle read back and checked as a whole before anything uses it: every file within its size and depth
 limits (limits.py), config.json against its schema and every number in it against the range of the setting that
-made it, every file against the checksum recorded when it was written (manifest.json), the gallery's arrays from
+made it, every file against the checksum recorded when it was written (checksums.json), the gallery's arrays from
 their headers before they are loaded, its paths inside the data root, split.json, history.json and metrics.json
 against their schemas (schemas.py). A damaged file is named in one line with its field; a pickle is never loaded
 (model.pt with ``weights_only``, gallery.npz without pickles)."""
@@ -22,7 +22,7 @@ from ..errors import EmbedderError, one_line
 from ..search.shards import SHARD_FILE, coverage_problem
 from ..settings import setting_of, value_problem
 from . import limits, schemas
-from .bundle import BUNDLE_FILES, MANIFEST, IndexStats, Manifest, index_files, model_file
+from .bundle import BUNDLE_FILES, CHECKSUMS, IndexStats, Manifest, index_files, model_file
 from .folders import recover, sha256
 
 NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
@@ -103,10 +103,10 @@ def _bounded_json(path: Path, name: str) -> Any:
 
 
 def _verify_checksums(path: Path, manifest: Manifest) -> None:
-    """Every file against the checksum recorded when the run was written: manifest.json's (schema 3 on, every
+    """Every file against the checksum recorded when the run was written: checksums.json's (schema 3 on, every
     file, config.json too), config.json's own (schema 2: the model, gallery and index), none (schema 1)."""
     if manifest.schema_version >= 3:
-        _verify_manifest(path, manifest)
+        _verify_every_file(path, manifest)
         return
     for name in (model_file(manifest), "gallery.npz", *index_files(manifest)):
         want = manifest.checksums.get(name)
@@ -122,20 +122,20 @@ def _verify_checksums(path: Path, manifest: Manifest) -> None:
             )
 
 
-def _verify_manifest(path: Path, manifest: Manifest) -> None:
-    if not (path / MANIFEST).is_file():
-        raise damaged(path, f"missing {MANIFEST}, which holds the checksum of every file")
-    files = _bounded_json(path, MANIFEST)
+def _verify_every_file(path: Path, manifest: Manifest) -> None:
+    if not (path / CHECKSUMS).is_file():
+        raise damaged(path, f"missing {CHECKSUMS}, which holds the checksum of every file")
+    files = _bounded_json(path, CHECKSUMS)
     files = files.get("sha256") if isinstance(files, dict) else None
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise damaged(path, f"{MANIFEST} does not list the files' checksums")
+        raise damaged(path, f"{CHECKSUMS} does not list the files' checksums")
     needed = ["config.json", model_file(manifest), "gallery.npz", *index_files(manifest)]
     missing = [name for name in needed if name not in files]
     if missing:
-        raise damaged(path, f"{MANIFEST} has no checksum for {missing[0]}")
+        raise damaged(path, f"{CHECKSUMS} has no checksum for {missing[0]}")
     for name, want in files.items():
         if name not in BUNDLE_FILES or not (path / name).is_file():
-            raise damaged(path, f"{MANIFEST} lists {name!r}, which is not a file of this run")
+            raise damaged(path, f"{CHECKSUMS} lists {name!r}, which is not a file of this run")
         if sha256(path / name) != want:
             raise damaged(
                 path,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-JSON_MB = {"config.json": 64, "history.json": 16, "metrics.json": 64, "split.json": 1024, "manifest.json": 1}
+JSON_MB = {"config.json": 64, "history.json": 16, "metrics.json": 64, "split.json": 1024, "checksums.json": 1}
 MAX_DEPTH = 32  # the deepest of the program's own files is metrics.json, at 6
 MAX_RATIO = 100  # uncompressed : compressed bytes of an .npz member (np.savez stores them: 1)
 NPY_DTYPES = {"f": (2, 4, 8), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "U": None, "b": (1,)}  # kind -> item sizes

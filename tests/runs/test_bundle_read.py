@@ -180,7 +180,7 @@ def test_schema_1_runs_without_checksums_still_load(tmp_path, digits_run):
     config["schema_version"] = 1
     (run_dir / "config.json").write_text(json.dumps(config))
     (run_dir / ".embedder-run").unlink()
-    (run_dir / "manifest.json").unlink()
+    (run_dir / "checksums.json").unlink()
     run = load_run(run_dir)
     assert len(run.gallery_paths) == len(load_run(digits_run).gallery_paths)
 
@@ -193,7 +193,7 @@ def _as_schema_2(run_dir):
     config["schema_version"] = 2
     config["checksums"] = {name: sha256(run_dir / name) for name in ("model.pt", "gallery.npz", "index.ann")}
     (run_dir / "config.json").write_text(json.dumps(config))
-    (run_dir / "manifest.json").unlink()
+    (run_dir / "checksums.json").unlink()
     return run_dir
 
 
@@ -218,10 +218,10 @@ def test_schema_3_checksums_every_file_config_json_too(tmp_path, digits_run):
             load_run(run_dir)
         _one_line(info, f"{name} does not match the checksum recorded when the run was written")
     run_dir = copy_run(digits_run, tmp_path / "no-manifest")
-    (run_dir / "manifest.json").unlink()
+    (run_dir / "checksums.json").unlink()
     with pytest.raises(EmbedderError) as info:
         load_run(run_dir)
-    _one_line(info, "missing manifest.json")
+    _one_line(info, "missing checksums.json")
 
 
 def test_newer_schema_says_so(tmp_path, digits_run):

@@ -25,7 +25,7 @@ def test_load_run__round_trip_of_a_trained_run(digits_run):
     assert run.index().size == n
     config = json.loads((digits_run / "config.json").read_text())
     assert config["schema_version"] == 3 and "torch" in config["versions"]
-    checksummed = json.loads((digits_run / "manifest.json").read_text())["sha256"]
+    checksummed = json.loads((digits_run / "checksums.json").read_text())["sha256"]
     assert set(checksummed) == {"config.json", "model.pt", "gallery.npz", "index.ann", *SIDE_FILES}
     assert (digits_run / ".embedder-run").is_file()
     # The saved model reproduces the stored gallery embeddings.
