@@ -59,6 +59,7 @@ class TrainJob:
     replaces a whole value, so a reader never sees half of one."""
 
     cfg: TrainConfig
+    owner: str | None = None  # the browser session that started it (sessions.token); None: the server's own
     started: float = field(default_factory=time.time)
     status: str = "queued"  # queued | running | done | failed | cancelled
     stage: str = "scan"
@@ -212,10 +213,15 @@ class JobRegistry:
             return 1
 
     def start(
-        self, cfg: TrainConfig, exclusive: bool = False, task: Callable[..., TrainResult] | None = None
+        self,
+        cfg: TrainConfig,
+        exclusive: bool = False,
+        task: Callable[..., TrainResult] | None = None,
+        owner: str | None = None,
     ) -> TrainJob:
         """Queue ``cfg`` and start it when a slot is free, or return the job already queued or training into
-        the same folder. ``task``: what to do instead of training ``cfg`` (see ``TrainJob.task``).
+        the same folder. ``task``: what to do instead of training ``cfg`` (see ``TrainJob.task``); ``owner``: the
+        session starting it (only it, and the operator, may cancel it: auth.may_cancel).
 
         Raises:
             EmbedderError: ``exclusive`` and a job is already queued or training into that folder.
@@ -227,7 +233,7 @@ class JobRegistry:
                 if exclusive:
                     raise EmbedderError(f"run '{key.name}' is being trained already: choose another name")
                 return job
-            job = TrainJob(cfg, _unqueue=self._unqueue, task=task)
+            job = TrainJob(cfg, owner=owner, _unqueue=self._unqueue, task=task)
             self._jobs[key] = job
             self._queue.append(job)
             ready = self._next_ready()

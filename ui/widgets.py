@@ -12,7 +12,7 @@ from embedder.errors import EmbedderError
 from embedder.maps.charts import training_curves
 from embedder.runs.run import Run, is_run, list_runs
 
-from . import access, cache, jobs, mapjobs, state
+from . import access, auth, cache, jobs, mapjobs, state
 
 POLL_SECONDS = 1.0
 IMPROVING_POLL_SECONDS = 3.0  # a line at the top of every page: refreshed less often
@@ -126,7 +126,12 @@ def _job_view(out: str, show_curves: bool, cancel: bool, until_queryable: bool =
             )
     else:
         _announce_finish(job)
-    if cancel and job.active and st.button("Cancel training", key=f"cancel-{name}", icon=":material/stop:"):
+    if (
+        cancel
+        and job.active
+        and auth.may_cancel(job)
+        and st.button("Cancel training", key=f"cancel-{name}", icon=":material/stop:")
+    ):
         job.cancel()
         st.toast("Stopping after the current batch…" if job.running else "Taken out of the queue.")
     if show_curves and job.history:

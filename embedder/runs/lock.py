@@ -6,12 +6,14 @@ app's jobs) takes ``writing(run)`` first; a second writer waits for the first, o
 wait runs out. Readers never take the lock: the swap into place is atomic, so they see the old run or the new one.
 
 The lock file lives beside the run (``.NAME.lock`` in its parent), not inside it: the run folder itself is swapped
-out by every write.
+out by every write. ``bundle.write`` takes the lock itself when its caller does not hold it (``held``), so no write
+of a run goes unlocked; the read-modify-write around it is the caller's to hold.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,14 @@ from ..errors import EmbedderError
 from ..progress import Progress, Reporter, Stage, silent
 
 WAIT_SECONDS = 600.0  # how long a second writer waits for the first before it is refused
+
+
+_here = threading.local()  # .runs: the lock paths this thread holds
+
+
+def held(run_dir: str | os.PathLike) -> bool:
+    """Whether this thread holds the write lock of ``run_dir`` now."""
+    return lock_path(run_dir) in getattr(_here, "runs", set())
 
 
 def lock_path(run_dir: str | os.PathLike) -> Path:
@@ -52,9 +62,12 @@ def writing(run_dir: str | os.PathLike, report: Reporter = silent, wait: float |
                 f"run {Path(run_dir).name} is being written by another process (still after {wait:.0f} s): "
                 "try again when it is done"
             ) from None
+    mine = getattr(_here, "runs", set())
+    _here.runs = mine | {path}
     try:
         yield
     finally:
+        _here.runs = mine
         lock.release()
 
 
@@ -100,4 +113,3 @@ def training_under_way(run_dir: str | os.PathLike) -> bool:
         return True
     lock.release()
     return False
-

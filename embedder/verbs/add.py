@@ -26,7 +26,7 @@ from ..images.data import ImageSet, scan_folder
 from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.folders import is_inside
 from ..runs.lock import training_under_way, writing
-from ..runs.run import Run, load_run
+from ..runs.run import Run, is_run, load_run
 from ..training.checkpoint import work_dir
 from .pipeline import index_gallery
 
@@ -137,6 +137,8 @@ def add_images(
         gallery already or is a held-out query).
     """
     report = progress or silent
+    if not is_run(run_dir):  # refused (by load_run, in its words) before a lock file is made beside the folder
+        load_run(run_dir)
     with writing(run_dir, report):  # read, append and write back as one: a second writer waits
         return _add(run_dir, folder, device, report, ray)
 

@@ -29,12 +29,13 @@ from ..network.model import resolve_device
 from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.lock import training, writing
 from ..runs.run import Run, gallery_rows, is_run, load_run, split_record
+from ..runs.writes import WriteRefused
 from ..search.index import GalleryIndex, build_index
 from ..training.checkpoint import remove_work_dir, work_dir
 from ..training.crossval import fit_cv, folds, merged, use_cv
 from ..training.distributed import world
 from ..training.first import First, first_model
-from ..training.plan import Plan, plan
+from ..training.plan import Plan, check_folders, plan
 from ..training.select import choose_k
 from ..training.train import Fitted, fit
 from ..training.validate import MAX_QUERIES, cap
@@ -194,10 +195,24 @@ def train(
     network replaces it where it labels clearly better (select.py's paired test).
 
     Under torchrun (distributed.py) every rank trains and rank 0 alone goes on to write the run; with ``ray``
-    (a cluster address, or "" for a local instance) the gallery is embedded by a pool of Ray actors.
+    (a cluster address, or "" for a local instance) the gallery is embedded by a pool of Ray actors. Rank 0 holds
+    the run's training lock throughout and its write lock around each write (runs/lock.py): one training at a
+    time into a run, and readers go on between its writes.
+    A full disk stops it in one line (runs/writes.py), with its checkpoints removed; the previous run is intact.
     """
-    report, stop = progress or silent, should_stop or (lambda: False)
-    started = time.perf_counter()
+    report, started = progress or silent, time.perf_counter()
+    out = Path(cfg.out).expanduser().resolve()
+    cfg.validate()
+    check_folders(cfg)  # a folder of the user's is refused before a lock file is made beside it (and again inside)
+    try:
+        return _train(cfg, report, should_stop, ray, started)
+    except WriteRefused:
+        remove_work_dir(work_dir(out))  # the space the checkpoints took is the user's again
+        raise
+
+
+def _train(cfg: TrainConfig, report: Reporter, should_stop, ray: str | None, started: float) -> TrainResult:
+    stop = should_stop or (lambda: False)
     pl = plan(cfg, report)
     report(Progress(Stage.PLAN, message=describe_plan(pl)))
     for note in pl.notes:
