@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +280,26 @@ def synthetic_run(
     run._index = build_index(emb, IndexConfig(shard_items=shard_items, **settings))
     run.save()
     return out
+
+
+@contextmanager
+def writing_elsewhere(run_dir):
+    """The run's write lock held by another thread for the block, as a second writer would hold it (this thread
+    holding it itself would simply go on: the lock is its own)."""
+    from embedder.runs import lock
+
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock.writing(run_dir):
+            taken.set()
+            done.wait(60)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert taken.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        holder.join()

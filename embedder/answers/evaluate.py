@@ -43,7 +43,7 @@ def raw_pixel_embed(paths: Sequence, batch_size: int = 128, progress=None) -> np
 
 
 @dataclass
-class _Sets:
+class EvaluationSets:
     """The image sets of one evaluation: queries (held-out or a folder), the gallery, unseen-class images."""
 
     q_paths: list
@@ -58,7 +58,7 @@ class _Sets:
     sampled: str | None = None  # what was scored when there were more than MAX_QUERIES
 
     @classmethod
-    def of(cls, run, queries: str | Path | None) -> _Sets:
+    def of(cls, run, queries: str | Path | None) -> EvaluationSets:
         skipped = None
         if queries is not None:
             qset = scan_folder(queries)
@@ -98,7 +98,7 @@ class _Sets:
         return held, disjoint
 
 
-def _embedder(run, device, report: Reporter, stage: Stage = Stage.EVALUATE):
+def embedder_of(run, device, report: Reporter, stage: Stage = Stage.EVALUATE):
     """embed(fn, paths, what) with the run's transform, batch size and mirror averaging, reporting progress."""
 
     def embed(fn, paths, what: str) -> np.ndarray:
@@ -109,7 +109,7 @@ def _embedder(run, device, report: Reporter, stage: Stage = Stage.EVALUATE):
     return embed
 
 
-def _baseline_embeddings(run, sets: _Sets, device, report: Reporter, network=None, own=None):
+def _baseline_embeddings(run, sets: EvaluationSets, device, report: Reporter, network=None, own=None):
     """(name, (queries, gallery, unseen) embeddings) for each baseline: raw pixels, the untrained network, and
     for a pretrained backbone its plain pretrained features. One at a time: a gallery's worth each. ``network``:
     the ModelConfig of the network training starts from (default: the run's own; a run that answers with pixels
@@ -118,7 +118,7 @@ def _baseline_embeddings(run, sets: _Sets, device, report: Reporter, network=Non
     from ..config import PIXELS
     from ..network.model import EmbeddingNet
 
-    embed, all_paths = _embedder(run, device, report, Stage.BASELINES), (sets.q_paths, sets.g_paths, sets.u_paths)
+    embed, all_paths = embedder_of(run, device, report, Stage.BASELINES), (sets.q_paths, sets.g_paths, sets.u_paths)
     yield (
         "raw_pixels",
         tuple(
@@ -181,7 +181,7 @@ def _project_backbone(run, all_paths, device, report: Reporter):
     yield "pretrained", tuple(embed(p, w) for p, w in zip(all_paths, _WHAT))
 
 
-def _calibration(run, sets: _Sets, q_emb: np.ndarray, nearest: tuple[np.ndarray, np.ndarray]) -> dict:
+def _calibration(run, sets: EvaluationSets, q_emb: np.ndarray, nearest: tuple[np.ndarray, np.ndarray]) -> dict:
     """How well confidence matches accuracy on these queries: the raw vote share, and the probability calibrated
     on validation images (never on these queries)."""
     present = np.isin(sets.q_labels, sets.g_labels)
@@ -203,7 +203,7 @@ def _calibration(run, sets: _Sets, q_emb: np.ndarray, nearest: tuple[np.ndarray,
     }
 
 
-def _stored_baselines(run, sets: _Sets) -> tuple[dict, dict] | None:
+def _stored_baselines(run, sets: EvaluationSets) -> tuple[dict, dict] | None:
     """The baselines measured at training on the same held-out queries, when this evaluation asks for those."""
     stored = run.metrics.get("test", {})
     if sets.source != "held-out split" or stored.get("queries") != sets.source or not stored.get("baselines"):
@@ -236,10 +236,10 @@ def evaluate_run(
     baselines (default: the run's; training passes the network it trains, whatever the run answers with).
     """
     report = progress or silent
-    sets = _Sets.of(run, queries)
+    sets = EvaluationSets.of(run, queries)
     if sets.sampled:
         report(Progress(Stage.NOTE, message=sets.sampled))
-    embed = _embedder(run, device, report)
+    embed = embedder_of(run, device, report)
     q_emb, flagged = embedded or novelty.held_out(run, sets.q_paths, device, counter(report, Stage.EVALUATE, "queries"))
     u_emb = embed(None, sets.u_paths, "unseen-class images")  # None: the run's own network, centred as its gallery
     report(Progress(Stage.EVALUATE, message=f"retrieval metrics of {len(q_emb):,} queries"))
@@ -260,7 +260,7 @@ def evaluate_run(
     return result
 
 
-def _answers(run, sets: _Sets, q_emb: np.ndarray, target_precision: float) -> dict:
+def _answers(run, sets: EvaluationSets, q_emb: np.ndarray, target_precision: float) -> dict:
     """What a user gets for each query at the run's k: "unknown" detection, calibrated confidence, and the
     per-class diagnostics, from one shared search."""
     k, gallery = run.train_config.k, run.gallery_embeddings
@@ -276,7 +276,7 @@ def _answers(run, sets: _Sets, q_emb: np.ndarray, target_precision: float) -> di
     return result
 
 
-def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter, models=(None, None)) -> None:
+def _add_baselines(result: dict, run, sets: EvaluationSets, device, report: Reporter, models=(None, None)) -> None:
     """The baselines of both protocols into ``result``: the stored ones when these are the queries they were
     measured on at training (and say so), else measured now. ``models``: (the network whose twins are the
     baselines, the run's own embeddings), as ``_baseline_embeddings`` takes them."""

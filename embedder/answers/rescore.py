@@ -14,7 +14,7 @@ def rescore(run, report: Reporter = silent) -> None:
     held-out queries' embeddings from the run's cache (embedded once per network); the baselines are kept as
     they were measured at training. Nothing happens for a run without held-out metrics."""
     from ..maps.project import cached_array
-    from .evaluate import _Sets, evaluate_run
+    from .evaluate import EvaluationSets, evaluate_run
     from .novelty import held_out
 
     stored = run.metrics.get("test")
@@ -22,7 +22,7 @@ def rescore(run, report: Reporter = silent) -> None:
         return
     queries = run.train_config.queries if not run.split.get("test") else None
     try:
-        sets = _Sets.of(run, queries)
+        sets = EvaluationSets.of(run, queries)
     except EmbedderError:
         return  # its queries are gone: the stored numbers stay, as they were measured
     model = run.info.get("checksums", {}).get("model.onnx" if run.onnx is not None else "model.pt", "")[:16]

@@ -104,7 +104,7 @@ def explain_batch(
     Raises:
         EmbedderError: the gallery has fewer than 2 labels with 2 images each.
     """
-    from ..answers.evaluate import _embedder
+    from ..answers.evaluate import embedder_of
 
     labels = np.asarray(run.gallery_labels)
     rows = pk_rows(labels, classes_per_batch, per_class, np.random.default_rng(seed))  # (B,)
@@ -115,7 +115,8 @@ def explain_batch(
         before, name = raw_pixel_embed([files[r] for r in rows]), "raw pixels"
     else:
         fn, name = before_network(run, device)
-        before = _embedder(run, device, progress or silent)(fn, [files[r] for r in rows], f"{name} network")  # (B, D')
+        embed = embedder_of(run, device, progress or silent)
+        before = embed(fn, [files[r] for r in rows], f"{name} network")  # (B, D')
     after = run.gallery_embeddings[rows]  # (B, D)
     margin = run.train_config.margin
     found, counts = compare(before, after, labels[rows], margin, n, seed)

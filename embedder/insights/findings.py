@@ -279,15 +279,15 @@ def leak_findings(
         queries: an ImageFolder of queries; default: the run's held-out split, or the --queries folder it was
             trained with. None is returned when there are no held-out queries at all.
     """
-    from ..answers.evaluate import _embedder, _Sets
+    from ..answers.evaluate import EvaluationSets, embedder_of
 
     report = progress or silent
     if queries is None and not run.split.get("test"):
         queries = run.train_config.queries
         if not queries:
             return None
-    sets = _Sets.of(run, queries)
-    q_emb = _embedder(run, device, report)(run.model(device), sets.q_paths, "held-out queries")
+    sets = EvaluationSets.of(run, queries)
+    q_emb = embedder_of(run, device, report)(run.model(device), sets.q_paths, "held-out queries")
     pairs = leaks(q_emb, run.gallery_embeddings, threshold)
     effect = leak_effect(q_emb, sets.q_labels, run.gallery_embeddings, run.gallery_labels, pairs)
     return LeakFindings(list(sets.q_paths), sets.q_labels, pairs, effect)

@@ -42,12 +42,15 @@ def lock_path(run_dir: str | os.PathLike) -> Path:
 @contextmanager
 def writing(run_dir: str | os.PathLike, report: Reporter = silent, wait: float | None = None) -> Iterator[None]:
     """Hold the run's write lock for the block; while another process holds it, say so and wait up to ``wait``
-    seconds (``WAIT_SECONDS`` when None).
+    seconds (``WAIT_SECONDS`` when None). Within a block of its own the thread holds it already: nothing more.
 
     Raises:
         EmbedderError: another process still writes the run after ``wait`` seconds.
     """
     path = lock_path(run_dir)
+    if held(run_dir):  # this thread holds it already (a verb's read-modify-write around a write of its own)
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(path, thread_local=False)
     try:

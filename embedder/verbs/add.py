@@ -28,7 +28,7 @@ from ..runs.folders import is_inside
 from ..runs.lock import training_under_way, writing
 from ..runs.run import Run, is_run, load_run
 from ..training.checkpoint import work_dir
-from .pipeline import index_gallery
+from .finish import index_gallery, write_run
 
 NOT_REEVALUATED = (
     "the gallery grew after these metrics, the unknown threshold and the confidence calibration were measured; "
@@ -221,8 +221,7 @@ def _append(run: Run, root: Path, images: ImageSet, device: str, report: Reporte
 
 
 def _write(run: Run, report: Reporter) -> None:
-    report(Progress(Stage.WRITE, message=f"writing {run.path}"))
-    run.save()
+    write_run(run, report)
     report(Progress(Stage.DONE, message=str(run.path)))
 
 

@@ -2,20 +2,20 @@
 
     read the graph -> plan (scan, split) -> embed the gallery -> index -> calibrate -> evaluate -> write
 
-The same splits, index, calibration and evaluation as a run trained here (``pipeline.py``), so ``predict``,
-``evaluate``, ``project`` and the app treat the result as any other run; only the network comes from the file.
+The same splits, index, calibration and evaluation as a run trained here (both finish through ``finish.py``), so
+``predict``, ``evaluate``, ``project`` and the app treat the result as any other run; only the network comes from
+the file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from ..answers import novelty
-from ..answers.evaluate import evaluate_run
 from ..config import IMPORTED, MAX_DIM, ONNX_IMAGE_SIZE, ModelConfig, TrainConfig
 from ..errors import EmbedderError
 from ..network.centre import describe as describe_centring
@@ -28,7 +28,7 @@ from ..runs.run import gallery_rows
 from ..settings import check_settings, setting
 from ..training.plan import Plan, check_folders, plan
 from ..training.train import Fitted
-from .pipeline import TrainResult, _guarded, assemble, calibrate, index_gallery
+from .finish import TrainResult, assemble_run, evaluate_into, guarded, write_run
 
 
 def _as_in_train(name: str):
@@ -231,7 +231,7 @@ def import_model(
         check_folders(tc)  # a folder of the user's is refused before a lock file is made beside it
         # One writer per run, from the check of --out to the swap into place; and never over a training under way
         with training(out), writing(out, report):
-            return _import(net, notes, cfg, tc, _guarded(report, stop), report)
+            return _import(net, notes, cfg, tc, guarded(report, stop), report)
     finally:
         net.sandbox.close()  # the run is written: its worker process is not needed any more
 
@@ -247,23 +247,18 @@ def _import(
     rows, emb, centre, centring = embed_gallery(pl, net, cfg, report)
     notes.append(describe_centring(centring))
     unguarded(Progress(Stage.NOTE, message=notes[-1]))
-    index = index_gallery(emb, tc, report)
-    calibration, k = calibrate(pl, rows, emb, tc, report)
-    tc, kept = replace(tc, k=k), f"imported from {name} ({net.input.dim}-d output)"
-    run = assemble(pl, tc, Fitted(net, kept, []), rows, emb, index)
+    kept = f"imported from {name} ({net.input.dim}-d output)"
+    run = assemble_run(pl, tc, Fitted(net, kept, []), rows, emb, report)
     run.onnx, run.info["notes"], run.info["centring"] = net.input, notes, centring
-    run.centre = centre
+    run.centre = centre  # queries are read as the gallery was: from here on (novelty, evaluation, predict)
     baseline = baseline_model(pl, cfg)
     if baseline is not None:
         run.info["baseline_model"] = baseline.to_dict()
-    run.metrics = {"index": index.stats(), "kept": kept, **calibration}
     novelty.build(run, report, tc.seed)
-    if len(pl.test_idx):
-        test = evaluate_run(run, device="cpu", progress=report, target_precision=tc.target_precision)
-        run.metrics["test"] = test
+    test = evaluate_into(run, pl, run.train_config, report)
+    if test is not None:
         notes.append(verdict(test))
         report(Progress(Stage.NOTE, message=notes[-1]))
-    report(Progress(Stage.WRITE, message=f"writing {run.path}"))
-    run.save(overwrite=tc.overwrite)
+    write_run(run, report, tc.overwrite)
     report(Progress(Stage.DONE, message=str(run.path)))
     return TrainResult(run.path, [], run.metrics, kept, notes)

@@ -29,7 +29,7 @@ from ..runs.corrections import FILE, Change, Event, Removal, class_index, now, w
 from ..runs.lock import training_under_way, writing
 from ..runs.run import Run, load_run
 from ..training.checkpoint import work_dir
-from .pipeline import index_gallery
+from .finish import index_gallery
 
 OUT = None  # a target state: out of the gallery
 

@@ -206,9 +206,9 @@ def test_planted_run__the_leak_is_found_and_its_inflation_measured(planted):
     }
     assert got == {tuple(pair) for pair in truth["leaked"]}
     # The oracle: brute-force P@1 with every gallery row, and with the leaked copies removed.
-    from embedder.answers.evaluate import _embedder
+    from embedder.answers.evaluate import embedder_of
 
-    q = _embedder(run, "cpu", lambda p: None)(run.model(), leak.paths, "q")
+    q = embedder_of(run, "cpu", lambda p: None)(run.model(), leak.paths, "q")
     g, gl = run.gallery_embeddings, run.gallery_labels
     d = np.linalg.norm(q[:, None] - g[None], axis=2)
     leaked = [run.gallery_paths.index(copy) for _, copy in truth["leaked"]]

@@ -33,6 +33,18 @@ def test_held__only_inside_the_block_and_only_in_its_thread(tmp_path):
     assert seen == [False] and not lock.held(run)
 
 
+def test_writing__the_thread_that_holds_it_goes_on_and_keeps_it(tmp_path):
+    """A verb holds the lock for its read-modify-write and writes the run inside it (finish.write_run,
+    bundle.write): the same thread takes nothing more, and still holds the lock after the inner block."""
+    run = tmp_path / "run"
+    with lock.writing(run):
+        start = time.monotonic()
+        with lock.writing(run, wait=0):
+            assert lock.held(run)
+        assert lock.held(run) and time.monotonic() - start < 1
+    assert not lock.held(run)
+
+
 def test_writing__a_second_thread_of_the_same_process_waits_too(tmp_path, monkeypatch):
     monkeypatch.setattr(lock, "WAIT_SECONDS", 0.3)
     run, failed = tmp_path / "run", []

@@ -14,7 +14,7 @@ from embedder.errors import EmbedderError
 from embedder.images.label_file import LabelRow, read
 from embedder.runs.run import load_run
 from embedder.verbs.relabel import relabel, undo_last
-from tests.helpers import copy_run
+from tests.helpers import copy_run, writing_elsewhere
 
 
 @pytest.fixture
@@ -155,6 +155,6 @@ def test_relabel__waits_for_another_writer_then_refuses(run_dir, monkeypatch):
 
     monkeypatch.setattr(lock, "WAIT_SECONDS", 0.2)
     run = load_run(run_dir)
-    with lock.writing(run_dir), pytest.raises(EmbedderError, match=r"being written by another process \(still"):
+    with writing_elsewhere(run_dir), pytest.raises(EmbedderError, match=r"being written by another process \(still"):
         relabel(run_dir, [LabelRow(run.gallery_paths[0], "hexagon")])
     assert not load_run(run_dir).corrections
