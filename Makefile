@@ -22,9 +22,11 @@ test: setup lint
 	$(PY) -m pytest -q -p randomly $(PYTEST_ARGS)
 
 # ruff lints and checks the formatting (settings in pyproject.toml); `ruff format .` fixes the latter.
+# lint-imports holds the package's layers (pyproject.toml's [tool.importlinter]).
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 # Everything that neither trains nor starts a server or a browser: under a minute on 2 cores.
 test-fast: setup

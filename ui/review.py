@@ -19,9 +19,9 @@ from embedder.errors import EmbedderError
 from embedder.images.archive import extract_zip, image_root
 from embedder.images.label_export import imagefolder_zip
 from embedder.images.label_file import key
+from embedder.images.labels import check_label
 from embedder.insights import export
 from embedder.progress import Progress
-from embedder.runs.corrections import check_label
 from embedder.runs.run import Run
 from embedder.verbs.add import add_labelled
 from embedder.verbs.label import LabelOptions, image_files, label_folder

@@ -11,8 +11,8 @@ import streamlit as st
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
 from embedder.images.archive import extract_zip, image_root
-from embedder.insights.triplets import sample_triplets
 from embedder.runs.run import is_run
+from embedder.training.triplets import sample_triplets
 from embedder.verbs.import_model import ImportConfig, import_model, read_network
 
 from . import access, cache, jobs, sessions, state, uploads, widgets

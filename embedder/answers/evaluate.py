@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from torchvision import transforms as T
 
 from ..errors import EmbedderError
-from ..images.data import scan_folder
+from ..images.data import cap, scan_folder
 from ..network.embed import embed_images
 from ..progress import Progress, Reporter, Stage, counter, silent
 from ..search.knn import topk
-from ..training.validate import cap
 from . import novelty
 from .calibrate import apply_confidence, open_set, reliability, vote_outcomes
 from .metrics import diagnostics, retrieval_metrics

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import EmbedderError
+from ..images.data import cap
 from ..progress import Reporter, Stage, counter
 from ..search.knn import topk
-from ..training.validate import cap
 
 RATE = 0.001  # of the reference images, at most 1 in 1,000 lies beyond the threshold
 REFERENCE_MAX = 5_000  # a sample: the test costs one (Q, 5000) product whatever the gallery's size

@@ -20,6 +20,12 @@ from .decode import MAX_PIXELS, check_image, load_image, max_pixels, skip_reason
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, after resolving links and '..'."""
+    path, folder = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
+    return path == folder or folder in path.parents
+
+
 def _category(reason: str) -> str:
     return reason.split(" (")[0]  # "too large (15000×15000 pixels, …)" counts as "too large"
 
@@ -191,6 +197,13 @@ def stratified_sample(labels: Sequence, cap: int, seed: int = 0) -> np.ndarray:
         droppable = np.setdiff1d(out, list(firsts.values()))
         out = np.setdiff1d(out, rng.choice(droppable, size=extra, replace=False))
     return out
+
+
+def cap(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of ``rows`` (sorted), every label keeping its share: a seeded stratified sample."""
+    if len(rows) <= limit:
+        return rows
+    return np.sort(rows[stratified_sample(labels[rows], limit, seed)])
 
 
 def default_cache_dir() -> Path:

@@ -11,8 +11,8 @@ import zipfile
 from pathlib import Path
 
 from ..errors import EmbedderError
-from ..runs.corrections import check_label
-from ..runs.folders import is_inside
+from .data import is_inside
+from .labels import check_label
 
 
 def _targets(pairs: list[tuple[Path, str]]) -> list[tuple[Path, str]]:

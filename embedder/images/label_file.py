@@ -56,7 +56,7 @@ def parse(text: str, where: str = "the label file", as_json: bool = False) -> li
     Raises:
         EmbedderError: no such header, an unknown action, an empty label that is not a removal, a path twice.
     """
-    from ..runs.corrections import check_label
+    from .labels import check_label
 
     if as_json:
         records, first = _json_records(text, where), 1

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..progress import Reporter, silent
-from .triplets import kind_of, mine_triplets, pk_rows
+from ..training.triplets import kind_of, mine_triplets, pk_rows
 
 KINDS = ("easy", "semihard", "hard")  # the miner's names; kind_of says "semi-hard"
 

@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import EmbedderError
-from ..images.data import load_image, stratified_sample
+from ..images.data import is_inside, load_image, stratified_sample
 from ..runs.bundle import BUNDLE_FILES
-from ..runs.folders import foreign_entries, is_inside, swap_into_place
+from ..runs.folders import foreign_entries, swap_into_place
 
 MARKER = ".embedder-export"
 PROJECTOR_FILES = frozenset({MARKER, "tensors.tsv", "metadata.tsv", "sprite.png", "projector_config.pbtxt"})

@@ -41,11 +41,12 @@ import numpy as np
 
 from ..config import SCHEMA_VERSION, ModelConfig, TrainConfig
 from ..errors import EmbedderError
+from ..images.data import is_inside
 from ..onnx.input import OnnxInput
 from ..search.graph import GRAPH_FILE
 from ..search.shards import SHARD_FILE
 from . import lock
-from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
+from .folders import MARKER, foreign_entries, recover, sha256, swap_into_place
 from .machine import machine_versions
 from .writes import c_stderr_quiet, refusals_named, save_torch
 

@@ -26,28 +26,14 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import EmbedderError
+from ..images.labels import label_problem
 from .folders import sha256
 
 FILE = "corrections.json"
 SCHEMA = 1
 MAX_BYTES = 256 * 2**20  # a million corrections fit; a file past this is refused before it is parsed
 MAX_LOG = 100_000  # events kept; the oldest go first (the overlay itself is never trimmed)
-MAX_LABEL = 200  # characters in a label
 CSV_FIELDS = ("path", "label", "action", "was", "by", "at")  # the export: ``relabel`` reads it back
-
-
-def label_problem(label: str) -> str | None:
-    """Why ``label`` cannot name a class (it becomes a folder name when labels are exported), or None."""
-    if not label or not label.strip():
-        return "an empty label"
-    if len(label) > MAX_LABEL:
-        return f"a label longer than {MAX_LABEL} characters"
-    if label in (".", "..") or label.startswith(".") or any(c in label for c in "/\\\0"):
-        return f"the label {label!r}: a label may not start with a dot nor hold a slash"
-    if not label.isprintable():
-        return f"the label {label!r} holds control characters"
-    return None
 
 
 def who() -> str:
@@ -243,12 +229,3 @@ def stored_labels(run) -> np.ndarray:
         if row is not None:
             labels[row] = class_index(run, c.was)
     return labels
-
-
-def check_label(label: str) -> str:
-    """``label`` stripped, or EmbedderError saying why it cannot name a class."""
-    label = label.strip()
-    problem = label_problem(label)
-    if problem:
-        raise EmbedderError(f"cannot use {problem}")
-    return label

@@ -21,12 +21,6 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def is_inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or lies below it, after resolving links and '..'."""
-    path, folder = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
-    return path == folder or folder in path.parents
-
-
 def foreign_entries(folder: Path, ours: frozenset[str]) -> list[str]:
     """Names in ``folder`` that the program would not have written there."""
     return sorted(p.name for p in folder.iterdir() if p.name not in ours)

@@ -18,7 +18,6 @@ from ..answers.calibrate import Answers
 from ..config import DEFAULT_K, TrainConfig
 from ..errors import Cancelled
 from ..images.transforms import eval_transform, train_transform
-from ..insights.triplets import batch_stats
 from ..network.embed import DecodedImages, ImageDataset
 from ..network.model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
 from ..progress import EpochStats, Progress, Reporter, Stage, counter, seconds_left
@@ -28,6 +27,7 @@ from .objective import loss_and_miner, optimizer_for, set_learning_rate
 from .plan import Plan
 from .select import Candidate, averaged_state, improves, keep, kept_network
 from .shared import FrozenStages, TopOnly
+from .triplets import batch_stats
 from .validate import Score, ValidationSet, Validator
 
 

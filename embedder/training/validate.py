@@ -16,19 +16,12 @@ import torch.nn.functional as F
 
 from ..answers.calibrate import Answers
 from ..answers.metrics import retrieval_metrics, vote_correct, wilson_interval
-from ..images.data import stratified_sample
+from ..images.data import cap
 from ..network.embed import embed_images
 from ..network.model import EmbeddingNet
 
 MAX_QUERIES = 2_000  # validation queries scored each epoch (and as many unseen-class images)
 MAX_GALLERY = 20_000  # training images they are searched among
-
-
-def cap(rows: np.ndarray, labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """At most ``limit`` of ``rows`` (sorted), every label keeping its share: a seeded stratified sample."""
-    if len(rows) <= limit:
-        return rows
-    return np.sort(rows[stratified_sample(labels[rows], limit, seed)])
 
 
 @dataclass

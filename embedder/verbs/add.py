@@ -22,9 +22,8 @@ import numpy as np
 
 from ..answers import novelty
 from ..errors import EmbedderError
-from ..images.data import ImageSet, scan_folder
+from ..images.data import ImageSet, is_inside, scan_folder
 from ..progress import Progress, Reporter, Stage, counter, silent
-from ..runs.folders import is_inside
 from ..runs.lock import training_under_way, writing
 from ..runs.run import Run, is_run, load_run
 from ..training.checkpoint import work_dir
@@ -167,7 +166,8 @@ def add_labelled(
     Raises:
         EmbedderError: what ``add_images`` refuses, a label that cannot name a class, or no image to add.
     """
-    from ..runs.corrections import Event, check_label, now, who
+    from ..images.labels import check_label
+    from ..runs.corrections import Event, now, who
 
     report = progress or silent
     root = Path(folder).expanduser().resolve()

@@ -20,6 +20,7 @@ from ..answers.calibrate import Answers, fit_confidence
 from ..answers.evaluate import evaluate_run
 from ..config import DEFAULT_K, IndexConfig, TrainConfig
 from ..errors import Cancelled
+from ..images.data import cap
 from ..progress import Progress, Reporter, Stage
 from ..runs.lock import writing
 from ..runs.run import Run, split_record
@@ -27,7 +28,7 @@ from ..search.index import GalleryIndex, build_index
 from ..training.plan import Plan
 from ..training.select import choose_k
 from ..training.train import Fitted
-from ..training.validate import MAX_QUERIES, cap
+from ..training.validate import MAX_QUERIES
 
 
 @dataclass

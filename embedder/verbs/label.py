@@ -29,9 +29,8 @@ import numpy as np
 from ..answers.predict import UNKNOWN, Prediction, Predictor
 from ..answers.trust import LEVEL, expected_wrong, promise, unknown_swallows
 from ..errors import Cancelled, EmbedderError, one_line
-from ..images.data import is_image_file
+from ..images.data import is_image_file, is_inside
 from ..progress import Progress, Reporter, Stage, silent
-from ..runs.folders import is_inside
 from ..runs.run import Run
 
 COLUMNS = (

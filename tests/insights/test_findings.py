@@ -21,7 +21,7 @@ from embedder.insights.findings import (
     outliers,
     suspected_mislabels,
 )
-from embedder.insights.triplets import kind_of
+from embedder.training.triplets import kind_of
 from tests.helpers import unit
 
 

@@ -6,7 +6,8 @@ import sys
 import threading
 from pathlib import Path
 
-from embedder.runs.folders import MARKER, is_inside, recover, swap_into_place
+from embedder.images.data import is_inside
+from embedder.runs.folders import MARKER, recover, swap_into_place
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from embedder.insights.triplets import batch_stats, kind_of, mine_triplets, sample_triplets
 from embedder.runs.run import load_run
+from embedder.training.triplets import batch_stats, kind_of, mine_triplets, sample_triplets
 
 # Two classes on the unit circle: class 0 at 0 and 40 degrees, class 1 at 60 and 90 degrees.
 ANGLES = np.radians([0, 40, 60, 90])
