@@ -47,9 +47,9 @@ def server_ms(run_dir: Path, images: list[bytes]) -> float:
     times = []
     for data in images:
         t0 = time.perf_counter()
-        emb, features = predictor.look([load_image(data)])
+        emb, features = predictor.embed_with_features([load_image(data)])
         pred = predictor.predict_embeddings(emb, ["upload"], K, False, features)[0]
-        for n in pred.neighbors:  # the thumbnails the page draws (each encoded once: the app caches them)
+        for n in pred.neighbours:  # the thumbnails the page draws (each encoded once: the app caches them)
             buf = io.BytesIO()
             Image.open(n.path).convert("RGB").resize((96, 96)).save(buf, "PNG")
         times.append(1000 * (time.perf_counter() - t0))

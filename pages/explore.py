@@ -127,7 +127,7 @@ pick = left.selectbox(
 )
 maps.share(run, view, compare, pick)
 k = right.slider("Neighbours", 1, 20, 8, key="map_k")
-pairs = list(zip(*run.index().neighbors_of(pick, k)))
+pairs = list(zip(*run.index().neighbours_of(pick, k)))
 widgets.thumbnails(
     [files[pick]] + [files[j] for j, _ in pairs],
     [f"{names[pick]} (chosen)"] + [f"{names[j]} · d = {d:.3f}" for j, d in pairs],

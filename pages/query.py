@@ -92,10 +92,10 @@ for pred, query in zip(predictions, queries):
                 st.caption(f"Probability the label is right{calibrated}. Vote share {pred.vote_share:.0%}.")
             st.caption(" · ".join(f"{label}: {share:.0%}" for label, share in pred.votes.items()))
         with neighbours:
-            st.markdown(f"**{len(pred.neighbors)} nearest gallery images**")
+            st.markdown(f"**{len(pred.neighbours)} nearest gallery images**")
             widgets.thumbnails(
-                [n.path for n in pred.neighbors],
-                [f"{n.label} · d = {n.distance:.3f}" for n in pred.neighbors],
+                [n.path for n in pred.neighbours],
+                [f"{n.label} · d = {n.distance:.3f}" for n in pred.neighbours],
                 columns=min(k, 10),
             )
 
@@ -104,7 +104,7 @@ maps.query_map(
     run,
     np.stack([p.embedding for p in predictions]),
     [p.image for p in predictions],
-    np.array([[n.index for n in p.neighbors] for p in predictions]),
+    np.array([[n.index for n in p.neighbours] for p in predictions]),
 )
 
 rows = [p.to_row(run.gallery_paths) for p in predictions]

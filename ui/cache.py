@@ -128,7 +128,7 @@ def query_upload(
     """(D,) embedding, (F,) novelty features (or None) and a QUERY_THUMB thumbnail of an uploaded image. Raises
     EmbedderError for a file that is not an image."""
     image = load_image(_data)
-    emb, features = _predictor(path, version).look([image])
+    emb, features = _predictor(path, version).embed_with_features([image])
     return emb[0], None if features is None else features[0], fit(image, QUERY_THUMB)
 
 

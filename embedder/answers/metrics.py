@@ -28,7 +28,7 @@ def _accuracy_calculator():
     )
 
 
-def neighbors(
+def neighbours(
     queries: np.ndarray, gallery: np.ndarray, k: int, leave_one_out: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact kNN (Q, k). With ``leave_one_out`` the queries are the gallery and nobody finds itself."""
@@ -44,7 +44,7 @@ def knn_accuracies(
     leave_one_out: bool = False,
 ) -> dict[int, tuple[float, float]]:
     """Distance-weighted kNN vote for each k -> {k: (accuracy, macro accuracy)} on exact neighbours."""
-    idx, dist = neighbors(queries, gallery, max(ks), leave_one_out)
+    idx, dist = neighbours(queries, gallery, max(ks), leave_one_out)
     out = {}
     for k in ks:
         if k > idx.shape[1]:
@@ -60,7 +60,7 @@ def vote_correct(queries, query_labels, gallery, gallery_labels, k: int = DEFAUL
     Arrays as for ``retrieval_metrics``."""
     if len(queries) == 0:
         return np.zeros(0, dtype=bool)
-    idx, dist = neighbors(queries, gallery, k, leave_one_out)
+    idx, dist = neighbours(queries, gallery, k, leave_one_out)
     return knn_predictions(idx, dist, gallery_labels, k) == query_labels
 
 

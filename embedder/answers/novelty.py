@@ -77,7 +77,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def embed(run, images: Sequence, device="cpu", progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+def embed_with_features(run, images: Sequence, device="cpu", progress=None) -> tuple[np.ndarray, np.ndarray | None]:
     """(embeddings (N, D), novelty features (N, F) or None) of ``images`` with one pass of the run's network:
     None when the run keeps no novelty reference (a run written before it existed)."""
     if run.novelty_reference is None or run.metrics.get("novelty", {}).get("space") != "backbone":
@@ -171,7 +171,7 @@ def held_out(run, paths: Sequence, device="cpu", progress=None) -> tuple[np.ndar
     gallery's kind, so each one it flags is a false alarm (None when the run keeps no reference)."""
     if len(paths) == 0:
         return np.zeros((0, 1), dtype=np.float32), None
-    emb, features = embed(run, paths, device, progress)
+    emb, features = embed_with_features(run, paths, device, progress)
     if features is None:
         return emb, None
     threshold = run.metrics["novelty"]["threshold"]

@@ -18,7 +18,7 @@ UNKNOWN = "unknown"
 
 
 @dataclass
-class Neighbor:
+class Neighbour:
     path: str
     label: str
     distance: float
@@ -31,7 +31,7 @@ class Prediction:
     label: str
     confidence: float  # probability that the label is right, calibrated on validation images (else: vote_share)
     votes: dict[str, float]  # every voting label's share, largest first
-    neighbors: list[Neighbor]
+    neighbours: list[Neighbour]
     nearest_distance: float = float("nan")
     vote_share: float = float("nan")  # the winning label's share of the distance-weighted vote (0..1)
     novel: bool = False  # unlike every gallery image (novelty.py): the label is "unknown" when that is allowed
@@ -43,7 +43,7 @@ class Prediction:
         d.pop("embedding")
         if np.isnan(self.novelty_distance):  # the run keeps no novelty reference: JSON has no NaN
             d["novelty_distance"] = None
-        d["neighbors"] = [{"path": n.path, "label": n.label, "distance": n.distance} for n in self.neighbors]
+        d["neighbors"] = [{"path": n.path, "label": n.label, "distance": n.distance} for n in self.neighbours]
         return d
 
     def to_row(self, gallery_paths: Sequence[str] | None = None) -> dict:
@@ -59,7 +59,7 @@ class Prediction:
             "votes": json.dumps({k: round(v, 4) for k, v in self.votes.items()}),
             "nearest_distance": round(self.nearest_distance, 4),
             "novel": self.novel,
-            "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{where(n)}" for n in self.neighbors),
+            "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{where(n)}" for n in self.neighbours),
         }
 
 
@@ -93,9 +93,9 @@ class Predictor:
         """How far from every gallery image a query may be and still be like them (novelty.py), if the run says."""
         return self.run.metrics.get("novelty", {}).get("threshold") if self.reference is not None else None
 
-    def look(self, images: Sequence[Image.Image | str]) -> tuple[np.ndarray, np.ndarray | None]:
+    def embed_with_features(self, images: Sequence[Image.Image | str]) -> tuple[np.ndarray, np.ndarray | None]:
         """(embeddings (N, D), novelty features (N, F) or None): what ``predict_embeddings`` takes, in one pass."""
-        return novelty.embed(self.run, images, self.device)
+        return novelty.embed_with_features(self.run, images, self.device)
 
     def embed(self, images: Sequence[Image.Image | str]) -> np.ndarray:
         """PIL images or paths -> (N, D) unit vectors, exactly as the gallery was embedded."""
@@ -114,15 +114,15 @@ class Predictor:
 
         With ``unknown`` the label is "unknown" where the nearest gallery image is farther than
         ``unknown_threshold`` (default: the run's calibrated one, if any), or where the query's novelty
-        ``features`` (``look``) are unlike every gallery image's. Without it a query always gets a class, and
-        ``novel`` still says whether it is unlike the gallery."""
+        ``features`` (``embed_with_features``) are unlike every gallery image's. Without it a query always gets a
+        class, and ``novel`` still says whether it is unlike the gallery."""
         idx, dist = self.index.query(embeddings, k or self.k)
         far, limit = self._novelty(features, len(embeddings)), self.novelty_threshold
         threshold = (self.calibrated_threshold if unknown_threshold is None else unknown_threshold) if unknown else None
         out = []
         for name, row, drow, emb, nd in zip(names, idx, dist, embeddings, far):
-            neighbors = [
-                Neighbor(
+            neighbours = [
+                Neighbour(
                     path=str(self.run.resolve(self.run.gallery_paths[j])),
                     label=self.run.classes[self.run.gallery_labels[j]],
                     distance=float(d),
@@ -130,13 +130,13 @@ class Predictor:
                 )
                 for j, d in zip(row, drow)
             ]
-            label, share, shares = vote([n.label for n in neighbors], [n.distance for n in neighbors])
-            confidence = apply_confidence(self.calibration, np.array([[share, neighbors[0].distance]]))[0]
+            label, share, shares = vote([n.label for n in neighbours], [n.distance for n in neighbours])
+            confidence = apply_confidence(self.calibration, np.array([[share, neighbours[0].distance]]))[0]
             novel = limit is not None and bool(nd > limit)
-            if unknown and (novel or (threshold is not None and neighbors[0].distance > threshold)):
+            if unknown and (novel or (threshold is not None and neighbours[0].distance > threshold)):
                 label = UNKNOWN  # the vote shares stay, to show what it resembles most
-            distance = neighbors[0].distance
-            out.append(Prediction(name, label, float(confidence), shares, neighbors, distance, share, novel, nd, emb))
+            distance = neighbours[0].distance
+            out.append(Prediction(name, label, float(confidence), shares, neighbours, distance, share, novel, nd, emb))
         return out
 
     def _novelty(self, features: np.ndarray | None, n: int) -> np.ndarray:
@@ -156,5 +156,5 @@ class Predictor:
         """Images (PIL or paths) -> one Prediction each; ``k``, ``unknown`` and ``unknown_threshold`` as in
         ``predict_embeddings``."""
         names = names or [str(im) if not isinstance(im, Image.Image) else f"image {i}" for i, im in enumerate(images)]
-        emb, features = self.look(images)
+        emb, features = self.embed_with_features(images)
         return self.predict_embeddings(emb, names, k, unknown, features, unknown_threshold)

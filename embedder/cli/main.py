@@ -136,7 +136,7 @@ def cmd_predict(args) -> int:
         print(json.dumps([p.to_json() for p in preds], indent=2))
     else:
         for p in preds:
-            nn = ", ".join(f"{n.label} {n.distance:.3f}" for n in p.neighbors)
+            nn = ", ".join(f"{n.label} {n.distance:.3f}" for n in p.neighbours)
             label = f"{p.label} - unlike every gallery image" if p.novel else p.label
             print(f"{p.image}: {label} (confidence {p.confidence:.0%}, vote {p.vote_share:.0%})  neighbours: {nn}")
     return EXIT_USER_ERROR if errors else 0

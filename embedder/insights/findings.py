@@ -52,7 +52,7 @@ def gallery_neighbours(
     k = min(k, n - 1)
     idx, dist = np.zeros((n, k), dtype=np.int64), np.zeros((n, k), dtype=np.float32)
     for row in range(n):
-        idx[row], dist[row] = index.neighbors_of(row, k)
+        idx[row], dist[row] = index.neighbours_of(row, k)
         if progress is not None and ((row + 1) % 1024 == 0 or row + 1 == n):
             progress(row + 1, n)
     return Neighbours(idx, dist)

@@ -29,7 +29,7 @@ def predicted_labels(run, progress: ProgressFn | None = None) -> np.ndarray:
     def compute() -> np.ndarray:
         idx, dist = np.zeros((n, k), np.int64), np.full((n, k), np.inf, np.float32)
         for row in range(n):
-            i, d = index.neighbors_of(row, k)
+            i, d = index.neighbours_of(row, k)
             idx[row, : len(i)], dist[row, : len(d)] = i, d
             if progress is not None and ((row + 1) % 2000 == 0 or row + 1 == n):
                 progress(row + 1, n)

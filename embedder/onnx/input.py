@@ -12,7 +12,6 @@ from torchvision import transforms as T
 
 from ..config import MAX_DIM, MAX_SIDE
 from ..errors import EmbedderError
-from .model import GraphInput
 
 LAYOUTS, SCALES, CHANNELS, RESIZES = (
     ("nchw", "nhwc"),
@@ -23,6 +22,19 @@ LAYOUTS, SCALES, CHANNELS, RESIZES = (
 METADATA_KEY = "embedder.preprocessing"  # export writes the preprocessing here; import reads it as defaults
 _SCALE = {"0-1": (1.0, 0.0), "-1-1": (2.0, -1.0), "0-255": (255.0, 0.0)}  # pixel in [0, 1] -> a * x + b
 _RANGE = {"0-1": "[0, 1]", "-1-1": "[-1, 1]", "0-255": "[0, 255]"}
+
+
+@dataclass
+class GraphInput:
+    """What the graph says about its input and output."""
+
+    name: str
+    shape: list  # int for a fixed dimension, None for a dynamic one
+    elem_type: int
+    output_name: str
+    output_shape: list
+    last_op: str  # the operator that produces the output (Softmax suggests class scores)
+    metadata: dict  # the file's metadata_props
 
 
 @dataclass

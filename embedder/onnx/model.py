@@ -13,19 +13,15 @@ Environment:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import EmbedderError, one_line
+from .input import GraphInput, OnnxInput
 from .sandbox import Sandbox
-
-if TYPE_CHECKING:
-    from .input import OnnxInput
 
 MAX_MB_ENV = "EMBEDDER_MAX_ONNX_MB"
 MAX_MB = 1024
@@ -129,19 +125,6 @@ def _nodes(graph):
         for attr in node.attribute:
             for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
                 yield from _nodes(g)
-
-
-@dataclass
-class GraphInput:
-    """What the graph says about its input and output."""
-
-    name: str
-    shape: list  # int for a fixed dimension, None for a dynamic one
-    elem_type: int
-    output_name: str
-    output_shape: list
-    last_op: str  # the operator that produces the output (Softmax suggests class scores)
-    metadata: dict  # the file's metadata_props
 
 
 def graph_input(model) -> GraphInput:

@@ -76,7 +76,7 @@ class GalleryIndex:
             idx[i], dist[i] = items, ds
         return idx, dist
 
-    def neighbors_of(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def neighbours_of(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest gallery items of gallery item ``row``, itself left out: indices (k',), distances (k',)."""
         if self.method == "exact":
             idx, dist = self._exact(self.gallery[row : row + 1], k, exclude=np.array([row]))

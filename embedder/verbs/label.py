@@ -103,7 +103,7 @@ def _row(pred: Prediction, rel: str, gallery_paths: list[str]) -> dict:
         "novel": pred.novel,
         "closest": closest,
         "nearest_distance": round(pred.nearest_distance, 4),
-        "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{gallery_paths[n.index]}" for n in pred.neighbors),
+        "neighbours": " | ".join(f"{n.label}:{n.distance:.4f}:{gallery_paths[n.index]}" for n in pred.neighbours),
         "error": "",
     }
 
@@ -164,7 +164,7 @@ def _answers(predictor: Predictor, paths: list[Path], k: int | None, unknown: bo
     """Each image's Prediction, or the reason it could not be read. A batch is embedded as one; when an image in
     it cannot be decoded, its images are embedded one at a time to tell which."""
     try:
-        emb, features = predictor.look([str(p) for p in paths])
+        emb, features = predictor.embed_with_features([str(p) for p in paths])
         yield from predictor.predict_embeddings(emb, [str(p) for p in paths], k, unknown, features)
         return
     except EmbedderError:

@@ -93,4 +93,4 @@ def test_a_gallery_too_small_to_tell_gets_no_test_and_says_why(digits_run):
     run.gallery_labels, run.gallery_paths = run.gallery_labels[keep], run.gallery_paths[keep]
     novelty.build(run, silent, seed=0)
     assert run.novelty_reference is None and "starts at 200" in run.metrics["novelty"]["off"]
-    assert novelty.embed(run, _strangers()[:1])[1] is None  # nothing to measure a query against
+    assert novelty.embed_with_features(run, _strangers()[:1])[1] is None  # nothing to measure a query against

@@ -24,7 +24,7 @@ def test_predict__confidence_is_the_calibrated_probability_and_the_vote_share_st
     assert predictor.calibration is not None and predictor.k == run.train_config.k
     paths, labels = run.queries("test")
     preds = predictor.predict([str(p) for p in paths[:30]])
-    assert all(len(p.neighbors) == run.train_config.k for p in preds)
+    assert all(len(p.neighbours) == run.train_config.k for p in preds)
     assert all(0 < p.confidence < 1 and 0 < p.vote_share <= 1 for p in preds)
     right = [p.label == run.classes[label] for p, label in zip(preds, labels[:30])]
     confident = [p.confidence for p, ok in zip(preds, right) if ok]

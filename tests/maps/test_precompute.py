@@ -12,7 +12,7 @@ from embedder.maps.precompute import STANDARD, MapSpec, missing, precompute, sto
 from embedder.maps.project import CACHE_DIR, project
 from embedder.progress import Stage
 from embedder.runs.run import load_run
-from tests.helpers import synthetic_run
+from tests.helpers import synthetic_run, writing_elsewhere
 
 NO_UMAP = tuple(s for s in STANDARD if s.method != "umap")
 
@@ -82,10 +82,9 @@ def test_precompute__a_run_swapped_in_meanwhile_gets_no_map_of_the_old_one(run_d
 
 def test_precompute__while_another_writer_holds_the_run_nothing_is_written_into_it(run_dir, monkeypatch):
     from embedder.maps import project as project_module
-    from embedder.runs.lock import writing
 
     monkeypatch.setattr(project_module, "LOCK_WAIT", 0.1)
-    with writing(run_dir):  # e.g. add is appending to it: its swap would drop what we wrote
+    with writing_elsewhere(run_dir):  # e.g. add is appending to it: its swap would drop what we wrote
         precompute(run_dir, specs=(MapSpec("pca", 2),))
     assert not (run_dir / CACHE_DIR).exists()
     assert missing(load_run(run_dir), (MapSpec("pca", 2),)) == [MapSpec("pca", 2)]

@@ -103,7 +103,7 @@ def test_graph__a_large_gallery_gets_a_graph_per_shard_answering_with_gallery_ro
     got, _ = index.query(queries, 10)
     want, _ = topk(queries, gallery, 10)
     assert _recall(got, want) >= 0.95 and got.max() >= 2000
-    idx, dist = index.neighbors_of(2100, 5)
+    idx, dist = index.neighbours_of(2100, 5)
     want, want_d = topk(gallery[2100:2101], gallery, 5, exclude=np.array([2100]))
     assert idx.tolist() == want[0].tolist() and 2100 not in idx.tolist()
     index.save_into(tmp_path)

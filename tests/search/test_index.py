@@ -114,10 +114,10 @@ def test_build_index__annoy_is_chosen_only_when_it_reaches_the_recall_and_the_sp
     assert slow.method == "exact"
 
 
-def test_exact_index__neighbors_of_leaves_the_item_out_and_round_trips(tmp_path):
+def test_exact_index__neighbours_of_leaves_the_item_out_and_round_trips(tmp_path):
     gallery, _ = _overlapping(500, 10, dim=8)
     index = build_index(gallery, IndexConfig(n_trees=3, method="exact"))
-    idx, dist = index.neighbors_of(7, 5)
+    idx, dist = index.neighbours_of(7, 5)
     want, want_d = topk(gallery[7:8], gallery, 5, exclude=np.array([7]))
     assert idx.tolist() == want[0].tolist() and 7 not in idx.tolist()
     index.save(tmp_path / "index.ann")

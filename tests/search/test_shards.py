@@ -75,7 +75,7 @@ def test_sharded_index__answers_with_gallery_rows_sorted_by_distance_as_brute_fo
     assert got.tolist() == want.tolist()
     np.testing.assert_allclose(got_d, want_d, atol=1e-4)
     assert np.all(np.diff(got_d, axis=1) >= 0)
-    idx, dist = index.neighbors_of(450, 5)  # a row of the last shard
+    idx, dist = index.neighbours_of(450, 5)  # a row of the last shard
     want, want_d = topk(gallery[450:451], gallery, 5, exclude=np.array([450]))
     assert idx.tolist() == want[0].tolist() and 450 not in idx.tolist()
 

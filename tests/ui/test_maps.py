@@ -220,7 +220,7 @@ def test_explore_above_the_cap_draws_a_sample_over_all_points_and_answers_neighb
     at.session_state[maps.SELECTED] = np.array([pick])
     at.run()
     assert not at.exception and at.selectbox(key="map_pick").value == pick
-    ids, dists = run.index().neighbors_of(pick, 8)
+    ids, dists = run.index().neighbours_of(pick, 8)
     assert len(np.setdiff1d(ids, drawn)) > 0  # most of them are not on the map
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert [f"{run.classes[run.gallery_labels[j]]} · d = {d:.3f}" for j, d in zip(ids, dists)] == captions[-8:]

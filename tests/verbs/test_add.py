@@ -68,7 +68,7 @@ def test_add__new_class_is_found_as_neighbours_and_labels_new_queries(run_dir, t
         assert p.label == "stripes"
         # the nearest and most of the neighbours are added stripes (the network never trained on stripes: which
         # other class comes third is up to it)
-        stripes_near = [n.label == "stripes" and Path(n.path).parent.name == "stripes" for n in p.neighbors]
+        stripes_near = [n.label == "stripes" and Path(n.path).parent.name == "stripes" for n in p.neighbours]
         assert stripes_near[0] and sum(stripes_near) >= 2
         # the novelty reference was drawn again from the grown gallery: stripes are in it now
         assert not p.novel and p.novelty_distance < was / 2

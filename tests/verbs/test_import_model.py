@@ -100,7 +100,7 @@ def test_import__same_neighbours_as_the_torch_network_itself(tmp_path, nhwc, fla
     q = move(by_hand(net, queries, mean, std, nhwc))
     exact = np.argsort(-(q @ want.T), axis=1)[:, :5]  # brute force over the torch embeddings
     found = Predictor(run).predict([str(p) for p in queries], k=5)
-    assert [[n.index for n in p.neighbors] for p in found] == exact.tolist()
+    assert [[n.index for n in p.neighbours] for p in found] == exact.tolist()
 
 
 def test_import__the_run_evaluates_against_raw_pixels_and_says_whether_it_beats_them(tmp_path):

@@ -44,7 +44,7 @@ def test_label_folder__every_image_answered_as_the_predictor_answers_it(run, fol
     for row, pred in zip(got, expected):
         assert row["label"] == pred.label == row["closest"]
         assert float(row["confidence"]) == pytest.approx(pred.confidence, abs=1e-4)
-        assert row["neighbours"].split(" | ")[0].split(":")[0] == pred.neighbors[0].label
+        assert row["neighbours"].split(" | ")[0].split(":")[0] == pred.neighbours[0].label
     assert done.notes[0].startswith("answers at confidence >= 0.95: expected >= 95% right")
 
 
