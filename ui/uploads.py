@@ -3,7 +3,6 @@ under <runs>/.data/<hash>/, removed once no run and no job refers to them."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import threading
@@ -16,6 +15,7 @@ import streamlit as st
 from PIL import Image
 
 from embedder.errors import EmbedderError, UnreadableImage
+from embedder.runs.bundle_read import data_folders
 from embedder.runs.run import Run
 
 from . import cache
@@ -80,14 +80,10 @@ def _run_data(runs_dir: Path) -> list[Path] | None:
     # Every folder with a config.json counts, not only runs that load: a damaged or half-written run's images
     # are not ours to delete either.
     for run in sorted(p for p in runs_dir.iterdir() if (p / "config.json").is_file()):
-        try:
-            config = json.loads((run / "config.json").read_text())
-            train = config.get("train", {})
-            added = [a.get("folder") for a in config.get("additions", []) if isinstance(a, dict)]  # embedder.verbs.add
-            paths = [config.get("data_root"), train.get("data"), train.get("queries"), *added]
-        except (OSError, ValueError, AttributeError):
+        folders = data_folders(run)
+        if folders is None:
             return None
-        used += [Path(p).expanduser().resolve() for p in paths if isinstance(p, str) and p and p != "demo"]
+        used += folders
     return used
 
 

@@ -77,6 +77,20 @@ def read_manifest(path: Path) -> tuple[Manifest, dict]:
     return manifest, raw
 
 
+def data_folders(path: Path) -> list[Path] | None:
+    """Every folder the run at ``path`` reads images from (its data root, training and query folders, the folders
+    ``add`` appended), read from config.json without validating the rest: a damaged or half-written run's images
+    count too. None when config.json cannot be read at all."""
+    try:
+        config = _bounded_json(path, "config.json")
+        train = config.get("train", {})
+        added = [a.get("folder") for a in config.get("additions", []) if isinstance(a, dict)]  # verbs/add.py
+        paths = [config.get("data_root"), train.get("data"), train.get("queries"), *added]
+    except (OSError, ValueError, AttributeError, EmbedderError):
+        return None
+    return [Path(p).expanduser().resolve() for p in paths if isinstance(p, str) and p and p != "demo"]
+
+
 def _manifest_problem(manifest: Manifest) -> str | None:
     """Why the typed config.json cannot be a run's: a number outside the range of the setting that made it, two
     sections that disagree, shards that do not cover the gallery."""
