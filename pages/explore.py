@@ -12,7 +12,6 @@ from embedder.maps.plots import embedding_map
 from ui import (
     cache,
     corrections,
-    insights,  # noqa: F401  (registers the "suspected mislabel" colour in maps.SCORES)
     maps,
     state,
     widgets,

@@ -15,7 +15,7 @@ from embedder.insights import export
 from embedder.insights.explain import Explanation, explain_batch
 from embedder.insights.findings import CLEAR_SCORE, GalleryFindings, LeakFindings, gallery_findings, leak_findings
 
-from . import cache, corrections, maps, widgets
+from . import cache, corrections, widgets
 
 SHOW_SUSPECTS = 8  # suspects shown with their neighbours; the CSV holds them all
 NEIGHBOURS_SHOWN = 5
@@ -238,6 +238,3 @@ def mislabel_score(run) -> np.ndarray:
     for s in findings(run).mislabels:
         scores[s.row] = s.score
     return scores
-
-
-maps.SCORES["suspected mislabel"] = mislabel_score

@@ -28,15 +28,15 @@ from embedder.maps.regions import rows_inside
 from embedder.runs.run import Run
 
 from . import cache, mapjobs, state
+from .insights import mislabel_score
 
 POINT_CAP = 200_000  # drawn in full up to here (≈6 bytes a point); above it a stratified sample is drawn
 POINT_CAP_ENV = "EMBEDDER_MAP_POINTS"
 METHODS = {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}
 NAMES = {v: k for k, v in METHODS.items()}  # pca -> PCA
 COLOURS = {"label": "Label", "predicted": "Predicted label", "correct": "Right / wrong"}
-# Per-row scores in [0, 1] to colour by: name -> fn(run) -> (N,) array. Filled at import time by modules that
-# compute them (e.g. a suspected-mislabel score); each becomes a "Colour by" choice.
-SCORES: dict[str, Callable[[Run], np.ndarray]] = {}
+# Per-row scores in [0, 1] to colour by: name -> fn(run) -> (N,) array; each becomes a "Colour by" choice.
+SCORES: dict[str, Callable[[Run], np.ndarray]] = {"suspected mislabel": mislabel_score}
 SETTINGS = "map_settings"  # session_state: (method, dims); a plain key, so it outlives Explore's widgets
 SELECTED = "map_selected"  # session_state: gallery rows selected on any map of this run (np.ndarray)
 TRACES = "map_traces"  # session_state: chart key -> (its MapFigure less the figure, all its map's coordinates)
