@@ -29,7 +29,7 @@ from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.lock import training
 from ..runs.run import Run, gallery_rows, is_run, load_run
 from ..runs.writes import WriteRefused
-from ..training.checkpoint import remove_work_dir, work_dir
+from ..training.checkpoint import load_checkpoint, remove_work_dir, work_dir
 from ..training.crossval import fit_cv, folds, merged, use_cv
 from ..training.distributed import world
 from ..training.first import First, first_model
@@ -116,31 +116,33 @@ def _train(cfg: TrainConfig, report: Reporter, should_stop, ray: str | None, sta
     if world().size > 1:
         return _train_distributed(pl, cfg, out, device, report, stop)
     cv, checked = use_cv(pl, cfg), guarded(report, stop)
+    ckpt = work_dir(out) / "checkpoint.pt"
+    if cfg.resume and not cv and ckpt.exists():
+        load_checkpoint(ckpt, cfg, device)  # a planted or foreign checkpoint is refused before anything is written
     with training(out):  # one training at a time; add and relabel refuse meanwhile (each write takes the write lock)
         first = first_model(pl, cfg, device, checked, folds(pl, cfg) if cv else None)
         first_plan = merged(pl) if cv else pl
         run = finish_run(first_plan, cfg, first.fitted, first.rows, first.emb, checked)
         answering = _may_answer_now(out, report)
-        if answering:
-            _answer_first(run, first_plan, cfg, first, checked, started)
-        if not cfg.finetune or cfg.epochs == 0:
-            return _keep_first(run, first_plan, cfg, checked, "fine-tuning was not asked for", answering)
         try:
+            if answering:
+                _answer_first(run, first_plan, cfg, first, checked, started)
+            if not cfg.finetune or cfg.epochs == 0:
+                return _keep_first(run, first_plan, cfg, checked, "fine-tuning was not asked for", answering)
             if cv:
                 fitted, pl = fit_cv(pl, cfg, device, report, stop, first.candidate), merged(pl)
             else:
                 fitted = fit(pl, cfg, out, device, report, stop, first.candidate)
+            if fitted.model is first.fitted.model:  # the record says what training measured, and why it lost
+                run.history, run.metrics["kept"] = fitted.history, fitted.kept
+                run.metrics["validation_candidates"] = fitted.validation["validation_candidates"]
+                run.info["kept"] = fitted.kept
+                return _keep_first(run, first_plan, cfg, checked, "training did not beat it", answering)
+            return _finish(pl, cfg, fitted, checked, ray, run if answering else None)
         except Cancelled:
-            if answering:
-                _record_upgrade(run, {"result": "cancelled"}, report)
+            if answering and _still_improving(out):  # the first answer stays, saying training was cancelled
+                _record_upgrade(run, {"result": "cancelled"}, silent)  # the app's reporter raises once cancelled
             raise
-        if fitted.model is first.fitted.model:  # the record says what training measured, and why it lost
-            run.history, run.metrics["kept"] = fitted.history, fitted.kept
-            run.metrics["validation_candidates"] = fitted.validation["validation_candidates"]
-            run.info["kept"] = fitted.kept
-            why = "training did not beat it"
-            return _keep_first(run, first_plan, cfg, checked, why, answering)
-        return _finish(pl, cfg, fitted, checked, ray, run if answering else None)
 
 
 def _train_distributed(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop) -> TrainResult:
@@ -170,6 +172,15 @@ def _may_answer_now(out: Path, report: Reporter) -> bool:
     if finished:
         report(Progress(Stage.NOTE, message=f"{out.name} keeps answering with its current run until training ends"))
     return not finished
+
+
+def _still_improving(out: Path) -> bool:
+    """Whether the run at ``out`` is this training's first answer, not yet replaced nor closed (its record says
+    ``improving``): a cancel then says so in it; a run written whole before the cancel stays as it is."""
+    try:
+        return is_run(out) and load_run(out).metrics.get("improving") is not None
+    except EmbedderError:
+        return False
 
 
 def _answer_first(run: Run, pl: Plan, cfg: TrainConfig, first: First, report: Reporter, started: float):

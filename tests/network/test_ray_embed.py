@@ -80,19 +80,30 @@ def test_embed_with_ray__an_unreadable_image_is_one_line_naming_it(local_ray, tm
 
 @pytest.mark.slow
 def test_train_with_ray__writes_the_run_bundle_of_the_single_process_path(local_ray, tmp_path):
-    from embedder.verbs.pipeline import train
+    """train --ray writes the run the single process writes; the gallery of its kept network comes block by block
+    from the actors (``embed_gallery``: the first answer's pixels are embedded in the process, which is
+    cheaper than starting actors for them; the actors embed a trained network's gallery)."""
+    from embedder.progress import Stage, silent
+    from embedder.training.plan import plan
+    from embedder.training.train import Fitted
+    from embedder.verbs.pipeline import embed_gallery, train
 
     shapes = make_shapes_folder(tmp_path / "shapes")
     train(cfg(shapes, tmp_path / "plain"))
-    events = []
-    train(cfg(shapes, tmp_path / "ray"), progress=events.append, ray="")
-    # the gallery arrived block by block from the actors (the single process embeds it in one batch of 64)
-    assert len([e for e in events if e.stage == "embed"]) > 1
+    train(cfg(shapes, tmp_path / "ray"), ray="")
     plain, ray = load_run(tmp_path / "plain"), load_run(tmp_path / "ray")
     assert ray.gallery_paths == plain.gallery_paths
     np.testing.assert_array_equal(ray.gallery_labels, plain.gallery_labels)
     np.testing.assert_allclose(ray.gallery_embeddings, plain.gallery_embeddings, atol=1e-5)
     assert ray.metrics["test"]["precision_at_1"] == plain.metrics["test"]["precision_at_1"]
+
+    config = cfg(shapes, tmp_path / "x")
+    pl, fitted, events = plan(config, silent), Fitted(plain.model(), "kept", []), []
+    rows, alone = embed_gallery(pl, fitted, config, "cpu", silent)
+    rows_ray, pooled = embed_gallery(pl, fitted, config, "cpu", events.append, ray="")
+    assert len([e for e in events if e.stage == Stage.EMBED]) > 1  # block by block (alone: one batch of 64)
+    np.testing.assert_array_equal(rows_ray, rows)
+    np.testing.assert_allclose(pooled, alone, atol=1e-5)
 
 
 @pytest.mark.slow
