@@ -129,7 +129,7 @@ def _train(cfg: TrainConfig, report: Reporter, should_stop, ray: str | None, sta
             if cv:
                 fitted, pl = fit_cv(pl, cfg, device, report, stop, first.candidate), merged(pl)
             else:
-                fitted = fit(pl, cfg, out, device, report, stop, first.candidate)
+                fitted = fit(pl, cfg, device, report, stop, first.candidate)
         except Cancelled:
             if answering:
                 _record_upgrade(run, {"result": "cancelled"}, report)
@@ -150,10 +150,10 @@ def _train_distributed(pl: Plan, cfg: TrainConfig, out: Path, device, report: Re
             "--selection cv trains its folds in one process: run it without torchrun, or choose holdout"
         )
     if not world().main:  # its part is training: rank 0 holds the locks and writes the run
-        fitted = fit(pl, cfg, out, device, report, stop)
+        fitted = fit(pl, cfg, device, report, stop)
         return TrainResult(out, fitted.history, {}, fitted.kept, pl.notes)
     with training(out):
-        fitted = fit(pl, cfg, out, device, report, stop)
+        fitted = fit(pl, cfg, device, report, stop)
         return _finish(pl, cfg, fitted, guarded(report, stop), None, None)
 
 
