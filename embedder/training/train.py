@@ -257,7 +257,9 @@ def _resumed(cfg: TrainConfig, learning: Learning, device, report: Reporter) -> 
     return None
 
 
-def train_epochs(loop: Loop, learning: Learning, standing: Standing, report: Reporter, stop: Callable[[], bool]):
+def train_epochs(
+    loop: Loop, learning: Learning, standing: Standing, report: Reporter, stop: Callable[[], bool]
+) -> None:
     """The epochs after ``standing.epoch``, until patience runs out, validation is perfect or ``cfg.epochs`` are
     done; ``standing`` follows them, and rank 0 writes a checkpoint after each."""
     cfg, s = loop.cfg, standing
@@ -274,10 +276,8 @@ def train_epochs(loop: Loop, learning: Learning, standing: Standing, report: Rep
         s.history.append(stats.to_dict())
         s.epoch = epoch
         if stats.best:
-            s.best, s.bad_epochs = (
-                Candidate(f"epoch {epoch}", val, epoch, copy.deepcopy(learning.model.state_dict())),
-                0,
-            )
+            s.best = Candidate(f"epoch {epoch}", val, epoch, copy.deepcopy(learning.model.state_dict()))
+            s.bad_epochs = 0
         else:
             s.bad_epochs += 1
         if loop.world.main:

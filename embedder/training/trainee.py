@@ -25,6 +25,5 @@ def new_network(pl: Plan, cfg: TrainConfig, seed: int, device) -> Trainee:
     """A network to train, seeded, in eval mode, and how many of a pretrained backbone's stages are frozen."""
     torch.manual_seed(seed)
     model = EmbeddingNet(pl.model_config).to(device).eval()
-    return Trainee(
-        model, freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0, device
-    )
+    n_frozen = freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
+    return Trainee(model, n_frozen, device)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,9 +18,7 @@ from ..answers.calibrate import Answers
 from ..answers.metrics import retrieval_metrics, vote_correct, wilson_interval
 from ..images.data import cap
 from ..network.embed import embed_images
-
-if TYPE_CHECKING:
-    from .trainee import Trainee
+from .trainee import Trainee
 
 MAX_QUERIES = 2_000  # validation queries scored each epoch (and as many unseen-class images)
 MAX_GALLERY = 20_000  # training images they are searched among
