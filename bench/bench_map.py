@@ -78,14 +78,14 @@ def payload_rows(coords: np.ndarray, labels: np.ndarray, cap: int) -> tuple[list
 
     from embedder.images.data import stratified_sample
     from embedder.maps.density import density_png
-    from embedder.maps.plots import GRID, embedding_map, on_grid
+    from embedder.maps.plots import GRID, Colouring, embedding_map, on_grid
 
     names = np.array([f"class {c}" for c in range(labels.max() + 1)])[labels]
     n, rows = len(coords), []
 
     def plotly_map(sample: bool, density: bool) -> int:
         keep = stratified_sample(labels, cap) if sample else np.arange(n)
-        m = embedding_map(coords[keep], names[keep], keep, everything=coords if density else None)
+        m = embedding_map(coords[keep], Colouring(names[keep]), keep, everything=coords if density else None)
         return len(plotly.io.to_json(m.figure, validate=False).encode())
 
     for what, sample, density in [
@@ -114,12 +114,12 @@ def selection_rows(coords: np.ndarray, cap: int) -> list[list]:
     """A lasso (60 vertices) and a box over every point, from the outline in the chart's units to row ids, as
     ``ui.maps.selected_rows`` answers them; and the drawn-only answer Plotly gives (for the ratio)."""
     from embedder.images.data import stratified_sample
-    from embedder.maps.plots import embedding_map
+    from embedder.maps.plots import Colouring, embedding_map
     from embedder.maps.regions import rows_inside
 
     n = len(coords)
     keep = stratified_sample(np.zeros(n, int), cap)
-    m = embedding_map(coords[keep], np.zeros(len(keep), str), keep, everything=coords)
+    m = embedding_map(coords[keep], Colouring(np.zeros(len(keep), str)), keep, everything=coords)
     angle = np.linspace(0, 2 * np.pi, 60, endpoint=False)
     lasso = {"lasso": [{"x": list(30_000 + 8_000 * np.cos(angle)), "y": list(30_000 + 6_000 * np.sin(angle))}]}
     box = {"box": [{"x": [20_000, 40_000], "y": [20_000, 40_000]}]}
@@ -136,11 +136,11 @@ def chosen_memory(coords: np.ndarray, labels: np.ndarray, cap: int) -> int:
     import plotly.io
 
     from embedder.images.data import stratified_sample
-    from embedder.maps.plots import embedding_map
+    from embedder.maps.plots import Colouring, embedding_map
 
     tracemalloc.start()
     keep = stratified_sample(labels, cap)
-    m = embedding_map(coords[keep], labels[keep].astype(str), keep, everything=coords)
+    m = embedding_map(coords[keep], Colouring(labels[keep].astype(str)), keep, everything=coords)
     plotly.io.to_json(m.figure, validate=False)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

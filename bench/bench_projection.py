@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import mixture, peak_rss_mb, table
-from embedder.maps.plots import embedding_map
+from embedder.maps.plots import Colouring, embedding_map
 from embedder.maps.project import place_rest, project
 from embedder.search.knn import topk
 
@@ -139,7 +139,7 @@ def run(quick: bool, out: Path) -> str:
         rows.append([method, f"{n:,}", f"{time.perf_counter() - t0:.1f}"])
     n_map = sizes["pca"]  # the map of every PCA point: what Explore sends at that size
     names = [f"class {c}" for c in labels[:n_map]]
-    per_point = embedding_map(coords["pca"][:n_map], names).bytes_per_point()
+    per_point = embedding_map(coords["pca"][:n_map], Colouring(names)).bytes_per_point()
     return "\n".join([
         "### Projection", "", table(["method", "points", "seconds"], rows), "",
         f"Plotly payload of the 2-D map (`embedding_map`, {n_map:,} points, {len(set(names)):,} labels): "

@@ -36,7 +36,8 @@ from embedder.network.model import EmbeddingNet
 from embedder.progress import silent
 from embedder.training.objective import optimizer_for, set_learning_rate
 from embedder.training.plan import plan
-from embedder.training.train import Loop, train_epoch
+from embedder.training.train import Loop
+from embedder.training.trainee import Trainee
 
 TARGETS = (0.95, 0.98)
 FULL_EPOCHS, QUICK_EPOCHS = 25, 3
@@ -110,8 +111,7 @@ def train_recipe(loop: Loop, cfg: TrainConfig, held: HeldOut, steps_per_round: i
         t0 = time.perf_counter()
         set_learning_rate(optimizer, cfg, epoch)
         loop.model.train()
-        train_epoch(loop.model, loop.loader(epoch), optimizer, loop.loss_fn, loop.miner, cfg.margin, epoch, silent,
-                    lambda: False)  # fmt: skip
+        loop.train_epoch(loop.model, optimizer, epoch, silent, lambda: False)
         clock += time.perf_counter() - t0
         curve.add(clock, epoch * steps_per_round, held.p1(loop.model))
     return curve
@@ -154,7 +154,7 @@ def _measure(epochs: int, seed: int) -> tuple[list[Curve], dict]:
     torch.manual_seed(cfg.seed)
     model = EmbeddingNet(pl.model_config).to(device)
     naive_model = copy.deepcopy(model)  # the same initial weights
-    loop = Loop(pl, cfg, model, 0, device, silent)
+    loop = Loop(pl, cfg, Trainee(model, 0, device), silent)
     steps_per_round = loop.length // loop.batch
     for path in loop.dataset.paths:  # decode once before any clock runs: neither recipe pays the first decode
         loop.cache(path)

@@ -57,13 +57,13 @@ if proj is None:  # being computed in the background (its progress is above): th
 if proj is None:
     st.stop()
 everything = proj.coords if sampled else None
-after = embedding_map(proj.coords[rows], rows=rows, height=560 if compare else 620, everything=everything, **colours)
+after = embedding_map(proj.coords[rows], colours, rows, height=560 if compare else 620, everything=everything)
 if images:
     after.show_images(shown, [cache.thumbnail_uri(str(run.resolve(run.gallery_paths[i]))) for i in shown])
 before_proj = maps.projection(run, view.method, view.dims, before=True) if compare else None
 if before_proj is not None:
     before_all = before_proj.coords if sampled else None
-    before = embedding_map(before_proj.coords[rows], rows=rows, height=560, everything=before_all, **colours)
+    before = embedding_map(before_proj.coords[rows], colours, rows, height=560, everything=before_all)
     left, right = st.columns(2)
     with left:
         st.markdown(f"**Before training** ({mapdata.before_kind(run)} network)")

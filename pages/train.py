@@ -79,7 +79,8 @@ with st.form("train_form"):
 
 if submitted:
     try:
-        st.session_state[JOB] = str(training.start(source, folder, upload, name, form, network, model).out)
+        images = training.TrainingImages(source, folder, upload)
+        st.session_state[JOB] = str(training.start(images, name, form, network, model).out)
     except EmbedderError as exc:
         st.error(access.public(str(exc)))
 

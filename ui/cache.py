@@ -13,7 +13,7 @@ from PIL import Image
 from embedder.answers.predict import Predictor
 from embedder.images.data import load_image
 from embedder.maps import mapdata, precompute
-from embedder.maps.project import Projection, cached_project
+from embedder.maps.project import MapKey, Projection, cached_project
 from embedder.runs.run import Run, load_run
 
 THUMB = 96  # thumbnail side in pixels
@@ -53,7 +53,7 @@ def _projection(path: str, version: float, method: str, dims: int, seed: int, be
     run = _run(path, version)
     emb = _before(path, version) if before else run.gallery_embeddings
     tag = f"before-{mapdata.before_kind(run)}" if before else ""
-    return cached_project(run.path, emb, method, dims, seed=seed, labels=run.gallery_labels, tag=tag)
+    return cached_project(run.path, emb, MapKey(method, dims, seed, tag), run.gallery_labels)
 
 
 def get_projection(path: str | Path, method: str, dims: int, seed: int = 0, before: bool = False) -> Projection:

@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 from embedder.insights import export
-from embedder.insights.explain import Explanation, explain_batch
+from embedder.insights.explain import BatchDraw, Explanation, explain_batch
 from embedder.insights.findings import CLEAR_SCORE, GalleryFindings, LeakFindings, gallery_findings, leak_findings
 
 from . import cache, corrections, widgets
@@ -35,7 +35,7 @@ def _leaks(path: str, version: float, threshold: float) -> LeakFindings | None:
 
 @st.cache_resource(max_entries=16, show_spinner="Embedding a batch with the network before training…")
 def _explain(path: str, version: float, seed: int) -> Explanation:
-    return explain_batch(cache.get_run(path), seed=seed)
+    return explain_batch(cache.get_run(path), BatchDraw(seed=seed))
 
 
 def findings(run) -> GalleryFindings:

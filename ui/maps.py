@@ -21,7 +21,7 @@ import streamlit as st
 from embedder.errors import EmbedderError
 from embedder.images.data import stratified_sample
 from embedder.maps import mapdata
-from embedder.maps.plots import MapFigure, embedding_map
+from embedder.maps.plots import Colouring, MapFigure, Queries, embedding_map
 from embedder.maps.precompute import STANDARD, MapSpec
 from embedder.maps.project import FIT_CAP, Projection
 from embedder.maps.regions import rows_inside
@@ -206,18 +206,18 @@ def sample_rows(run: Run, rows: np.ndarray, select: bool = False) -> np.ndarray:
     return keep
 
 
-def colouring(run: Run, view: View, rows: np.ndarray) -> dict:
-    """embedding_map's colour arguments for ``rows``: groups (label, predicted label, right/wrong) or a score."""
+def colouring(run: Run, view: View, rows: np.ndarray) -> Colouring:
+    """What colours ``rows`` on the map: groups (label, predicted label, right/wrong) or a score."""
     names = np.array(run.classes)
     if view.colour in SCORES:
-        return {"groups": names[run.gallery_labels[rows]], "score": SCORES[view.colour](run)[rows]}
+        return Colouring(names[run.gallery_labels[rows]], score=SCORES[view.colour](run)[rows])
     if view.colour == "label":
-        return {"groups": names[run.gallery_labels[rows]]}
+        return Colouring(names[run.gallery_labels[rows]])
     predicted = predicted_labels(run)
     if view.colour == "predicted":
-        return {"groups": names[predicted[rows]], "legend_title": "predicted"}
+        return Colouring(names[predicted[rows]], legend_title="predicted")
     right = predicted[rows] == run.gallery_labels[rows]
-    return {"groups": np.where(right, "right", "wrong"), "legend_title": f"k-NN vote (k = {run.train_config.k})"}
+    return Colouring(np.where(right, "right", "wrong"), legend_title=f"k-NN vote (k = {run.train_config.k})")
 
 
 def predicted_labels(run: Run) -> np.ndarray:
@@ -282,10 +282,9 @@ def query_map(run: Run, embeddings: np.ndarray, names: list[str], neighbor_idx: 
     rows = sample_rows(run, np.arange(len(run.gallery_paths)))
     m = embedding_map(
         proj.coords[rows],
-        np.array(run.classes)[run.gallery_labels[rows]],
+        Colouring(np.array(run.classes)[run.gallery_labels[rows]]),
         rows,
-        query_coords=proj.place(embeddings, neighbor_idx),
-        query_names=names,
+        queries=Queries(proj.place(embeddings, neighbor_idx), names),
         height=520,
         everything=proj.coords if len(rows) < len(proj.coords) else None,
     )

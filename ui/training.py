@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -90,11 +92,18 @@ def importer(model, out: Path, form: dict) -> Callable[[str], jobs.TrainJob]:
     return start
 
 
-def start(
-    source: str, folder: str | None, upload, name: str, form: dict, network: str = NETWORKS[0], model=None
-) -> jobs.TrainJob:
-    """Check everything, then queue the training the form asks for, or for the network "Use my own model" the
-    import of ``model`` (the uploaded .onnx file).
+@dataclass(frozen=True)
+class TrainingImages:
+    """The images to train on, as the Train page names them."""
+
+    source: str  # one of SOURCES
+    folder: str | None = None  # "Folder on the server": the path typed in
+    upload: Any = None  # "Upload a .zip": the uploaded file (Streamlit's UploadedFile), or None before one is
+
+
+def start(images: TrainingImages, name: str, form: dict, network: str = NETWORKS[0], model=None) -> jobs.TrainJob:
+    """Check everything, then queue the training on ``images`` the form asks for, or for the network "Use my own
+    model" the import of ``model`` (the uploaded .onnx file).
 
     Raises:
         EmbedderError: a bad run name or target, a folder outside the shared ones, a bad upload or setting.
@@ -106,6 +115,7 @@ def start(
         launch = lambda data: registry.start(config(data, out, form), exclusive=True, owner=sessions.token())
     else:
         launch = importer(model, out, form)
+    source, folder, upload = images.source, images.folder, images.upload
     if source == "Demo digits":
         return launch("demo")
     if source == "Folder on the server":

@@ -14,14 +14,12 @@ import numpy as np
 from ..config import DEFAULT_K
 from ..search.knn import topk
 from ..search.vote import knn_predictions, knn_votes, label_votes
-from .metrics import KNN_KS
+from .metrics import KNN_KS, Labelled
 
 
 def open_set(
-    queries: np.ndarray,
-    query_labels: np.ndarray,
-    gallery: np.ndarray,
-    gallery_labels: np.ndarray,
+    queries: Labelled,
+    gallery: Labelled,
     target_precision: float = 0.95,
     k: int = DEFAULT_K,
     points: int = 41,
@@ -40,13 +38,14 @@ def open_set(
         auroc (known vs unknown by distance), threshold, its precision and coverage of known queries,
         and a curve of (threshold, coverage, accuracy, unknown_accepted) for a slider.
     """
-    present = np.isin(query_labels, gallery_labels)
-    q, ql = queries[present], query_labels[present]
+    gallery_labels = gallery.labels
+    present = np.isin(queries.labels, gallery_labels)
+    q, ql = queries.vectors[present], queries.labels[present]
     if len(q) == 0 or len(np.unique(gallery_labels)) < 2:
         return {}
-    idx, dist = topk(q, gallery, k) if neighbours is None else (neighbours[0][present], neighbours[1][present])
+    idx, dist = topk(q, gallery.vectors, k) if neighbours is None else (neighbours[0][present], neighbours[1][present])
     correct = knn_predictions(idx, dist, gallery_labels, k) == ql
-    d_unknown = topk(q, gallery, 1, other_label=(ql, gallery_labels))[1][:, 0]  # its own class removed
+    d_unknown = topk(q, gallery.vectors, 1, other_label=(ql, gallery_labels))[1][:, 0]  # its own class removed
     return open_set_from(dist[:, 0], correct, d_unknown, target_precision, points)
 
 

@@ -18,7 +18,7 @@ from ..progress import Progress, Reporter, Stage, counter, silent
 from ..search.knn import topk
 from . import novelty
 from .calibrate import apply_confidence, open_set, reliability, vote_outcomes
-from .metrics import diagnostics, retrieval_metrics
+from .metrics import Labelled, diagnostics, retrieval_metrics
 
 RAW_PIXELS_SIDE = 32
 MAX_QUERIES = 10_000  # queries scored (and as many unseen-class images): above it a seeded, stratified sample
@@ -262,16 +262,15 @@ def evaluate_run(
 def _answers(run, sets: EvaluationSets, q_emb: np.ndarray, target_precision: float) -> dict:
     """What a user gets for each query at the run's k: "unknown" detection, calibrated confidence, and the
     per-class diagnostics, from one shared search."""
-    k, gallery = run.train_config.k, run.gallery_embeddings
-    nearest = topk(q_emb, gallery, k)
+    k = run.train_config.k
+    queries = Labelled(q_emb, sets.q_labels, sets.q_paths)
+    gallery = Labelled(run.gallery_embeddings, sets.g_labels, sets.g_paths)
+    nearest = topk(q_emb, gallery.vectors, k)
     result = {
-        "open_set": open_set(q_emb, sets.q_labels, gallery, sets.g_labels, target_precision, k=k, neighbours=nearest),
+        "open_set": open_set(queries, gallery, target_precision, k=k, neighbours=nearest),
         "calibration": _calibration(run, sets, q_emb, nearest),
     }
-    paths = (sets.q_paths, sets.g_paths)
-    result.update(
-        diagnostics(q_emb, sets.q_labels, gallery, sets.g_labels, run.classes, *paths, k=k, neighbours=nearest)
-    )
+    result.update(diagnostics(queries, gallery, run.classes, k=k, neighbours=nearest))
     return result
 
 

@@ -4,6 +4,7 @@ and per-class diagnostics. Every search goes through the streaming top-k."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -169,26 +170,33 @@ def _blockwise_scores(
     return means, {j: np.concatenate(c) for j, c in correct.items() if c}
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """Embeddings and their labels: the queries or the gallery of an evaluation."""
+
+    vectors: np.ndarray  # (N, D)
+    labels: np.ndarray  # (N,) class ids
+    paths: Sequence = ()  # (N,) each one's image, named in examples; empty where none are named
+
+
 def diagnostics(
-    queries: np.ndarray,
-    query_labels: np.ndarray,
-    gallery: np.ndarray,
-    gallery_labels: np.ndarray,
+    queries: Labelled,
+    gallery: Labelled,
     classes: list[str],
-    query_paths: Sequence,
-    gallery_paths: Sequence,
     k: int = DEFAULT_K,
     top_pairs: int = 6,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
-    """Per-class accuracy, the confusion matrix of the kNN vote, and the most confused pairs with examples.
-    ``neighbours``: the queries' k nearest (indices, distances) when the caller has them already."""
-    present = np.isin(query_labels, gallery_labels)
-    q, ql = queries[present], query_labels[present]
-    paths = [p for p, ok in zip(query_paths, present) if ok]
+    """Per-class accuracy, the confusion matrix of the kNN vote, and the most confused pairs with examples (the
+    queries' and the gallery's ``paths``). ``neighbours``: the queries' k nearest (indices, distances) when the
+    caller has them already."""
+    gallery_labels, gallery_paths = gallery.labels, gallery.paths
+    present = np.isin(queries.labels, gallery_labels)
+    q, ql = queries.vectors[present], queries.labels[present]
+    paths = [p for p, ok in zip(queries.paths, present) if ok]
     if len(q) == 0:
         return {}
-    idx, dist = topk(q, gallery, k) if neighbours is None else (neighbours[0][present], neighbours[1][present])
+    idx, dist = topk(q, gallery.vectors, k) if neighbours is None else (neighbours[0][present], neighbours[1][present])
     pred = knn_predictions(idx, dist, gallery_labels, k)
     n = len(classes)
     matrix = np.zeros((n, n), dtype=np.int64)

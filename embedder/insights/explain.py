@@ -90,16 +90,21 @@ def compare(before: np.ndarray, after: np.ndarray, labels: np.ndarray, margin: f
     return triplets, {"before": _counts(before, labels, margin), "after": _counts(after, labels, margin)}
 
 
+@dataclass(frozen=True)
+class BatchDraw:
+    """Which batch of the gallery is explained, and how many of its triplets are shown."""
+
+    classes_per_batch: int = 4  # P: labels in the batch
+    per_class: int = 4  # K: images of each
+    seed: int = 0  # picks the batch and its triplets
+    n: int = 6  # triplets shown
+
+
 def explain_batch(
-    run,
-    n: int = 6,
-    classes_per_batch: int = 4,
-    per_class: int = 4,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: Reporter | None = None,
+    run, draw: BatchDraw = BatchDraw(), device: str = "cpu", progress: Reporter | None = None
 ) -> Explanation:
-    """One random PxK batch of ``run``'s gallery, before and after training; triplet rows are gallery rows.
+    """One random PxK batch of ``run``'s gallery (``draw``), before and after training; triplet rows are gallery
+    rows.
 
     Raises:
         EmbedderError: the gallery has fewer than 2 labels with 2 images each.
@@ -107,7 +112,7 @@ def explain_batch(
     from ..answers.evaluate import embedder_of
 
     labels = np.asarray(run.gallery_labels)
-    rows = pk_rows(labels, classes_per_batch, per_class, np.random.default_rng(seed))  # (B,)
+    rows = pk_rows(labels, draw.classes_per_batch, draw.per_class, np.random.default_rng(draw.seed))  # (B,)
     files = run.gallery_files()
     if run.onnx is not None:  # trained elsewhere: nothing here knows its starting point; raw pixels stand in
         from ..answers.evaluate import raw_pixel_embed
@@ -119,7 +124,7 @@ def explain_batch(
         before = embed(fn, [files[r] for r in rows], f"{name} network")  # (B, D')
     after = run.gallery_embeddings[rows]  # (B, D)
     margin = run.train_config.margin
-    found, counts = compare(before, after, labels[rows], margin, n, seed)
+    found, counts = compare(before, after, labels[rows], margin, draw.n, draw.seed)
     for t in found:  # batch positions -> gallery rows
         t.anchor, t.positive, t.negative = int(rows[t.anchor]), int(rows[t.positive]), int(rows[t.negative])
     return Explanation(rows, found, name, counts, margin)

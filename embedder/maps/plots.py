@@ -124,33 +124,44 @@ def label_style(index: int, dims: int = 2) -> tuple[str, str]:
     return PALETTE[index % len(PALETTE)], symbols[(index // len(PALETTE)) % len(symbols)]
 
 
+@dataclass(frozen=True)
+class Colouring:
+    """What colours each point of a map: its group, or a score."""
+
+    groups: Sequence[str]  # (N,) label, predicted label, "right"/"wrong", ...: one trace per group
+    score: np.ndarray | None = None  # (N,) in [0, 1]: colour by this instead (one trace, a colour scale, hover in %)
+    score_name: str = "score"  # the score's name in the colour bar and the hover
+    legend_title: str = "label"  # what the groups are
+    top_n: int = TOP_N  # the largest groups with colours and legend entries; the rest grey behind one "other"
+    focus: Sequence[str] = ()  # groups to bring forward; every other group is drawn faded and grey, but drawn
+
+
+@dataclass(frozen=True)
+class Queries:
+    """New images placed on a map, drawn on top as stars (3-D has no star: large diamonds)."""
+
+    coords: np.ndarray  # (Q, dims) their map positions
+    names: Sequence[str] | None = None  # (Q,) what the stars are called; default "query 1", "query 2", ...
+
+
 def embedding_map(
     coords: np.ndarray,
-    groups: Sequence[str],
+    colouring: Colouring,
     rows: np.ndarray | None = None,
     *,
-    score: np.ndarray | None = None,
-    score_name: str = "score",
-    focus: Sequence[str] = (),
-    top_n: int = TOP_N,
-    query_coords: np.ndarray | None = None,
-    query_names: Sequence[str] | None = None,
+    queries: Queries | None = None,
     height: int = 620,
-    legend_title: str = "label",
     everything: np.ndarray | None = None,
 ) -> MapFigure:
     """Scatter map of a gallery (2-D: WebGL ``Scattergl``; 3-D: ``Scatter3d``).
 
     Args:
         coords: (N, 2) or (N, 3) map positions.
-        groups: (N,) what colours each point: its label, its predicted label, "right"/"wrong", ... One trace per
-            group; the ``top_n`` largest have colours and legend entries, the rest are grey behind one "other"
-            legend entry (each still its own trace with its name in the hover, up to MAX_TRACES).
+        colouring: what colours each point (``Colouring``). By group: one trace per group; the ``top_n`` largest
+            have colours and legend entries, the rest are grey behind one "other" legend entry (each still its own
+            trace with its name in the hover, up to MAX_TRACES).
         rows: (N,) the gallery row of each point. Default: 0..N-1.
-        score: (N,) values in [0, 1]: colour by this instead (one trace, a colour scale; hover shows it in %).
-        focus: groups to bring forward; every other group is drawn faded and grey, but drawn.
-        query_coords: (Q, dims) query positions, drawn on top as stars (3-D has no star: large diamonds).
-        query_names: (Q,) their names.
+        queries: new images to draw on top (``Queries``).
         everything: (M, dims) every point of the map, when ``coords`` is a sample of them: the grid spans them all
             (a box or lasso then maps back onto every point, ``MapFigure.to_grid``), and a 2-D map draws their
             density beneath the sample, so a region the sample missed still shows.
@@ -159,18 +170,18 @@ def embedding_map(
     coords, to_grid = on_grid(coords, (low, scale))
     dims = coords.shape[1]
     rows = np.arange(len(coords)) if rows is None else np.asarray(rows, dtype=np.int64)
-    groups = np.asarray(groups, dtype=str)
+    c = colouring
     fig, trace_rows = go.Figure(), []
-    if score is not None:
-        fig.add_trace(_score_trace(coords, np.asarray(score, dtype=np.float32), score_name))
+    if c.score is not None:
+        fig.add_trace(_score_trace(coords, np.asarray(c.score, dtype=np.float32), c.score_name))
         trace_rows.append(rows)
     else:
-        for trace, members in _group_traces(coords, groups, top_n, set(focus), dims):
+        for trace, members in _group_traces(coords, np.asarray(c.groups, dtype=str), c.top_n, set(c.focus), dims):
             fig.add_trace(trace)
             trace_rows.append(rows[members])
-    if query_coords is not None and len(query_coords):
-        fig.add_trace(_query_trace(to_grid(query_coords), query_names))
-    _lay_out(fig, dims, height, legend_title)
+    if queries is not None and len(queries.coords):
+        fig.add_trace(_query_trace(to_grid(queries.coords), queries.names))
+    _lay_out(fig, dims, height, c.legend_title)
     if everything is not None and dims == 2:
         fig.add_layout_image(density_layer(to_grid(everything), GRID))
     return MapFigure(fig, trace_rows, (low, scale))

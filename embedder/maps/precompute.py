@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import Cancelled, EmbedderError
 from ..progress import Progress, Reporter, Stage, silent
 from . import mapdata
-from .project import cached_project, fingerprint, map_file, run_version, stored_projection
+from .project import MapKey, cached_project, fingerprint, map_file, run_version, stored_projection
 
 NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 # Relative cost of each map, for the share done and the time left (PCA is milliseconds; a t-SNE or UMAP fit and
@@ -151,8 +151,8 @@ def precompute(
         tag = f"before-{mapdata.before_kind(run)}" if spec.before else ""
         weight = WEIGHT[spec.method]
         tick = lambda share, w=weight: meter.tick(share, w)  # noqa: E731
-        cached_project(run.path, emb, spec.method, spec.dims, labels=run.gallery_labels, tag=tag, tick=tick,
-                       version=version)  # fmt: skip
+        key = MapKey(spec.method, spec.dims, tag=tag)
+        cached_project(run.path, emb, key, run.gallery_labels, tick=tick, version=version)
         if run_version(run_dir) != version:
             report(Progress(Stage.NOTE, message="the run was rewritten while its maps were computed: stopped"))
             break

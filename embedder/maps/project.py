@@ -171,14 +171,21 @@ def stored_projection(run_dir: str | os.PathLike, n: int, file: str, method: str
     return _read_cached(Path(run_dir) / CACHE_DIR / file, n, dims, method)
 
 
+@dataclass(frozen=True)
+class MapKey:
+    """Which of a run's maps: what ``map_file`` names it by, beside the embeddings' fingerprint."""
+
+    method: str  # one of METHODS
+    dims: int  # 2 or 3
+    seed: int = 0
+    tag: str = ""  # tells apart maps of other embeddings of the same run (e.g. "before-pretrained")
+
+
 def cached_project(
     run_dir: str | os.PathLike,
     embeddings: np.ndarray,
-    method: str,
-    dims: int,
-    seed: int = 0,
+    key: MapKey,
     labels: np.ndarray | None = None,
-    tag: str = "",
     *,
     tick: Tick | None = None,
     version: str | None = None,
@@ -186,13 +193,14 @@ def cached_project(
     """``project`` through a cache in ``run_dir/projections/``, written only when ``run_dir`` is a run bundle
     that is still the one of ``version`` (``run_version``, read now when None: the run the embeddings came from),
     and silently skipped where it cannot be written. Files are .npz read with allow_pickle=False; at most
-    CACHE_KEEP are kept. ``tag``: see ``map_file``; ``tick``: see ``project``."""
+    CACHE_KEEP are kept. ``tick``: see ``project``."""
+    method, dims = key.method, key.dims
     version = run_version(run_dir) if version is None else version
-    name = map_file(method, dims, fingerprint(embeddings), seed, tag)
+    name = map_file(method, dims, fingerprint(embeddings), key.seed, key.tag)
     hit = stored_projection(run_dir, len(embeddings), name, method, dims)
     if hit is not None:
         return hit
-    proj = project(embeddings, method, dims, seed=seed, labels=labels, tick=tick)
+    proj = project(embeddings, method, dims, seed=key.seed, labels=labels, tick=tick)
     arrays = {"coords": proj.coords, "fitted_on": np.array(proj.fitted_on)}
     if proj.linear is not None:
         arrays.update(mean=proj.linear[0], components=proj.linear[1])

@@ -115,22 +115,27 @@ def guess_layout(shape: list) -> str | None:
     return None
 
 
-def resolve_input(
-    g: GraphInput,
-    image_size: int | None = None,
-    layout: str = "auto",
-    channels: str = "auto",
-    scale: str | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    resize: str | None = None,
-) -> OnnxInput:
-    """The preprocessing: what was asked for, else what the file's metadata (written by ``export-model``) says,
-    else what the input's shape says, else the common default (0-1 pixels, mean 0, std 1, stretched).
+@dataclass(frozen=True)
+class AskedInput:
+    """The preprocessing a user asked for (``import-model``'s flags); None or "auto": whatever the file says."""
+
+    image_size: int | None = None  # the side of a square input, for a graph whose input size is dynamic
+    layout: str = "auto"  # one of LAYOUTS
+    channels: str = "auto"  # one of CHANNELS
+    scale: str | None = None  # one of SCALES
+    mean: tuple[float, ...] | None = None  # 1 or 3 numbers
+    std: tuple[float, ...] | None = None  # 1 or 3 numbers
+    resize: str | None = None  # one of RESIZES
+
+
+def resolve_input(g: GraphInput, asked: AskedInput = AskedInput()) -> OnnxInput:
+    """The preprocessing: what was ``asked`` for, else what the file's metadata (written by ``export-model``)
+    says, else what the input's shape says, else the common default (0-1 pixels, mean 0, std 1, stretched).
 
     Raises:
         EmbedderError: a choice the graph contradicts, or a size it does not say and nobody gave.
     """
+    image_size, layout, channels = asked.image_size, asked.layout, asked.channels
     meta = _metadata(g)
     layout = layout if layout != "auto" else meta.get("layout") or guess_layout(g.shape)
     if layout is None:
@@ -155,10 +160,10 @@ def resolve_input(
         width=int(w),
         layout=layout,
         channels=channels,
-        scale=scale or meta.get("scale", "0-1"),
-        mean=tuple(mean or meta.get("mean", (0.0,))),
-        std=tuple(std or meta.get("std", (1.0,))),
-        resize=resize or meta.get("resize", "stretch"),
+        scale=asked.scale or meta.get("scale", "0-1"),
+        mean=tuple(asked.mean or meta.get("mean", (0.0,))),
+        std=tuple(asked.std or meta.get("std", (1.0,))),
+        resize=asked.resize or meta.get("resize", "stretch"),
         input_name=g.name,
         output_name=g.output_name,
     )

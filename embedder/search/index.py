@@ -200,23 +200,16 @@ def build_index(
     frame = search_frame(gallery)
     vectors, skip, kind = measure.probes(embeddings, probes, config)
     truth, _ = topk(frame.moved(vectors), frame.gallery, 10, exclude=skip, gallery_norms=frame.norms)
-    measured, search_k, graph, ef = {}, n * config.n_trees, None, 0
+    probe_set = measure.Probes(vectors, truth, skip)
+    graph, ef = None, 0
     if truth.shape[1] == 0:  # a gallery of one image: nothing to miss, nothing to time
-        measured.update(annoy_recall_at_10=1.0, annoy_ms=0.0, exact_ms=0.0)
+        measured, search_k = dict(annoy_recall_at_10=1.0, annoy_ms=0.0, exact_ms=0.0), n * config.n_trees
     else:
-        k = truth.shape[1]
-        exact = lambda v: topk(frame.moved(v[None]), frame.gallery, k, gallery_norms=frame.norms)
-        exact_ms = measure.best_ms(exact, vectors)
-        unbounded = config.method != "auto" or config.min_speedup <= 0
-        give_up = np.inf if unbounded else exact_ms / config.min_speedup
-        search_k, recall, ms = measure.tune_annoy(
-            annoy, vectors, truth, skip, config, np.inf if config.method == "annoy" else give_up
-        )
-        measured.update(annoy_recall_at_10=round(recall, 4), annoy_ms=round(ms, 4), exact_ms=round(exact_ms, 4))
+        measured, search_k, give_up = _tune_annoy(annoy, frame, probe_set, config)
         grown = previous is not None and previous.graph is not None  # a gallery answered by its graph keeps it
         if config.method == "graph" or (config.method == "auto" and (n >= config.graph_min_items or grown)):
             graph = build_graph(gallery, config, previous and previous.graph, progress)
-            ef, recall, ms = measure.tune_graph(graph, gallery, vectors, truth, skip, config, give_up)
+            ef, recall, ms = measure.tune_graph(graph, gallery, probe_set, config, give_up)
             measured.update(graph_recall_at_10=round(recall, 4), graph_ms=round(ms, 4))
     measured.update(probes=len(vectors), probe_kind=kind)
     method = _choose(config, measured)
@@ -232,6 +225,19 @@ def build_index(
         index.disk_file = disk_file
         weakref.finalize(index, disk_file.unlink, missing_ok=True)
     return index
+
+
+def _tune_annoy(annoy, frame: SearchFrame, probe_set: measure.Probes, config: IndexConfig) -> tuple[dict, int, float]:
+    """Exact search timed, then Annoy's ``search_k`` raised to its recall target: (what was measured, search_k,
+    the ms per query beyond which an index is not worth tuning further)."""
+    k = probe_set.truth.shape[1]
+    exact = lambda v: topk(frame.moved(v[None]), frame.gallery, k, gallery_norms=frame.norms)
+    exact_ms = measure.best_ms(exact, probe_set.vectors)
+    unbounded = config.method != "auto" or config.min_speedup <= 0
+    give_up = np.inf if unbounded else exact_ms / config.min_speedup
+    search_k, recall, ms = measure.tune_annoy(annoy, probe_set, config, np.inf if config.method == "annoy" else give_up)
+    measured = dict(annoy_recall_at_10=round(recall, 4), annoy_ms=round(ms, 4), exact_ms=round(exact_ms, 4))
+    return measured, search_k, give_up
 
 
 def _choose(config: IndexConfig, measured: dict) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +20,15 @@ TIMED_PROBES = 100  # probes timed one at a time for each method
 TIMING_REPEATS = 3
 EF_START = 16  # the graph's first search depth; raised by half until recall reaches the target
 EF_MAX = 4096
+
+
+@dataclass(frozen=True)
+class Probes:
+    """What an index is tuned on: probe vectors and the exact answers they must find."""
+
+    vectors: np.ndarray  # (P, D) float32
+    truth: np.ndarray  # (P, k) the exact k nearest gallery rows of each probe
+    skip: np.ndarray | None  # (P,) the gallery row each probe is (and must not find), or None: held-out probes
 
 
 def probes(embeddings: np.ndarray, given: np.ndarray | None, config: IndexConfig):
@@ -56,9 +66,10 @@ def recall(found: Callable[[int, np.ndarray, int], list], vectors, truth: np.nda
     return hits / truth.size
 
 
-def tune_annoy(annoy, vectors, truth, skip, config: IndexConfig, give_up_ms: float) -> tuple[int, float, float]:
+def tune_annoy(annoy, probe_set: Probes, config: IndexConfig, give_up_ms: float) -> tuple[int, float, float]:
     """Raise ``search_k`` until Annoy's recall reaches the target, search is exhaustive, or Annoy is slower than
     ``give_up_ms`` (more search_k only costs more): (search_k, recall, ms per query)."""
+    vectors, truth, skip = probe_set.vectors, probe_set.truth, probe_set.skip
     exhaustive = annoy.get_n_items() * config.n_trees  # far beyond this Annoy is already visiting every item
     k = truth.shape[1] + (skip is not None)
     search_k = max(truth.shape[1] * config.n_trees, 100)
@@ -71,9 +82,10 @@ def tune_annoy(annoy, vectors, truth, skip, config: IndexConfig, give_up_ms: flo
         search_k = min(search_k * 2, exhaustive)
 
 
-def tune_graph(graph, gallery, vectors, truth, skip, config: IndexConfig, give_up_ms: float):
+def tune_graph(graph, gallery, probe_set: Probes, config: IndexConfig, give_up_ms: float):
     """Raise the graph's search depth ``ef`` until its recall reaches the target, the depth covers the gallery, or
     the graph is slower than ``give_up_ms``: (ef, recall, ms per query, re-ranking included)."""
+    vectors, truth, skip = probe_set.vectors, probe_set.truth, probe_set.skip
     k = truth.shape[1] + (skip is not None)
     ef = max(EF_START, k)
     while True:

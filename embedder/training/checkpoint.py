@@ -7,6 +7,7 @@ work folder cannot run code. The folder is deleted once the run is written, and 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,9 +22,33 @@ from .select import Candidate
 WORK_FILES = frozenset({MARKER, "checkpoint.pt", "checkpoint.tmp"})
 
 
+@dataclass(frozen=True)
+class Learning:
+    """What training changes, so what a checkpoint saves and ``resume`` restores."""
+
+    model: torch.nn.Module  # the network itself, not its DDP wrapper
+    loss: torch.nn.Module  # its state: the proxies of a proxy loss
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class Standing:
+    """Where the epochs stand; advanced by each epoch (so not frozen) and saved with the checkpoint."""
+
+    best: Candidate  # the best candidate so far
+    history: list[dict] = field(default_factory=list)  # one EpochStats dict per epoch
+    bad_epochs: int = 0  # epochs since the best one: patience runs out at cfg.patience
+    epoch: int = 0  # the last epoch done (0: none)
+
+
 def work_dir(out: Path) -> Path:
     """Where checkpoints of an unfinished training of ``out`` live (beside it, never inside it)."""
     return out.parent / f".{out.name}.partial"
+
+
+def checkpoint_file(cfg: TrainConfig) -> Path:
+    """The checkpoint of a training into ``cfg.out``, in its ``work_dir``."""
+    return work_dir(Path(cfg.out).expanduser().resolve()) / "checkpoint.pt"
 
 
 def resume_key(cfg: TrainConfig) -> dict:
@@ -69,28 +94,26 @@ def remove_work_dir(wd: Path) -> None:
         shutil.rmtree(wd, ignore_errors=True)
 
 
-def resume(ckpt_path: Path, cfg: TrainConfig, model, loss, optimizer, device, report: Reporter):
-    """Load the checkpoint at ``ckpt_path`` into ``model``, ``loss`` (its proxies) and ``optimizer``: (the best
-    candidate so far, history, epochs without improvement, the epoch to continue from)."""
+def resume(ckpt_path: Path, cfg: TrainConfig, learning: Learning, device, report: Reporter) -> Standing:
+    """Load the checkpoint at ``ckpt_path`` into ``learning`` (the network, the loss's proxies, the optimizer):
+    where its epochs stood (the best candidate so far, history, epochs without improvement, the last epoch)."""
     ckpt = load_checkpoint(ckpt_path, cfg, device)
-    model.load_state_dict(ckpt["model"])
-    loss.load_state_dict(ckpt.get("loss", {}))
-    optimizer.load_state_dict(ckpt["optimizer"])
+    learning.model.load_state_dict(ckpt["model"])
+    learning.loss.load_state_dict(ckpt.get("loss", {}))
+    learning.optimizer.load_state_dict(ckpt["optimizer"])
     report(Progress(Stage.NOTE, message=f"resumed from epoch {ckpt['epoch']}"))
-    return Candidate.from_dict(ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"] + 1
+    return Standing(Candidate.from_dict(ckpt["best"]), ckpt["history"], ckpt["bad_epochs"], ckpt["epoch"])
 
 
-def checkpoint_state(
-    cfg: TrainConfig, model, loss, optimizer, best: Candidate, history, bad_epochs: int, epoch: int
-) -> dict:
-    """What a checkpoint holds after ``epoch``: tensors and plain values only."""
+def checkpoint_state(cfg: TrainConfig, learning: Learning, standing: Standing) -> dict:
+    """What a checkpoint holds after ``standing.epoch``: tensors and plain values only."""
     return {
         "config": resume_key(cfg),
-        "model": model.state_dict(),
-        "loss": loss.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "best": best.to_dict(),
-        "history": history,
-        "bad_epochs": bad_epochs,
-        "epoch": epoch,
+        "model": learning.model.state_dict(),
+        "loss": learning.loss.state_dict(),
+        "optimizer": learning.optimizer.state_dict(),
+        "best": standing.best.to_dict(),
+        "history": standing.history,
+        "bad_epochs": standing.bad_epochs,
+        "epoch": standing.epoch,
     }

@@ -30,7 +30,8 @@ from .objective import optimizer_for, set_learning_rate
 from .plan import Plan
 from .select import Candidate, averaged_state, improves, keep
 from .shared import FrozenStages
-from .train import Fitted, Loop, averaged_candidate, decoded_cache, new_network, starting_points
+from .train import Fitted, Loop, averaged_candidate, decoded_cache, starting_points
+from .trainee import new_network
 from .validate import Score
 
 SMALL_VALIDATION = 50  # validation images a class below which "auto" cross-validates
@@ -102,6 +103,7 @@ class _Shared:
     """What the fold networks and the last one share: images decoded once, and the frozen stages' output."""
 
     decoded: DecodedImages
+    device: torch.device | str  # where every network of the cross-validation trains
     frozen: FrozenStages | None = None  # set with the first network (pretrained backbones with frozen stages)
 
     def attach(self, loop: Loop, pl: Plan) -> None:
@@ -124,7 +126,7 @@ class _Fold:
     best_state: dict | None = None  # its weights at the best pooled epoch so far
 
 
-def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, shared: _Shared):
+def _start_folds(pl: Plan, cfg: TrainConfig, report: Reporter, shared: _Shared):
     """The fold networks, ready to train, and their pooled starting points (before training; pretrained)."""
     nets, starts, plains = [], [], []
     splits = folds(pl, cfg)
@@ -134,11 +136,11 @@ def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, shared: _
         fold_plan = replace(
             pl, train_idx=tr, val_idx=te, trainable_classes=[c for c in pl.trainable_classes if counts[c] >= 2]
         )
-        model, n_frozen = new_network(pl, cfg, cfg.seed + 1_000 * (f + 1), device)
-        loop = Loop(fold_plan, cfg, model, n_frozen, device, report, cache=shared.decoded, outcomes=True)
+        trainee = new_network(pl, cfg, cfg.seed + 1_000 * (f + 1), shared.device)
+        loop = Loop(fold_plan, cfg, trainee, report, cache=shared.decoded, outcomes=True)
         shared.attach(loop, pl)
         start, plain = starting_points(loop, report)
-        nets.append(_Fold(loop, optimizer_for(model, cfg, loop.loss_fn), start.state))
+        nets.append(_Fold(loop, optimizer_for(trainee.model, cfg, loop.loss_fn), start.state))
         starts.append(start)
         plains.append(plain)
     start = Candidate(starts[0].name, pool([c.score for c in starts], how), 0)
@@ -173,14 +175,14 @@ def _epoch(
     ), pooled
 
 
-def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[[], bool], shared: _Shared):
-    """Train the fold networks side by side, with early stopping on the pooled score; ``shared``: the decoded
-    images and frozen-stage output they share.
+def cross_validate(pl: Plan, cfg: TrainConfig, report: Reporter, stop: Callable[[], bool], shared: _Shared):
+    """Train the fold networks side by side, with early stopping on the pooled score; ``shared``: the device, the
+    decoded images and the frozen-stage output they share.
 
     Returns (the starting point, the best epoch, the plain pretrained features or None, the best epoch averaged
     with its start or None, history), each candidate scored on every out-of-fold image.
     """
-    nets, start, plain, how = _start_folds(pl, cfg, device, report, shared)
+    nets, start, plain, how = _start_folds(pl, cfg, report, shared)
     report(
         Progress(
             Stage.NOTE,
@@ -224,11 +226,12 @@ def _averaged(nets: list[_Fold], best: Candidate, cfg: TrainConfig, how: str, re
     return Candidate(each[0].name, pool([c.score for c in each], how), best.epoch, averaged=True)
 
 
-def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Reporter, stop, shared) -> EmbeddingNet:
+def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, report: Reporter, stop, shared: _Shared) -> EmbeddingNet:
     """The kept network: trained on every training image to the chosen epoch (the pretrained backbone's PCA
     head when that was chosen), on the schedule the folds followed, from the images they decoded."""
-    model, n_frozen = new_network(pl, cfg, cfg.seed, device)
-    loop = Loop(pl, cfg, model, n_frozen, device, report, cache=shared.decoded)
+    trainee = new_network(pl, cfg, cfg.seed, shared.device)
+    model = trainee.model
+    loop = Loop(pl, cfg, trainee, report, cache=shared.decoded)
     shared.attach(loop, pl)  # the epochs' views the folds trained on, reused where they were kept
     start, _ = starting_points(loop, report)  # the PCA head of a pretrained backbone, from all training images
     optimizer = optimizer_for(model, cfg, loop.loss_fn)
@@ -257,8 +260,8 @@ def fit_cv(
     ``baseline``: the run's first answer, scored on the same folds (first.py), which training must beat."""
     if cfg.resume:
         report(Progress(Stage.NOTE, message="a cross-validated run does not resume: starting from the beginning"))
-    shared = _Shared(decoded_cache(pl.model_config))  # the folds and the last network decode each image once
-    start, best, plain, averaged, history = cross_validate(pl, cfg, device, report, stop, shared)
+    shared = _Shared(decoded_cache(pl.model_config), device)  # the folds and the last network decode each image once
+    start, best, plain, averaged, history = cross_validate(pl, cfg, report, stop, shared)
     chosen, why = keep(start, best, plain, averaged, baseline)
     report(Progress(Stage.NOTE, message=f"kept {why}"))
     final = merged(pl)
@@ -267,7 +270,7 @@ def fit_cv(
     elif chosen.epoch is None:  # the plain pretrained features: no head, nothing to train
         model = EmbeddingNet(replace(pl.model_config, dim=None)).to(device).eval()
     else:
-        model = _train_all(final, cfg, chosen, device, report, stop, shared)
+        model = _train_all(final, cfg, chosen, report, stop, shared)
     candidates = {c.name: c.score.metrics for c in (plain, baseline, start, best, averaged) if c is not None}
     validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
     return Fitted(model, why, history, validation, outcomes=chosen.score.outcomes)

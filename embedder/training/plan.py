@@ -88,6 +88,30 @@ def check_folders(cfg: TrainConfig) -> None:
     check_out(cfg.out, [resolve_data(cfg.data, write=False), *([cfg.queries] if cfg.queries else [])], cfg.overwrite)
 
 
+def _unseen_classes(cfg: TrainConfig, images: ImageSet, rest: np.ndarray, notes: list[str]):
+    """The classes kept out of training (``--unseen-classes``, by default a fifth from 20 classes on), half to
+    validate and half to test retrieval of new classes: (the rows of ``rest`` left to train and validate on,
+    the unseen validation rows, the unseen test rows); a note in ``notes`` says so."""
+    n_classes = len(images.classes)
+    share = cfg.unseen_classes if cfg.unseen_classes is not None else (0.2 if n_classes >= 20 else 0.0)
+    n_unseen = int(round(n_classes * share))
+    unseen_val, unseen_test = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if not n_unseen:
+        return rest, unseen_val, unseen_test
+    if n_unseen < 4 or n_classes - n_unseen < 2:
+        raise EmbedderError(
+            f"--unseen-classes {share} of {n_classes} classes leaves too few on either side (need 4 unseen, 2 trained)"
+        )
+    picked = np.random.default_rng(cfg.seed + 2).permutation(n_classes)[:n_unseen]
+    val_classes, test_classes = picked[: n_unseen // 2], picked[n_unseen // 2 :]
+    unseen_val = rest[np.isin(images.labels[rest], val_classes)]
+    unseen_test = rest[np.isin(images.labels[rest], test_classes)]
+    notes.append(
+        f"{n_unseen} of {n_classes} classes are never trained on: they validate and test retrieval of new classes"
+    )
+    return rest[~np.isin(images.labels[rest], picked)], unseen_val, unseen_test
+
+
 def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -> Plan:
     """Scan the data and decide everything before any training starts (cheap; errors surface here)."""
     cfg.validate()
@@ -108,23 +132,7 @@ def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -
     else:
         rest, test = stratified_split(images.labels, cfg.test_fraction, cfg.seed)
     n_classes = len(images.classes)
-    share = cfg.unseen_classes if cfg.unseen_classes is not None else (0.2 if n_classes >= 20 else 0.0)
-    n_unseen = int(round(n_classes * share))
-    unseen_val, unseen_test = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if n_unseen:
-        if n_unseen < 4 or n_classes - n_unseen < 2:
-            raise EmbedderError(
-                f"--unseen-classes {share} of {n_classes} classes leaves too few on either side "
-                "(need 4 unseen, 2 trained)"
-            )
-        picked = np.random.default_rng(cfg.seed + 2).permutation(n_classes)[:n_unseen]
-        val_classes, test_classes = picked[: n_unseen // 2], picked[n_unseen // 2 :]
-        unseen_val = rest[np.isin(images.labels[rest], val_classes)]
-        unseen_test = rest[np.isin(images.labels[rest], test_classes)]
-        rest = rest[~np.isin(images.labels[rest], picked)]
-        notes.append(
-            f"{n_unseen} of {n_classes} classes are never trained on: they validate and test retrieval of new classes"
-        )
+    rest, unseen_val, unseen_test = _unseen_classes(cfg, images, rest, notes)
     val_share = cfg.val_fraction / max(1e-9, 1 - (0 if cfg.queries else cfg.test_fraction))
     keep, val = stratified_split(images.labels[rest], val_share, cfg.seed + 1)
     train_idx, val_idx = rest[keep], rest[val]

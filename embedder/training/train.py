@@ -8,7 +8,6 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,14 +18,15 @@ from ..config import DEFAULT_K, TrainConfig
 from ..errors import Cancelled
 from ..images.transforms import eval_transform, train_transform
 from ..network.embed import DecodedImages, ImageDataset
-from ..network.model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
+from ..network.model import EmbeddingNet, freeze_batchnorm, init_head_pca, set_frozen_eval
 from ..progress import EpochStats, Progress, Reporter, Stage, counter, seconds_left
 from . import distributed
-from .checkpoint import checkpoint_state, resume, save_checkpoint, work_dir
+from .checkpoint import Learning, Standing, checkpoint_file, checkpoint_state, resume, save_checkpoint
 from .objective import loss_and_miner, optimizer_for, set_learning_rate
 from .plan import Plan
 from .select import Candidate, averaged_state, improves, keep, kept_network
 from .shared import FrozenStages, TopOnly
+from .trainee import Trainee, new_network
 from .triplets import batch_stats
 from .validate import Score, ValidationSet, Validator
 
@@ -40,45 +40,6 @@ class Fitted:
     history: list[dict]  # one EpochStats dict per epoch
     validation: dict = field(default_factory=dict)  # the kept candidate's, the untrained one's, the pretrained's
     outcomes: Answers | None = None  # cross-validated: every out-of-fold answer, to calibrate and choose k on
-
-
-def new_network(pl: Plan, cfg: TrainConfig, seed: int, device) -> tuple[EmbeddingNet, int]:
-    """A network to train, seeded, in eval mode, and how many of a pretrained backbone's stages are frozen."""
-    torch.manual_seed(seed)
-    model = EmbeddingNet(pl.model_config).to(device).eval()
-    return model, freeze_leading(model.backbone, cfg.freeze_fraction) if pl.model_config.pretrained else 0
-
-
-def train_epoch(
-    model: EmbeddingNet,
-    loader: DataLoader,
-    optimizer,
-    loss_fn,
-    miner,
-    margin: float,
-    epoch: int,
-    report: Reporter,
-    stop: Callable[[], bool],
-) -> np.ndarray:
-    """One pass over the P×K batches. Returns the epoch's means of (loss, active share, d(a,p), d(a,n)).
-
-    Under torchrun ``model`` is the DDP-wrapped network and ``loss_fn``/``miner`` see every rank's batch; the
-    loss is that of the gathered batch (see ``distributed.global_batch``), the other statistics this rank's.
-    """
-    sums, steps, ranks = np.zeros(4), len(loader), distributed.world().size
-    for step, (x, y) in enumerate(loader, 1):
-        if stop():
-            raise Cancelled("training cancelled; the previous run is unchanged (use --resume to continue)")
-        x, y = x.to(next(model.parameters()).device), y.to(next(model.parameters()).device)
-        emb = model(x)  # (B, D)
-        loss = loss_fn(emb, y, miner(emb, y) if miner else None)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        value = loss.item() / ranks
-        sums += (value, *batch_stats(emb.detach(), y, margin))
-        report(Progress(Stage.TRAIN, done=step, total=steps, epoch=epoch, loss=value))
-    return sums / max(1, steps)
 
 
 def decoded_cache(mc) -> DecodedImages:
@@ -98,13 +59,12 @@ class Loop:
         self,
         pl: Plan,
         cfg: TrainConfig,
-        model: EmbeddingNet,
-        n_frozen: int,
-        device,
+        trainee: Trainee,
         report: Reporter,
         cache: DecodedImages | None = None,
         outcomes: bool = False,
     ) -> None:
+        model, n_frozen = trainee.model, trainee.n_frozen
         mc, images = model.config, pl.images
         self.pl, self.cfg, self.model, self.n_frozen, self.outcomes = pl, cfg, model, n_frozen, outcomes
         self.net, self.world = model, distributed.world()  # ``net`` is what trains: DDP-wrapped by ``distribute``
@@ -122,12 +82,10 @@ class Loop:
         parts = (pl.val_idx, pl.train_idx, pl.unseen_val_idx) if self.world.main else (np.zeros(0, dtype=int),) * 3
         self.val = ValidationSet.of(images.labels, *parts, cfg.seed)
         self.validator = Validator(
-            model,
-            n_frozen,
+            trainee,
             [images.paths[i] for i in self.val.rows],
             eval_transform(mc),
             cfg.batch_size_embed,
-            device,
             self.cache,
             progress=counter(report, Stage.VALIDATE, "the frozen layers, once"),
         )
@@ -169,6 +127,29 @@ class Loop:
             emb = self.validator.embeddings(progress=counter(report, Stage.VALIDATE, words, epoch))
         return self.val.score(emb, self.pl.images.labels, self.cfg.k or DEFAULT_K, outcomes=self.outcomes)
 
+    def train_epoch(self, net, optimizer, epoch: int, report: Reporter, stop: Callable[[], bool]) -> np.ndarray:
+        """One pass of ``net`` over the epoch's P×K batches. Returns the epoch's means of (loss, active share,
+        d(a,p), d(a,n)).
+
+        Under torchrun ``net`` is the DDP-wrapped network and the loss and miner see every rank's batch; the
+        loss is that of the gathered batch (see ``distributed.global_batch``), the other statistics this rank's.
+        """
+        loader, miner = self.loader(epoch), self.miner
+        sums, steps, ranks = np.zeros(4), len(loader), self.world.size
+        for step, (x, y) in enumerate(loader, 1):
+            if stop():
+                raise Cancelled("training cancelled; the previous run is unchanged (use --resume to continue)")
+            x, y = x.to(next(net.parameters()).device), y.to(next(net.parameters()).device)
+            emb = net(x)  # (B, D)
+            loss = self.loss_fn(emb, y, miner(emb, y) if miner else None)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            value = loss.item() / ranks
+            sums += (value, *batch_stats(emb.detach(), y, self.cfg.margin))
+            report(Progress(Stage.TRAIN, done=step, total=steps, epoch=epoch, loss=value))
+        return sums / max(1, steps)
+
     def epoch(self, epoch: int, optimizer, report: Reporter, stop) -> tuple[EpochStats, Score]:
         t0 = time.perf_counter()
         self.net.train()
@@ -176,9 +157,7 @@ class Loop:
             freeze_batchnorm(self.model.backbone)
         set_frozen_eval(self.model.backbone, self.n_frozen)
         net = self.net if self.frozen is None else TopOnly(self.model, self.n_frozen)
-        mean = train_epoch(
-            net, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin, epoch, report, stop
-        )
+        mean = self.train_epoch(net, optimizer, epoch, report, stop)
         self.model.eval()
         val = self.score(report, epoch)
         m = val.metrics
@@ -236,7 +215,6 @@ def averaged_candidate(loop: Loop, start: dict, best: Candidate, report: Reporte
 def fit(
     pl: Plan,
     cfg: TrainConfig,
-    out: Path,
     device,
     report: Reporter,
     stop: Callable[[], bool],
@@ -245,42 +223,68 @@ def fit(
     """Train a network on the plan's training images and keep the candidate that labels validation images best;
     ``baseline`` (the run's first answer, scored on the same validation images) is what training must beat.
 
-    ``stop()`` is polled every step; True raises ``Cancelled`` (``--resume`` continues from the checkpoint).
-    Under torchrun every rank calls it; rank 0 returns the kept network, the others their copy of the last one.
+    ``stop()`` is polled every step; True raises ``Cancelled`` (``--resume`` continues from the checkpoint, written
+    beside ``cfg.out``). Under torchrun every rank calls it; rank 0 returns the kept network, the others their copy
+    of the last one.
     """
-    model, n_frozen = new_network(pl, cfg, cfg.seed, device)
-    loop = Loop(pl, cfg, model, n_frozen, device, report)
-    optimizer = optimizer_for(model, cfg, loop.loss_fn)
+    loop = Loop(pl, cfg, new_network(pl, cfg, cfg.seed, device), report)
+    model = loop.model
+    learning = Learning(model, loop.loss, optimizer_for(model, cfg, loop.loss_fn))
     if loop.val.note:
         report(Progress(Stage.NOTE, message=loop.val.note))
     start, pretrained = starting_points(loop, report)
-    best, history, bad_epochs, first = start, [], 0, 1
-    top = start.score  # the best label accuracy seen: the kept epoch may not drift below it by more than noise
-    ckpt_path = work_dir(out) / "checkpoint.pt"
-    if cfg.resume and ckpt_path.exists():
-        best, history, bad_epochs, first = resume(ckpt_path, cfg, model, loop.loss, optimizer, device, report)
-        top = best.score
-    elif cfg.resume:
-        report(Progress(Stage.NOTE, message="nothing to resume: starting from the beginning"))
+    standing = _resumed(cfg, learning, device, report) or Standing(start)
     loop.distribute()
-    for epoch in range(first, cfg.epochs + 1):
-        if best.score.perfect and bad_epochs < cfg.patience:  # only a strictly better epoch is kept: none beats it
-            report(Progress(Stage.NOTE, message=f"validation is perfect at epoch {best.epoch}: stopping"))
-        if distributed.agree(bad_epochs >= cfg.patience or best.score.perfect):  # rank 0 decides for all
+    train_epochs(loop, learning, standing, report, stop)
+    if not loop.world.main:  # its part is done: rank 0 keeps a network and writes the run
+        return Fitted(model.eval(), "", standing.history)
+    best = standing.best
+    averaged = averaged_candidate(loop, start.state, best, report)
+    chosen, why = keep(start, best, pretrained, averaged, baseline)
+    report(Progress(Stage.NOTE, message=f"kept {why}"))
+    candidates = {c.name: c.score.metrics for c in (pretrained, baseline, start, best, averaged) if c is not None}
+    validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
+    return Fitted(kept_network(model, chosen, device), why, standing.history, validation)
+
+
+def _resumed(cfg: TrainConfig, learning: Learning, device, report: Reporter) -> Standing | None:
+    """With ``--resume``: where the checkpoint's epochs stood, loaded into ``learning``; None to start afresh."""
+    ckpt_path = checkpoint_file(cfg)
+    if cfg.resume and ckpt_path.exists():
+        return resume(ckpt_path, cfg, learning, device, report)
+    if cfg.resume:
+        report(Progress(Stage.NOTE, message="nothing to resume: starting from the beginning"))
+    return None
+
+
+def train_epochs(
+    loop: Loop, learning: Learning, standing: Standing, report: Reporter, stop: Callable[[], bool]
+) -> None:
+    """The epochs after ``standing.epoch``, until patience runs out, validation is perfect or ``cfg.epochs`` are
+    done; ``standing`` follows them, and rank 0 writes a checkpoint after each."""
+    cfg, s = loop.cfg, standing
+    top = s.best.score  # the best label accuracy seen: the kept epoch may not drift below it by more than noise
+    for epoch in range(s.epoch + 1, cfg.epochs + 1):
+        if s.best.score.perfect and s.bad_epochs < cfg.patience:  # only a strictly better epoch is kept: none beats it
+            report(Progress(Stage.NOTE, message=f"validation is perfect at epoch {s.best.epoch}: stopping"))
+        if distributed.agree(s.bad_epochs >= cfg.patience or s.best.score.perfect):  # rank 0 decides for all
             break
-        set_learning_rate(optimizer, cfg, epoch)
-        stats, val = loop.epoch(epoch, optimizer, report, stop)
-        stats.best = not val or improves(val, best.score, top)  # ranks other than 0 have no validation
-        top = max(top, val, key=lambda s: s.key)
-        history.append(stats.to_dict())
+        set_learning_rate(learning.optimizer, cfg, epoch)
+        stats, val = loop.epoch(epoch, learning.optimizer, report, stop)
+        stats.best = not val or improves(val, s.best.score, top)  # ranks other than 0 have no validation
+        top = max(top, val, key=lambda v: v.key)
+        s.history.append(stats.to_dict())
+        s.epoch = epoch
         if stats.best:
-            best, bad_epochs = Candidate(f"epoch {epoch}", val, epoch, copy.deepcopy(model.state_dict())), 0
+            s.best = Candidate(f"epoch {epoch}", val, epoch, copy.deepcopy(learning.model.state_dict()))
+            s.bad_epochs = 0
         else:
-            bad_epochs += 1
+            s.bad_epochs += 1
         if loop.world.main:
-            state = checkpoint_state(cfg, model, loop.loss, optimizer, best, history, bad_epochs, epoch)
-            save_checkpoint(ckpt_path, state)
-        left = 0.0 if best.score.perfect else seconds_left(epoch, bad_epochs, cfg.epochs, cfg.patience, stats.seconds)
+            save_checkpoint(checkpoint_file(cfg), checkpoint_state(cfg, learning, s))
+        left = (
+            0.0 if s.best.score.perfect else seconds_left(epoch, s.bad_epochs, cfg.epochs, cfg.patience, stats.seconds)
+        )
         report(
             Progress(
                 Stage.EPOCH,
@@ -292,11 +296,3 @@ def fit(
                 extra={"seconds_left": left},
             )
         )
-    if not loop.world.main:  # its part is done: rank 0 keeps a network and writes the run
-        return Fitted(model.eval(), "", history)
-    averaged = averaged_candidate(loop, start.state, best, report)
-    chosen, why = keep(start, best, pretrained, averaged, baseline)
-    report(Progress(Stage.NOTE, message=f"kept {why}"))
-    candidates = {c.name: c.score.metrics for c in (pretrained, baseline, start, best, averaged) if c is not None}
-    validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
-    return Fitted(kept_network(model, chosen, device), why, history, validation)

@@ -18,7 +18,7 @@ from ..answers.calibrate import Answers
 from ..answers.metrics import retrieval_metrics, vote_correct, wilson_interval
 from ..images.data import cap
 from ..network.embed import embed_images
-from ..network.model import EmbeddingNet
+from .trainee import Trainee
 
 MAX_QUERIES = 2_000  # validation queries scored each epoch (and as many unseen-class images)
 MAX_GALLERY = 20_000  # training images they are searched among
@@ -110,21 +110,21 @@ class Score:
 
 class Validator:
     """Embeds the validation images each epoch. The output of the frozen leading stages never changes, so it
-    is computed once and kept (when it fits in ``max_bytes``); each epoch then runs only the trainable stages
+    is computed once and kept (when it fits in ``MAX_BYTES``); each epoch then runs only the trainable stages
     and the head."""
+
+    MAX_BYTES = 1 << 30  # the frozen stages' output is kept between epochs when it fits in this
 
     def __init__(
         self,
-        model: EmbeddingNet,
-        n_frozen: int,
+        trainee: Trainee,
         paths: list,
         transform,
         batch_size: int,
-        device,
         loader,
-        max_bytes: int = 1 << 30,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
+        model, n_frozen, device = trainee.model, trainee.n_frozen, trainee.device
         self.model, self.n_frozen, self.paths, self.batch_size, self.device = model, n_frozen, paths, batch_size, device
         self.transform, self.loader, self.progress = transform, loader, progress
         self.acts: np.ndarray | None = None  # the frozen stages' output, computed at the first use (or handed in)
@@ -133,7 +133,7 @@ class Validator:
             side = model.config.image_size
             with torch.no_grad():
                 probe = model.backbone.run(torch.zeros(1, 3, side, side, device=device), 0, n_frozen)
-            self.keep_acts = probe.numel() * 4 * len(paths) <= max_bytes
+            self.keep_acts = probe.numel() * 4 * len(paths) <= self.MAX_BYTES
 
     def _frozen(self) -> np.ndarray | None:
         """The frozen stages' output of ``paths`` (N, C, H, W), once; None when it does not fit in memory."""

@@ -19,7 +19,7 @@ from ..answers import novelty
 from ..config import IMPORTED, MAX_DIM, ONNX_IMAGE_SIZE, ModelConfig, TrainConfig
 from ..errors import EmbedderError
 from ..network.centre import describe as describe_centring
-from ..onnx.input import CHANNELS, LAYOUTS, RESIZES, SCALES, OnnxInput, resolve_input
+from ..onnx.input import CHANNELS, LAYOUTS, RESIZES, SCALES, AskedInput, OnnxInput, resolve_input
 from ..onnx.input import transform as onnx_transform
 from ..onnx.model import OnnxEmbedder, graph_input, parse, probe
 from ..progress import Progress, Reporter, Stage, silent
@@ -115,8 +115,7 @@ class ImportConfig:
 
     def onnx_input(self, g) -> OnnxInput:
         auto = lambda v: None if v == "auto" else v
-        return resolve_input(
-            g,
+        asked = AskedInput(
             image_size=self.image_size,
             layout=self.layout,
             channels=self.channels,
@@ -125,6 +124,7 @@ class ImportConfig:
             std=self.numbers("std"),
             resize=auto(self.resize),
         )
+        return resolve_input(g, asked)
 
 
 def read_network(data: bytes, cfg: ImportConfig, name: str) -> tuple[OnnxEmbedder, list[str]]:

@@ -29,7 +29,7 @@ from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.lock import training
 from ..runs.run import Run, gallery_rows, is_run, load_run
 from ..runs.writes import WriteRefused
-from ..training.checkpoint import load_checkpoint, remove_work_dir, work_dir
+from ..training.checkpoint import checkpoint_file, load_checkpoint, remove_work_dir, work_dir
 from ..training.crossval import fit_cv, folds, merged, use_cv
 from ..training.distributed import world
 from ..training.first import First, first_model
@@ -116,7 +116,7 @@ def _train(cfg: TrainConfig, report: Reporter, should_stop, ray: str | None, sta
     if world().size > 1:
         return _train_distributed(pl, cfg, out, device, report, stop)
     cv, checked = use_cv(pl, cfg), guarded(report, stop)
-    ckpt = work_dir(out) / "checkpoint.pt"
+    ckpt = checkpoint_file(cfg)
     if cfg.resume and not cv and ckpt.exists():
         load_checkpoint(ckpt, cfg, device)  # a planted or foreign checkpoint is refused before anything is written
     with training(out):  # one training at a time; add and relabel refuse meanwhile (each write takes the write lock)
@@ -132,7 +132,7 @@ def _train(cfg: TrainConfig, report: Reporter, should_stop, ray: str | None, sta
             if cv:
                 fitted, pl = fit_cv(pl, cfg, device, report, stop, first.candidate), merged(pl)
             else:
-                fitted = fit(pl, cfg, out, device, report, stop, first.candidate)
+                fitted = fit(pl, cfg, device, report, stop, first.candidate)
             if fitted.model is first.fitted.model:  # the record says what training measured, and why it lost
                 run.history, run.metrics["kept"] = fitted.history, fitted.kept
                 run.metrics["validation_candidates"] = fitted.validation["validation_candidates"]
@@ -152,10 +152,10 @@ def _train_distributed(pl: Plan, cfg: TrainConfig, out: Path, device, report: Re
             "--selection cv trains its folds in one process: run it without torchrun, or choose holdout"
         )
     if not world().main:  # its part is training: rank 0 holds the locks and writes the run
-        fitted = fit(pl, cfg, out, device, report, stop)
+        fitted = fit(pl, cfg, device, report, stop)
         return TrainResult(out, fitted.history, {}, fitted.kept, pl.notes)
     with training(out):
-        fitted = fit(pl, cfg, out, device, report, stop)
+        fitted = fit(pl, cfg, device, report, stop)
         return _finish(pl, cfg, fitted, guarded(report, stop), None, None)
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from embedder.answers.calibrate import Answers, calibrated_on, open_set
+from embedder.answers.metrics import Labelled
 from tests.helpers import unit as _unit
 
 GALLERY = _unit([[1, 0.00], [1, 0.05], [1, -0.05], [0.00, 1], [0.05, 1], [-0.05, 1]])
@@ -12,7 +13,7 @@ G_LABELS = np.array([0, 0, 0, 1, 1, 1])
 
 def test_open_set__threshold_separates_known_from_unknown():
     q = _unit([[1, 0.01], [1, -0.02], [0.01, 1], [-0.02, 1]])
-    result = open_set(q, np.array([0, 0, 1, 1]), GALLERY, G_LABELS, target_precision=0.95)
+    result = open_set(Labelled(q, np.array([0, 0, 1, 1])), Labelled(GALLERY, G_LABELS), target_precision=0.95)
     assert result["auroc"] == 1.0
     known = 0.06  # every query is within this of its own cluster ...
     assert known < result["threshold"] < 1.3  # ... and about 1.4 from the other one
@@ -94,7 +95,7 @@ def test_answers__a_query_whose_class_the_gallery_lacks_is_left_out_as_open_set_
     assert np.isnan(answers.d_unknown[:3]).all() and not np.isnan(answers.d_unknown[3:]).any()
     assert answers.neighbours.shape == (10, 20)  # enough neighbours for every k tried
     pooled = answers.open_set(answers.at(5)[1], 0.95)
-    direct = open_set(queries, query_labels, gallery, gallery_labels, k=5)
+    direct = open_set(Labelled(queries, query_labels), Labelled(gallery, gallery_labels), k=5)
     assert pooled["threshold"] == pytest.approx(direct["threshold"]) and pooled["auroc"] == direct["auroc"]
 
 

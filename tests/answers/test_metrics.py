@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from embedder.answers.metrics import diagnostics, knn_accuracies, retrieval_metrics
+from embedder.answers.metrics import Labelled, diagnostics, knn_accuracies, retrieval_metrics
 from tests.helpers import unit as _unit
 
 # Two tight clusters on the unit circle: class 0 near 0 degrees, class 1 near 90 degrees.
@@ -50,7 +50,7 @@ def test_diagnostics__confusion_matrix_and_pairs():
     q = _unit([[1, 0.01], [0.02, 1], [0.9, 1.1]])  # the third is class 0 but sits with class 1
     paths = ["q0.png", "q1.png", "q2.png"]
     g_paths = [f"g{i}.png" for i in range(6)]
-    d = diagnostics(q, np.array([0, 1, 0]), GALLERY, G_LABELS, ["zero", "one"], paths, g_paths)
+    d = diagnostics(Labelled(q, np.array([0, 1, 0]), paths), Labelled(GALLERY, G_LABELS, g_paths), ["zero", "one"])
     assert d["confusion"]["matrix"] == [[1, 1], [0, 1]]
     assert d["per_class"] == {"zero": {"n": 2, "accuracy": 0.5}, "one": {"n": 1, "accuracy": 1.0}}
     assert d["confused_pairs"][0]["true"] == "zero" and d["confused_pairs"][0]["predicted"] == "one"

@@ -125,7 +125,7 @@ def _inside(xy: np.ndarray, path: str) -> np.ndarray:
 
 def test_a_lasso_on_a_sampled_map_counts_and_exports_every_point_inside_it(browser, sampled_url):  # noqa: F811
     from embedder.maps.plots import on_grid
-    from embedder.maps.project import cached_project
+    from embedder.maps.project import MapKey, cached_project
     from embedder.runs.run import load_run
 
     url, run_dir = sampled_url
@@ -156,7 +156,7 @@ def test_a_lasso_on_a_sampled_map_counts_and_exports_every_point_inside_it(brows
         assert drawn_in > 0 and selected > 2 * drawn_in
         # Exactly the points inside the outline the browser drew, among all of the run's (the server's map).
         run = load_run(run_dir)
-        coords = cached_project(run.path, run.gallery_embeddings, "pca", 2, seed=0, labels=run.gallery_labels).coords
+        coords = cached_project(run.path, run.gallery_embeddings, MapKey("pca", 2), run.gallery_labels).coords
         grid, _ = on_grid(coords)
         assert selected == int(_inside(grid.astype(np.float64), outline[0]).sum())
         with page.expect_download() as got:

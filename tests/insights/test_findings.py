@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from embedder.insights import findings as insights
-from embedder.insights.explain import compare, explain_batch
+from embedder.insights.explain import BatchDraw, compare, explain_batch
 from embedder.insights.findings import (
     Neighbours,
     Pair,
@@ -222,7 +222,7 @@ def test_planted_run__the_leak_is_found_and_its_inflation_measured(planted):
 
 def test_planted_run__training_made_the_batch_easier(planted):
     run, _, _ = planted
-    e = explain_batch(run, n=6, seed=0)
+    e = explain_batch(run, BatchDraw(n=6, seed=0))
     assert e.before_name == "untrained"
     assert len(e.triplets) == 6
     assert e.counts["after"]["easy"] > e.counts["before"]["easy"]

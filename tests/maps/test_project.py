@@ -119,7 +119,7 @@ def test_project__above_the_fit_cap_tsne_fits_a_sample_and_places_the_rest_at_th
 
 
 def test_cached_project__a_run_keeps_its_map_and_a_changed_gallery_gets_a_new_one(tmp_path):
-    from embedder.maps.project import CACHE_DIR, cached_project
+    from embedder.maps.project import CACHE_DIR, MapKey, cached_project
     from embedder.runs.folders import MARKER
 
     run = tmp_path / "run"
@@ -127,47 +127,47 @@ def test_cached_project__a_run_keeps_its_map_and_a_changed_gallery_gets_a_new_on
     (run / "config.json").write_text("{}")
     (run / MARKER).write_text("")
     x, ids = _clusters()
-    first = cached_project(run, x, "tsne", 2, labels=ids)
+    first = cached_project(run, x, MapKey("tsne", 2), ids)
     files = list((run / CACHE_DIR).glob("*.npz"))
     assert len(files) == 1
-    again = cached_project(run, x, "tsne", 2, labels=ids)
+    again = cached_project(run, x, MapKey("tsne", 2), ids)
     np.testing.assert_array_equal(first.coords, again.coords)
     assert again.model is None and again.fitted_on == 30  # read back, not fitted again
     grown = np.concatenate([x, x[:3]])
-    assert cached_project(run, grown, "tsne", 2).coords.shape == (33, 2)
+    assert cached_project(run, grown, MapKey("tsne", 2)).coords.shape == (33, 2)
     assert len(list((run / CACHE_DIR).glob("*.npz"))) == 2
 
 
 def test_cached_project__pca_read_back_still_places_queries(tmp_path):
-    from embedder.maps.project import cached_project
+    from embedder.maps.project import MapKey, cached_project
     from embedder.runs.folders import MARKER
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / MARKER).write_text("")
     x, _ = _clusters()
-    cached_project(tmp_path, x, "pca", 2)
-    back = cached_project(tmp_path, x, "pca", 2)
+    cached_project(tmp_path, x, MapKey("pca", 2))
+    back = cached_project(tmp_path, x, MapKey("pca", 2))
     assert back.model is None
     np.testing.assert_allclose(back.place(x[[4, 17]]), back.coords[[4, 17]], atol=1e-5)
 
 
 def test_cached_project__writes_nothing_into_a_folder_that_is_not_a_run(tmp_path):
-    from embedder.maps.project import cached_project
+    from embedder.maps.project import MapKey, cached_project
 
-    cached_project(tmp_path, _clusters()[0], "pca", 2)
+    cached_project(tmp_path, _clusters()[0], MapKey("pca", 2))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cached_project__a_damaged_or_pickled_cache_file_is_recomputed_never_unpickled(tmp_path):
-    from embedder.maps.project import CACHE_DIR, cached_project
+    from embedder.maps.project import CACHE_DIR, MapKey, cached_project
     from embedder.runs.folders import MARKER
     from tests.helpers import Payload
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / MARKER).write_text("")
     x, _ = _clusters()
-    cached_project(tmp_path, x, "pca", 2)
+    cached_project(tmp_path, x, MapKey("pca", 2))
     (file,) = (tmp_path / CACHE_DIR).glob("*.npz")
     np.savez(file, coords=np.array([Payload(tmp_path / "pwned")], dtype=object), fitted_on=np.array(30))
-    proj = cached_project(tmp_path, x, "pca", 2)
+    proj = cached_project(tmp_path, x, MapKey("pca", 2))
     assert proj.coords.shape == (30, 2) and not (tmp_path / "pwned").exists()

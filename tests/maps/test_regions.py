@@ -8,7 +8,7 @@ import pytest
 
 from embedder.images.data import stratified_sample
 from embedder.maps import regions
-from embedder.maps.plots import embedding_map
+from embedder.maps.plots import Colouring, embedding_map
 
 
 def _even_odd(px: float, py: float, xs, ys) -> bool:
@@ -58,7 +58,7 @@ def test_a_lasso_on_a_sampled_map_selects_every_point_inside_drawn_or_not():
     coords = rng.normal(size=(20_000, 2)).astype(np.float32)
     labels = rng.integers(0, 5, len(coords))
     drawn = stratified_sample(labels, 2_000)
-    m = embedding_map(coords[drawn], labels[drawn].astype(str), drawn, everything=coords)
+    m = embedding_map(coords[drawn], Colouring(labels[drawn].astype(str)), drawn, everything=coords)
     # A lasso in the chart's axis units (the grid the points are sent on), as Streamlit reports it.
     angle = np.linspace(0, 2 * np.pi, 40, endpoint=False)
     xs, ys = 30_000 + 12_000 * np.cos(angle), 33_000 + 9_000 * np.sin(angle)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from embedder.errors import EmbedderError
-from embedder.onnx.input import OnnxInput, resolve_input, transform
+from embedder.onnx.input import AskedInput, OnnxInput, resolve_input, transform
 from embedder.onnx.model import graph_input, parse
 from tests.onnx.test_model import _graph
 
@@ -32,22 +32,25 @@ def test_resolve_input__what_the_graph_cannot_say_must_be_asked_for():
     dynamic = graph_input(parse(_graph(("N", 3, "H", "W"))))
     with pytest.raises(EmbedderError, match=r"input size is dynamic \(\?, 3, \?, \?\): pass --image-size"):
         resolve_input(dynamic)
-    assert (resolve_input(dynamic, image_size=40).height, resolve_input(dynamic, image_size=40).width) == (40, 40)
+    assert (
+        resolve_input(dynamic, AskedInput(image_size=40)).height,
+        resolve_input(dynamic, AskedInput(image_size=40)).width,
+    ) == (40, 40)
     unknown = graph_input(parse(_graph(("N", "H", "W", "C"))))
     with pytest.raises(EmbedderError, match=r"cannot tell the layout of input shape \(\?, \?, \?, \?\): pass --layout"):
         resolve_input(unknown)
-    inp = resolve_input(unknown, layout="nhwc", image_size=16)
+    inp = resolve_input(unknown, AskedInput(layout="nhwc", image_size=16))
     assert (inp.layout, inp.channels, inp.height, inp.width) == ("nhwc", "rgb", 16, 16)
 
 
 def test_resolve_input__a_setting_the_graph_contradicts_is_refused():
     fixed = graph_input(parse(_graph(("N", 3, 8, 8))))
     with pytest.raises(EmbedderError, match=r"--image-size 16 does not fit the graph's fixed input 8x8"):
-        resolve_input(fixed, image_size=16)
+        resolve_input(fixed, AskedInput(image_size=16))
     with pytest.raises(EmbedderError, match=r"--channels gray does not fit input shape"):
-        resolve_input(fixed, channels="gray")
+        resolve_input(fixed, AskedInput(channels="gray"))
     with pytest.raises(EmbedderError, match=r"has 5 channels; expected 1 or 3"):
-        resolve_input(graph_input(parse(_graph(("N", 5, 8, 8)))), layout="nchw")
+        resolve_input(graph_input(parse(_graph(("N", 5, 8, 8)))), AskedInput(layout="nchw"))
 
 
 def _pixels() -> Image.Image:

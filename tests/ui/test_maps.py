@@ -98,14 +98,14 @@ def _selection_script():
     import streamlit as st
 
     from embedder.images.data import stratified_sample
-    from embedder.maps.plots import embedding_map
+    from embedder.maps.plots import Colouring, embedding_map
     from ui import maps
 
     rng = np.random.default_rng(0)
     coords = rng.normal(size=(4_000, 2)).astype(np.float32)
     labels = rng.integers(0, 4, len(coords))
     drawn = stratified_sample(labels, 400)
-    m = embedding_map(coords[drawn], labels[drawn].astype(str), drawn, everything=coords)
+    m = embedding_map(coords[drawn], Colouring(labels[drawn].astype(str)), drawn, everything=coords)
     maps.draw(m, "map", coords=coords)
     # What Streamlit's frontend reports for a box, and for a click on the first drawn point of trace 0.
     box = {"points": [], "box": [{"xref": "x", "yref": "y", "x": [0, 32_000], "y": [0, 65_535]}], "lasso": []}

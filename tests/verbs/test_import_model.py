@@ -200,14 +200,14 @@ def test_import__the_projects_pretrained_backbone_is_a_baseline_when_its_weights
 
 
 def test_import__the_insights_and_the_triplet_explainer_work_on_an_imported_run(tmp_path):
-    from embedder.insights.explain import explain_batch
+    from embedder.insights.explain import BatchDraw, explain_batch
     from embedder.insights.findings import gallery_findings
 
     shapes = make_shapes_folder(tmp_path / "shapes", per_class=10)
     data = export(SmallCNN(), tmp_path / "m.onnx")
     import_model(data, ImportConfig(data=str(shapes), out=str(tmp_path / "run"), pretrained_baseline=False))
     run = load_run(tmp_path / "run")
-    e = explain_batch(run, classes_per_batch=2, per_class=3)
+    e = explain_batch(run, BatchDraw(classes_per_batch=2, per_class=3))
     assert e.before_name == "raw pixels" and e.triplets  # no untrained twin of a network trained elsewhere
     assert sum(e.counts["after"].values()) == sum(e.counts["before"].values())
     assert len(gallery_findings(run).outliers) == len(run.gallery_labels)

@@ -51,10 +51,10 @@ def test_relabel__labels_change_for_every_reader_and_gallery_npz_keeps_the_origi
 
 
 def test_relabel__a_label_change_keeps_the_cached_maps(run_dir):
-    from embedder.maps.project import cached_project
+    from embedder.maps.project import MapKey, cached_project
 
     run = load_run(run_dir)
-    cached_project(run_dir, run.gallery_embeddings, "pca", 2)
+    cached_project(run_dir, run.gallery_embeddings, MapKey("pca", 2))
     cached = sorted(p.name for p in (run_dir / "projections").iterdir())
     relabel(run_dir, [LabelRow(run.gallery_paths[0], "hexagon")])
     assert set(cached) <= {p.name for p in (run_dir / "projections").iterdir()}  # and the queries' embeddings
