@@ -12,11 +12,12 @@ import streamlit as st
 
 from embedder.config import TrainConfig
 from embedder.runs.run import is_run
-from ui import auth, jobs, maps, sessions, state
+from ui import auth, guard, jobs, maps, sessions, state
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
 st.set_page_config(page_title="Embedder", page_icon=":material/explore:", layout="wide")
+guard.install()  # Streamlit's own state-changing requests (clear cache, uploads) wait for the password too
 
 
 def ensure_demo_run() -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .settings import check_settings, setting, share
+from .settings import Setting, check_settings, setting, setting_of, share, value_problem
 
-SCHEMA_VERSION = 2  # 2: marker file and checksums; runs of schema 1 still load
+SCHEMA_VERSION = 3  # 2: marker file and checksums; 3: checksums.json checksums every file; 1 and 2 still load
 
 BACKBONES = ("auto", "convnet", "resnet18", "resnet50", "efficientnet_lite0")
 MINERS = ("semihard", "hard", "all", "batch-hard")
@@ -17,7 +17,18 @@ SCHEDULES = ("constant", "cosine")
 SELECTIONS = ("auto", "holdout", "cv")
 DEVICES = ("auto", "cpu", "cuda")
 IMPORTED = "onnx"  # ModelConfig.backbone of a network imported from an ONNX file (never a --backbone choice)
+PIXELS = "pixels"  # ModelConfig.backbone of a run's first answer on tiny images: the pixels themselves (first.py)
 DEFAULT_K = 5  # neighbours that vote on a label: the one default, wherever k is asked for
+MAX_SIDE = 2048  # the largest input side of an imported network, read from its graph or asked for
+MAX_DIM = 65536  # the most values per image an imported network's embedding may have
+# An imported network's input side (import-model --image-size): here, so a run's config.json is held to it too
+ONNX_IMAGE_SIZE = Setting(
+    "input side in pixels; unset = the graph's fixed input size (needed when the graph's size is dynamic)",
+    low=8,
+    high=MAX_SIDE,
+    label="Input size",
+    main=True,
+)
 
 
 @dataclass
@@ -133,6 +144,13 @@ class TrainConfig:
         "Fine-tuned share of the weight average",
         high=1.0,
     )
+    finetune: bool = setting(
+        True,
+        "train after the first answer: a run answers within seconds from features that need no training (pretrained "
+        "features, or the pixels of tiny images); training then replaces it only if it labels clearly better "
+        "(--no-finetune stops at the first answer)",
+        label="Fine-tune after the first answer",
+    )
     patience: int = setting(
         10, "early stopping: epochs without a better validation score", low=1, high=1000, label="Patience (epochs)"
     )
@@ -215,13 +233,19 @@ class TrainConfig:
         """Raises EmbedderError naming the first setting out of its range or choices."""
         from .errors import EmbedderError
 
-        problem = check_settings(self)
+        problem = self.problem()
+        if problem:
+            raise EmbedderError(problem)
+
+    def problem(self, prefix: str | None = None) -> str | None:
+        """The first setting out of its range or choices, named as its flag (or as ``prefix.field`` of a file,
+        config.json's ``train``); None when all fit."""
+        problem = check_settings(self, prefix)
         if problem is None and self.test_fraction + self.val_fraction >= 0.9:
             problem = "test and validation fractions leave too little to train on"
         if problem is None and self.classes_per_batch * self.per_class > 4096:
             problem = "a batch (classes-per-batch x per-class) holds at most 4096 images"
-        if problem:
-            raise EmbedderError(problem)
+        return problem
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -247,16 +271,21 @@ class ModelConfig:
     pretrained: bool = False  # whether ImageNet weights were loaded before training
 
     def problem(self) -> str | None:
-        """Why this config cannot describe a network (read from a file, so anything may be in it), or None."""
+        """Why this config cannot describe a network (read from a file, so anything may be in it), or None. Its
+        size and embedding are held to the ranges of the settings that made them: TrainConfig's for a network
+        trained here, import-model's for an imported one."""
+        imported = self.backbone == IMPORTED
+        size = ONNX_IMAGE_SIZE if imported else setting_of(TrainConfig, "image_size")
+        dim = Setting("", low=2, high=MAX_DIM) if imported else setting_of(TrainConfig, "dim")
         checks = [
-            (self.backbone in (*BACKBONES[1:], IMPORTED), f"unknown backbone '{self.backbone}'"),
-            (self.dim is None or 2 <= self.dim <= 65536, f"embedding size {self.dim} out of range"),
-            (8 <= self.image_size <= 4096, f"image size {self.image_size} out of range"),
-            (self.resize in ("stretch", "crop"), f"unknown resize '{self.resize}'"),
-            (self.augment in ("small", "photo"), f"unknown augmentation '{self.augment}'"),
-            (all(s > 0 for s in self.std), "std must be positive"),
+            (None if self.backbone in (*BACKBONES[1:], IMPORTED, PIXELS) else f"unknown backbone '{self.backbone}'"),
+            value_problem(dim, self.dim, "model.dim"),
+            value_problem(size, self.image_size, "model.image_size"),
+            (None if self.resize in ("stretch", "crop") else f"unknown resize '{self.resize}'"),
+            (None if self.augment in ("small", "photo") else f"unknown augmentation '{self.augment}'"),
+            (None if all(s > 0 for s in self.std) else "std must be positive"),
         ]
-        return next((message for ok, message in checks if not ok), None)
+        return next((message for message in checks if message), None)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -25,6 +25,7 @@ class Stage(str, Enum):
     EVALUATE = "evaluate"
     BASELINES = "baselines"  # the same evaluation for raw pixels, the untrained and the pretrained network
     WRITE = "write"
+    QUERYABLE = "queryable"  # the run at ``out`` answers now (its first answer): ``message`` says what it holds
     MAP = "map"  # the run's maps computed after it is written (maps/precompute.py): ``extra`` says how far
     DONE = "done"
 
@@ -76,3 +77,11 @@ def silent(_: Progress) -> None:
 def counter(report: Reporter, stage: Stage, message: str = "", epoch: int = 0) -> Callable[[int, int], None]:
     """A ``progress(done, total)`` callback (embed_images, topk, scan_folder) that reports ``stage``."""
     return lambda done, total: report(Progress(stage, done=done, total=total, epoch=epoch, message=message))
+
+
+def seconds_left(epoch: int, bad: int, epochs: int, patience: int, seconds: float, after: float = 0.0) -> float:
+    """Training time still to come after ``epoch``, estimated from the time it took (``seconds``): early stopping
+    runs at most ``patience - bad`` more epochs without a better one, and none past ``epochs``; ``after`` is what
+    follows the epochs (cross-validation's last network). An estimate that errs long: a better epoch restarts the
+    count, and the last one may stop sooner."""
+    return max(0, min(epochs - epoch, patience - bad)) * seconds + after

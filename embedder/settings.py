@@ -48,19 +48,32 @@ def settings_of(cls) -> list[tuple[Any, Setting]]:
     return [(f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata]
 
 
-def check_settings(obj) -> str | None:
-    """The first field of ``obj`` outside its choices or range, as a message naming the CLI flag; or None."""
+def value_problem(s: Setting, value: Any, name: str) -> str | None:
+    """Why ``value`` is outside the choices or range of ``s``, in words that start with ``name`` (a flag, or a
+    field of a file); None when it fits, or is None or a flag's bool."""
+    if value is None or isinstance(value, bool):
+        return None
+    if s.choices and value not in s.choices:
+        return f"unknown {name} '{value}': choose one of {', '.join(map(str, s.choices))}"
+    too_low = (s.low is not None and value < s.low) or (s.positive and value <= 0)
+    too_high = (s.high is not None and value > s.high) or (s.below is not None and value >= s.below)
+    return f"{name} must be {s.bounds_text()}, got {value}" if too_low or too_high else None
+
+
+def check_settings(obj, prefix: str | None = None) -> str | None:
+    """The first field of ``obj`` outside its choices or range, as a message naming the CLI flag (or, with
+    ``prefix``, the field ``prefix.name`` of a file); or None."""
     for f, s in settings_of(type(obj)):
-        value, flag = getattr(obj, f.name), "--" + f.name.replace("_", "-")
-        if value is None or isinstance(value, bool):
-            continue
-        if s.choices and value not in s.choices:
-            return f"unknown {flag} '{value}': choose one of {', '.join(map(str, s.choices))}"
-        too_low = (s.low is not None and value < s.low) or (s.positive and value <= 0)
-        too_high = (s.high is not None and value > s.high) or (s.below is not None and value >= s.below)
-        if too_low or too_high:
-            return f"{flag} must be {s.bounds_text()}, got {value}"
+        name = f"{prefix}.{f.name}" if prefix else "--" + f.name.replace("_", "-")
+        problem = value_problem(s, getattr(obj, f.name), name)
+        if problem:
+            return problem
     return None
+
+
+def setting_of(cls, name: str) -> Setting:
+    """The description of ``cls``'s field ``name``."""
+    return next(s for f, s in settings_of(cls) if f.name == name)
 
 
 def default_of(f) -> Any:

@@ -44,7 +44,8 @@ def make_shapes_folder(
 
 
 def copy_run(src, dst, **changes):
-    """A copy of a run with files replaced: ``config_json=dict or str`` replaces config.json, and so on."""
+    """A copy of a run with files replaced: ``config_json=dict or str`` replaces config.json, and so on; the
+    checksums are made to match, as for a run written that way (damage a file after copying to see them fail)."""
     dst.mkdir(parents=True)
     for name in os.listdir(src):
         if (src / name).is_dir():  # projections/: the app's cache of maps
@@ -52,16 +53,25 @@ def copy_run(src, dst, **changes):
         (dst / name).write_bytes((src / name).read_bytes())
     for name, content in changes.items():
         (dst / name.replace("_json", ".json")).write_text(content if isinstance(content, str) else json.dumps(content))
+    if changes:
+        rewrite_checksums(dst)
     return dst
 
 
 def rewrite_checksums(run_dir):
-    """What an attacker who can plant a file can also do: make config.json's checksums match it."""
+    """What an attacker who can plant a file can also do: make the recorded checksums match it (checksums.json's,
+    and config.json's own in a schema 2 run)."""
     from embedder.runs.folders import sha256
 
-    config = json.loads((run_dir / "config.json").read_text())
-    config["checksums"] = {name: sha256(run_dir / name) for name in config["checksums"]}
-    (run_dir / "config.json").write_text(json.dumps(config))
+    text = (run_dir / "config.json").read_text()
+    if '"checksums"' in text:  # a schema 2 run (a damaged config.json of schema 3 need not even parse)
+        config = json.loads(text)
+        config["checksums"] = {name: sha256(run_dir / name) for name in config["checksums"]}
+        (run_dir / "config.json").write_text(json.dumps(config))
+    if (run_dir / "checksums.json").exists():
+        files = json.loads((run_dir / "checksums.json").read_text())["sha256"]
+        files = {name: sha256(run_dir / name) for name in files if (run_dir / name).exists()}
+        (run_dir / "checksums.json").write_text(json.dumps({"sha256": files}))
 
 
 class Payload:

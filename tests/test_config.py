@@ -115,9 +115,12 @@ def test_from_dict__ignores_what_it_does_not_know_and_round_trips():
         ({}, None),
         ({"backbone": "auto"}, "unknown backbone 'auto'"),
         ({"backbone": "vgg"}, "unknown backbone 'vgg'"),
-        ({"dim": 1}, "embedding size 1 out of range"),
+        ({"dim": 1}, "model.dim must be in [2, 4096], got 1"),
         ({"dim": None}, None),
-        ({"image_size": 4}, "image size 4 out of range"),
+        ({"image_size": 4}, "model.image_size must be in [8, 1024], got 4"),
+        ({"image_size": 4096}, "model.image_size must be in [8, 1024], got 4096"),  # what --image-size allows
+        ({"backbone": "onnx", "image_size": 2048, "dim": 65536}, None),  # what import-model allows
+        ({"backbone": "onnx", "image_size": 4096}, "model.image_size must be in [8, 2048], got 4096"),
         ({"resize": "pad"}, "unknown resize 'pad'"),
         ({"augment": "heavy"}, "unknown augmentation 'heavy'"),
         ({"std": (0.5, 0.0, 0.5)}, "std must be positive"),

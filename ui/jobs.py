@@ -39,8 +39,17 @@ STAGE_WORDS = {
     "evaluate": "Evaluating",
     "baselines": "Measuring the baselines",
     "write": "Writing the run",
+    "queryable": "Answering",
     "map": "Computing the maps",  # maps/precompute.py, when a job computes them after writing the run
     "done": "Done",
+}
+# Before training: the stages of the first answer (first.py), the first tenth of the bar.
+FIRST_ANSWER = ("scan", "plan", "embed", "index", "calibrate", "write", "queryable", "evaluate", "baselines")
+# After training: the trained network's gallery, index, evaluation and the swap, the last tenth.
+AFTER_TRAINING = {
+    **{"embed": 0.9, "index": 0.93, "calibrate": 0.94, "evaluate": 0.95, "baselines": 0.97, "write": 0.99},
+    "map": 0.995,
+    "done": 1.0,
 }
 
 
@@ -50,6 +59,7 @@ class TrainJob:
     replaces a whole value, so a reader never sees half of one."""
 
     cfg: TrainConfig
+    owner: str | None = None  # the browser session that started it (sessions.token); None: the server's own
     started: float = field(default_factory=time.time)
     status: str = "queued"  # queued | running | done | failed | cancelled
     stage: str = "scan"
@@ -62,6 +72,11 @@ class TrainJob:
     error: str | None = None
     result: TrainResult | None = None
     finished: float | None = None
+    queryable: bool = False  # the run at ``out`` answers already (its first answer); training improves it
+    fold: int = 0  # cross-validation: which fold network trains now, of ``folds``
+    folds: int = 0
+    seconds_left: float | None = None  # the training time still to come, estimated after the last epoch
+    _shown: float = 0.0  # the bar's last value: it never goes back
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _over: threading.Event = field(default_factory=threading.Event, repr=False)  # see wait()
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)  # see wait_until()
@@ -94,6 +109,10 @@ class TrainJob:
             if p.stage == "epoch" and p.stats is not None:
                 self.history = [*self.history, p.stats.to_dict()]
             self.stage, self.done, self.total, self.epoch = p.stage, p.done, p.total, p.epoch or self.epoch
+            self.queryable = self.queryable or p.stage == "queryable"
+            self.fold, self.folds = p.extra.get("fold", self.fold), p.extra.get("folds", self.folds)
+            if "seconds_left" in p.extra:
+                self.seconds_left = p.extra["seconds_left"]
             if p.loss is not None:
                 self.loss = p.loss
         with self._changed:
@@ -118,30 +137,30 @@ class TrainJob:
             self._changed.notify_all()
 
     def fraction(self) -> float:
-        """Overall progress 0..1: epochs dominate; the gallery, index and evaluation are the last tenth."""
-        epochs = max(1, self.cfg.epochs)
-        if self.status == "done":
-            return 1.0
-        if self.stage in ("train", "epoch", "validate"):  # validating before training is epoch 0
+        """Overall progress 0..1, never going back: the first answer is the first tenth, epochs the next eight,
+        the trained network's gallery, index and evaluation the last tenth."""
+        self._shown = max(self._shown, 1.0 if self.status == "done" else self._where())
+        return self._shown
+
+    def _where(self) -> float:
+        trained = bool(self.history) or self.epoch > 0
+        if self.stage in ("train", "epoch") or (self.stage == "validate" and self.epoch):
+            epochs = max(1, self.cfg.epochs)
             within = self.done / self.total if self.total and self.stage == "train" else 1.0
-            return max(0.0, min(0.9, 0.9 * ((self.epoch - 1 + within) / epochs)))
-        tail = {
-            "embed": 0.9,
-            "index": 0.93,
-            "calibrate": 0.94,
-            "evaluate": 0.95,
-            "baselines": 0.97,
-            "write": 0.99,
-            "map": 0.995,
-            "done": 1.0,
-        }
-        return tail.get(self.stage, 0.0)
+            return max(0.1, min(0.9, 0.1 + 0.8 * ((self.epoch - 1 + within) / epochs)))
+        if trained:
+            return AFTER_TRAINING.get(self.stage, 0.9)
+        if self.stage in FIRST_ANSWER:
+            return 0.1 * (FIRST_ANSWER.index(self.stage) + 1) / len(FIRST_ANSWER)
+        return 0.1 if self.stage == "validate" else 0.0
 
     def describe(self) -> str:
         words = STAGE_WORDS.get(self.stage, self.stage)
         if self.stage in ("train", "epoch") or (self.stage == "validate" and self.epoch):
+            fold = f"fold {self.fold} of {self.folds}, " if self.folds else ""
             loss = f" · loss {self.loss:.4f}" if self.loss is not None else ""
-            return f"{words}: epoch {self.epoch} of at most {self.cfg.epochs}{loss}"
+            left = f" · about {_minutes(self.seconds_left)} left" if self.seconds_left is not None else ""
+            return f"{words}: {fold}epoch {self.epoch} of at most {self.cfg.epochs}{loss}{left}"
         if self.total:
             return f"{words}: {self.done} / {self.total}"
         return words
@@ -194,10 +213,15 @@ class JobRegistry:
             return 1
 
     def start(
-        self, cfg: TrainConfig, exclusive: bool = False, task: Callable[..., TrainResult] | None = None
+        self,
+        cfg: TrainConfig,
+        exclusive: bool = False,
+        task: Callable[..., TrainResult] | None = None,
+        owner: str | None = None,
     ) -> TrainJob:
         """Queue ``cfg`` and start it when a slot is free, or return the job already queued or training into
-        the same folder. ``task``: what to do instead of training ``cfg`` (see ``TrainJob.task``).
+        the same folder. ``task``: what to do instead of training ``cfg`` (see ``TrainJob.task``); ``owner``: the
+        session starting it (only it, and the operator, may cancel it: auth.may_cancel).
 
         Raises:
             EmbedderError: ``exclusive`` and a job is already queued or training into that folder.
@@ -209,7 +233,7 @@ class JobRegistry:
                 if exclusive:
                     raise EmbedderError(f"run '{key.name}' is being trained already: choose another name")
                 return job
-            job = TrainJob(cfg, _unqueue=self._unqueue, task=task)
+            job = TrainJob(cfg, owner=owner, _unqueue=self._unqueue, task=task)
             self._jobs[key] = job
             self._queue.append(job)
             ready = self._next_ready()
@@ -317,3 +341,8 @@ _REGISTRY = JobRegistry()
 
 def registry() -> JobRegistry:
     return _REGISTRY
+
+
+def _minutes(seconds: float) -> str:
+    """``"3 min"``, ``"under a minute"``."""
+    return "under a minute" if seconds < 60 else f"{round(seconds / 60)} min"

@@ -85,7 +85,7 @@ def importer(model, out: Path, form: dict) -> Callable[[str], jobs.TrainJob]:
         cfg.validate()
         read_network(data, cfg, name)
         task = lambda **kw: import_model(data, cfg, name, **kw)
-        return jobs.registry().start(cfg.train_config(), exclusive=True, task=task)
+        return jobs.registry().start(cfg.train_config(), exclusive=True, task=task, owner=sessions.token())
 
     return start
 
@@ -103,7 +103,7 @@ def start(
     check_target(out)
     registry = jobs.registry()
     if network == NETWORKS[0]:
-        launch = lambda data: registry.start(config(data, out, form), exclusive=True)
+        launch = lambda data: registry.start(config(data, out, form), exclusive=True, owner=sessions.token())
     else:
         launch = importer(model, out, form)
     if source == "Demo digits":

@@ -12,23 +12,28 @@ from embedder.errors import EmbedderError
 from embedder.maps.charts import training_curves
 from embedder.runs.run import Run, is_run, list_runs
 
-from . import access, cache, jobs, mapjobs, state
+from . import access, auth, cache, jobs, mapjobs, state
 
 POLL_SECONDS = 1.0
+IMPROVING_POLL_SECONDS = 3.0  # a line at the top of every page: refreshed less often
 
 
 def active_run() -> Run | None:
-    """The active run, or None after telling the user why there is none (never a traceback)."""
+    """The active run, or None after telling the user why there is none (never a traceback). While a training
+    improves a run that answers already, the run is returned under a line saying so."""
     path = state.active_run_path()
     job = jobs.registry().get(path)
-    if job is not None and job.active:
+    if job is not None and job.active and not is_run(path):
         doing = "Training" if job.running else "Waiting to train"
         st.info(
-            f"{doing} **{path.name}** in the background — this page fills in when it is done.",
+            f"{doing} **{path.name}** in the background — this page fills in as soon as it can answer "
+            "(seconds: before any training).",
             icon=":material/hourglass_top:",
         )
-        job_panel(path, show_curves=False)
+        job_panel(path, show_curves=False, until_queryable=True)
         return None
+    if job is not None and job.active:
+        improving_panel(path)
     if not is_run(path):
         st.warning(
             f"No run **{path.name}** yet. Train one on the **Train** page or pick one on **Home**.",
@@ -40,23 +45,73 @@ def active_run() -> Run | None:
     except EmbedderError as exc:
         st.error(access.public(str(exc)))
         return None
+    _announce_upgrade(run)
     if mapjobs.enabled():
         mapjobs.ensure(run)  # a run just trained, added to or picked: its maps are computed once, in the background
     return run
 
 
-def job_panel(out: Path, show_curves: bool = True, cancel: bool = True) -> None:
-    """Live progress of the job training into ``out``, polled every second while it waits or runs."""
+def improving_panel(out: Path) -> None:
+    """One line while a training improves the run at ``out``, which answers meanwhile: where it is and about how
+    long is left (polled every few seconds)."""
+    st.fragment(run_every=IMPROVING_POLL_SECONDS)(_improving_view)(str(out))
+
+
+def _improving_view(out: str) -> None:
+    job = jobs.registry().get(out)
+    if job is None or not job.active:
+        if job is not None and job.status == "done":
+            st.rerun()  # the trained network was swapped in, or kept out: show the run as it is now
+        return
+    doing = job.describe() if job.running else "waiting for another training to finish"
+    answers = "its first answer" if job.queryable else "the run it had"
+    st.caption(
+        f":material/trending_up: Improving **{Path(out).name}** in the background ({answers} answers "
+        f"meanwhile): {doing}"
+    )
+
+
+def _announce_upgrade(run: Run) -> None:
+    """Once per session and run version: what the last training did to the run's first answer."""
+    upgrade = run.metrics.get("upgrade")
+    seen = st.session_state.setdefault("seen_upgrades", set())
+    key = (str(run.path), str((upgrade or {}).get("at")))
+    if not isinstance(upgrade, dict) or key in seen:
+        return
+    seen.add(key)
+    if upgrade.get("result") == "replaced":
+        st.toast(upgrade_words(upgrade), icon=":material/trending_up:")
+
+
+def upgrade_words(upgrade: dict) -> str:
+    """What training did, in words: "Training improved the run: label accuracy 0.975 -> 0.981 on held-out images"."""
+    if upgrade.get("result") == "kept":
+        return "Training did not beat the first answer, which the run keeps."
+    if upgrade.get("result") == "cancelled":
+        return "Training was cancelled; the run answers with its first answer."
+    before, after = upgrade.get("before") or {}, upgrade.get("after") or {}
+    for key, where in (("test", "held-out images"), ("validation", "validation images")):
+        if isinstance(before.get(key), (int, float)) and isinstance(after.get(key), (int, float)):
+            return f"Training improved the run: label accuracy {before[key]:.3f} → {after[key]:.3f} on {where}."
+    return "Training improved the run."
+
+
+def job_panel(out: Path, show_curves: bool = True, cancel: bool = True, until_queryable: bool = False) -> None:
+    """Live progress of the job training into ``out``, polled every second while it waits or runs;
+    ``until_queryable``: the whole page is drawn again as soon as the run answers (its first answer)."""
     job = jobs.registry().get(out)
     if job is None:
         return
-    st.fragment(run_every=POLL_SECONDS if job.active else None)(_job_view)(str(out), show_curves, cancel)
+    view = st.fragment(run_every=POLL_SECONDS if job.active else None)(_job_view)
+    view(str(out), show_curves, cancel, until_queryable)
 
 
-def _job_view(out: str, show_curves: bool, cancel: bool) -> None:
+def _job_view(out: str, show_curves: bool, cancel: bool, until_queryable: bool = False) -> None:
     job = jobs.registry().get(out)
     if job is None:
         return
+    if until_queryable and job.queryable and is_run(out):
+        st.rerun()  # the page that waited for a run can show it now
     name = Path(out).name  # widget keys reach the browser: the run's name, never its server path
     if job.status == "queued":
         position = jobs.registry().position(job)
@@ -64,9 +119,19 @@ def _job_view(out: str, show_curves: bool, cancel: bool) -> None:
     elif job.running:
         elapsed = time.time() - job.started
         st.progress(job.fraction(), text=f"{job.describe()} · {elapsed:.0f} s")
+        if job.queryable:
+            st.caption(
+                f":material/check_circle: **{name}** answers already, from features that need no training; this "
+                "training replaces them only if it labels clearly better."
+            )
     else:
         _announce_finish(job)
-    if cancel and job.active and st.button("Cancel training", key=f"cancel-{name}", icon=":material/stop:"):
+    if (
+        cancel
+        and job.active
+        and auth.may_cancel(job)
+        and st.button("Cancel training", key=f"cancel-{name}", icon=":material/stop:")
+    ):
         job.cancel()
         st.toast("Stopping after the current batch…" if job.running else "Taken out of the queue.")
     if show_curves and job.history:
@@ -184,6 +249,14 @@ def run_summary(run: Run) -> None:
         f" · {mc.image_size}px · {run.gallery_embeddings.shape[1]}-d embeddings · kept {run.info.get('kept', '?')}"
         f" · created {run.info.get('created', '?')}"
     )
+    upgrade = run.metrics.get("upgrade")
+    if isinstance(upgrade, dict):
+        st.caption(f":material/trending_up: {upgrade_words(upgrade)}")
+    elif isinstance(run.metrics.get("improving"), dict):
+        st.caption(
+            ":material/trending_up: This is the run's first answer, from features that need no training; a "
+            "training was improving it when it was written."
+        )
 
 
 def _delta(test: dict, key: str) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,9 +109,13 @@ def _embedder(run, device, report: Reporter, stage: Stage = Stage.EVALUATE):
     return embed
 
 
-def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
+def _baseline_embeddings(run, sets: _Sets, device, report: Reporter, network=None, own=None):
     """(name, (queries, gallery, unseen) embeddings) for each baseline: raw pixels, the untrained network, and
-    for a pretrained backbone its plain pretrained features. One at a time: a gallery's worth each."""
+    for a pretrained backbone its plain pretrained features. One at a time: a gallery's worth each. ``network``:
+    the ModelConfig of the network training starts from (default: the run's own; a run that answers with pixels
+    has no untrained twin of its own). ``own``: the run's (queries, gallery, unseen) embeddings, which are the
+    pretrained baseline's when the run answers with the plain pretrained features (no second pass for them)."""
+    from ..config import PIXELS
     from ..network.model import EmbeddingNet
 
     embed, all_paths = _embedder(run, device, report, Stage.BASELINES), (sets.q_paths, sets.g_paths, sets.u_paths)
@@ -127,11 +131,16 @@ def _baseline_embeddings(run, sets: _Sets, device, report: Reporter):
     if run.onnx is not None:  # an imported network has no untrained twin here; the project's own backbone instead
         yield from _project_backbone(run, all_paths, device, report)
         return
+    mc = network or run.model_config
+    if mc.backbone == PIXELS:
+        return
     torch.manual_seed(run.train_config.seed)
-    untrained = EmbeddingNet(run.model_config, load_pretrained=False).eval().to(device)
+    untrained = EmbeddingNet(mc, load_pretrained=False).eval().to(device)
     yield "untrained", tuple(embed(untrained, p, f"untrained: {w}") for p, w in zip(all_paths, _WHAT))
-    if run.model_config.pretrained:
-        pre = EmbeddingNet(run.model_config, load_pretrained=True).eval().to(device)
+    if mc.pretrained and own is not None and run.model_config == replace(mc, dim=None):
+        yield "pretrained", own
+    elif mc.pretrained:
+        pre = EmbeddingNet(mc, load_pretrained=True).eval().to(device)
         yield "pretrained", tuple(embed(pre.backbone_features, p, f"pretrained: {w}") for p, w in zip(all_paths, _WHAT))
 
 
@@ -211,6 +220,7 @@ def evaluate_run(
     device: str = "cpu",
     progress: Reporter | None = None,
     target_precision: float = 0.95,
+    network=None,
     embedded: tuple[np.ndarray, dict | None] | None = None,
 ) -> dict:
     """Evaluate a run with two protocols, each next to its baselines measured the same way:
@@ -222,7 +232,8 @@ def evaluate_run(
     Baselines: raw pixels, the untrained network, and for pretrained backbones the pretrained features
     without triplet training. They are measured once, at training; asked again about the same held-out
     queries, the stored ones are reused (``baselines_reused`` says so). Also: open-set "unknown" detection
-    and per-class diagnostics.
+    and per-class diagnostics. ``network``: the ModelConfig whose untrained and pretrained twins are the
+    baselines (default: the run's; training passes the network it trains, whatever the run answers with).
     """
     report = progress or silent
     sets = _Sets.of(run, queries)
@@ -245,7 +256,7 @@ def evaluate_run(
     if flagged is not None:
         result["novelty"] = flagged
     if baselines:
-        _add_baselines(result, run, sets, device, report)
+        _add_baselines(result, run, sets, device, report, (network, (q_emb, run.gallery_embeddings, u_emb)))
     return result
 
 
@@ -265,9 +276,10 @@ def _answers(run, sets: _Sets, q_emb: np.ndarray, target_precision: float) -> di
     return result
 
 
-def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter) -> None:
+def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter, models=(None, None)) -> None:
     """The baselines of both protocols into ``result``: the stored ones when these are the queries they were
-    measured on at training (and say so), else measured now."""
+    measured on at training (and say so), else measured now. ``models``: (the network whose twins are the
+    baselines, the run's own embeddings), as ``_baseline_embeddings`` takes them."""
     stored = _stored_baselines(run, sets)
     if stored is not None:
         result["baselines"], reused_disjoint = stored
@@ -277,7 +289,7 @@ def _add_baselines(result: dict, run, sets: _Sets, device, report: Reporter) -> 
         report(Progress(Stage.BASELINES, message=f"reused from training: {', '.join(sorted(stored[0]))}"))
         return
     result["baselines"] = {}
-    for name, (qe, ge, ue) in _baseline_embeddings(run, sets, device, report):
+    for name, (qe, ge, ue) in _baseline_embeddings(run, sets, device, report, *models):
         report(Progress(Stage.BASELINES, message=f"{name}: retrieval metrics of {len(qe):,} queries"))
         held, dis = sets.protocols(qe, ge, ue)
         result["baselines"][name] = held

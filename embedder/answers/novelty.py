@@ -148,7 +148,7 @@ def grow(run, old_n: int, report: Reporter, seed: int, device="cpu") -> None:
 def _features(run, rows: np.ndarray, report: Reporter, device) -> np.ndarray:
     """(len(rows), F) what the novelty test measures, for gallery ``rows``."""
     model = run.model(device)
-    if space(model) == "embedding":
+    if space(model) == "embedding" or model.config.dim is None:  # no head: the embeddings are those features
         return run.gallery_embeddings[rows]
     paths = [run.resolve(run.gallery_paths[r]) for r in rows]
     progress = counter(report, Stage.CALIBRATE, "novelty reference: backbone features of gallery images")

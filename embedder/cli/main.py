@@ -31,6 +31,11 @@ class _Bars:
         self.plain = not sys.stderr.isatty() if plain is None else plain
 
     def __call__(self, p: Progress) -> None:
+        if p.stage == "queryable":  # the news a script may wait for: on stdout
+            self.close()
+            self.tqdm.write(p.message, file=sys.stdout)
+            sys.stdout.flush()
+            return
         if p.stage in ("note", "done") or (not p.total and p.stage not in ("train", "epoch")):  # a line, no bar
             self.close()
             if p.message and p.stage != "done":

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import PIXELS, ModelConfig
 from ..errors import EmbedderError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -153,6 +153,22 @@ class ResNet(Staged):
         return [nn.Sequential(n.conv1, n.bn1, n.relu, n.maxpool), n.layer1, n.layer2, n.layer3, n.layer4]
 
 
+class Pixels(nn.Module):
+    """The image itself as its features: (B, 3, S, S) -> (B, 3·S·S), the normalised pixel values in a row.
+
+    No training, no weights: what a run answers with in its first seconds on tiny images (digits, icons), where
+    nearest neighbours over the pixels (or their PCA, the head ``init_head_pca`` starts) already label most images
+    right, while the convnet trains to beat them.
+    """
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.out_features = 3 * image_size * image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
 def torch_hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -184,8 +200,12 @@ def missing_weights_message(backbone: str) -> str:
     return f"ImageNet weights for {backbone} not found: put {file} in {torch_hub_checkpoint_dir()}"
 
 
-def build_backbone(name: str, pretrained: bool) -> nn.Module:
+def build_backbone(name: str, pretrained: bool, image_size: int = 32) -> nn.Module:
     """A feature extractor with an ``out_features`` attribute; ImageNet weights loaded strictly when asked."""
+    if name == PIXELS:
+        if pretrained:
+            raise EmbedderError("pixels have no pretrained weights")
+        return Pixels(image_size)
     if name == "convnet":
         if pretrained:
             raise EmbedderError("the convnet backbone has no pretrained weights")
@@ -219,7 +239,7 @@ class EmbeddingNet(nn.Module):
         tune_allocator()
         self.config = config
         pretrained = config.pretrained if load_pretrained is None else load_pretrained
-        self.backbone = build_backbone(config.backbone, pretrained)
+        self.backbone = build_backbone(config.backbone, pretrained, config.image_size)
         features = self.backbone.out_features
         if config.dim is None:
             self.head = nn.Identity()

@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torchvision import transforms as T
 
+from ..config import MAX_DIM, MAX_SIDE
 from ..errors import EmbedderError
 from .model import GraphInput
 
-MAX_SIDE = 2048  # the largest input side accepted, read from the graph or asked for
 LAYOUTS, SCALES, CHANNELS, RESIZES = (
     ("nchw", "nhwc"),
     ("0-1", "-1-1", "0-255"),
@@ -56,7 +56,7 @@ class OnnxInput:
             (self.resize in RESIZES, f"unknown resize '{self.resize}'"),
             (len(self.mean) in (1, n) and len(self.std) in (1, n), f"mean and std need 1 or {n} values"),
             (all(s > 0 for s in self.std), "std must be positive"),
-            (self.dim >= 0, "negative embedding size"),
+            (0 <= self.dim <= MAX_DIM, f"embedding size out of [0, {MAX_DIM}]"),
         ]
         return next((message for ok, message in checks if not ok), None)
 

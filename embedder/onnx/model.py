@@ -2,8 +2,9 @@
 and run it with onnxruntime on the images the rest of the program hands to any network (preprocessed as
 ``onnx_input.py`` says).
 
-Only onnxruntime executes the file: no pickle, no Python from the file, no custom operators (a node outside the
-standard ONNX domains is refused), no weights in external files (which could name any file on the server).
+Only onnxruntime executes the file, in a worker process with time and memory limits (sandbox.py): no pickle, no
+Python from the file, no custom operators (a node outside the standard ONNX domains is refused), no tensor stored
+in an external file anywhere in the graph (a path could name any file on the server).
 
 Environment:
     EMBEDDER_MAX_ONNX_MB  the largest ONNX file accepted, in MB (default 1024)
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import EmbedderError, one_line
+from .sandbox import Sandbox
 
 if TYPE_CHECKING:
     from .input import OnnxInput
@@ -86,13 +88,38 @@ def parse(data: bytes):
         raise _refuse(f"custom operators ({', '.join(custom) or 'local functions'}) are not run")
     if sum(1 for _ in _nodes(model.graph)) > MAX_NODES:
         raise _refuse(f"the graph has more than {MAX_NODES:,} nodes")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        raise _refuse("its weights are in separate files; export it with the weights inside (external_data=False)")
+    outside = (t for t in _tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data)
+    external = next(outside, None)
+    if external is not None:
+        raise _refuse(
+            f"tensor {one_line(external.name or '(unnamed)', 60)!r} is stored in a separate file, which is never "
+            "read (a path in a model could name any file on the server); export it with the weights inside "
+            "(external_data=False)"
+        )
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise _refuse(f"onnx.checker: {one_line(str(exc).strip().splitlines()[0], 120)}") from None
     return model
+
+
+def _tensors(message):
+    """Every TensorProto anywhere in ``message``: initializers, sparse initializers (values and indices), the
+    tensors of every node attribute (``Constant``'s value, ``ConstantOfShape``'s, any other), inside every subgraph,
+    local function and training graph. Found by walking the message fields, so no place is forgotten."""
+    import onnx
+
+    if isinstance(message, onnx.TensorProto):
+        yield message
+        return
+    for f in message.DESCRIPTOR.fields:
+        if f.type != f.TYPE_MESSAGE:
+            continue
+        if f.is_repeated:
+            for item in getattr(message, f.name):
+                yield from _tensors(item)
+        elif message.HasField(f.name):
+            yield from _tensors(getattr(message, f.name))
 
 
 def _nodes(graph):
@@ -143,51 +170,65 @@ def graph_input(model) -> GraphInput:
 class OnnxEmbedder:
     """An ONNX network as the rest of the program calls a torch embedder: (B, C, H, W) -> (B, D) unit vectors.
 
-    The output, whatever its rank, is flattened per image and L2-normalised. A graph with a fixed batch size is
-    fed that many images at a time.
+    The graph runs in a sandboxed worker process (sandbox.py), started on first use and reused. The output,
+    whatever its rank, is flattened per image and L2-normalised; an output of NaN or infinity is refused. A graph
+    with a fixed batch size is fed that many images at a time.
     """
 
     config = None  # the ModelConfig a run records for it (backbone "onnx"), set by the import
 
-    def __init__(self, data: bytes, inp: OnnxInput, model=None) -> None:
-        import onnxruntime as ort
-
+    def __init__(self, data: bytes, inp: OnnxInput, model=None, name: str = "the ONNX model") -> None:
         model = model if model is not None else parse(data)
         g = graph_input(model)
-        self.data, self.input, self.fixed_batch = data, inp, g.shape[0]
+        self.data, self.input, self.fixed_batch, self.name = data, inp, g.shape[0], name
         self.dtype = _DTYPES[g.elem_type]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
-        options.intra_op_num_threads = max(1, torch.get_num_threads())
-        try:
-            self.session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for graphs it cannot run
-            raise _refuse(f"onnxruntime cannot run it ({one_line(str(exc).splitlines()[0], 120)})") from None
+        self.sandbox = Sandbox(data, name, threads=max(1, torch.get_num_threads()))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) preprocessed images -> (B, D) float32 unit vectors, on ``x``'s device."""
+        """(B, C, H, W) preprocessed images -> (B, D) float32 unit vectors, on ``x``'s device.
+
+        Raises:
+            EmbedderError: the graph failed or broke a limit (sandbox.py), or gave NaN or infinity.
+        """
         a = x.detach().cpu().numpy()
         if self.input.layout == "nhwc":
             a = a.transpose(0, 2, 3, 1)  # (B, H, W, C)
         a = np.ascontiguousarray(a.round() if self.dtype == np.uint8 else a).astype(self.dtype)
         step = self.fixed_batch or len(a)
-        try:
-            out = [self._run(a[i : i + step]) for i in range(0, len(a), step)]
-        except Exception as exc:
-            raise EmbedderError(
-                f"the ONNX model failed on a batch: {one_line(str(exc).splitlines()[0], 160)}"
-            ) from None
-        z = torch.from_numpy(np.concatenate(out).astype(np.float32))
-        return F.normalize(z, dim=1).to(x.device)
+        z = np.concatenate([self._run(a[i : i + step]) for i in range(0, len(a), step)])  # (B, D)
+        bad = int((~np.isfinite(z).all(axis=1)).sum())
+        if bad:
+            raise EmbedderError(f"{self.name} outputs NaN or infinity for {bad} of {len(z)} images: no embedding")
+        return F.normalize(torch.from_numpy(z), dim=1).to(x.device)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """One batch -> (B, D): the first output, flattened per image."""
         n = len(batch)
         if self.fixed_batch and n < self.fixed_batch:  # pad the last batch up to the graph's fixed size
             batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - n, axis=0)])
-        out = self.session.run([self.input.output_name], {self.input.input_name: batch})[0]
-        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)[:n]
+        return self.sandbox.run(batch, self.input.input_name, self.input.output_name)[:n]
 
     def to(self, device) -> OnnxEmbedder:
         """onnxruntime runs on the CPU here; inputs come back from any device and outputs go back to it."""
         return self
+
+
+def probe(net: OnnxEmbedder) -> int:
+    """Run ``net`` on three different images (flat grey, seeded noise, a gradient) and return its output size.
+
+    Raises:
+        EmbedderError: it fails, breaks a limit, gives NaN, or gives the same output for all three (zeros, say):
+        such a network cannot tell images apart.
+    """
+    c = 1 if net.input.channels == "gray" else 3
+    h, w = net.input.height, net.input.width
+    noise = torch.rand((1, c, h, w), generator=torch.Generator().manual_seed(0))
+    ramp = torch.linspace(0, 1, w).expand(1, c, h, w)
+    z = net(torch.cat([torch.full((1, c, h, w), 0.5), noise, ramp]))  # (3, D)
+    if float((z - z[0]).abs().max()) < 1e-6:
+        raise EmbedderError(
+            f"{net.name} gives the same output for different images"
+            + (" (all zeros)" if not float(z.abs().max()) else "")
+            + ": it cannot tell images apart"
+        )
+    return z.shape[1]

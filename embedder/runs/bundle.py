@@ -3,7 +3,8 @@ rule for which folders may be replaced. Reading it back, every file checked, is 
 
 A run folder holds:
     .embedder-run  the marker: only a folder carrying it (and nothing but these files) is ever replaced
-    config.json    model + training config, classes, data root, index stats, versions, checksums, schema version
+    config.json    model + training config, classes, data root, index stats, versions, schema version
+    checksums.json the SHA-256 of every file above and below (schema 3 on; schema 2 kept three in config.json)
     model.pt       the network's state_dict (loaded with weights_only=True), or
     model.onnx     a network imported from an ONNX file (run by onnxruntime only; see onnx_model.py)
     gallery.npz    gallery embeddings (N, D), labels (N,), paths relative to the data root, and the novelty
@@ -19,12 +20,13 @@ A run folder holds:
                    when there are some)
     projections/   cached maps (optional, written by the app; embedder/maps/project.py)
 
-config.json records the SHA-256 of the model file, gallery.npz, each index file and corrections.json; a file that
-does not match (damaged, or swapped in from another run) is named on load.
+checksums.json records the SHA-256 of every file, config.json and corrections.json included; a file that does not
+match (damaged, edited, or swapped in from another run) is named on load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,18 +38,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..config import SCHEMA_VERSION, ModelConfig, TrainConfig
 from ..errors import EmbedderError
-from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
+from ..onnx.input import OnnxInput
 from ..search.graph import GRAPH_FILE
 from ..search.shards import SHARD_FILE
+from . import lock
+from .folders import MARKER, foreign_entries, is_inside, recover, sha256, swap_into_place
 from .machine import machine_versions
-from ..onnx.input import OnnxInput
+from .writes import c_stderr_quiet, refusals_named, save_torch
 
 REQUIRED_FILES = ("config.json", "model.pt", "gallery.npz", "index.ann")  # a sharded run: index-<n>.ann instead
 EXTRA_CHECKSUMMED = ("corrections.json",)  # optional files with a checksum, each read and checked by its own module
+CHECKSUMS = "checksums.json"  # the SHA-256 of every other file (schema 3 on)
 
 
 class _BundleNames(frozenset):
@@ -63,7 +67,7 @@ class _BundleNames(frozenset):
 
 BUNDLE_FILES = _BundleNames(
     # "projections": the app's cache of maps (embedder/maps/project.py): part of the run, rebuilt on demand
-    {MARKER, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
+    {MARKER, CHECKSUMS, *REQUIRED_FILES, "model.onnx", "split.json", "history.json", "metrics.json", "projections"}
     | {"corrections.json"}
 )
 
@@ -108,7 +112,7 @@ class Manifest:
     classes: list[str]
     data_root: str
     index: IndexStats
-    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 (schema 2 on)
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 (schema 2; 3 on: checksums.json)
     onnx: OnnxInput | None = None  # an imported network's preprocessing: then model.onnx holds the network
 
 
@@ -133,36 +137,49 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
     that is not a run is never replaced (``check_out``).
     """
     out = Path(out).resolve()
-    check_out(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        model = "model.onnx" if "model.onnx" in files else "model.pt"
-        if model == "model.onnx":
-            (tmp / model).write_bytes(files[model])
-        else:
-            torch.save(files[model], tmp / model)
-        np.savez(tmp / "gallery.npz", **files["gallery.npz"])
-        index_names = files["index"].save_into(tmp)
-        for name in ("split.json", "history.json", "metrics.json"):
-            (tmp / name).write_text(json.dumps(files[name], indent=1))
-        extra = [name for name in EXTRA_CHECKSUMMED if name in files]
-        for name in extra:
-            (tmp / name).write_text(files[name])
-        config = {
-            "schema_version": SCHEMA_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            **config,
-            "versions": machine_versions(),
-            "checksums": {name: sha256(tmp / name) for name in (model, "gallery.npz", *index_names, *extra)},
-        }
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with contextlib.nullcontext() if lock.held(out) else lock.writing(out):
+        check_out(out, overwrite=overwrite)
+        _write_bundle(out, files, config)
     return out
+
+
+def _write_bundle(out: Path, files: dict[str, Any], config: dict) -> None:
+    with refusals_named(out):  # a full disk: one line naming it; the folder below is gone, the old run intact
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            _write_files(tmp, files, config)
+            swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _write_files(tmp: Path, files: dict[str, Any], config: dict) -> None:
+    """Every file of the bundle into the empty folder ``tmp``, config.json and the marker last."""
+    model = "model.onnx" if "model.onnx" in files else "model.pt"
+    if model == "model.onnx":
+        (tmp / model).write_bytes(files[model])
+    else:
+        save_torch(files[model], tmp / model)
+    np.savez(tmp / "gallery.npz", **files["gallery.npz"])
+    with c_stderr_quiet():  # Annoy prints its own failure: the user gets ours
+        index_names = files["index"].save_into(tmp)
+    for name in ("split.json", "history.json", "metrics.json"):
+        (tmp / name).write_text(json.dumps(files[name], indent=1))
+    extra = [name for name in EXTRA_CHECKSUMMED if name in files]
+    for name in extra:
+        (tmp / name).write_text(files[name])
+    config = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **config,
+        "versions": machine_versions(),
+    }
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    written = ("config.json", model, "gallery.npz", *index_names, "split.json", "history.json", "metrics.json", *extra)
+    _write_checksums(tmp, written)
+    (tmp / MARKER).write_text(f"embedder run bundle, schema {SCHEMA_VERSION}\n")
 
 
 def update(out: Path, texts: dict[str, str]) -> Path:
@@ -172,23 +189,41 @@ def update(out: Path, texts: dict[str, str]) -> Path:
     folder swapped into place as ``write`` does. A change to a run's corrections costs milliseconds, not a copy of
     its gallery, and its cached maps (``projections/``) stay."""
     out = Path(out).resolve()
-    check_out(out)
-    config = json.loads((out / "config.json").read_text())
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        for entry in out.iterdir():
-            if entry.name not in texts and entry.name != "config.json":
-                _link(entry, tmp / entry.name)
-        for name, text in texts.items():
-            (tmp / name).write_text(text)
-        sums = config.setdefault("checksums", {})
-        sums.update({name: sha256(tmp / name) for name in texts if name in EXTRA_CHECKSUMMED})
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with contextlib.nullcontext() if lock.held(out) else lock.writing(out), refusals_named(out):
+        check_out(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            _update_files(out, tmp, texts)
+            swap_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
+
+
+def _update_files(out: Path, tmp: Path, texts: dict[str, str]) -> None:
+    """The run's files linked into ``tmp``, ``texts`` written over theirs, and the checksums brought up to date:
+    checksums.json's (schema 3 on) or config.json's own (a schema 2 run)."""
+    for entry in out.iterdir():
+        if entry.name not in texts and entry.name not in ("config.json", CHECKSUMS):
+            _link(entry, tmp / entry.name)
+    for name, text in texts.items():
+        (tmp / name).write_text(text)
+    config = json.loads((out / "config.json").read_text())
+    if (out / CHECKSUMS).is_file():
+        (tmp / "config.json").write_text((out / "config.json").read_text())
+        sums = json.loads((out / CHECKSUMS).read_text())["sha256"]
+        _write_checksums(tmp, [*sums, *(name for name in texts if name in EXTRA_CHECKSUMMED)])
+        return
+    sums = config.setdefault("checksums", {})
+    sums.update({name: sha256(tmp / name) for name in texts if name in EXTRA_CHECKSUMMED})
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def _write_checksums(tmp: Path, names) -> None:
+    """checksums.json: the SHA-256 of each named file in ``tmp``."""
+    sums = {name: sha256(tmp / name) for name in dict.fromkeys(names)}
+    (tmp / CHECKSUMS).write_text(json.dumps({"sha256": sums}, indent=1))
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -1,6 +1,9 @@
-"""A run bundle read back and checked as a whole before anything uses it: config.json against its schema, every
-file against the checksum recorded when it was written, the gallery's arrays, the JSON files. A damaged file is
-named in one line; a pickle is never loaded (model.pt with ``weights_only``, gallery.npz without pickles)."""
+"""A run bundle read back and checked as a whole before anything uses it: every file within its size and depth
+limits (limits.py), config.json against its schema and every number in it against the range of the setting that
+made it, every file against the checksum recorded when it was written (checksums.json), the gallery's arrays from
+their headers before they are loaded, its paths inside the data root, split.json, history.json and metrics.json
+against their schemas (schemas.py). A damaged file is named in one line with its field; a pickle is never loaded
+(model.pt with ``weights_only``, gallery.npz without pickles)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bundle import IndexStats, Manifest, index_files, model_file
-from ..config import IMPORTED, SCHEMA_VERSION
-from ..errors import EmbedderError
-from .folders import recover, sha256
+from ..config import IMPORTED, MAX_DIM, SCHEMA_VERSION, TrainConfig
+from ..errors import EmbedderError, one_line
 from ..search.graph import GRAPH_FILE
 from ..search.shards import SHARD_FILE, coverage_problem
+from ..settings import setting_of, value_problem
+from . import limits, schemas
+from .bundle import BUNDLE_FILES, CHECKSUMS, IndexStats, Manifest, index_files, model_file
+from .folders import recover, sha256
 
 NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
 
@@ -56,31 +61,61 @@ def read_manifest(path: Path) -> tuple[Manifest, dict]:
     """config.json, validated as a whole: (the typed manifest, the raw dict with everything else)."""
     from pydantic import ValidationError
 
-    text = (path / "config.json").read_bytes()
-    try:
-        raw = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise damaged(path, f"config.json is not valid JSON ({exc})") from None
+    raw = _bounded_json(path, "config.json")
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise EmbedderError(f"run {path} has schema version {version}; this embedder reads up to {SCHEMA_VERSION}")
     try:
-        manifest = _manifest_adapter().validate_json(text, strict=True)
+        manifest = _manifest_adapter().validate_json(json.dumps(raw), strict=True)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
         raise damaged(path, f"config.json field {where}: {error['msg']}") from None
-    problem = manifest.model.problem() or (None if manifest.classes else "no classes")
-    if problem is None and (manifest.onnx is not None) != (manifest.model.backbone == IMPORTED):
-        problem = "the onnx section and the model's backbone disagree"
-    problem = problem or (manifest.onnx.problem() if manifest.onnx is not None else None)
-    problem = problem or _shards_problem(manifest.index)
+    problem = _manifest_problem(manifest)
     if problem:
         raise damaged(path, f"config.json: {problem}")
     return manifest, raw
 
 
-def _verify_checksums(path: Path, manifest: Manifest) -> None:
+def _manifest_problem(manifest: Manifest) -> str | None:
+    """Why the typed config.json cannot be a run's: a number outside the range of the setting that made it, two
+    sections that disagree, shards that do not cover the gallery."""
+    index = manifest.index
+    checks = [
+        None if manifest.schema_version >= 1 else f"schema_version {manifest.schema_version} is not a version",
+        manifest.model.problem(),
+        manifest.train.problem("train"),
+        None if manifest.classes else "no classes",
+        None if (manifest.onnx is not None) == (manifest.model.backbone == IMPORTED) else ONNX_DISAGREES,
+        manifest.onnx.problem() if manifest.onnx is not None else None,
+        None if Path(manifest.data_root).is_absolute() else f"data_root {manifest.data_root!r} is not absolute",
+        value_problem(setting_of(TrainConfig, "n_trees"), index.n_trees, "index.n_trees"),
+        None if index.search_k >= -1 and index.size >= 0 else "index.search_k or index.size is negative",
+        None if 0 <= index.recall_at_10 <= 1 else f"index.recall_at_10 {index.recall_at_10} is not a share",
+        _shards_problem(index),
+    ]
+    return next((problem for problem in checks if problem), None)
+
+
+ONNX_DISAGREES = "the onnx section and the model's backbone disagree"
+
+
+def _bounded_json(path: Path, name: str) -> Any:
+    """``name`` in the run at ``path``, parsed within limits.py's bounds; a file past them is named."""
+    try:
+        return limits.read_json(path / name, name)
+    except limits.Refused as exc:
+        raise damaged(path, str(exc)) from None
+    except OSError as exc:
+        raise damaged(path, f"{name} cannot be read ({exc.strerror or exc})") from None
+
+
+def _verify_checksums(path: Path, manifest: Manifest) -> dict[str, str]:
+    """Every file against the checksum recorded when the run was written: checksums.json's (schema 3 on, every
+    file, config.json too), config.json's own (schema 2: the model, gallery and index), none (schema 1). Returns
+    the checksums recorded (file name -> SHA-256), for the optional files their own modules read."""
+    if manifest.schema_version >= 3:
+        return _verify_every_file(path, manifest)
     for name in (model_file(manifest), "gallery.npz", *index_files(manifest)):
         want = manifest.checksums.get(name)
         if want is None:
@@ -93,13 +128,62 @@ def _verify_checksums(path: Path, manifest: Manifest) -> None:
                 f"{name} does not match the checksum recorded when the run was written "
                 "(damaged, or copied in from another run)",
             )
+    return manifest.checksums
+
+
+def _verify_every_file(path: Path, manifest: Manifest) -> dict[str, str]:
+    if not (path / CHECKSUMS).is_file():
+        raise damaged(path, f"missing {CHECKSUMS}, which holds the checksum of every file")
+    files = _bounded_json(path, CHECKSUMS)
+    files = files.get("sha256") if isinstance(files, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise damaged(path, f"{CHECKSUMS} does not list the files' checksums")
+    needed = ["config.json", model_file(manifest), "gallery.npz", *index_files(manifest)]
+    missing = [name for name in needed if name not in files]
+    if missing:
+        raise damaged(path, f"{CHECKSUMS} has no checksum for {missing[0]}")
+    for name, want in files.items():
+        if name not in BUNDLE_FILES:
+            raise damaged(path, f"{CHECKSUMS} lists {name!r}, which is not a file of this run")
+        if not (path / name).is_file():
+            raise damaged(path, f"missing {name}, which {CHECKSUMS} lists")
+        if sha256(path / name) != want:
+            raise damaged(
+                path,
+                f"{name} does not match the checksum recorded when the run was written "
+                "(damaged, edited, or copied in from another run)",
+            )
+    return files
+
+
+def _gallery_members(path: Path, manifest: Manifest) -> None:
+    """gallery.npz's arrays from their headers, before any is loaded: present, of the run's dtypes and shapes,
+    of one length, none larger than the bytes the archive holds for it."""
+    try:
+        members = limits.npz_members(path / "gallery.npz", max_dim=MAX_DIM)
+    except limits.Refused as exc:
+        raise damaged(path, f"gallery.npz {exc}") from None
+    for name in ("embeddings", "labels", "paths"):
+        if name not in members:
+            raise damaged(path, f"gallery.npz lacks the array '{name}'")
+    n = members["embeddings"].shape[0] if len(members["embeddings"].shape) == 2 else -1
+    want = {"labels": (n,), "paths": (n,)}
+    if "novelty" in members:
+        r = members["novelty"].shape[0]
+        want["novelty_rows"] = (r,)
+    bad = next((k for k, shape in want.items() if k in members and members[k].shape != shape), None)
+    if bad == "novelty_rows" or ("novelty" in members and "novelty_rows" not in members):
+        raise damaged(path, "gallery.npz: the novelty reference is damaged (its rows do not fit it)")
+    if n < 0 or bad is not None:
+        raise damaged(path, f"gallery.npz: the arrays' shapes do not fit together ({bad or 'embeddings'})")
 
 
 def _read_gallery(
     path: Path, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, np.ndarray | None]:
     """gallery.npz -> embeddings (N, D) float32, labels (N,) int64, relative paths, and the novelty reference
-    (R, F) float16 with its gallery rows (R,) when the run has one (novelty.py), else None, None; never unpickles."""
+    (R, F) float16 with its gallery rows (R,) when the run has one (novelty.py), else None, None; never unpickles.
+    Its headers were checked first (``_gallery_members``)."""
     try:
         with np.load(path / "gallery.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("embeddings", "labels", "paths")}
@@ -123,7 +207,7 @@ def _read_gallery(
     for ok, what in checks:
         if not ok:
             raise damaged(path, f"gallery.npz: {what}")
-    return emb, labels.astype(np.int64), [str(p) for p in paths], reference, rows
+    return emb, labels.astype(np.int64), paths, reference, rows
 
 
 def _reference_ok(reference: np.ndarray, rows: np.ndarray, n: int) -> bool:
@@ -147,22 +231,41 @@ def read_state(path: Path) -> dict:
 
 
 def _read_json(path: Path, name: str, kind: type) -> Any:
+    """split.json, history.json or metrics.json within its bounds and against its schema (schemas.py)."""
     if not (path / name).exists():
         return kind()
-    try:
-        value = json.loads((path / name).read_text())
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise damaged(path, f"{name} is not valid JSON ({exc})") from None
+    value = _bounded_json(path, name)
     if not isinstance(value, kind):
         raise damaged(path, f"{name} holds a {type(value).__name__}, not a {kind.__name__}")
+    problem = schemas.problem(name, value)
+    if problem:
+        raise damaged(path, f"{name} {problem}")
     return value
+
+
+def _paths_problem(raw: dict, manifest: Manifest, paths: np.ndarray, split: dict) -> str | None:
+    """A gallery or split.json path that leaves the folders the run's images come from: the data root, the
+    folders ``add`` recorded (config.json ``additions``), and for test queries their own folder."""
+    root = manifest.data_root
+    added = [a.get("folder") for a in raw.get("additions", []) if isinstance(a, dict)]
+    roots = [root, *(a for a in added if isinstance(a, str) and Path(a).is_absolute())]
+    bad = limits.outside(paths, roots)
+    if bad is not None:
+        return f"gallery.npz: the path {one_line(bad, 80)!r} is outside the run's data root {root}"
+    for part in ("test", "val", "unseen_val", "unseen_test"):
+        part_root = split.get("queries_root") if part == "test" and split.get("queries_root") else root
+        bad = limits.outside(np.array([row[0] for row in split.get(part, [])], dtype=str), [part_root])
+        if bad is not None:
+            return f"split.json: the {part} path {one_line(bad, 80)!r} is outside {part_root}"
+    return None
 
 
 def read(path: Path) -> dict:
     """Read and validate a run folder as a whole: config schema, checksums, gallery arrays, JSON files.
 
     Returns:
-        manifest (Manifest), config (the raw dict), embeddings, labels, paths, split, history, metrics.
+        manifest (Manifest), config (the raw dict), checksums (file name -> SHA-256), embeddings, labels,
+        paths, split, history, metrics.
 
     Raises:
         EmbedderError: not a run folder, a newer schema, or a damaged file (named).
@@ -179,19 +282,25 @@ def read(path: Path) -> dict:
     missing = [f for f in (model_file(manifest), *index_files(manifest)) if not (path / f).is_file()]
     if missing:
         raise damaged(path, f"missing {', '.join(missing)}")
-    _verify_checksums(path, manifest)
+    checksums = _verify_checksums(path, manifest)
+    _gallery_members(path, manifest)
     embeddings, labels, paths, reference, rows = _read_gallery(path, len(manifest.classes))
     if manifest.index.size != len(paths):
         raise damaged(path, f"config.json says the index holds {manifest.index.size} items, the gallery {len(paths)}")
+    split = _read_json(path, "split.json", dict)
+    problem = _paths_problem(raw, manifest, paths, split)
+    if problem:
+        raise damaged(path, problem)
     return {
         "manifest": manifest,
         "config": raw,
+        "checksums": checksums,
         "embeddings": embeddings,
         "labels": labels,
-        "paths": paths,
+        "paths": [str(p) for p in paths],
         "novelty_reference": reference,
         "novelty_rows": rows,
-        "split": _read_json(path, "split.json", dict),
+        "split": split,
         "history": _read_json(path, "history.json", list),
         "metrics": _read_json(path, "metrics.json", dict),
     }

@@ -164,7 +164,7 @@ def _problem(c: Corrections) -> str | None:
 
 
 def read(run_dir: Path, checksums: dict[str, str]) -> Corrections:
-    """The run's overlay, checked (size, schema, the checksum config.json records); empty when it has none.
+    """The run's overlay, checked (size, schema, the checksum recorded for it); empty when it has none.
 
     Raises:
         EmbedderError: the file is missing while config.json records it, too large, damaged or not this run's.
@@ -179,7 +179,7 @@ def read(run_dir: Path, checksums: dict[str, str]) -> Corrections:
             raise damaged(run_dir, f"missing {FILE}")
         return Corrections()
     if want is None:
-        raise damaged(run_dir, f"config.json has no checksum for {FILE}")
+        raise damaged(run_dir, f"no checksum recorded for {FILE}")
     if not path.is_file() or path.stat().st_size > MAX_BYTES:
         raise damaged(run_dir, f"{FILE} is not a file of at most {MAX_BYTES // 2**20} MB")
     if sha256(path) != want:

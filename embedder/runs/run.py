@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import DEFAULT_K, ModelConfig, TrainConfig
+from ..errors import EmbedderError
+from ..onnx.input import OnnxInput
+from ..search.index import GalleryIndex, open_index
 from . import bundle, bundle_read
 from . import corrections as overlay
 from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers ask of run folders)
-from ..config import DEFAULT_K, ModelConfig, TrainConfig
-from ..errors import EmbedderError
-from ..search.index import GalleryIndex, open_index
-from ..onnx.input import OnnxInput
 
 GALLERY_PARTS = ("train", "val", "unseen_val", "unseen_test")  # every image but the held-out test queries
 RECORDED_PARTS = ("test", "val", "unseen_val", "unseen_test")  # kept in split.json as [relative path, label]
@@ -96,7 +96,8 @@ class Run:
             from ..onnx.model import OnnxEmbedder
 
             try:
-                self._model = OnnxEmbedder((self.path / "model.onnx").read_bytes(), self.onnx)
+                data = (self.path / "model.onnx").read_bytes()
+                self._model = OnnxEmbedder(data, self.onnx, name=f"model.onnx of run {self.name}")
             except EmbedderError as exc:
                 raise bundle_read.damaged(self.path, f"model.onnx: {exc}") from None
         if self._model is None:
@@ -242,7 +243,7 @@ class Run:
             onnx=manifest.onnx,
             novelty_reference=got["novelty_reference"],
             novelty_rows=got["novelty_rows"],
-            corrections=overlay.read(path, manifest.checksums),
+            corrections=overlay.read(path, got["checksums"]),
         )
         centre = run.info.get("centre")
         if centre is not None and not _centre_ok(centre, run.gallery_embeddings.shape[1]):

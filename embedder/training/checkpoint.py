@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..errors import EmbedderError
 from ..progress import Progress, Reporter, Stage
 from ..runs.folders import MARKER, foreign_entries
+from ..runs.writes import refusals_named, save_torch
 from .select import Candidate
 
 WORK_FILES = frozenset({MARKER, "checkpoint.pt", "checkpoint.tmp"})
@@ -31,11 +32,17 @@ def resume_key(cfg: TrainConfig) -> dict:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write a checkpoint of tensors and plain values only, so it loads with ``weights_only=True``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.parent / MARKER).touch()
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    """Write a checkpoint of tensors and plain values only, so it loads with ``weights_only=True``.
+
+    Raises:
+        WriteRefused: the disk is full (or another refusal of the system); the half-written file is removed.
+    """
+    tmp = path.with_suffix(".tmp")
+    with refusals_named(f"a checkpoint into {path.parent}", cleanup=lambda: tmp.unlink(missing_ok=True)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / MARKER).touch()
+        save_torch(state, tmp)
+        tmp.replace(path)
 
 
 def load_checkpoint(path: Path, cfg: TrainConfig, device) -> dict:

@@ -22,12 +22,14 @@ import torch
 from ..answers.calibrate import Answers
 from ..answers.metrics import wilson_interval
 from ..config import TrainConfig
+from ..images.transforms import eval_transform, train_transform
 from ..network.embed import DecodedImages
 from ..network.model import EmbeddingNet
-from ..progress import EpochStats, Progress, Reporter, Stage
+from ..progress import EpochStats, Progress, Reporter, Stage, seconds_left
 from .objective import optimizer_for, set_learning_rate
 from .plan import Plan
-from .select import Candidate, averaged_state, choose, choose_tuned, improves
+from .select import Candidate, averaged_state, improves, keep
+from .shared import FrozenStages
 from .train import Fitted, Loop, averaged_candidate, decoded_cache, new_network, starting_points
 from .validate import Score
 
@@ -96,6 +98,25 @@ def pool(scores: list[Score], how: str) -> Score:
 
 
 @dataclass
+class _Shared:
+    """What the fold networks and the last one share: images decoded once, and the frozen stages' output."""
+
+    decoded: DecodedImages
+    frozen: FrozenStages | None = None  # set with the first network (pretrained backbones with frozen stages)
+
+    def attach(self, loop: Loop, pl: Plan) -> None:
+        """Let ``loop`` take the frozen stages' output from here (made with the first network that asks)."""
+        model, n_frozen = loop.model, loop.n_frozen
+        rows = np.sort(np.concatenate([pl.train_idx, pl.val_idx]))
+        if self.frozen is None and FrozenStages.fits(model, n_frozen, len(rows)):
+            mc, paths = model.config, [pl.images.paths[i] for i in rows]
+            transforms = (eval_transform(mc), train_transform(mc))
+            self.frozen = FrozenStages(model, n_frozen, paths, transforms, self.decoded, loop.cfg.batch_size_embed)
+        if self.frozen is not None:
+            loop.share(self.frozen)
+
+
+@dataclass
 class _Fold:
     loop: Loop
     optimizer: torch.optim.Optimizer
@@ -103,7 +124,7 @@ class _Fold:
     best_state: dict | None = None  # its weights at the best pooled epoch so far
 
 
-def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, cache: DecodedImages):
+def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, shared: _Shared):
     """The fold networks, ready to train, and their pooled starting points (before training; pretrained)."""
     nets, starts, plains = [], [], []
     splits = folds(pl, cfg)
@@ -114,7 +135,8 @@ def _start_folds(pl: Plan, cfg: TrainConfig, device, report: Reporter, cache: De
             pl, train_idx=tr, val_idx=te, trainable_classes=[c for c in pl.trainable_classes if counts[c] >= 2]
         )
         model, n_frozen = new_network(pl, cfg, cfg.seed + 1_000 * (f + 1), device)
-        loop = Loop(fold_plan, cfg, model, n_frozen, device, report, cache=cache, outcomes=True)
+        loop = Loop(fold_plan, cfg, model, n_frozen, device, report, cache=shared.decoded, outcomes=True)
+        shared.attach(loop, pl)
         start, plain = starting_points(loop, report)
         nets.append(_Fold(loop, optimizer_for(model, cfg, loop.loss_fn), start.state))
         starts.append(start)
@@ -129,9 +151,10 @@ def _epoch(
 ) -> tuple[EpochStats, Score]:
     """One epoch of every fold network; the epoch's statistics with the pooled validation."""
     stats, scores = [], []
-    for fold in nets:
+    for f, fold in enumerate(nets, 1):
         set_learning_rate(fold.optimizer, cfg, epoch)
-        s, score = fold.loop.epoch(epoch, fold.optimizer, report, stop)
+        tagged = lambda p, f=f: report(replace(p, extra={**p.extra, "fold": f, "folds": len(nets)}))  # noqa: E731
+        s, score = fold.loop.epoch(epoch, fold.optimizer, tagged, stop)
         stats.append(s)
         scores.append(score)
     pooled = pool(scores, how)
@@ -150,14 +173,14 @@ def _epoch(
     ), pooled
 
 
-def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[[], bool], cache):
-    """Train the fold networks side by side, with early stopping on the pooled score; ``cache``: the decoded
-    images they share.
+def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[[], bool], shared: _Shared):
+    """Train the fold networks side by side, with early stopping on the pooled score; ``shared``: the decoded
+    images and frozen-stage output they share.
 
     Returns (the starting point, the best epoch, the plain pretrained features or None, the best epoch averaged
     with its start or None, history), each candidate scored on every out-of-fold image.
     """
-    nets, start, plain, how = _start_folds(pl, cfg, device, report, cache)
+    nets, start, plain, how = _start_folds(pl, cfg, device, report, shared)
     report(
         Progress(
             Stage.NOTE,
@@ -176,7 +199,19 @@ def cross_validate(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: C
         best, bad = (Candidate(f"epoch {epoch}", pooled, epoch), 0) if stats.best else (best, bad + 1)
         for fold in nets if stats.best and plain is not None and cfg.average_share < 1 else []:
             fold.best_state = copy.deepcopy(fold.loop.model.state_dict())
-        report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
+        last = (best.epoch or 0) * stats.seconds / max(1, len(nets) - 1)  # one network on all images, to the best
+        left = 0.0 if best.score.perfect else seconds_left(epoch, bad, cfg.epochs, cfg.patience, stats.seconds, last)
+        report(
+            Progress(
+                Stage.EPOCH,
+                epoch=epoch,
+                done=epoch,
+                total=cfg.epochs,
+                loss=stats.loss,
+                stats=stats,
+                extra={"seconds_left": left},
+            )
+        )
     return start, best, plain, _averaged(nets, best, cfg, how, report) if plain is not None else None, history
 
 
@@ -189,11 +224,12 @@ def _averaged(nets: list[_Fold], best: Candidate, cfg: TrainConfig, how: str, re
     return Candidate(each[0].name, pool([c.score for c in each], how), best.epoch, averaged=True)
 
 
-def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Reporter, stop, cache) -> EmbeddingNet:
+def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Reporter, stop, shared) -> EmbeddingNet:
     """The kept network: trained on every training image to the chosen epoch (the pretrained backbone's PCA
     head when that was chosen), on the schedule the folds followed, from the images they decoded."""
     model, n_frozen = new_network(pl, cfg, cfg.seed, device)
-    loop = Loop(pl, cfg, model, n_frozen, device, report, cache=cache)
+    loop = Loop(pl, cfg, model, n_frozen, device, report, cache=shared.decoded)
+    shared.attach(loop, pl)  # the epochs' views the folds trained on, reused where they were kept
     start, _ = starting_points(loop, report)  # the PCA head of a pretrained backbone, from all training images
     optimizer = optimizer_for(model, cfg, loop.loss_fn)
     for epoch in range(1, chosen.epoch + 1):
@@ -209,22 +245,29 @@ def _train_all(pl: Plan, cfg: TrainConfig, chosen: Candidate, device, report: Re
     return model.eval()
 
 
-def fit_cv(pl: Plan, cfg: TrainConfig, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
-    """``train.fit`` for a cross-validated run; ``pl`` as planned (its validation share is trained on at the end)."""
+def fit_cv(
+    pl: Plan,
+    cfg: TrainConfig,
+    device,
+    report: Reporter,
+    stop: Callable[[], bool],
+    baseline: Candidate | None = None,
+) -> Fitted:
+    """``train.fit`` for a cross-validated run; ``pl`` as planned (its validation share is trained on at the end);
+    ``baseline``: the run's first answer, scored on the same folds (first.py), which training must beat."""
     if cfg.resume:
         report(Progress(Stage.NOTE, message="a cross-validated run does not resume: starting from the beginning"))
-    cache = decoded_cache(pl.model_config)  # the folds and the last network decode each image once
-    start, best, plain, averaged, history = cross_validate(pl, cfg, device, report, stop, cache)
-    if plain is None:
-        chosen, why = choose(start, [best] if best.epoch else [])
-    else:
-        chosen, why = choose_tuned(plain, best, averaged)
+    shared = _Shared(decoded_cache(pl.model_config))  # the folds and the last network decode each image once
+    start, best, plain, averaged, history = cross_validate(pl, cfg, device, report, stop, shared)
+    chosen, why = keep(start, best, plain, averaged, baseline)
     report(Progress(Stage.NOTE, message=f"kept {why}"))
     final = merged(pl)
-    if chosen.epoch is None:  # the plain pretrained features: no head, nothing to train
+    if chosen.model is not None:  # the run's first answer (first.py): nothing to train
+        model = chosen.model
+    elif chosen.epoch is None:  # the plain pretrained features: no head, nothing to train
         model = EmbeddingNet(replace(pl.model_config, dim=None)).to(device).eval()
     else:
-        model = _train_all(final, cfg, chosen, device, report, stop, cache)
-    candidates = {c.name: c.score.metrics for c in (plain, start, best, averaged) if c is not None}
+        model = _train_all(final, cfg, chosen, device, report, stop, shared)
+    candidates = {c.name: c.score.metrics for c in (plain, baseline, start, best, averaged) if c is not None}
     validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
     return Fitted(model, why, history, validation, outcomes=chosen.score.outcomes)

@@ -83,11 +83,16 @@ def choose_model(cfg: TrainConfig, images: ImageSet) -> tuple[ModelConfig, list[
     ), notes
 
 
+def check_folders(cfg: TrainConfig) -> None:
+    """Refuse an --out whose replacement would destroy what the program did not write (``bundle.check_out``)."""
+    check_out(cfg.out, [resolve_data(cfg.data, write=False), *([cfg.queries] if cfg.queries else [])], cfg.overwrite)
+
+
 def plan(cfg: TrainConfig, progress: Callable[[Progress], None] | None = None) -> Plan:
     """Scan the data and decide everything before any training starts (cheap; errors surface here)."""
     cfg.validate()
     report = progress or (lambda p: None)
-    check_out(cfg.out, [resolve_data(cfg.data, write=False), *([cfg.queries] if cfg.queries else [])], cfg.overwrite)
+    check_folders(cfg)
     root = resolve_data(cfg.data)  # refused before the demo set is written
     images = scan_folder(root, progress=lambda d, t: report(Progress(Stage.SCAN, done=d, total=t)))
     notes = []

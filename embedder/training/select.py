@@ -33,6 +33,7 @@ class Candidate:
     epoch: int | None = None  # a state of the trained network: 0 is before training
     state: dict | None = field(default=None, repr=False)  # its weights
     averaged: bool = False  # the epoch's weights averaged with the starting ones (``averaged_state``)
+    model: EmbeddingNet | None = field(default=None, repr=False)  # a network of its own (first.py's first answer)
 
     def to_dict(self) -> dict:
         """For a checkpoint: tensors and plain values only."""
@@ -166,24 +167,36 @@ def choose_tuned(baseline: Candidate, best: Candidate, averaged: Candidate | Non
     return choose(baseline, [best])
 
 
-def kept_network(
-    model: EmbeddingNet,
+def keep(
     start: Candidate,
     best: Candidate,
     pretrained: Candidate | None,
-    device,
     averaged: Candidate | None = None,
-):
-    """The network to keep and why: the selection rule of select.py over the starting points, the best epoch and
-    (pretrained backbones) the best epoch averaged with its start."""
-    if pretrained is None:
-        others = [best] if best.epoch else []
-        if not start.score:  # no validation: from scratch, training is the only way to a useful network
-            start, others = best, []
-        chosen, why = choose(start, others)
-    else:
-        chosen, why = choose_tuned(pretrained, best, averaged)
+    baseline: Candidate | None = None,
+) -> tuple[Candidate, str]:
+    """The candidate to keep and why: the rule of this module over the starting points, the best epoch and
+    (pretrained backbones) the best epoch averaged with its start. ``baseline``, the first answer the run already
+    gives (first.py), stands in for what training must beat: for a pretrained backbone it is the plain pretrained
+    features, as the run embeds them; from scratch it replaces the untrained network."""
+    if baseline is not None and baseline.score:
+        if pretrained is not None:
+            pretrained = baseline
+        else:
+            start = baseline
+    if pretrained is not None:
+        return choose_tuned(pretrained, best, averaged)
+    others = [best] if best.epoch else []
+    if not start.score:  # no validation: from scratch, training is the only way to a useful network
+        start, others = best, []
+    return choose(start, others)
+
+
+def kept_network(model: EmbeddingNet, chosen: Candidate, device) -> EmbeddingNet:
+    """``chosen``'s network in eval mode: its own (a first answer), the plain pretrained features (no head), or
+    ``model`` with its weights."""
+    if chosen.model is not None:
+        return chosen.model.to(device).eval()
     if chosen.state is None:  # the plain pretrained features: no head
-        return EmbeddingNet(replace(model.config, dim=None)).to(device).eval(), chosen, why
+        return EmbeddingNet(replace(model.config, dim=None)).to(device).eval()
     model.load_state_dict(chosen.state)
-    return model.eval(), chosen, why
+    return model.eval()

@@ -21,12 +21,13 @@ from ..images.transforms import eval_transform, train_transform
 from ..insights.triplets import batch_stats
 from ..network.embed import DecodedImages, ImageDataset
 from ..network.model import EmbeddingNet, freeze_batchnorm, freeze_leading, init_head_pca, set_frozen_eval
-from ..progress import EpochStats, Progress, Reporter, Stage, counter
+from ..progress import EpochStats, Progress, Reporter, Stage, counter, seconds_left
 from . import distributed
 from .checkpoint import checkpoint_state, resume, save_checkpoint, work_dir
 from .objective import loss_and_miner, optimizer_for, set_learning_rate
 from .plan import Plan
-from .select import Candidate, averaged_state, improves, kept_network
+from .select import Candidate, averaged_state, improves, keep, kept_network
+from .shared import FrozenStages, TopOnly
 from .validate import Score, ValidationSet, Validator
 
 
@@ -107,6 +108,7 @@ class Loop:
         mc, images = model.config, pl.images
         self.pl, self.cfg, self.model, self.n_frozen, self.outcomes = pl, cfg, model, n_frozen, outcomes
         self.net, self.world = model, distributed.world()  # ``net`` is what trains: DDP-wrapped by ``distribute``
+        self.frozen: FrozenStages | None = None  # the frozen stages' output, shared with other networks (``share``)
         self.cache = cache or decoded_cache(mc)
         fit_idx = pl.train_idx[np.isin(images.labels[pl.train_idx], pl.trainable_classes)]
         self.dataset = ImageDataset(
@@ -130,6 +132,12 @@ class Loop:
             progress=counter(report, Stage.VALIDATE, "the frozen layers, once"),
         )
 
+    def share(self, frozen: FrozenStages) -> None:
+        """Take the frozen stages' output from ``frozen`` (shared with the other networks of a cross-validation)
+        instead of computing it: still images for validation, each epoch's views for training."""
+        self.frozen = frozen
+        self.validator.acts = frozen.still(self.validator.paths)
+
     def distribute(self) -> None:
         """Under torchrun: train through DDP, with the loss and the miner over every rank's batch."""
         if self.model.config.pretrained and self.cfg.freeze_bn:
@@ -138,14 +146,18 @@ class Loop:
         self.loss_fn, self.miner = distributed.global_batch(self.loss_fn, self.miner)
 
     def loader(self, epoch: int) -> DataLoader:
+        """The epoch's P×K batches: of augmented images, or of their frozen-stage output when shared."""
         from pytorch_metric_learning import samplers
 
+        views = self.frozen.views(epoch, self.cfg.seed) if self.frozen is not None else None
         seed = distributed.rank_seed(self.cfg.seed * 10_007 + epoch)  # per epoch, so --resume repeats exactly
         np.random.seed(seed)  # MPerClassSampler draws from numpy's global RNG
         torch.manual_seed(seed)  # augmentation
         sampler = samplers.MPerClassSampler(
             self.dataset.labels, m=self.pl.per_class, batch_size=self.batch, length_before_new_iter=self.length
         )
+        if views is not None:
+            return self.frozen.batches(views, self.dataset.paths, self.dataset.labels, sampler, self.batch)
         return DataLoader(self.dataset, batch_size=self.batch, sampler=sampler, drop_last=True)
 
     def score(self, report: Reporter, epoch: int = 0, emb: np.ndarray | None = None) -> Score:
@@ -163,8 +175,9 @@ class Loop:
         if self.model.config.pretrained and self.cfg.freeze_bn:
             freeze_batchnorm(self.model.backbone)
         set_frozen_eval(self.model.backbone, self.n_frozen)
+        net = self.net if self.frozen is None else TopOnly(self.model, self.n_frozen)
         mean = train_epoch(
-            self.net, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin, epoch, report, stop
+            net, self.loader(epoch), optimizer, self.loss_fn, self.miner, self.cfg.margin, epoch, report, stop
         )
         self.model.eval()
         val = self.score(report, epoch)
@@ -220,8 +233,17 @@ def averaged_candidate(loop: Loop, start: dict, best: Candidate, report: Reporte
     return Candidate(name, loop.score(report, best.epoch), best.epoch, state, True)
 
 
-def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: Callable[[], bool]) -> Fitted:
-    """Train a network on the plan's training images and keep the candidate that labels validation images best.
+def fit(
+    pl: Plan,
+    cfg: TrainConfig,
+    out: Path,
+    device,
+    report: Reporter,
+    stop: Callable[[], bool],
+    baseline: Candidate | None = None,
+) -> Fitted:
+    """Train a network on the plan's training images and keep the candidate that labels validation images best;
+    ``baseline`` (the run's first answer, scored on the same validation images) is what training must beat.
 
     ``stop()`` is polled every step; True raises ``Cancelled`` (``--resume`` continues from the checkpoint).
     Under torchrun every rank calls it; rank 0 returns the kept network, the others their copy of the last one.
@@ -258,11 +280,23 @@ def fit(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop: C
         if loop.world.main:
             state = checkpoint_state(cfg, model, loop.loss, optimizer, best, history, bad_epochs, epoch)
             save_checkpoint(ckpt_path, state)
-        report(Progress(Stage.EPOCH, epoch=epoch, done=epoch, total=cfg.epochs, loss=stats.loss, stats=stats))
+        left = 0.0 if best.score.perfect else seconds_left(epoch, bad_epochs, cfg.epochs, cfg.patience, stats.seconds)
+        report(
+            Progress(
+                Stage.EPOCH,
+                epoch=epoch,
+                done=epoch,
+                total=cfg.epochs,
+                loss=stats.loss,
+                stats=stats,
+                extra={"seconds_left": left},
+            )
+        )
     if not loop.world.main:  # its part is done: rank 0 keeps a network and writes the run
         return Fitted(model.eval(), "", history)
     averaged = averaged_candidate(loop, start.state, best, report)
-    kept_model, chosen, why = kept_network(model, start, best, pretrained, device, averaged)
+    chosen, why = keep(start, best, pretrained, averaged, baseline)
     report(Progress(Stage.NOTE, message=f"kept {why}"))
-    candidates = {c.name: c.score.metrics for c in (pretrained, start, best, averaged) if c is not None}
-    return Fitted(kept_model, why, history, {"validation": chosen.score.metrics, "validation_candidates": candidates})
+    candidates = {c.name: c.score.metrics for c in (pretrained, baseline, start, best, averaged) if c is not None}
+    validation = {"validation": chosen.score.metrics, "validation_candidates": candidates}
+    return Fitted(kept_network(model, chosen, device), why, history, validation)

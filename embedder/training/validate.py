@@ -133,26 +133,33 @@ class Validator:
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.model, self.n_frozen, self.paths, self.batch_size, self.device = model, n_frozen, paths, batch_size, device
-        self.transform, self.loader, self.acts = transform, loader, None
+        self.transform, self.loader, self.progress = transform, loader, progress
+        self.acts: np.ndarray | None = None  # the frozen stages' output, computed at the first use (or handed in)
+        self.keep_acts = False
         if n_frozen and paths:
             side = model.config.image_size
             with torch.no_grad():
                 probe = model.backbone.run(torch.zeros(1, 3, side, side, device=device), 0, n_frozen)
-            if probe.numel() * 4 * len(paths) <= max_bytes:
-                self.acts = embed_images(
-                    lambda x: model.backbone.run(x, 0, n_frozen),
-                    paths,
-                    transform,
-                    batch_size=batch_size,
-                    device=device,
-                    loader=loader,
-                    progress=progress,
-                )
+            self.keep_acts = probe.numel() * 4 * len(paths) <= max_bytes
+
+    def _frozen(self) -> np.ndarray | None:
+        """The frozen stages' output of ``paths`` (N, C, H, W), once; None when it does not fit in memory."""
+        if self.acts is None and self.keep_acts:
+            self.acts = embed_images(
+                lambda x: self.model.backbone.run(x, 0, self.n_frozen),
+                self.paths,
+                self.transform,
+                batch_size=self.batch_size,
+                device=self.device,
+                loader=self.loader,
+                progress=self.progress,
+            )
+        return self.acts
 
     @torch.no_grad()
     def features(self, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Pooled backbone features (N, F) of ``paths``, not normalised; ``progress(done, total)`` as they come."""
-        if self.acts is None:
+        if self._frozen() is None:
             return embed_images(
                 self.model.backbone,
                 self.paths,

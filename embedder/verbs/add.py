@@ -25,8 +25,8 @@ from ..errors import EmbedderError
 from ..images.data import ImageSet, scan_folder
 from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.folders import is_inside
-from ..runs.lock import writing
-from ..runs.run import Run, load_run
+from ..runs.lock import training_under_way, writing
+from ..runs.run import Run, is_run, load_run
 from ..training.checkpoint import work_dir
 from .pipeline import index_gallery
 
@@ -87,6 +87,11 @@ def _check_folders(run: Run, folder: Path) -> None:
             f"the image folder {folder} overlaps the run folder {run.path}: the run is rewritten as a whole, "
             "so keep the images outside it"
         )
+    if training_under_way(run.path):
+        raise EmbedderError(
+            f"a training of {run.path.name} is under way: the run it writes at its end would not hold these images; "
+            "add them when it is done"
+        )
     if work_dir(run.path).exists():
         raise EmbedderError(
             f"a training of {run.path.name} is under way or was interrupted (its checkpoints are in "
@@ -132,6 +137,8 @@ def add_images(
         gallery already or is a held-out query).
     """
     report = progress or silent
+    if not is_run(run_dir):  # refused (by load_run, in its words) before a lock file is made beside the folder
+        load_run(run_dir)
     with writing(run_dir, report):  # read, append and write back as one: a second writer waits
         return _add(run_dir, folder, device, report, ray)
 

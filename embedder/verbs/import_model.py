@@ -12,20 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from ..answers import novelty
 from ..answers.evaluate import evaluate_run
-from ..config import IMPORTED, ModelConfig, TrainConfig
+from ..config import IMPORTED, MAX_DIM, ONNX_IMAGE_SIZE, ModelConfig, TrainConfig
 from ..errors import EmbedderError
 from ..network.centre import describe as describe_centring
 from ..onnx.input import CHANNELS, LAYOUTS, RESIZES, SCALES, OnnxInput, resolve_input
 from ..onnx.input import transform as onnx_transform
-from ..onnx.model import OnnxEmbedder, graph_input, parse
+from ..onnx.model import OnnxEmbedder, graph_input, parse, probe
 from ..progress import Progress, Reporter, Stage, silent
+from ..runs.lock import training, writing
 from ..runs.run import gallery_rows
 from ..settings import check_settings, setting
-from ..training.plan import Plan, plan
+from ..training.plan import Plan, check_folders, plan
 from ..training.train import Fitted
 from .pipeline import TrainResult, _guarded, assemble, calibrate, index_gallery
 
@@ -42,14 +43,7 @@ class ImportConfig:
 
     data: str = _as_in_train("data")
     out: str = _as_in_train("out")
-    image_size: int | None = setting(
-        None,
-        "input side in pixels; unset = the graph's fixed input size (needed when the graph's size is dynamic)",
-        low=8,
-        high=2048,
-        label="Input size",
-        main=True,
-    )
+    image_size: int | None = field(default=None, metadata={"setting": ONNX_IMAGE_SIZE})
     layout: str = setting(
         "auto", "input layout: auto reads it from the graph's input shape", choices=("auto", *LAYOUTS), label="Layout"
     )
@@ -138,11 +132,10 @@ def read_network(data: bytes, cfg: ImportConfig, name: str) -> tuple[OnnxEmbedde
     scanned: a bad file or a bad setting costs nothing."""
     model = parse(data)
     g = graph_input(model)
-    net = OnnxEmbedder(data, cfg.onnx_input(g), model)
-    inp = net.input
-    inp.dim = net(torch.full((1, 1 if inp.channels == "gray" else 3, inp.height, inp.width), 0.5)).shape[1]
-    if not 2 <= net.input.dim <= 65536:
-        raise EmbedderError(f"{name} outputs {net.input.dim} value(s) per image: an embedding needs 2 to 65536")
+    net = OnnxEmbedder(data, cfg.onnx_input(g), model, name=name)
+    net.input.dim = probe(net)  # the graph loaded and run in its sandbox: a graph that never ends stops here
+    if not 2 <= net.input.dim <= MAX_DIM:
+        raise EmbedderError(f"{name} outputs {net.input.dim} value(s) per image: an embedding needs 2 to {MAX_DIM}")
     notes = [f"imported {name}: {net.input.describe()}"]
     if g.last_op in ("Softmax", "LogSoftmax", "Sigmoid"):
         notes.append(
@@ -176,6 +169,8 @@ def embed_gallery(pl: Plan, net: OnnxEmbedder, cfg: ImportConfig, report: Report
         batch_size=cfg.batch_size_embed,
         progress=lambda d, t: report(Progress(Stage.EMBED, done=d, total=t)),
     )
+    if len(emb) > 1 and float(np.ptp(emb, axis=0).max()) < 1e-6:
+        raise EmbedderError(f"{net.name} gives the same output for all {len(emb)} images: it cannot tell them apart")
     centre, measured = choose_centre(emb, pl.images.labels[rows], cfg.seed)
     return rows, centred(emb, centre), centre, measured
 
@@ -230,15 +225,28 @@ def import_model(
     report, stop = progress or silent, should_stop or (lambda: False)
     cfg.validate()
     tc = cfg.train_config()
-    net, notes = read_network(model, cfg, name)
-    pl = plan(tc, report)
+    net, notes = read_network(model, cfg, name)  # a bad file or setting costs nothing: no folder is made for it
+    out = Path(tc.out).expanduser().resolve()
+    try:
+        check_folders(tc)  # a folder of the user's is refused before a lock file is made beside it
+        # One writer per run, from the check of --out to the swap into place; and never over a training under way
+        with training(out), writing(out, report):
+            return _import(net, notes, cfg, tc, _guarded(report, stop), report)
+    finally:
+        net.sandbox.close()  # the run is written: its worker process is not needed any more
+
+
+def _import(
+    net: OnnxEmbedder, notes: list[str], cfg: ImportConfig, tc: TrainConfig, report: Reporter, unguarded: Reporter
+) -> TrainResult:
+    name = net.name
+    pl = plan(tc, unguarded)
     notes = [*pl.notes, *notes]
     for note in notes:
-        report(Progress(Stage.NOTE, message=note))
-    report = _guarded(report, stop)
+        unguarded(Progress(Stage.NOTE, message=note))
     rows, emb, centre, centring = embed_gallery(pl, net, cfg, report)
     notes.append(describe_centring(centring))
-    report(Progress(Stage.NOTE, message=notes[-1]))
+    unguarded(Progress(Stage.NOTE, message=notes[-1]))
     index = index_gallery(emb, tc, report)
     calibration, k = calibrate(pl, rows, emb, tc, report)
     tc, kept = replace(tc, k=k), f"imported from {name} ({net.input.dim}-d output)"
@@ -255,8 +263,7 @@ def import_model(
         run.metrics["test"] = test
         notes.append(verdict(test))
         report(Progress(Stage.NOTE, message=notes[-1]))
-    out = Path(tc.out).expanduser().resolve()
-    report(Progress(Stage.WRITE, message=f"writing {out}"))
+    report(Progress(Stage.WRITE, message=f"writing {run.path}"))
     run.save(overwrite=tc.overwrite)
-    report(Progress(Stage.DONE, message=str(out)))
-    return TrainResult(out, [], run.metrics, kept, notes)
+    report(Progress(Stage.DONE, message=str(run.path)))
+    return TrainResult(run.path, [], run.metrics, kept, notes)

@@ -9,8 +9,11 @@ answer raises ``Cancelled`` and leaves the previous run at ``cfg.out`` untouched
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +27,15 @@ from ..images.transforms import eval_transform
 from ..network.embed import embed_images
 from ..network.model import resolve_device
 from ..progress import Progress, Reporter, Stage, counter, silent
-from ..runs.run import Run, gallery_rows, split_record
+from ..runs.lock import training, writing
+from ..runs.run import Run, gallery_rows, is_run, load_run, split_record
+from ..runs.writes import WriteRefused
 from ..search.index import GalleryIndex, build_index
 from ..training.checkpoint import remove_work_dir, work_dir
-from ..training.crossval import fit_cv, merged, use_cv
+from ..training.crossval import fit_cv, folds, merged, use_cv
 from ..training.distributed import world
-from ..training.plan import Plan, plan
+from ..training.first import First, first_model
+from ..training.plan import Plan, check_folders, plan
 from ..training.select import choose_k
 from ..training.train import Fitted, fit
 from ..training.validate import MAX_QUERIES, cap
@@ -184,41 +190,220 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     ray: str | None = None,
 ) -> TrainResult:
-    """Train an embedder on ``cfg.data`` and write the run bundle to ``cfg.out``.
+    """Train an embedder on ``cfg.data`` and write the run bundle to ``cfg.out``: first a run that answers from
+    features needing no training (first.py), within seconds; then, unless ``cfg.finetune`` is off, the trained
+    network replaces it where it labels clearly better (select.py's paired test).
 
     Under torchrun (distributed.py) every rank trains and rank 0 alone goes on to write the run; with ``ray``
-    (a cluster address, or "" for a local instance) the gallery is embedded by a pool of Ray actors.
+    (a cluster address, or "" for a local instance) the gallery is embedded by a pool of Ray actors. Rank 0 holds
+    the run's training lock throughout and its write lock around each write (runs/lock.py): one training at a
+    time into a run, and readers go on between its writes.
+    A full disk stops it in one line (runs/writes.py), with its checkpoints removed; the previous run is intact.
     """
-    report, stop = progress or silent, should_stop or (lambda: False)
+    report, started = progress or silent, time.perf_counter()
+    out = Path(cfg.out).expanduser().resolve()
+    cfg.validate()
+    check_folders(cfg)  # a folder of the user's is refused before a lock file is made beside it (and again inside)
+    try:
+        return _train(cfg, report, should_stop, ray, started)
+    except WriteRefused:
+        remove_work_dir(work_dir(out))  # the space the checkpoints took is the user's again
+        raise
+
+
+def _train(cfg: TrainConfig, report: Reporter, should_stop, ray: str | None, started: float) -> TrainResult:
+    stop = should_stop or (lambda: False)
     pl = plan(cfg, report)
     report(Progress(Stage.PLAN, message=describe_plan(pl)))
     for note in pl.notes:
         report(Progress(Stage.NOTE, message=note))
-    device = resolve_device(cfg.device)
-    out = Path(cfg.out).expanduser().resolve()
-    if world().size > 1 and cfg.selection == "cv":
+    device, out = resolve_device(cfg.device), Path(cfg.out).expanduser().resolve()
+    if world().size > 1:
+        return _train_distributed(pl, cfg, out, device, report, stop)
+    cv, guarded = use_cv(pl, cfg), _guarded(report, stop)
+    with training(out):  # one training at a time; add and relabel refuse meanwhile (each write takes the write lock)
+        first = first_model(pl, cfg, device, guarded, folds(pl, cfg) if cv else None)
+        first_plan = merged(pl) if cv else pl
+        run = finish(first_plan, cfg, first.fitted, first.rows, first.emb, device, guarded, evaluate=False)
+        answering = _may_answer_now(out, report)
+        if answering:
+            _answer_first(run, first_plan, cfg, first, device, guarded, started)
+        if not cfg.finetune or cfg.epochs == 0:
+            return _keep_first(run, first_plan, cfg, device, guarded, "fine-tuning was not asked for", answering)
+        try:
+            if cv:
+                fitted, pl = fit_cv(pl, cfg, device, report, stop, first.candidate), merged(pl)
+            else:
+                fitted = fit(pl, cfg, out, device, report, stop, first.candidate)
+        except Cancelled:
+            if answering:
+                _record_upgrade(run, {"result": "cancelled"}, report)
+            raise
+        if fitted.model is first.fitted.model:  # the record says what training measured, and why it lost
+            run.history, run.metrics["kept"] = fitted.history, fitted.kept
+            run.metrics["validation_candidates"] = fitted.validation["validation_candidates"]
+            run.info["kept"] = fitted.kept
+            why = "training did not beat it"
+            return _keep_first(run, first_plan, cfg, device, guarded, why, answering)
+        return _finish(pl, cfg, fitted, device, guarded, ray, run if answering else None)
+
+
+def _train_distributed(pl: Plan, cfg: TrainConfig, out: Path, device, report: Reporter, stop) -> TrainResult:
+    """Under torchrun: every rank trains, rank 0 writes the run (no first answer: the ranks train at once)."""
+    if cfg.selection == "cv":
         raise EmbedderError(
             "--selection cv trains its folds in one process: run it without torchrun, or choose holdout"
         )
-    if world().size == 1 and use_cv(pl, cfg):  # small data: one validation split cannot tell the candidates apart
-        fitted, pl = fit_cv(pl, cfg, device, report, stop), merged(pl)
-    else:
+    if not world().main:  # its part is training: rank 0 holds the locks and writes the run
         fitted = fit(pl, cfg, out, device, report, stop)
-    if not world().main:
         return TrainResult(out, fitted.history, {}, fitted.kept, pl.notes)
-    report = _guarded(report, stop)
-    rows, emb = embed_gallery(pl, fitted, cfg, device, report, ray)
+    with training(out):
+        fitted = fit(pl, cfg, out, device, report, stop)
+        return _finish(pl, cfg, fitted, device, _guarded(report, stop), None, None)
+
+
+def finish(
+    pl: Plan, cfg: TrainConfig, fitted: Fitted, rows, emb, device, report: Reporter, evaluate: bool = True
+) -> Run:
+    """A kept network and its gallery embeddings made into a run, not yet written: index -> calibrate ->
+    novelty -> evaluate (when ``evaluate`` and there are held-out queries)."""
     index = index_gallery(emb, cfg, report)
     calibration, k = calibrate(pl, rows, emb, cfg, report, fitted.outcomes)
     run = assemble(pl, replace(cfg, k=k), fitted, rows, emb, index)
     run.metrics = {"index": index.stats(), **fitted.validation, "kept": fitted.kept, **calibration}
     novelty.build(run, report, cfg.seed, device)
-    if len(pl.test_idx) or cfg.queries:
-        run.metrics["test"] = evaluate_run(
-            run, queries=cfg.queries, device=str(device), progress=report, target_precision=cfg.target_precision
-        )
-    report(Progress(Stage.WRITE, message=f"writing {out}"))
-    run.save(overwrite=cfg.overwrite)
+    if evaluate:
+        _evaluate(run, pl, cfg, device, report)
+    return run
+
+
+def _evaluate(run: Run, pl: Plan, cfg: TrainConfig, device, report: Reporter, baselines: dict | None = None) -> None:
+    """The run's evaluation on its held-out queries, into ``run.metrics["test"]`` (none without queries);
+    ``baselines``: an evaluation of the same queries and gallery whose baselines are reused (they do not depend
+    on the network)."""
+    if not (len(pl.test_idx) or cfg.queries):
+        return
+    test = evaluate_run(
+        run,
+        queries=cfg.queries,
+        baselines=baselines is None,
+        device=str(device),
+        progress=report,
+        target_precision=cfg.target_precision,
+        network=pl.model_config,
+    )
+    if baselines is not None and "baselines" in baselines:
+        test["baselines"] = baselines["baselines"]
+        if "class_disjoint" in test and "baselines" in baselines.get("class_disjoint", {}):
+            test["class_disjoint"]["baselines"] = baselines["class_disjoint"]["baselines"]
+        test["baselines_reused"] = sorted(test["baselines"])
+    run.metrics["test"] = test
+
+
+def _may_answer_now(out: Path, report: Reporter) -> bool:
+    """Whether the first answer may be written at ``out`` now: nothing there, or a first answer an earlier
+    training left unfinished (``improving``, or cancelled). A finished run keeps answering until this training
+    ends."""
+    try:
+        metrics = load_run(out).metrics if is_run(out) else None
+    except EmbedderError:  # damaged: replaced at the end, as it always was
+        metrics = {}
+    cancelled = (metrics or {}).get("upgrade", {}).get("result") == "cancelled"
+    finished = metrics is not None and not metrics.get("improving") and not cancelled
+    if finished:
+        report(Progress(Stage.NOTE, message=f"{out.name} keeps answering with its current run until training ends"))
+    return not finished
+
+
+def _answer_first(run: Run, pl: Plan, cfg: TrainConfig, first: First, device, report: Reporter, started: float):
+    """Write the first answer as the run (it answers from here on), then evaluate it and write that too."""
+    tuning = cfg.finetune and cfg.epochs > 0
+    pending = "evaluation" + (", then fine-tuning" if tuning else "")
+    run.metrics["improving"] = {"status": "evaluating", "pending": pending, "pid": os.getpid(), "since": _now()}
+    _write(run, report, cfg.overwrite)
+    report(Progress(Stage.QUERYABLE, message=_queryable(run, first, time.perf_counter() - started)))
+    _evaluate(run, pl, cfg, device, report)
+    if tuning:
+        run.metrics["improving"] = {**run.metrics["improving"], "status": "training", "pending": "fine-tuning"}
+        _write(run, report)
+
+
+def _queryable(run: Run, first: First, seconds: float) -> str:
+    """``queryable now: RUN (...)``: what the run holds, its estimated label accuracy, and the time taken."""
+    m = first.candidate.score.metrics
+    estimate = ""
+    if "label_accuracy" in m:
+        low, high = m["label_accuracy_ci"]
+        on = "out-of-fold" if m.get("scored_on") else "validation"
+        estimate = f"; estimated label accuracy {m['label_accuracy']:.3f} [{low:.2f}, {high:.2f}] on "
+        estimate += f"{m['n_scored']:,} {on} images"
+    return (
+        f"queryable now: {run.path} ({first.candidate.name}, {len(run.gallery_paths):,} gallery images in "
+        f"{len(run.classes)} classes{estimate}) after {seconds:.0f} s"
+    )
+
+
+def _keep_first(run: Run, pl: Plan, cfg: TrainConfig, device, report: Reporter, why: str, evaluated: bool):
+    """The first answer stays the run, its record saying why; where a finished run had been answering meanwhile,
+    the first answer is evaluated and written now."""
+    report(Progress(Stage.NOTE, message=f"the run keeps {run.metrics['kept'].split(':')[0]}: {why}"))
+    if not evaluated:
+        _evaluate(run, pl, cfg, device, report)
+    _record_upgrade(run, {"result": "kept", "why": why}, report, overwrite=cfg.overwrite)
+    remove_work_dir(work_dir(run.path))  # the checkpoints of a training that is over
+    report(Progress(Stage.DONE, message=str(run.path)))
+    return TrainResult(run.path, run.history, run.metrics, run.metrics["kept"], pl.notes)
+
+
+def _record_upgrade(run: Run, outcome: dict, report: Reporter, overwrite: bool = False) -> None:
+    """What training did to the run's first answer, into its metrics (``upgrade``), written."""
+    run.metrics.pop("improving", None)
+    run.metrics["upgrade"] = {**outcome, "at": _now()}
+    _write(run, report, overwrite)
+
+
+def _finish(pl: Plan, cfg: TrainConfig, fitted: Fitted, device, report: Reporter, ray, before: Run | None):
+    """The trained network's run, evaluated and written in place of the first answer (``before``, when it was
+    answering; its evaluation lends the baselines, which do not depend on the network)."""
+    out = Path(cfg.out).expanduser().resolve()
+    rows, emb = embed_gallery(pl, fitted, cfg, device, report, ray)
+    run = finish(pl, cfg, fitted, rows, emb, device, report, evaluate=False)
+    _evaluate(run, pl, cfg, device, report, before.metrics.get("test") if before is not None else None)
+    if before is not None:
+        run.metrics["upgrade"] = {"result": "replaced", **_before_after(before, run), "at": _now()}
+    _write(run, report, cfg.overwrite)
     remove_work_dir(work_dir(out))
+    if before is not None:
+        report(Progress(Stage.NOTE, message=_upgrade_note(run.metrics["upgrade"])))
     report(Progress(Stage.DONE, message=str(out)))
     return TrainResult(out, fitted.history, run.metrics, fitted.kept, pl.notes)
+
+
+def _before_after(before: Run, after: Run) -> dict:
+    """The label accuracy of the first answer and of the trained network on validation (out-of-fold) images and,
+    where there are held-out queries, on those."""
+    pick = lambda m: {  # noqa: E731
+        "kept": m.get("kept", ""),
+        "validation": (m.get("validation") or {}).get("label_accuracy"),
+        "test": (m.get("test") or {}).get("knn_accuracy"),
+    }
+    return {"before": pick(before.metrics), "after": pick(after.metrics)}
+
+
+def _upgrade_note(upgrade: dict) -> str:
+    b, a = upgrade["before"], upgrade["after"]
+    which = "test" if b.get("test") is not None and a.get("test") is not None else "validation"
+    if b.get(which) is None or a.get(which) is None:
+        return "training replaced the first answer"
+    return f"training replaced the first answer: label accuracy on {which} images {b[which]:.3f} -> {a[which]:.3f}"
+
+
+def _write(run: Run, report: Reporter, overwrite: bool = False) -> None:
+    """Write ``run`` in place, holding its write lock for the moment it takes (readers see the old run or the new)."""
+    report(Progress(Stage.WRITE, message=f"writing {run.path}"))
+    with writing(run.path, report):
+        run.save(overwrite=overwrite)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

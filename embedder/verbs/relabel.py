@@ -26,7 +26,7 @@ from ..images.label_file import LabelRow, key
 from ..progress import Progress, Reporter, Stage, silent
 from ..runs import bundle
 from ..runs.corrections import FILE, Change, Event, Removal, class_index, now, who
-from ..runs.lock import writing
+from ..runs.lock import training_under_way, writing
 from ..runs.run import Run, load_run
 from ..training.checkpoint import work_dir
 from .pipeline import index_gallery
@@ -240,6 +240,11 @@ def undo_last(run_dir: str | os.PathLike, by: str | None = None, progress: Repor
 
 
 def _check_run(run: Run) -> None:
+    if training_under_way(run.path):
+        raise EmbedderError(
+            f"a training of {run.name} is under way: the run it writes at its end would not hold these corrections; "
+            "make them when it is done"
+        )
     if work_dir(run.path).exists():
         raise EmbedderError(
             f"a training of {run.name} is under way or was interrupted (its checkpoints are in {work_dir(run.path)}): "

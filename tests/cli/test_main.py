@@ -196,3 +196,16 @@ def test_train__progress_in_a_log_file_is_plain_lines(tmp_path):
     counted = [line for line in lines if " in 00:" in line]  # a counted stage's end: n/total (100%) in mm:ss
     assert counted and all("/" in line and "(100%)" in line for line in counted), text
     assert "run written to" in text
+
+
+@pytest.mark.slow
+def test_train__says_when_the_run_answers_before_it_says_it_is_written(shapes_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(shapes_folder), "--out", str(out), "--epochs", "1", "--dim", "16"]
+    assert main([*args, "--classes-per-batch", "3", "--selection", "holdout"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    queryable = next(i for i, line in enumerate(lines) if line.startswith("queryable now: "))
+    assert queryable < next(i for i, line in enumerate(lines) if line.startswith("run written to"))
+    line = lines[queryable]
+    assert line.startswith(f"queryable now: {out.resolve()} (the ")  # the run, and what it answers with
+    assert " gallery images in 3 classes; estimated label accuracy " in line and line.endswith(" s")

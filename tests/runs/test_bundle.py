@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-from tests.helpers import copy_run
 
 from embedder.errors import EmbedderError
+from tests.helpers import copy_run
 
 
 def test_check_out__refuses_what_is_not_a_run(tmp_path, digits_run):

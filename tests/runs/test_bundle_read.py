@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
-from tests.helpers import Payload, copy_run, rewrite_checksums
 from PIL import Image
 
 from embedder.errors import EmbedderError
 from embedder.runs.run import load_run
+from tests.helpers import Payload, copy_run, rewrite_checksums
 
 
 def _one_line(exc_info, *parts):
@@ -106,7 +106,10 @@ def test_a_run_written_before_the_novelty_test_loads_and_answers_without_it(tmp_
         ("index", KeyError, "index"),
         ("classes", "0123456789", "classes"),
         ("model.backbone", "alexnet", "unknown backbone"),
-        ("model.image_size", -3, "image size"),
+        ("model.image_size", -3, "model.image_size must be in [8, 1024], got -3"),
+        ("model.image_size", 4096, "model.image_size must be in [8, 1024], got 4096"),  # 7.4 GB and minutes a query
+        ("train.epochs", 10**9, "train.epochs must be in [0, 10000], got 1000000000"),
+        ("index.n_trees", 0, "index.n_trees must be in [1, 1000], got 0"),
         ("train.margin", None, "train.margin"),
     ],
 )
@@ -175,11 +178,50 @@ def test_schema_1_runs_without_checksums_still_load(tmp_path, digits_run):
     run_dir = copy_run(digits_run, tmp_path / "run")
     config = json.loads((run_dir / "config.json").read_text())
     config["schema_version"] = 1
-    del config["checksums"]
     (run_dir / "config.json").write_text(json.dumps(config))
     (run_dir / ".embedder-run").unlink()
+    (run_dir / "checksums.json").unlink()
     run = load_run(run_dir)
     assert len(run.gallery_paths) == len(load_run(digits_run).gallery_paths)
+
+
+def _as_schema_2(run_dir):
+    """The run as schema 2 wrote it: the model's, gallery's and index's checksums in config.json, no manifest."""
+    from embedder.runs.folders import sha256
+
+    config = json.loads((run_dir / "config.json").read_text())
+    config["schema_version"] = 2
+    config["checksums"] = {name: sha256(run_dir / name) for name in ("model.pt", "gallery.npz", "index.ann")}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "checksums.json").unlink()
+    return run_dir
+
+
+def test_schema_2_runs_load_and_their_checksums_still_count(tmp_path, digits_run):
+    run_dir = _as_schema_2(copy_run(digits_run, tmp_path / "run"))
+    assert len(load_run(run_dir).gallery_paths) == len(load_run(digits_run).gallery_paths)
+    (run_dir / "index.ann").write_bytes((run_dir / "index.ann").read_bytes()[::-1])
+    with pytest.raises(EmbedderError) as info:
+        load_run(run_dir)
+    _one_line(info, "index.ann does not match the checksum")
+
+
+def test_schema_3_checksums_every_file_config_json_too(tmp_path, digits_run):
+    for name, edit in [
+        ("config.json", lambda t: t.replace('"k": ', '"k":  ', 1)),  # the same values, other bytes
+        ("metrics.json", lambda t: t + " "),
+        ("split.json", lambda t: t + " "),
+    ]:
+        run_dir = copy_run(digits_run, tmp_path / name)
+        (run_dir / name).write_text(edit((run_dir / name).read_text()))
+        with pytest.raises(EmbedderError) as info:
+            load_run(run_dir)
+        _one_line(info, f"{name} does not match the checksum recorded when the run was written")
+    run_dir = copy_run(digits_run, tmp_path / "no-manifest")
+    (run_dir / "checksums.json").unlink()
+    with pytest.raises(EmbedderError) as info:
+        load_run(run_dir)
+    _one_line(info, "missing checksums.json")
 
 
 def test_newer_schema_says_so(tmp_path, digits_run):

@@ -45,16 +45,16 @@ def test_read__a_file_that_does_not_match_its_checksum_is_named(corrected):
         load_run(corrected)
 
 
-def test_read__missing_while_config_records_it(corrected):
+def test_read__missing_while_the_run_records_it(corrected):
     (corrected / corrections.FILE).unlink()
     with pytest.raises(EmbedderError, match="missing corrections.json"):
         load_run(corrected)
 
 
-def test_read__a_file_config_does_not_know(shapes_run, tmp_path):
+def test_read__a_file_the_run_does_not_know(shapes_run, tmp_path):
     run_dir = copy_run(shapes_run, tmp_path / "runs" / "shapes")
     (run_dir / corrections.FILE).write_text(corrections.Corrections().to_json())
-    with pytest.raises(EmbedderError, match="no checksum for corrections.json"):
+    with pytest.raises(EmbedderError, match="no checksum recorded for corrections.json"):
         load_run(run_dir)
 
 

@@ -4,9 +4,11 @@ import os
 import numpy as np
 import pytest
 
-from embedder.errors import EmbedderError
 from embedder.answers.predict import Predictor
+from embedder.errors import EmbedderError
 from embedder.runs.run import list_runs, load_run
+
+SIDE_FILES = {"split.json", "history.json", "metrics.json"}  # checksummed too, from schema 3 on
 
 
 def test_load_run__round_trip_of_a_trained_run(digits_run):
@@ -22,8 +24,9 @@ def test_load_run__round_trip_of_a_trained_run(digits_run):
     assert not set(map(str, test_paths)) & set(map(str, run.gallery_files()))
     assert run.index().size == n
     config = json.loads((digits_run / "config.json").read_text())
-    assert config["schema_version"] == 2 and "torch" in config["versions"]
-    assert set(config["checksums"]) == {"model.pt", "gallery.npz", "index.ann"}
+    assert config["schema_version"] == 3 and "torch" in config["versions"]
+    checksummed = json.loads((digits_run / "checksums.json").read_text())["sha256"]
+    assert set(checksummed) == {"config.json", "model.pt", "gallery.npz", "index.ann", *SIDE_FILES}
     assert (digits_run / ".embedder-run").is_file()
     # The saved model reproduces the stored gallery embeddings.
     again = Predictor(run).embed([str(p) for p in run.gallery_files()[:8]])

@@ -98,7 +98,7 @@ def test_kept_network__the_averaged_candidate_is_kept_when_it_labels_best_and_lo
 
     from embedder.config import ModelConfig
     from embedder.network.model import EmbeddingNet
-    from embedder.training.select import averaged_state, kept_network
+    from embedder.training.select import averaged_state, keep, kept_network
 
     model = EmbeddingNet(ModelConfig(backbone="convnet", dim=8, image_size=16, pretrained=False))
     start_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -108,12 +108,43 @@ def test_kept_network__the_averaged_candidate_is_kept_when_it_labels_best_and_lo
     best = Candidate("epoch 3", _score("1" * 34 + "0" * 6, 0.9), 3, tuned_state)
     mixed_state = averaged_state(start_state, tuned_state, 0.5)
     mixed = Candidate("epoch 3 averaged", _score("1" * 40, 0.85), 3, mixed_state, True)
-    kept, chosen, why = kept_network(model, start, best, pre, "cpu", mixed)
+    chosen, why = keep(start, best, pre, mixed)
     assert chosen is mixed and why.startswith("epoch 3 averaged")
+    kept = kept_network(model, chosen, "cpu")
     w = next(k for k, v in start_state.items() if v.is_floating_point())
     assert torch.allclose(kept.state_dict()[w], start_state[w] + 0.5)
-    _, chosen, _ = kept_network(model, start, best, pre, "cpu", None)
-    assert chosen is best
+    assert keep(start, best, pre, None)[0] is best
+
+
+def test_keep__the_first_answer_is_what_training_must_beat():
+    """A run's first answer (first.py) stands in for the untrained network (from scratch) and for the plain
+    pretrained features: training replaces it only by the same paired rule, and a kept first answer is its own
+    network, returned as it is."""
+    from embedder.config import ModelConfig
+    from embedder.network.model import EmbeddingNet
+    from embedder.training.select import keep, kept_network
+
+    pixels = EmbeddingNet(ModelConfig(backbone="pixels", dim=None, image_size=8))
+    first = Candidate("the raw pixels at 8 px", _score("1" * 36 + "0" * 4, 0.5), model=pixels)
+    untrained = Candidate("the network before training", _score("1" * 10 + "0" * 30, 0.1), 0, {})
+    noise = Candidate("epoch 2", _score("1" * 37 + "0" * 3, 0.4), 2, {})  # one more right, ranks worse
+    chosen, why = keep(untrained, noise, None, baseline=first)
+    assert chosen is first and why.startswith("the raw pixels at 8 px")
+    assert kept_network(EmbeddingNet(ModelConfig(dim=8, image_size=16)), chosen, "cpu") is pixels
+    clearly = Candidate("epoch 4", _score("1" * 40, 0.9), 4, {})
+    assert keep(untrained, clearly, None, baseline=first)[0] is clearly
+    # a pretrained backbone: the first answer stands where the plain pretrained features stood
+    assert (
+        keep(untrained, noise, Candidate("the pretrained features", _score("0" * 40, 0.0)), baseline=first)[0] is first
+    )
+    # no validation at all: from scratch, training is the only way to a useful network, first answer or not
+    empty = Candidate("the raw pixels at 8 px", Score({}, np.zeros(0, dtype=bool)), model=pixels)
+    assert (
+        keep(
+            Candidate("the network before training", Score({}, np.zeros(0, dtype=bool)), 0), noise, None, baseline=empty
+        )[0]
+        is noise
+    )
 
 
 def test_choose_tuned__the_averaged_network_stays_unless_full_fine_tuning_labels_clearly_better():

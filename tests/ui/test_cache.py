@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from embedder.errors import EmbedderError
-from tests.helpers import copy_run
+from tests.helpers import copy_run, rewrite_checksums
 from ui import cache
 
 
@@ -57,6 +57,7 @@ def test_get_run__the_same_run_until_it_is_rewritten_then_the_new_one(digits_run
     assert cache.get_run(run_dir) is first  # not loaded again on every page run
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "created": "just now"}))
+    rewrite_checksums(run_dir)  # rewritten as the program rewrites a run
     later = cache.stamp(run_dir) + 5  # a filesystem's mtime may be coarser than this test is quick
     os.utime(run_dir / "config.json", (later, later))
     second = cache.get_run(run_dir)

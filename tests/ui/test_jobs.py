@@ -161,10 +161,13 @@ def test_wait__a_job_cancelled_in_the_queue_is_over_at_once(registry, shapes_fol
 
 def test_progress__every_stage_has_words_and_the_bar_never_goes_back(tmp_path):
     job = TrainJob(TrainConfig(data="demo", out=str(tmp_path / "run"), epochs=2))
-    stages = (Stage.TRAIN, Stage.VALIDATE, Stage.EPOCH)
-    training = [Progress(stage, done=1, total=2, epoch=e) for e in (1, 2) for stage in stages]
-    start = [Progress(Stage.SCAN), Progress(Stage.PLAN), Progress(Stage.VALIDATE, done=1, total=2)]
-    reports = [*start, *training, *(Progress(s) for s in list(Stage)[list(Stage).index(Stage.EPOCH) + 1 :])]
+    # as a training reports them: the first answer, its evaluation, the epochs, the trained network's run
+    first = [Stage.SCAN, Stage.PLAN, Stage.EMBED, Stage.INDEX, Stage.CALIBRATE, Stage.WRITE, Stage.QUERYABLE]
+    first += [Stage.EVALUATE, Stage.BASELINES, Stage.WRITE]
+    training = [Progress(stage, done=1, total=2, epoch=e) for e in (1, 2) for stage in (Stage.TRAIN, Stage.VALIDATE)]
+    training = [Progress(Stage.VALIDATE, done=1, total=2), *training, Progress(Stage.EPOCH, epoch=2)]
+    last = [Stage.EMBED, Stage.INDEX, Stage.CALIBRATE, Stage.EVALUATE, Stage.WRITE, Stage.MAP, Stage.DONE]
+    reports = [*(Progress(s) for s in first), *training, *(Progress(s) for s in last)]
     assert {p.stage for p in reports} == set(Stage) - {Stage.NOTE}  # a new stage must be added here too
     shown = []
     for p in reports:
@@ -172,6 +175,20 @@ def test_progress__every_stage_has_words_and_the_bar_never_goes_back(tmp_path):
         assert job.describe().split(":")[0] == STAGE_WORDS[p.stage.value]
         shown.append(job.fraction())
     assert shown == sorted(shown) and shown[-1] == 1.0, shown
+    assert shown[len(first) - 1] <= 0.1 < shown[len(first) + 2]  # the first answer is the first tenth
+    assert job.queryable
+
+
+def test_progress__cross_validation_says_which_fold_and_about_how_long_is_left(tmp_path):
+    from embedder.progress import EpochStats
+
+    job = TrainJob(TrainConfig(data="demo", out=str(tmp_path / "run"), epochs=40))
+    job.on_progress(Progress(Stage.TRAIN, done=3, total=6, epoch=7, loss=0.2, extra={"fold": 2, "folds": 4}))
+    assert job.describe() == "Training: fold 2 of 4, epoch 7 of at most 40 · loss 0.2000"
+    stats = EpochStats(7, 0.2, 0.5, 0.3, 0.9, 0.9, 0.8, 30.0)
+    job.on_progress(Progress(Stage.EPOCH, epoch=7, stats=stats, extra={"seconds_left": 300.0}))
+    job.on_progress(Progress(Stage.TRAIN, done=1, total=6, epoch=8, extra={"fold": 1, "folds": 4}))
+    assert job.describe().endswith("epoch 8 of at most 40 · loss 0.2000 · about 5 min left")
 
 
 def test_progress__a_note_is_kept_and_leaves_the_stage_alone(tmp_path):
@@ -180,4 +197,4 @@ def test_progress__a_note_is_kept_and_leaves_the_stage_alone(tmp_path):
     job.on_progress(Progress(Stage.NOTE, message="left out 1 class folder(s) with no usable image: empty"))
     assert job.notes == ["left out 1 class folder(s) with no usable image: empty"]
     assert job.describe() == "Training: epoch 2 of at most 3 · loss 0.2500"
-    assert job.fraction() == pytest.approx(0.9 * 1.5 / 3)
+    assert job.fraction() == pytest.approx(0.1 + 0.8 * 1.5 / 3)  # after the first answer's tenth

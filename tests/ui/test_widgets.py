@@ -112,3 +112,28 @@ def test_train_page_reads_the_older_list_of_skipped_paths(app_env, monkeypatch, 
     assert not at.exception
     assert [e.label for e in at.expander if "skipped" in e.label] == ["1 file skipped"]
     assert at.dataframe[0].value.to_dict("records") == [{"path": "3/broken.png", "reason": "unreadable"}]
+
+
+@pytest.mark.slow
+def test_a_run_being_improved_answers_meanwhile_and_says_so(
+    monkeypatch, tmp_path, shapes_folder, no_job_outlives_its_test
+):
+    from embedder.config import TrainConfig
+    from ui import jobs
+
+    out = tmp_path / "runs" / "growing"
+    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(out.parent))
+    monkeypatch.setenv("EMBEDDER_RUN", str(out))
+    monkeypatch.setenv("EMBEDDER_DATA_ROOTS", str(tmp_path))
+    monkeypatch.delenv("EMBEDDER_PASSWORD", raising=False)
+    cfg = TrainConfig(data=str(shapes_folder), out=str(out), epochs=500, patience=500, selection="holdout", dim=16)
+    job = jobs.registry().start(cfg)
+    assert job.wait_until(lambda j: j.queryable and j.stage in ("train", "epoch"), timeout=300)
+    at = open_app()
+    assert not at.exception
+    assert [m.label for m in at.metric][:2] == ["Gallery images", "Labels"]  # the run, not a wait
+    text = page_text(at)
+    assert "Improving **growing** in the background (its first answer answers meanwhile)" in text
+    assert "fills in as soon as it can answer" not in text
+    job.cancel()
+    assert job.wait(90) and job.status == "cancelled"

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +11,7 @@ from embedder.training.checkpoint import work_dir
 from embedder.training.plan import plan
 from embedder.verbs.pipeline import train
 from tests.helpers import cfg as _cfg
-from tests.helpers import digits_subset
+from tests.helpers import digits_subset, make_shapes_folder
 
 pytestmark = pytest.mark.slow  # every test here trains
 
@@ -43,14 +44,10 @@ def test_train__cancel_leaves_previous_run_intact_and_resume_finishes(shapes_fol
     train(_cfg(shapes_folder, out, loss=loss))
     before = (out / "model.pt").read_bytes()
 
-    calls = {"n": 0}
-
-    def stop_in_second_epoch():
-        calls["n"] += 1
-        return calls["n"] > 2  # 27 training images in batches of 12: two steps an epoch
-
+    steps = []  # 27 training images in batches of 12: two steps an epoch
+    count = lambda p: steps.append(p.epoch) if p.stage == "train" else None  # noqa: E731
     with pytest.raises(Cancelled):
-        train(_cfg(shapes_folder, out, epochs=3, loss=loss), should_stop=stop_in_second_epoch)
+        train(_cfg(shapes_folder, out, epochs=3, loss=loss), progress=count, should_stop=lambda: 2 in steps)
     assert (out / "model.pt").read_bytes() == before
     assert (work_dir(out) / "checkpoint.pt").exists()
 
@@ -114,16 +111,15 @@ def test_pretrained_features_are_kept_when_training_does_not_beat_them(tmp_path)
     assert run.info["kept"] == result.kept
 
 
-@pytest.mark.parametrize("stage", ["embed", "index", "evaluate"])
+@pytest.mark.parametrize("stage", ["evaluate", "baselines"])  # after training, whether it beat the first answer or not
 def test_train__cancel_after_training_still_leaves_previous_run(shapes_folder, tmp_path, stage):
     out = tmp_path / "run"
     train(_cfg(shapes_folder, out))
     before = (out / "model.pt").read_bytes()
     seen = []
+    after_training = lambda: "epoch" in seen and stage in seen[seen.index("epoch") :]  # noqa: E731
     with pytest.raises(Cancelled):
-        train(
-            _cfg(shapes_folder, out, seed=1), progress=lambda p: seen.append(p.stage), should_stop=lambda: stage in seen
-        )
+        train(_cfg(shapes_folder, out, seed=1), progress=lambda p: seen.append(p.stage), should_stop=after_training)
     assert (out / "model.pt").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no half-written bundle left behind
 
@@ -167,3 +163,125 @@ def test_train__k_unset_is_chosen_on_validation_and_the_run_votes_with_it(shapes
     assert load_run(tmp_path / "mine").train_config.k == 3 and mine.metrics["k"]["why"] == "k = 3: set by you"
     blind = train(_cfg(shapes_folder, tmp_path / "blind", epochs=1, val_fraction=0))
     assert blind.metrics["k"]["why"] == "k = 5: the default, with no validation images to choose on"
+
+
+def test_train__the_run_answers_before_training_starts(demo_cache, tmp_path):
+    """The first answer is written, and answers a held-out digit right, before the first training step: a user
+    queries in seconds while training goes on."""
+    from PIL import Image
+
+    from embedder.answers.predict import Predictor
+    from embedder.runs.run import load_run
+
+    root = digits_subset(demo_cache, tmp_path / "digits", per_class=30)
+    out, seen = tmp_path / "run", {}
+
+    def look(p):
+        if p.stage == "queryable":
+            seen["line"] = p.message
+        if p.stage == "train" and "answer" not in seen:  # the first training step: what answers now?
+            run = load_run(out)
+            paths, labels = run.queries("test")
+            answers = Predictor(run).predict([Image.open(f).convert("RGB") for f in paths])
+            seen["answer"] = np.mean([a.label == run.classes[y] for a, y in zip(answers, labels)])
+            seen["improving"] = run.metrics.get("improving", {}).get("status")
+            seen["backbone"] = run.model_config.backbone
+            seen["test"] = run.metrics.get("test", {}).get("knn_accuracy")
+
+    result = train(_cfg(root, out, epochs=2, dim=32), progress=look)
+    assert seen["line"].startswith(f"queryable now: {out.resolve()} (the ") and " after " in seen["line"]
+    assert seen["backbone"] == "pixels" and seen["improving"] == "training"
+    assert seen["answer"] >= 0.8 and seen["test"] is not None  # evaluated before training began
+    run = load_run(out)
+    assert "improving" not in run.metrics
+    upgrade = run.metrics["upgrade"]
+    assert upgrade["result"] in ("replaced", "kept")
+    if upgrade["result"] == "replaced":
+        assert run.model_config.backbone == "convnet" and upgrade["before"]["test"] == seen["test"]
+    assert result.run_dir == out
+
+
+def test_train__no_finetune_stops_at_the_first_answer(shapes_folder, tmp_path):
+    from embedder.runs.run import load_run
+
+    events = []
+    result = train(_cfg(shapes_folder, tmp_path / "run", finetune=False), progress=events.append)
+    assert not [e for e in events if e.stage in ("train", "epoch")]
+    run = load_run(tmp_path / "run")
+    assert run.model_config.backbone == "pixels" and result.history == []
+    assert run.metrics["upgrade"]["result"] == "kept" and "not asked for" in run.metrics["upgrade"]["why"]
+    assert "test" in run.metrics and "improving" not in run.metrics
+
+
+def test_train__cancelled_training_leaves_the_first_answer_answering(shapes_folder, tmp_path):
+    from embedder.runs.run import load_run
+
+    out = tmp_path / "run"
+    with pytest.raises(Cancelled):
+        train(_cfg(shapes_folder, out, epochs=3), should_stop=lambda: work_dir(out).exists())
+    run = load_run(out)  # a complete run: the first answer, which says training was cancelled
+    assert run.model_config.backbone == "pixels" and run.metrics["upgrade"]["result"] == "cancelled"
+    assert "improving" not in run.metrics
+    # the next training may replace it at once with its own first answer: it was never finished
+    events = []
+    train(_cfg(shapes_folder, out, epochs=1, seed=1), progress=events.append)
+    assert any(e.stage == "queryable" for e in events)
+
+
+def test_train__a_finished_run_keeps_answering_until_the_new_training_ends(shapes_folder, tmp_path):
+    from embedder.runs.run import load_run
+
+    out = tmp_path / "run"
+    train(_cfg(shapes_folder, out))
+    before = load_run(out).info["created"], (out / "model.pt").read_bytes()
+    during = []
+    events = []
+
+    def look(p):
+        events.append(p)
+        if p.stage == "epoch":
+            during.append((load_run(out).info["created"], (out / "model.pt").read_bytes()))
+
+    train(_cfg(shapes_folder, out, seed=1, epochs=2), progress=look)
+    assert during and all(d == before for d in during)
+    assert not any(e.stage == "queryable" for e in events)
+    assert any("keeps answering with its current run" in e.message for e in events)
+
+
+def test_train__while_it_trains_the_run_answers_add_is_refused_and_a_second_training_too(shapes_folder, tmp_path):
+    """One training at a time into a run; add would have its images dropped by the run the training writes at its
+    end, so it is refused in one line; the write lock is free between writes (readers and the map job go on)."""
+    import threading
+
+    from embedder.runs.lock import writing
+    from embedder.runs.run import load_run
+    from embedder.verbs.add import add_images
+
+    out, answering, stop = tmp_path / "run", threading.Event(), threading.Event()
+    seen = []
+
+    def work():
+        try:
+            train(
+                _cfg(shapes_folder, out, epochs=500, patience=500),
+                progress=lambda p: answering.set() if p.stage == "train" else None,
+                should_stop=stop.is_set,
+            )
+        except Cancelled:
+            seen.append("cancelled")
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        assert answering.wait(300)
+        assert load_run(out).metrics["improving"]["status"] == "training"
+        with pytest.raises(EmbedderError, match="a training of run is under way: the run it writes at its end"):
+            add_images(out, make_shapes_folder(tmp_path / "more", classes=("star",), per_class=3))
+        with pytest.raises(EmbedderError, match="a training of run is under way already"):
+            train(_cfg(shapes_folder, out))
+        with writing(out, wait=5):  # between its writes the training holds no write lock
+            pass
+    finally:
+        stop.set()
+        thread.join(120)
+    assert seen == ["cancelled"] and load_run(out).metrics["upgrade"]["result"] == "cancelled"

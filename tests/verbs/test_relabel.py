@@ -45,7 +45,7 @@ def test_relabel__labels_change_for_every_reader_and_gallery_npz_keeps_the_origi
     assert (run_dir / "gallery.npz").read_bytes() == npz_before  # the overlay, not a rewrite
     assert np.array_equal(stored_labels(run_dir), run.gallery_labels)
     assert digests(run.data_root) == files_before
-    assert "corrections.json" in json.loads((run_dir / "config.json").read_text())["checksums"]
+    assert "corrections.json" in json.loads((run_dir / "checksums.json").read_text())["sha256"]
     change = {c.path: c for c in after.corrections.changes}[first]
     assert (change.label, change.was) == (other, run.classes[run.gallery_labels[0]]) and change.by and change.at
 
