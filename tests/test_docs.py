@@ -12,8 +12,8 @@ A fenced code block is one of three kinds, and any other block fails ``test_ever
 
 OPTIONS, each visible in the Markdown source where it applies:
 
-- ``train-flags="--epochs 0"``: appended to each ``python -m embedder train`` line (the network before training is
-  written in seconds; the suite's one training is conftest's ``digits_run``).
+- ``train-flags="--epochs 0"``: appended to each ``python -m embedder train`` line (the run's first answer, from
+  features that need no training, is written in seconds and training stops there).
 - ``setup="COMMAND"``: a command run first, in the same way (e.g. the export that writes the file a block reads).
 - ``args="A B C"``: a Python block's command-line arguments.
 - ``check=label:FILE``: the first word the block prints is FILE's true label (beyond exiting 0).
@@ -21,7 +21,8 @@ OPTIONS, each visible in the Markdown source where it applies:
 
 The docs folder, made once per session and copied for each block, holds what the commands name:
 
-- ``runs/demo``: the digits run trained for 3 epochs (conftest's ``digits_run``);
+- ``runs/demo``: the digits demo's first answer (``train --data demo --epochs 0``: the pixels through a PCA head,
+  what ``make run`` answers with within seconds; a trained run would cost this file minutes);
 - ``runs/photos``: a run at 0 epochs on ``photos/`` (15 digits of each class);
 - ``my_photos/``, ``cats_dogs/train``, ``cats_dogs/val``: generated shapes in class folders;
 - ``digit.png`` and ``some.png``: one held-out digit the digits run labels right; ``other.jpg``: another;
@@ -163,22 +164,24 @@ def test_every_relative_link_and_anchor_resolves():
 
 
 @pytest.fixture(scope="session")
-def docs_folder(tmp_path_factory, digits_run, demo_cache) -> tuple[Path, dict[str, str]]:
+def docs_folder(tmp_path_factory, demo_cache) -> tuple[Path, dict[str, str]]:
     """The folder the blocks run in (see the module's docstring), and the true label of each image file in it."""
     from PIL import Image
 
+    from embedder.config import TrainConfig
     from embedder.verbs.pipeline import train
     from tests.helpers import cfg
     from tests.verbs.test_import_model import SmallCNN, export
 
     root = tmp_path_factory.mktemp("docs")
-    shutil.copytree(digits_run, root / "runs" / "demo")
+    demo_run = root / "runs" / "demo"
+    train(TrainConfig(data=str(demo_cache), out=str(demo_run), epochs=0))
     digits_subset(demo_cache, root / "photos")
     train(cfg(root / "photos", root / "runs" / "photos", epochs=0, selection="auto"))
     make_shapes_folder(root / "my_photos")
     make_shapes_folder(root / "cats_dogs" / "train", per_class=8)
     make_shapes_folder(root / "cats_dogs" / "val", per_class=4, seed=1)
-    data, label = held_out_digit(digits_run)
+    data, label = held_out_digit(demo_run)
     (root / "digit.png").write_bytes(data)
     (root / "some.png").write_bytes(data)
     Image.open(demo_cache / "7" / sorted(os.listdir(demo_cache / "7"))[-1]).convert("RGB").save(root / "other.jpg")
