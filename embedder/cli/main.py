@@ -17,15 +17,18 @@ from ..progress import Progress
 from . import insights as cli_insights
 from . import labelling as cli_labelling
 from .args import EXIT_USER_ERROR, build_parser
+from .lines import ProgressLines
 
 
 class _Bars:
-    """Turns Progress events into tqdm bars on stderr."""
+    """Turns Progress events into progress on stderr: tqdm bars on a terminal, plain lines when stderr is not one
+    (a log file, a pipe: ``train ... > log 2>&1`` gets lines, not carriage returns; lines.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, plain: bool | None = None) -> None:
         from tqdm import tqdm
 
         self.tqdm, self.bar, self.key = tqdm, None, None
+        self.plain = not sys.stderr.isatty() if plain is None else plain
 
     def __call__(self, p: Progress) -> None:
         if p.stage == "queryable":  # the news a script may wait for: on stdout
@@ -36,29 +39,39 @@ class _Bars:
         if p.stage in ("note", "done") or (not p.total and p.stage not in ("train", "epoch")):  # a line, no bar
             self.close()
             if p.message and p.stage != "done":
-                self.tqdm.write(f"{p.stage}: {p.message}", file=sys.stderr)
+                self._say(f"{p.stage}: {p.message}")
             return
         if p.stage == "epoch":
             s = p.stats
             self.close()
-            self.tqdm.write(
+            self._say(
                 f"epoch {s.epoch}: loss {s.loss:.4f}  active {s.active_fraction:.2f}  d(a,p) {s.ap_distance:.3f}  "
                 f"d(a,n) {s.an_distance:.3f}  val"
                 + (f" labels {s.val_label_accuracy:.3f}" if s.val_label_accuracy is not None else "")
                 + f"  P@1 {s.val_precision_at_1:.3f}  MAP@R {s.val_map_at_r:.3f}"
                 + (f"  unseen MAP@R {s.val_unseen_map_at_r:.3f}" if s.val_unseen_map_at_r is not None else "")
-                + ("  *" if s.best else ""),
-                file=sys.stderr,
+                + ("  *" if s.best else "")
             )
             return
         key = (p.stage, p.epoch, p.message)
         if key != self.key:
             self.close()
             desc = f"epoch {p.epoch}" if p.stage == "train" else f"{p.stage}: {p.message}" if p.message else p.stage
-            self.bar, self.key = self.tqdm(total=p.total, desc=desc, file=sys.stderr, leave=False), key
+            if self.plain:
+                self.bar = ProgressLines(p.total, desc, sys.stderr)
+            else:
+                self.bar = self.tqdm(total=p.total, desc=desc, file=sys.stderr, leave=False)
+            self.key = key
         if p.loss is not None:
             self.bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
-        self.bar.update(p.done - self.bar.n)  # tqdm throttles redraws itself
+        self.bar.update(p.done - self.bar.n)  # a bar throttles its redraws, the lines themselves
+
+    def _say(self, line: str) -> None:
+        """A line of its own, between bars (tqdm.write keeps an open bar below it)."""
+        if self.plain:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.tqdm.write(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -41,8 +41,10 @@ def test_prediction_to_row__relative_paths_when_asked(digits_run):
 
 
 def test_readme_library_snippet_labels_a_held_out_digit(digits_run, tmp_path):
+    """README's snippet on a trained run: the label, a confidence, and not novel (test_docs runs it on the demo's
+    first answer and checks the label alone)."""
     readme = (ROOT / "README.md").read_text()
-    snippet = re.search(r"<!-- library-snippet[^\n]*\n```python\n(.*?)```", readme, re.S).group(1)
+    snippet = re.search(r"```python\n(from embedder import Predictor, load_run\n.*?)```", readme, re.S).group(1)
     shutil.copytree(digits_run, tmp_path / "runs" / "demo")
     data, label = held_out_digit(digits_run)
     (tmp_path / "digit.png").write_bytes(data)
@@ -53,9 +55,10 @@ def test_readme_library_snippet_labels_a_held_out_digit(digits_run, tmp_path):
     assert (answer, novel) == (label, "False") and confidence.endswith("%")
 
 
-def test_readme_predict_json_shows_every_key_a_prediction_has(digits_run):
-    readme = (ROOT / "README.md").read_text()
-    shown = re.search(r"predict runs/demo \S+ --k 3 --json\n(\[.*?\n\])\n", readme, re.S).group(1)
+def test_docs_predict_json_shows_every_key_a_prediction_has(digits_run):
+    page = (ROOT / "docs" / "cli.md").read_text()
+    after = page.index("predict runs/demo ~/.cache/embedder/digits/0/0048.png --k 3 --json")
+    shown = re.search(r"```text\n[^\n]*\n(\[.*?\n\])\n```", page[after:], re.S).group(1)  # its output, below it
     run = load_run(digits_run)
     (answer,) = Predictor(run).predict([str(run.queries("test")[0][0])], k=3)
     assert list(json.loads(shown)[0]) == list(answer.to_json())

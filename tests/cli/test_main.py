@@ -156,7 +156,7 @@ def test_bars__every_stage_shows_a_line_or_a_bar(capsys):
     from embedder.cli.main import _Bars
     from embedder.progress import Progress, Stage
 
-    bars = _Bars()
+    bars = _Bars(plain=False)  # the bars a terminal gets (capsys's stderr is not one)
     bars(Progress(Stage.PLAN, message="100 images in 2 classes"))
     bars(Progress(Stage.VALIDATE, done=5, total=10, message="before training"))
     assert bars.bar.desc == "validate: before training"  # a stage with a count is a bar named by it
@@ -168,6 +168,34 @@ def test_bars__every_stage_shows_a_line_or_a_bar(capsys):
     err = capsys.readouterr().err
     assert "plan: 100 images in 2 classes\n" in err and 'calibrate: calibrating "unknown"\n' in err
     assert "/runs/x" not in err
+
+
+@pytest.mark.slow  # a two-epoch training of 36 generated images in its own process: about 20 s with imports
+def test_train__progress_in_a_log_file_is_plain_lines(tmp_path):
+    """``train ... > log 2>&1``: stderr is a file, so every stage is a line of its own, with no carriage return
+    (a tqdm bar redraws itself with them, and a log keeps every redraw)."""
+    from tests.helpers import make_shapes_folder
+
+    shapes = make_shapes_folder(tmp_path / "shapes")
+    args = ["--epochs", "2", "--dim", "16", "--classes-per-batch", "3", "--per-class", "4", "--selection", "holdout"]
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "embedder", "train", "--data", str(shapes), "--out", str(tmp_path / "run"), *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+    raw = (tmp_path / "log").read_bytes()  # as bytes: reading text would turn every carriage return into a newline
+    text = raw.decode()
+    assert proc.returncode == 0, text[-3000:]
+    assert b"\r" not in raw and b"\x1b" not in raw
+    lines = text.splitlines()
+    for stage in ("scan", "epoch 1", "epoch 2", "validate", "embed", "write"):
+        assert any(line.startswith(stage) for line in lines), f"no line for {stage}:\n{text}"
+    counted = [line for line in lines if " in 00:" in line]  # a counted stage's end: n/total (100%) in mm:ss
+    assert counted and all("/" in line and "(100%)" in line for line in counted), text
+    assert "run written to" in text
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """embedder/onnx/export.py and `python -m embedder export-model`: a trained run leaves as an ONNX file that computes
 the run's embeddings, documents its preprocessing, comes back in through `import-model` with the same metrics, and
-labels an image with the README's snippet alone."""
+labels an image with docs/onnx.md's snippet alone."""
 
 from __future__ import annotations
 
@@ -78,9 +78,9 @@ def test_export_then_import__the_same_run_metrics(exported, digits_run, tmp_path
     assert after["baselines"]["raw_pixels"] == before["baselines"]["raw_pixels"]
 
 
-def test_readme_snippet_labels_an_image_without_this_package(exported, digits_run, tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    snippet = re.search(r"<!-- onnx-snippet[^\n]*\n```python\n(.*?)```", readme, re.S).group(1)
+def test_docs_snippet_labels_an_image_without_this_package(exported, digits_run, tmp_path):
+    page = (ROOT / "docs" / "onnx.md").read_text()
+    snippet = re.search(r"```python\n(import json, sys\n.*?)```", page, re.S).group(1)
     assert len(snippet.strip().splitlines()) <= 15
     (tmp_path / "label.py").write_text(snippet)
     data, label = held_out_digit(digits_run)
