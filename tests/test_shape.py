@@ -49,3 +49,42 @@ def test_shape__few_functions_take_more_than_six_parameters():
     assert len(wide) <= MAX_WIDE, (
         f"{len(wide)} functions take over {MAX_PARAMS} parameters (at most {MAX_WIDE}): {wide}"
     )
+
+
+def _cycles(graph) -> list[list[str]]:
+    """Every group of modules that import each other round in a circle (strongly connected, more than one)."""
+    order, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        on_stack.add(module)
+        for other in graph.find_modules_directly_imported_by(module):
+            if other not in order:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in on_stack:
+                low[module] = min(low[module], order[other])
+        if low[module] == order[module]:
+            group = []
+            while not group or group[-1] != module:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in sorted(graph.modules):
+        if module not in order:
+            visit(module)
+    return found
+
+
+def test_shape__no_two_modules_import_each_other_round_in_a_circle():
+    """Between subpackages the layers (pyproject's import-linter contracts) forbid it; within one, this does
+    (issue 23 found cli -> cli_args -> cli_insights -> cli, and onnx_input <-> onnx_model)."""
+    import grimp
+
+    assert _cycles(grimp.build_graph("embedder")) == []
+    circle = type("Graph", (), {"modules": {"a", "b", "c"}, "find_modules_directly_imported_by": None})()
+    circle.find_modules_directly_imported_by = {"a": {"b"}, "b": {"c"}, "c": {"a"}}.get
+    assert _cycles(circle) == [["a", "b", "c"]]  # the measure sees a circle where there is one

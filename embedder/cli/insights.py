@@ -72,10 +72,10 @@ def _check(args) -> None:
 def _findings(args, threshold=None):
     from ..insights.findings import gallery_findings
     from ..runs.run import load_run
-    from .main import _Bars
+    from .lines import Bars
 
     run = load_run(args.run)
-    bars = _Bars()
+    bars = Bars()
     try:
         return run, gallery_findings(run, k=getattr(args, "k", MISLABEL_K), threshold=threshold, progress=bars)
     finally:
@@ -129,7 +129,7 @@ def cmd_mislabels(args) -> int:
 
 def cmd_duplicates(args) -> int:
     from ..insights.findings import leak_findings
-    from .main import _Bars
+    from .lines import Bars
 
     _check(args)
     run, found = _findings(args, args.threshold)
@@ -145,7 +145,7 @@ def cmd_duplicates(args) -> int:
         }
         for p in found.duplicates
     ]
-    bars = _Bars()
+    bars = Bars()
     try:
         leak = leak_findings(run, found.threshold, progress=bars)
     finally:
@@ -194,13 +194,13 @@ def cmd_export(args) -> int:
     from ..insights.export import gallery_csv, projector
     from ..progress import Progress, Stage
     from ..runs.run import load_run
-    from .main import _Bars
+    from .lines import Bars
 
     run = load_run(args.run)
     if args.format == "csv":
         done = gallery_csv(run, args.out)
     else:
-        bars = _Bars()
+        bars = Bars()
         try:
             step = lambda d, t: bars(Progress(Stage.EVALUATE, done=d, total=t, message="sprite"))
             done = projector(run, args.out, progress=step)

@@ -50,11 +50,11 @@ def add_commands(sub) -> None:
 def cmd_label(args) -> int:
     from ..runs.run import load_run
     from ..verbs.label import LabelOptions, label_folder
-    from .main import _Bars
+    from .lines import Bars
 
     options = LabelOptions(args.resume, args.json, args.k, not args.no_unknown, args.device)
     run = load_run(args.run)
-    bars = _Bars()
+    bars = Bars()
     try:
         done = label_folder(run, args.folder, args.out, options, progress=bars)
     except KeyboardInterrupt:
@@ -70,11 +70,11 @@ def cmd_label(args) -> int:
 def cmd_relabel(args) -> int:
     from ..images.label_file import read
     from ..verbs.relabel import relabel, undo_last
-    from .main import _Bars
+    from .lines import Bars
 
     if args.corrections is None and not args.undo:
         raise EmbedderError("give a CSV of corrections (path,label), or --undo to take back the latest batch")
-    bars = _Bars()
+    bars = Bars()
     try:
         if args.corrections is None:
             done = undo_last(args.run, progress=bars)

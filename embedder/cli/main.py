@@ -13,70 +13,10 @@ from dataclasses import fields
 
 from ..config import TrainConfig
 from ..errors import EmbedderError
-from ..progress import Progress
 from . import insights as cli_insights
 from . import labelling as cli_labelling
 from .args import EXIT_USER_ERROR, build_parser
-from .lines import ProgressLines
-
-
-class _Bars:
-    """Turns Progress events into progress on stderr: tqdm bars on a terminal, plain lines when stderr is not one
-    (a log file, a pipe: ``train ... > log 2>&1`` gets lines, not carriage returns; lines.py)."""
-
-    def __init__(self, plain: bool | None = None) -> None:
-        from tqdm import tqdm
-
-        self.tqdm, self.bar, self.key = tqdm, None, None
-        self.plain = not sys.stderr.isatty() if plain is None else plain
-
-    def __call__(self, p: Progress) -> None:
-        if p.stage == "queryable":  # the news a script may wait for: on stdout
-            self.close()
-            self.tqdm.write(p.message, file=sys.stdout)
-            sys.stdout.flush()
-            return
-        if p.stage in ("note", "done") or (not p.total and p.stage not in ("train", "epoch")):  # a line, no bar
-            self.close()
-            if p.message and p.stage != "done":
-                self._say(f"{p.stage}: {p.message}")
-            return
-        if p.stage == "epoch":
-            s = p.stats
-            self.close()
-            self._say(
-                f"epoch {s.epoch}: loss {s.loss:.4f}  active {s.active_fraction:.2f}  d(a,p) {s.ap_distance:.3f}  "
-                f"d(a,n) {s.an_distance:.3f}  val"
-                + (f" labels {s.val_label_accuracy:.3f}" if s.val_label_accuracy is not None else "")
-                + f"  P@1 {s.val_precision_at_1:.3f}  MAP@R {s.val_map_at_r:.3f}"
-                + (f"  unseen MAP@R {s.val_unseen_map_at_r:.3f}" if s.val_unseen_map_at_r is not None else "")
-                + ("  *" if s.best else "")
-            )
-            return
-        key = (p.stage, p.epoch, p.message)
-        if key != self.key:
-            self.close()
-            desc = f"epoch {p.epoch}" if p.stage == "train" else f"{p.stage}: {p.message}" if p.message else p.stage
-            if self.plain:
-                self.bar = ProgressLines(p.total, desc, sys.stderr)
-            else:
-                self.bar = self.tqdm(total=p.total, desc=desc, file=sys.stderr, leave=False)
-            self.key = key
-        if p.loss is not None:
-            self.bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
-        self.bar.update(p.done - self.bar.n)  # a bar throttles its redraws, the lines themselves
-
-    def _say(self, line: str) -> None:
-        """A line of its own, between bars (tqdm.write keeps an open bar below it)."""
-        if self.plain:
-            print(line, file=sys.stderr, flush=True)
-        else:
-            self.tqdm.write(line, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        self.bar, self.key = None, None
+from .lines import Bars
 
 
 def _fmt(m: dict, key: str) -> str:
@@ -90,7 +30,7 @@ def cmd_train(args) -> int:
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     with process_group(cfg.device) as world:  # under torchrun: rank 0 reports and writes, the others train quietly
-        bars = _Bars() if world.main else None
+        bars = Bars() if world.main else None
         try:
             result = train(cfg, progress=bars or silent, ray=args.ray)
         finally:
@@ -159,7 +99,7 @@ def cmd_evaluate(args) -> int:
     from ..answers.evaluate import evaluate_run
     from ..runs.run import load_run
 
-    bars = _Bars()
+    bars = Bars()
     try:
         result = evaluate_run(load_run(args.run), queries=args.queries, baselines=args.baselines, progress=bars)
     finally:
@@ -174,7 +114,7 @@ def cmd_evaluate(args) -> int:
 def cmd_add(args) -> int:
     from ..verbs.add import add_images
 
-    bars = _Bars()
+    bars = Bars()
     try:
         added = add_images(args.run, args.folder, device=args.device, progress=bars, ray=args.ray)
     finally:
@@ -191,7 +131,7 @@ def cmd_project(args) -> int:
     if args.all:
         from ..maps.precompute import precompute
 
-        bars = _Bars()
+        bars = Bars()
         done = precompute(args.run, bars)
         bars.close()
         print(f"{len(done)} maps stored in {args.run}" + (f": {', '.join(map(str, done))}" if done else " (all there)"))
@@ -215,7 +155,7 @@ def cmd_import_model(args) -> int:
 
     cfg = ImportConfig(**{f.name: getattr(args, f.name) for f in fields(ImportConfig) if hasattr(args, f.name)})
     cfg.validate()
-    bars = _Bars()
+    bars = Bars()
     try:
         result = import_model(read_bytes(args.model), cfg, name=Path(args.model).name, progress=bars)
     finally:
@@ -231,7 +171,7 @@ def cmd_export_model(args) -> int:
     from ..onnx.export import export_model
     from ..runs.run import load_run
 
-    bars = _Bars()
+    bars = Bars()
     try:
         done = export_model(load_run(args.run), args.out, overwrite=args.overwrite, progress=bars)
     finally:

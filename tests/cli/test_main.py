@@ -153,10 +153,10 @@ def load_run_queries(run_dir):
 
 
 def test_bars__every_stage_shows_a_line_or_a_bar(capsys):
-    from embedder.cli.main import _Bars
+    from embedder.cli.lines import Bars
     from embedder.progress import Progress, Stage
 
-    bars = _Bars(plain=False)  # the bars a terminal gets (capsys's stderr is not one)
+    bars = Bars(plain=False)  # the bars a terminal gets (capsys's stderr is not one)
     bars(Progress(Stage.PLAN, message="100 images in 2 classes"))
     bars(Progress(Stage.VALIDATE, done=5, total=10, message="before training"))
     assert bars.bar.desc == "validate: before training"  # a stage with a count is a bar named by it
