@@ -41,6 +41,7 @@ class Prediction:
     def to_json(self) -> dict:
         d = asdict(self)
         d.pop("embedding")
+        d = {("neighbors" if k == "neighbours" else k): v for k, v in d.items()}  # the JSON key, as it always was
         if np.isnan(self.novelty_distance):  # the run keeps no novelty reference: JSON has no NaN
             d["novelty_distance"] = None
         d["neighbors"] = [{"path": n.path, "label": n.label, "distance": n.distance} for n in self.neighbours]

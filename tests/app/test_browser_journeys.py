@@ -129,10 +129,11 @@ def test_cancel_during_validation_stops_at_once_and_the_next_training_waits(
         page.get_by_role("textbox", name="Run name").fill("after-the-cancel")
         page.get_by_role("spinbutton", name="Validation share").fill("0.1")
         page.get_by_role("button", name="Train", exact=True).click()
-        page.get_by_role("button", name="Cancel training").wait_for()
+        # .first: while the job panel's fragment reruns, Streamlit may keep its last render a moment (stale)
+        page.get_by_role("button", name="Cancel training").first.wait_for()
         expect(page.get_by_text("another training is running")).to_have_count(0)
         expect(page.get_by_text("Also training: cancelled-in-validation")).to_have_count(0)
-        page.get_by_role("button", name="Cancel training").click()
+        page.get_by_role("button", name="Cancel training").first.click()
         page.get_by_text("training cancelled").first.wait_for()
     print(f"Cancel during validation: 'training cancelled' shown {seconds:.2f} s after the click")
 
