@@ -32,7 +32,7 @@ def add_settings(parser: argparse.ArgumentParser, cls) -> None:
                 dest=f.name,
                 default=f.default,
                 action="store_false" if f.default else "store_true",
-                help=s.help,
+                help=f"turn off (on by default): {s.help}" if f.default else s.help,  # the flag says --no-
             )
         else:
             bounds = f" [{s.bounds_text()}]" if s.bounds_text() else ""

@@ -22,6 +22,13 @@ def test_train__a_bool_on_by_default_is_turned_off_with_no():
     assert parser.parse_args(["train", "--resume"]).resume is True
 
 
+def test_help__a_no_flag_says_it_turns_the_setting_off(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no-finetune turn off (on by default): train after the first answer" in text
+
+
 def test_help__says_what_the_tool_does_and_the_folder_layout(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
