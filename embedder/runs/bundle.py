@@ -26,12 +26,11 @@ match (damaged, edited, or swapped in from another run) is named on load.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,18 +137,20 @@ def write(out: Path, files: dict[str, Any], config: dict, overwrite: bool = Fals
     that is not a run is never replaced (``check_out``).
     """
     out = Path(out).resolve()
-    with contextlib.nullcontext() if lock.held(out) else lock.writing(out):
+    with lock.writing(out):  # the caller's own lock when it holds it (a verb's read-modify-write)
         check_out(out, overwrite=overwrite)
-        _write_bundle(out, files, config)
+        _swap_in(out, lambda tmp: _write_files(tmp, files, config))
     return out
 
 
-def _write_bundle(out: Path, files: dict[str, Any], config: dict) -> None:
-    with refusals_named(out):  # a full disk: one line naming it; the folder below is gone, the old run intact
+def _swap_in(out: Path, fill: Callable[[Path], None]) -> None:
+    """``fill`` a temporary sibling folder of ``out``, then swap it into place; a failure removes it, and a full
+    disk is one line naming ``out`` (the old run intact)."""
+    with refusals_named(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
-            _write_files(tmp, files, config)
+            fill(tmp)
             swap_into_place(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -190,15 +191,9 @@ def update(out: Path, texts: dict[str, str]) -> Path:
     folder swapped into place as ``write`` does. A change to a run's corrections costs milliseconds, not a copy of
     its gallery, and its cached maps (``projections/``) stay."""
     out = Path(out).resolve()
-    with contextlib.nullcontext() if lock.held(out) else lock.writing(out), refusals_named(out):
+    with lock.writing(out):
         check_out(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
-            _update_files(out, tmp, texts)
-            swap_into_place(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        _swap_in(out, lambda tmp: _update_files(out, tmp, texts))
     return out
 
 
