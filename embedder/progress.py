@@ -70,6 +70,19 @@ class Progress:
 Reporter = Callable[[Progress], None]
 
 
+def epoch_ended(epoch: int, epochs: int, stats: EpochStats, seconds_left: float) -> Progress:
+    """The report of an epoch that ended: its statistics, and the estimate of the time left (``seconds_left``)."""
+    return Progress(
+        Stage.EPOCH,
+        epoch=epoch,
+        done=epoch,
+        total=epochs,
+        loss=stats.loss,
+        stats=stats,
+        extra={"seconds_left": seconds_left},
+    )
+
+
 def silent(_: Progress) -> None:
     """The reporter used when nobody listens."""
 

@@ -25,7 +25,7 @@ from ..config import TrainConfig
 from ..images.transforms import eval_transform, train_transform
 from ..network.embed import DecodedImages
 from ..network.model import EmbeddingNet
-from ..progress import EpochStats, Progress, Reporter, Stage, seconds_left
+from ..progress import EpochStats, Progress, Reporter, Stage, epoch_ended, seconds_left
 from .objective import optimizer_for, set_learning_rate
 from .plan import Plan
 from .select import Candidate, averaged_state, improves, keep
@@ -203,17 +203,7 @@ def cross_validate(pl: Plan, cfg: TrainConfig, report: Reporter, stop: Callable[
             fold.best_state = copy.deepcopy(fold.loop.model.state_dict())
         last = (best.epoch or 0) * stats.seconds / max(1, len(nets) - 1)  # one network on all images, to the best
         left = 0.0 if best.score.perfect else seconds_left(epoch, bad, cfg.epochs, cfg.patience, stats.seconds, last)
-        report(
-            Progress(
-                Stage.EPOCH,
-                epoch=epoch,
-                done=epoch,
-                total=cfg.epochs,
-                loss=stats.loss,
-                stats=stats,
-                extra={"seconds_left": left},
-            )
-        )
+        report(epoch_ended(epoch, cfg.epochs, stats, left))
     return start, best, plain, _averaged(nets, best, cfg, how, report) if plain is not None else None, history
 
 

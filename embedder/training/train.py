@@ -19,7 +19,7 @@ from ..errors import Cancelled
 from ..images.transforms import eval_transform, train_transform
 from ..network.embed import DecodedImages, ImageDataset
 from ..network.model import EmbeddingNet, freeze_batchnorm, init_head_pca, set_frozen_eval
-from ..progress import EpochStats, Progress, Reporter, Stage, counter, seconds_left
+from ..progress import EpochStats, Progress, Reporter, Stage, counter, epoch_ended, seconds_left
 from . import distributed
 from .checkpoint import Learning, Standing, checkpoint_file, checkpoint_state, resume, save_checkpoint
 from .objective import loss_and_miner, optimizer_for, set_learning_rate
@@ -285,14 +285,4 @@ def train_epochs(
         left = (
             0.0 if s.best.score.perfect else seconds_left(epoch, s.bad_epochs, cfg.epochs, cfg.patience, stats.seconds)
         )
-        report(
-            Progress(
-                Stage.EPOCH,
-                epoch=epoch,
-                done=epoch,
-                total=cfg.epochs,
-                loss=stats.loss,
-                stats=stats,
-                extra={"seconds_left": left},
-            )
-        )
+        report(epoch_ended(epoch, cfg.epochs, stats, left))
