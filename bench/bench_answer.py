@@ -52,7 +52,7 @@ def settings(name: str, tmp: Path) -> dict:
 def _accuracy(test: dict | None) -> dict | None:
     if not test:
         return None
-    return {k: test.get(k) for k in ("precision_at_1", "knn_accuracy")} | {
+    return {k: test.get(k) for k in ("precision_at_1", "knn_accuracy", "map_at_r")} | {
         "knn_accuracy_at_5": (test.get("knn_accuracy_by_k") or {}).get("5")
     }
 
