@@ -102,12 +102,14 @@ def prepare(name: str, work: Path, seed: int = 0) -> dict:
 
 
 def trained(data: Path, out: Path, queries: Path, settings: dict, labels: Path | None = None) -> Path:
-    """A run trained with the defaults but ``settings`` on ``data`` (reused when ``out`` is a run already)."""
-    from embedder.runs.run import is_run
+    """A run trained with the defaults but ``settings`` on ``data`` (reused when ``out`` is a finished run already:
+    not a first answer whose training was stopped, which a killed bench leaves behind)."""
+    from embedder.runs.run import is_run, load_run
 
-    if not is_run(out):
+    if not is_run(out) or load_run(out).metrics.get("improving") is not None:
         extra = {"labels": str(labels)} if labels is not None else {}
-        train(TrainConfig(data=str(data), out=str(out), queries=str(queries), **settings, **extra), progress=log)
+        cfg = TrainConfig(data=str(data), out=str(out), queries=str(queries), overwrite=True, **settings, **extra)
+        train(cfg, progress=log)
     return out
 
 
