@@ -213,7 +213,7 @@ class KChoice(Record):
 class NotReevaluated(Record):
     """Images ``add`` put in the gallery after the run was evaluated."""
 
-    images: int = 0
+    images: Count = None
     new_classes: list[str] = []
     note: str | None = None
 

@@ -239,7 +239,7 @@ def _record(run: Run, root: Path, added: Added) -> None:
     run.info["additions"] = [*run.info.get("additions", []), entry]
     before = run.record.not_reevaluated or NotReevaluated()
     run.metrics["not_reevaluated"] = {
-        "images": before.images + added.added,
+        "images": (before.images or 0) + added.added,
         "new_classes": [*before.new_classes, *added.new_classes],
         "note": NOT_REEVALUATED,
     }

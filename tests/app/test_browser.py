@@ -148,13 +148,11 @@ PASSWORD = "correct horse"
 
 @pytest.fixture(scope="module")
 def locked_url(digits_run, tmp_path_factory):
-    """A server behind a password, on a copy of the digits run whose metrics the Evaluate page cannot format."""
+    """A server behind a password, on a copy of the digits run whose metrics the Home page cannot format."""
     odd = tmp_path_factory.mktemp("locked") / "odd"
     shutil.copytree(digits_run, odd)
     metrics = json.loads((odd / "metrics.json").read_text())
-    metrics["test"]["calibration"]["after"]["ece"] = (
-        None  # a valid run (a metric may be missing) the page cannot format
-    )
+    metrics["not_reevaluated"] = {"images": None}  # a valid run (a count may be missing) the page cannot format
     (odd / "metrics.json").write_text(json.dumps(metrics))
     rewrite_checksums(odd)
     env = {"EMBEDDER_RUNS_DIR": str(odd.parent), "EMBEDDER_RUN": str(odd), "EMBEDDER_PASSWORD": PASSWORD}
@@ -431,7 +429,7 @@ def test_password_gate_in_a_real_browser(browser, locked_url):
 def test_an_error_on_a_page_shows_no_traceback_or_server_path(browser, locked_url):
     url, run = locked_url
     with _tab(browser) as page:
-        _log_in(page, url, "evaluate")
+        _log_in(page, url)
         page.get_by_text("Something went wrong on this page").wait_for()
         _settle(page)
         html = page.content()
