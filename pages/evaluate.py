@@ -14,6 +14,7 @@ from embedder.maps.charts import (
     threshold_curve,
     training_curves,
 )
+from embedder.runs.records import Disjoint, Evaluation, Reliability
 from embedder.search.index import describe as describe_index
 from ui import state, widgets
 
@@ -25,18 +26,19 @@ if run is None:
     st.stop()
 
 
-def _interval(diagram: dict) -> str:
+def _interval(diagram: Reliability) -> str:
     """ " [low, high]" from a reliability diagram's bootstrap interval; nothing for a run evaluated before it."""
-    ci = diagram.get("ece_ci")
-    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) and len(ci) == 2 else ""
+    ci = diagram.ece_ci
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None and len(ci) == 2 else ""
 
 
-def metric_table(metrics: dict) -> None:
-    table = pd.DataFrame(metrics_rows(metrics)).set_index("model")
+def metric_table(scores: Evaluation | Disjoint) -> None:
+    table = pd.DataFrame(metrics_rows(scores, scores.baselines)).set_index("model")
     st.dataframe(table.style.format("{:.3f}", na_rep="–").highlight_max(axis=0, color="#D8F3DC"), width="stretch")
 
 
-test = run.metrics.get("test")
+record = run.record
+test = record.test
 if not test:
     st.info(
         "This run has no test metrics (trained without held-out images). Evaluate it from the command line "
@@ -44,18 +46,18 @@ if not test:
     )
 else:
     st.caption(
-        f"{test.get('n_queries', 0):,} held-out images queried against {len(run.gallery_paths):,} gallery "
+        f"{test.n_queries or 0:,} held-out images queried against {len(run.gallery_paths):,} gallery "
         "images. Baselines use the same queries, gallery and metrics, measured in the same call."
     )
-    if test.get("n_unmatched_queries"):
-        st.warning(f"{test['n_unmatched_queries']} queries have a label with no gallery image; they are not scored.")
+    if test.n_unmatched_queries:
+        st.warning(f"{test.n_unmatched_queries} queries have a label with no gallery image; they are not scored.")
     metric_table(test)
-    st.plotly_chart(metrics_bars(test), config={"displayModeBar": False}, key="metrics-bars")
-    disjoint = test.get("class_disjoint")
+    st.plotly_chart(metrics_bars(test, test.baselines), config={"displayModeBar": False}, key="metrics-bars")
+    disjoint = test.class_disjoint
     if disjoint:
         st.subheader("Classes the model never saw")
         st.caption(
-            f"{disjoint.get('n_queries', 0)} images of classes held out of training retrieve each other "
+            f"{disjoint.n_queries or 0} images of classes held out of training retrieve each other "
             "(leave-one-out): what you get by adding a new class without retraining."
         )
         metric_table(disjoint)
@@ -65,92 +67,92 @@ else:
             "- **R-Precision** — for a label with R gallery images: the share of same-label images among the "
             "query's R nearest.\n"
             "- **MAP@R** — like R-Precision, but rewarding the right images for coming first.\n"
-            f"- **kNN accuracy** — share labelled right by the app's vote of the {test.get('knn_k', 5)} nearest "
-            f"(at k=1: {test.get('knn_accuracy_at_1', 0):.3f}; best k={test.get('best_k', '?')}: "
-            f"{test.get('knn_accuracy_at_best_k', 0):.3f}; mean over classes: {test.get('macro_accuracy', 0):.3f})."
+            f"- **kNN accuracy** — share labelled right by the app's vote of the {test.knn_k or 5} nearest "
+            f"(at k=1: {test.knn_accuracy_at_1 or 0:.3f}; best k={test.best_k or '?'}: "
+            f"{test.knn_accuracy_at_best_k or 0:.3f}; mean over classes: {test.macro_accuracy or 0:.3f})."
         )
 
-    if test.get("confusion"):
+    if test.confusion:
         st.subheader("Where it goes wrong")
         left, right = st.columns([3, 2])
         with left:
             st.markdown("**Confusion matrix** (kNN vote; rows are the true label)")
-            st.plotly_chart(confusion_heatmap(test["confusion"]), config={"displayModeBar": False}, key="confusion")
+            st.plotly_chart(confusion_heatmap(test.confusion), config={"displayModeBar": False}, key="confusion")
         with right:
             st.markdown("**Accuracy per class**, worst first")
-            st.plotly_chart(per_class_bars(test["per_class"]), config={"displayModeBar": False}, key="per-class")
-        pairs = test.get("confused_pairs", [])
+            st.plotly_chart(per_class_bars(test.per_class), config={"displayModeBar": False}, key="per-class")
+        pairs = test.confused_pairs
         if pairs:
             st.markdown("**Most confused pairs** — each query next to the gallery image that pulled it the wrong way")
             for pair in pairs[:4]:
                 with st.container(border=True):
-                    st.markdown(f"true **{pair['true']}** → predicted **{pair['predicted']}** · {pair['count']}×")
+                    st.markdown(f"true **{pair.true}** → predicted **{pair.predicted}** · {pair.count}×")
                     paths, captions = [], []
-                    for ex in pair["examples"]:
-                        paths += [ex["query"], ex["neighbor"]]
-                        captions += [f"query ({pair['true']})", f"neighbour ({pair['predicted']})"]
+                    for ex in pair.examples:
+                        paths += [ex.query, ex.neighbour]
+                        captions += [f"query ({pair.true})", f"neighbour ({pair.predicted})"]
                     widgets.thumbnails(paths, captions, columns=6)
         else:
             st.success("No held-out query was labelled wrong.")
 
-    calibration = test.get("calibration") or {}
-    if calibration.get("after"):
+    calibration = test.calibration
+    if calibration and calibration.after:
         st.subheader("Can the confidence be trusted?")
-        before, after = calibration["before"], calibration["after"]
+        before, after = calibration.before, calibration.after
         st.caption(
             f"Of the held-out answers given with 90% confidence, about 90% should be right. Expected calibration "
-            f"error on {after['n']} held-out images: **{after['ece']:.3f}**{_interval(after)} for the calibrated "
-            f"confidence (fitted on {calibrated_on(run.metrics)}) against {before['ece']:.3f}{_interval(before)} for "
+            f"error on {after.n} held-out images: **{after.ece:.3f}**{_interval(after)} for the calibrated "
+            f"confidence (fitted on {calibrated_on(record)}) against {before.ece:.3f}{_interval(before)} for "
             "the raw vote share (95% bootstrap intervals)."
         )
         st.plotly_chart(reliability_diagram(before, after), config={"displayModeBar": False}, key="reliability")
 
-    open_set = test.get("open_set")
-    if open_set and open_set.get("curve"):
+    open_set = test.open_set
+    if open_set and open_set.curve:
         st.subheader('"Unknown": when to refuse an answer')
-        calibrated = run.metrics.get("unknown", {}).get("threshold", open_set["threshold"])
+        unknown = record.unknown
+        calibrated = unknown.threshold if unknown and unknown.threshold is not None else open_set.threshold
         st.caption(
             "Each held-out image is also asked with its own class removed from the gallery, as an image of a class "
-            f"the run has never seen. Known vs unknown by nearest distance: AUROC **{open_set['auroc']:.3f}**. "
-            f"The run's threshold, {calibrated:.3f}, was set for {open_set['target_precision']:.0%} precision on "
-            f'{calibrated_on(run.metrics, confidence=False)}; Query answers "unknown" beyond it.'
+            f"the run has never seen. Known vs unknown by nearest distance: AUROC **{open_set.auroc:.3f}**. "
+            f"The run's threshold, {calibrated:.3f}, was set for {open_set.target_precision:.0%} precision on "
+            f'{calibrated_on(record, confidence=False)}; Query answers "unknown" beyond it.'
         )
-        curve = open_set["curve"]
+        curve = open_set.curve
         chosen = st.slider(
             "Distance threshold",
             0.0,
-            float(curve[-1]["threshold"]),
+            float(curve[-1].threshold),
             float(calibrated),
-            step=float(curve[-1]["threshold"]) / 200,
+            step=float(curve[-1].threshold) / 200,
             format="%.3f",
             key="eval-threshold",
         )
         point = at_threshold(curve, chosen)
         c = st.columns(3)
-        c[0].metric("Queries answered", f"{point['coverage']:.1%}")
-        c[1].metric("Accuracy of answers", f"{point['accuracy']:.1%}")
-        c[2].metric("Unknown images accepted", f"{point['unknown_accepted']:.1%}")
+        c[0].metric("Queries answered", f"{point.coverage:.1%}")
+        c[1].metric("Accuracy of answers", f"{point.accuracy:.1%}")
+        c[2].metric("Unknown images accepted", f"{point.unknown_accepted:.1%}")
         st.plotly_chart(threshold_curve(curve, calibrated, chosen), config={"displayModeBar": False}, key="threshold")
 
-    novel = test.get("novelty")
-    if run.metrics.get("novelty", {}).get("off"):
-        st.caption(f"No test of images unlike the gallery (a photo on a digits run): {run.metrics['novelty']['off']}.")
+    novel = test.novelty
+    if record.novelty and record.novelty.off:
+        st.caption(f"No test of images unlike the gallery (a photo on a digits run): {record.novelty.off}.")
     elif novel:
         st.caption(
             f"Images unlike anything in the gallery (a photo on a digits run, noise, a blank frame) are answered "
-            f'"unknown" too: farther than {novel["threshold"]:.3f} from every gallery image in the network\'s '
-            f"features. Of the held-out images, all of the gallery's kind, {novel['novel']} of {novel['n']:,} "
-            f"were taken for such ({novel['share']:.1%})."
+            f'"unknown" too: farther than {novel.threshold:.3f} from every gallery image in the network\'s '
+            f"features. Of the held-out images, all of the gallery's kind, {novel.novel} of {novel.n:,} "
+            f"were taken for such ({novel.share:.1%})."
         )
 
-    index = run.metrics.get("index", {})
-    if index:
-        st.caption(describe_index(index))
+    if record.index:
+        st.caption(describe_index(record.index))
 
 st.subheader("Training history")
 st.caption(f"Kept: {run.info.get('kept', '?')}")
-if "k" in run.metrics:
-    st.caption(f"Votes with {run.metrics['k']['why']}")
+if record.k is not None:
+    st.caption(f"Votes with {record.k.why}")
 if run.history:
     st.plotly_chart(training_curves(run.history), config={"displayModeBar": False}, key="history")
 else:

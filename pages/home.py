@@ -38,11 +38,11 @@ st.subheader("Active run")
 run = widgets.active_run()
 if run is not None:
     widgets.run_summary(run)
-    grown = run.metrics.get("not_reevaluated")
+    grown = run.record.not_reevaluated
     if grown:
-        new = f", {len(grown['new_classes'])} of them new labels" if grown["new_classes"] else ""
+        new = f", {len(grown.new_classes)} of them new labels" if grown.new_classes else ""
         st.caption(
-            f"{grown['images']:,} images were added after training{new}: the held-out numbers above were "
+            f"{grown.images:,} images were added after training{new}: the held-out numbers above were "
             "measured before they came."
         )
     go = st.columns(3)

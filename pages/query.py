@@ -46,7 +46,7 @@ if not queries:
 
 predictor = cache.get_predictor(run.path)
 threshold = predictor.calibrated_threshold
-basis = calibrated_on(run.metrics)  # what the threshold and the confidence were fitted on, in words
+basis = calibrated_on(run.record)  # what the threshold and the confidence were fitted on, in words
 far = (
     f"when even the nearest gallery image is farther than {threshold:.3f} (calibrated on {basis}; see Evaluate), or "
     if threshold is not None

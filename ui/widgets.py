@@ -10,6 +10,7 @@ import streamlit as st
 
 from embedder.errors import EmbedderError
 from embedder.maps.charts import training_curves
+from embedder.runs.records import Evaluation, Scores, Standing, Upgrade
 from embedder.runs.run import Run, is_run, list_runs
 
 from . import access, auth, cache, jobs, mapjobs, state
@@ -73,26 +74,29 @@ def _improving_view(out: str) -> None:
 
 def _announce_upgrade(run: Run) -> None:
     """Once per session and run version: what the last training did to the run's first answer."""
-    upgrade = run.metrics.get("upgrade")
+    upgrade = run.record.upgrade
     seen = st.session_state.setdefault("seen_upgrades", set())
-    key = (str(run.path), str((upgrade or {}).get("at")))
-    if not isinstance(upgrade, dict) or key in seen:
+    key = (str(run.path), str(upgrade.at if upgrade is not None else None))
+    if upgrade is None or key in seen:
         return
     seen.add(key)
-    if upgrade.get("result") == "replaced":
+    if upgrade.result == "replaced":
         st.toast(upgrade_words(upgrade), icon=":material/trending_up:")
 
 
-def upgrade_words(upgrade: dict) -> str:
+def upgrade_words(upgrade: Upgrade) -> str:
     """What training did, in words: "Training improved the run: label accuracy 0.975 -> 0.981 on held-out images"."""
-    if upgrade.get("result") == "kept":
+    if upgrade.result == "kept":
         return "Training did not beat the first answer, which the run keeps."
-    if upgrade.get("result") == "cancelled":
+    if upgrade.result == "cancelled":
         return "Training was cancelled; the run answers with its first answer."
-    before, after = upgrade.get("before") or {}, upgrade.get("after") or {}
-    for key, where in (("test", "held-out images"), ("validation", "validation images")):
-        if isinstance(before.get(key), (int, float)) and isinstance(after.get(key), (int, float)):
-            return f"Training improved the run: label accuracy {before[key]:.3f} → {after[key]:.3f} on {where}."
+    before, after = upgrade.before or Standing(), upgrade.after or Standing()
+    for was, now, where in (
+        (before.test, after.test, "held-out images"),
+        (before.validation, after.validation, "validation images"),
+    ):
+        if was is not None and now is not None:
+            return f"Training improved the run: label accuracy {was:.3f} → {now:.3f} on {where}."
     return "Training improved the run."
 
 
@@ -225,21 +229,23 @@ def thumbnails(paths: Sequence[str | Path], captions: Sequence[str], columns: in
 def run_summary(run: Run) -> None:
     """What the run is: data, backbone, gallery, and its headline test metrics."""
     mc, tc = run.model_config, run.train_config
-    test = run.metrics.get("test", {})
+    record = run.record
+    test = record.test or Evaluation()
+    raw = test.baselines.get("raw_pixels", Scores())
     c = st.columns(4)
     c[0].metric("Gallery images", f"{len(run.gallery_paths):,}")
     c[1].metric("Labels", len(run.classes))
     c[2].metric(
         "P@1 (held-out)",
-        f"{test['precision_at_1']:.3f}" if "precision_at_1" in test else "–",
-        delta=_delta(test, "precision_at_1"),
+        f"{test.precision_at_1:.3f}" if test.precision_at_1 is not None else "–",
+        delta=_delta(test.precision_at_1, raw.precision_at_1),
         help="Share of held-out images whose nearest gallery image "
         "has the same label. The delta is against raw pixels.",
     )
     c[3].metric(
         "kNN accuracy",
-        f"{test['knn_accuracy']:.3f}" if "knn_accuracy" in test else "–",
-        delta=_delta(test, "knn_accuracy"),
+        f"{test.knn_accuracy:.3f}" if test.knn_accuracy is not None else "–",
+        delta=_delta(test.knn_accuracy, raw.knn_accuracy),
         help="Share of held-out images the app labels right.",
     )
     data = "the digits demo set" if tc.data == "demo" else f"`{access.display(run.data_root)}`"
@@ -249,19 +255,17 @@ def run_summary(run: Run) -> None:
         f" · {mc.image_size}px · {run.gallery_embeddings.shape[1]}-d embeddings · kept {run.info.get('kept', '?')}"
         f" · created {run.info.get('created', '?')}"
     )
-    upgrade = run.metrics.get("upgrade")
-    if isinstance(upgrade, dict):
-        st.caption(f":material/trending_up: {upgrade_words(upgrade)}")
-    elif isinstance(run.metrics.get("improving"), dict):
+    if record.upgrade is not None:
+        st.caption(f":material/trending_up: {upgrade_words(record.upgrade)}")
+    elif record.improving is not None:
         st.caption(
             ":material/trending_up: This is the run's first answer, from features that need no training; a "
             "training was improving it when it was written."
         )
 
 
-def _delta(test: dict, key: str) -> str | None:
-    raw = test.get("baselines", {}).get("raw_pixels", {}).get(key)
-    return f"{test[key] - raw:+.3f} vs raw pixels" if raw is not None and key in test else None
+def _delta(trained: float | None, raw: float | None) -> str | None:
+    return f"{trained - raw:+.3f} vs raw pixels" if trained is not None and raw is not None else None
 
 
 def run_picker(key: str = "run-picker") -> None:

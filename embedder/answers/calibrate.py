@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import DEFAULT_K
+from ..runs.records import Confidence, Metrics
 from ..search.knn import topk
 from ..search.vote import knn_predictions, knn_votes, label_votes
 from .metrics import KNN_KS, Labelled
@@ -52,22 +53,22 @@ def open_set(
 ROUGH = 50  # fitted on fewer answers than this, the confidence is a rough estimate, and the pages say so
 
 
-def calibrated_on(metrics: dict, confidence: bool = True) -> str:
+def calibrated_on(metrics: Metrics, confidence: bool = True) -> str:
     """What a run's calibration was fitted on, in words for the pages: how many answers, how many right, and
     whether that is enough to go on. ``confidence=False`` words it for the "unknown" threshold, which the same
     answers set: what a constant confidence says does not concern it."""
-    cv = (metrics.get("unknown") or {}).get("calibrated_on") == "cross-validation"
+    cv = metrics.unknown is not None and metrics.unknown.calibrated_on == "cross-validation"
     what = (
         "cross-validated answers (every training image, labelled by a network that never saw it)"
         if cv
         else "validation images"
     )
-    fit = metrics.get("confidence")
-    n, right = (fit.get("n"), fit.get("right")) if isinstance(fit, dict) else (None, None)
-    if not (isinstance(n, int) and isinstance(right, int) and 0 <= right <= n):
+    fit = metrics.confidence
+    n, right = (fit.n, fit.right) if fit is not None else (None, None)
+    if n is None or right is None or not 0 <= right <= n:
         return what
     words = f"{n:,} {what}, {right:,} of them labelled right"
-    if confidence and fit.get("kind") == "constant" and right == n:
+    if confidence and fit.kind == "constant" and right == n:
         return f"{words}: with none wrong to learn from it says {(n + 1) / (n + 2):.0%} for every answer"
     return words + (": so few that it is a rough estimate" if n < ROUGH else "")
 
@@ -215,13 +216,13 @@ def fit_confidence(features: np.ndarray, correct: np.ndarray, distance: bool = T
     return {"kind": "constant", "value": (right + 1) / (n + 2), "n": n, "right": right}
 
 
-def apply_confidence(calibration: dict | None, features: np.ndarray) -> np.ndarray:
+def apply_confidence(calibration: Confidence | None, features: np.ndarray) -> np.ndarray:
     """Calibrated probabilities (Q,) for features (Q, 2); without a calibration, the raw vote share."""
     if not calibration:
         return features[:, 0].astype(np.float64)
-    if calibration["kind"] == "constant":
-        return np.full(len(features), calibration["value"])
-    z = features @ np.asarray(calibration["coef"]) + calibration["intercept"]
+    if calibration.kind == "constant":
+        return np.full(len(features), calibration.value)
+    z = features @ np.asarray(calibration.coef) + calibration.intercept
     return 1.0 / (1.0 + np.exp(-z))
 
 

@@ -195,7 +195,7 @@ def _calibration(run, sets: EvaluationSets, q_emb: np.ndarray, nearest: tuple[np
         run.train_config.k,
         neighbours=(idx[present], dist[present]),
     )
-    calibration = run.metrics.get("confidence")
+    calibration = run.record.confidence
     return {
         "before": reliability(features[:, 0], correct),
         "after": reliability(apply_confidence(calibration, features), correct) if calibration else None,
@@ -204,12 +204,14 @@ def _calibration(run, sets: EvaluationSets, q_emb: np.ndarray, nearest: tuple[np
 
 def _stored_baselines(run, sets: EvaluationSets) -> tuple[dict, dict] | None:
     """The baselines measured at training on the same held-out queries, when this evaluation asks for those."""
-    stored = run.metrics.get("test", {})
-    if sets.source != "held-out split" or stored.get("queries") != sets.source or not stored.get("baselines"):
+    record = run.record
+    stored = record.test
+    if sets.source != "held-out split" or not stored or stored.queries != sets.source or not stored.baselines:
         return None
-    if run.metrics.get("not_reevaluated"):  # images were added since (embedder.verbs.add): another gallery
+    if record.not_reevaluated:  # images were added since (embedder.verbs.add): another gallery
         return None
-    return stored["baselines"], stored.get("class_disjoint", {}).get("baselines", {})
+    test = run.metrics["test"]  # the baselines go into this evaluation's result as they were written
+    return test["baselines"], test.get("class_disjoint", {}).get("baselines", {})
 
 
 def evaluate_run(

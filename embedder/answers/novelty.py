@@ -80,7 +80,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def embed_with_features(run, images: Sequence, device="cpu", progress=None) -> tuple[np.ndarray, np.ndarray | None]:
     """(embeddings (N, D), novelty features (N, F) or None) of ``images`` with one pass of the run's network:
     None when the run keeps no novelty reference (a run written before it existed)."""
-    if run.novelty_reference is None or run.metrics.get("novelty", {}).get("space") != "backbone":
+    novelty = run.record.novelty
+    if run.novelty_reference is None or novelty is None or novelty.space != "backbone":
         emb = run.embed(images, device=device, progress=progress)
         return emb, (emb if run.novelty_reference is not None else None)
     model = run.model(device)
@@ -174,6 +175,6 @@ def held_out(run, paths: Sequence, device="cpu", progress=None) -> tuple[np.ndar
     emb, features = embed_with_features(run, paths, device, progress)
     if features is None:
         return emb, None
-    threshold = run.metrics["novelty"]["threshold"]
+    threshold = run.record.novelty.threshold
     novel = int((distances(run.novelty_reference.astype(np.float32), features) > threshold).sum())
     return emb, {"novel": novel, "n": len(paths), "share": novel / len(paths), "threshold": threshold}

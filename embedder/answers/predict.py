@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image
 
+from ..runs.records import Confidence
 from ..runs.run import Run
 from ..search.vote import vote
 from . import novelty
@@ -71,6 +72,7 @@ class Predictor:
         self.run, self.device = run, device
         self.model = run.model(device)  # loaded now, not at the first query
         self.index = run.index()
+        self.record = run.record  # its thresholds and calibration, read once as the model and index are
         reference = run.novelty_reference
         self.reference = None if reference is None else reference.astype(np.float32)
 
@@ -80,19 +82,21 @@ class Predictor:
         return self.run.train_config.k
 
     @property
-    def calibration(self) -> dict | None:
+    def calibration(self) -> Confidence | None:
         """The run's map from (vote share, nearest distance) to the probability of being right, if it has one."""
-        return self.run.metrics.get("confidence")
+        return self.record.confidence
 
     @property
     def calibrated_threshold(self) -> float | None:
         """The run's "unknown" distance threshold, calibrated on validation images at training time."""
-        return self.run.metrics.get("unknown", {}).get("threshold")
+        unknown = self.record.unknown
+        return unknown.threshold if unknown else None
 
     @property
     def novelty_threshold(self) -> float | None:
         """How far from every gallery image a query may be and still be like them (novelty.py), if the run says."""
-        return self.run.metrics.get("novelty", {}).get("threshold") if self.reference is not None else None
+        novelty = self.record.novelty
+        return novelty.threshold if novelty and self.reference is not None else None
 
     def embed_with_features(self, images: Sequence[Image.Image | str]) -> tuple[np.ndarray, np.ndarray | None]:
         """(embeddings (N, D), novelty features (N, F) or None): what ``predict_embeddings`` takes, in one pass."""

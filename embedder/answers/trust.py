@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..runs.records import Metrics, Unknown
 from .calibrate import calibrated_on
 
 LEVEL = 0.95  # the confidence the promise is stated at
 MIN_COVERAGE = 0.5  # "unknown" that turns away more than half of the validation answers it should keep swallows them
 
 
-def promise(metrics: dict, level: float = LEVEL) -> str:
+def promise(metrics: Metrics, level: float = LEVEL) -> str:
     """One line: what an answer at confidence >= ``level`` promises, and what that was fitted on."""
-    if not metrics.get("confidence"):
+    if not metrics.confidence:
         return (
             "this run has no calibrated confidence: the confidence column is the share of the neighbours' vote, "
             "not a probability of being right"
@@ -30,12 +31,12 @@ def promise(metrics: dict, level: float = LEVEL) -> str:
     )
 
 
-def unknown_swallows(metrics: dict) -> str | None:
+def unknown_swallows(metrics: Metrics) -> str | None:
     """Why the run's "unknown" threshold would swallow its answers rather than sort them, or None when it keeps
     its promise (or the run has none)."""
-    unknown = metrics.get("unknown") or {}
-    target, precision, coverage = (unknown.get(k) for k in ("target_precision", "precision", "coverage"))
-    if not all(isinstance(v, (int, float)) for v in (target, precision, coverage)):
+    unknown = metrics.unknown or Unknown()
+    target, precision, coverage = unknown.target_precision, unknown.precision, unknown.coverage
+    if target is None or precision is None or coverage is None:
         return None
     if precision + 1e-9 < target:
         why = f"no distance keeps this run's answers {target:.0%} right (the best on validation: {precision:.0%})"

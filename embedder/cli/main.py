@@ -13,14 +13,15 @@ from dataclasses import fields
 
 from ..config import TrainConfig
 from ..errors import EmbedderError
+from ..runs.records import Evaluation
 from . import insights as cli_insights
 from . import labelling as cli_labelling
 from .args import EXIT_USER_ERROR, build_parser
 from .lines import Bars
 
 
-def _fmt(m: dict, key: str) -> str:
-    return f"{m[key]:.3f}" if key in m else "  -  "
+def _fmt(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "  -  "
 
 
 def cmd_train(args) -> int:
@@ -38,7 +39,7 @@ def cmd_train(args) -> int:
                 bars.close()
     if not world.main:
         return 0
-    test = result.metrics.get("test")
+    test = result.record.test
     print(f"run written to {result.run_dir}")
     print(f"kept: {result.kept}")
     if test:
@@ -46,17 +47,16 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _print_metrics(m: dict) -> None:
-    rows = [("trained", m)] + list(m.get("baselines", {}).items())
-    print(f"{'model':<12} {'P@1':>6} {'R-Prec':>6} {'MAP@R':>6} {'kNN acc':>7}   ({m.get('n_queries', 0)} queries)")
+def _print_metrics(m: Evaluation) -> None:
+    rows = [("trained", m), *m.baselines.items()]
+    print(f"{'model':<12} {'P@1':>6} {'R-Prec':>6} {'MAP@R':>6} {'kNN acc':>7}   ({m.n_queries or 0} queries)")
     for name, r in rows:
-        cells = [_fmt(r, key) for key in ("precision_at_1", "r_precision", "map_at_r")]
-        print(f"{name:<12} {cells[0]:>6} {cells[1]:>6} {cells[2]:>6} {_fmt(r, 'knn_accuracy'):>7}")
-    if m.get("n_unmatched_queries"):
-        print(f"{m['n_unmatched_queries']} queries have a label with no gallery image and were not scored")
-    novel = m.get("novelty")
-    if novel:
-        print(f'unlike every gallery image (answered "unknown"): {novel["novel"]} of {novel["n"]} queries')
+        cells = [_fmt(value) for value in (r.precision_at_1, r.r_precision, r.map_at_r, r.knn_accuracy)]
+        print(f"{name:<12} {cells[0]:>6} {cells[1]:>6} {cells[2]:>6} {cells[3]:>7}")
+    if m.n_unmatched_queries:
+        print(f"{m.n_unmatched_queries} queries have a label with no gallery image and were not scored")
+    if m.novelty:
+        print(f'unlike every gallery image (answered "unknown"): {m.novelty.novel} of {m.novelty.n} queries')
 
 
 def cmd_predict(args) -> int:
@@ -69,7 +69,7 @@ def cmd_predict(args) -> int:
         raise EmbedderError("--k must be at least 1")
     predictor = Predictor(load_run(args.run))
     unknown = not args.no_unknown
-    swallows = unknown_swallows(predictor.run.metrics) if unknown and args.unknown_threshold is None else None
+    swallows = unknown_swallows(predictor.run.record) if unknown and args.unknown_threshold is None else None
     if swallows:  # said once: the answers keep their labels, ranked by their confidence
         print(f"note: {swallows}", file=sys.stderr)
         unknown = False
@@ -107,7 +107,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        _print_metrics(result)
+        _print_metrics(Evaluation.of(result))
     return 0
 
 
@@ -161,8 +161,8 @@ def cmd_import_model(args) -> int:
     finally:
         bars.close()
     print(f"run written to {result.run_dir}")
-    if result.metrics.get("test"):
-        _print_metrics(result.metrics["test"])
+    if result.record.test:
+        _print_metrics(result.record.test)
         print(result.notes[-1])
     return 0
 

@@ -1,6 +1,7 @@
 """Plotly charts of a run's numbers: training curves, metrics next to baselines, confusion, the "unknown" trade-off.
 
-No Streamlit here: every function takes dicts and returns a ``go.Figure`` (or plain rows).
+No Streamlit here: every function takes a run's records (runs/records.py; the training history's rows, which are
+open-ended, as dicts) and returns a ``go.Figure`` (or plain rows).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..runs.records import Confusion, CurvePoint, PerClass, Reliability, Scores
 from .plots import PALETTE, QUERY_COLOR
 
 MODEL_NAMES = {
@@ -82,21 +84,21 @@ def training_curves(history: Sequence[dict], height: int = 300, max_epochs: int 
     return fig
 
 
-def metrics_rows(test: dict) -> list[dict]:
+def metrics_rows(test: Scores, baselines: dict[str, Scores]) -> list[dict]:
     """The trained model and each baseline as rows {model, P@1, R-Precision, MAP@R, kNN accuracy}.
 
-    ``test`` is ``metrics.json["test"]``; a metric a row lacks is None.
+    ``test`` is the record of ``metrics.json["test"]`` (or its ``class_disjoint``); a metric a row lacks is None.
     """
     rows = []
-    for key, m in [("trained", test)] + list(test.get("baselines", {}).items()):
-        rows.append({"model": MODEL_NAMES.get(key, key), **{name: m.get(k) for k, name in METRIC_NAMES.items()}})
+    for key, m in [("trained", test), *baselines.items()]:
+        rows.append({"model": MODEL_NAMES.get(key, key), **{name: getattr(m, k) for k, name in METRIC_NAMES.items()}})
     return rows
 
 
-def metrics_bars(test: dict, height: int = 320) -> go.Figure:
+def metrics_bars(test: Scores, baselines: dict[str, Scores], height: int = 320) -> go.Figure:
     """Grouped bars: each metric, trained model next to the baselines."""
     fig = go.Figure()
-    for i, row in enumerate(metrics_rows(test)):
+    for i, row in enumerate(metrics_rows(test, baselines)):
         names = list(METRIC_NAMES.values())
         fig.add_trace(
             go.Bar(
@@ -120,14 +122,13 @@ def metrics_bars(test: dict, height: int = 320) -> go.Figure:
     return fig
 
 
-def confusion_heatmap(confusion: dict, max_labels: int = 40, height: int = 480) -> go.Figure:
+def confusion_heatmap(confusion: Confusion, max_labels: int = 40, height: int = 480) -> go.Figure:
     """The kNN vote's confusion matrix (rows: true label, columns: predicted), as row shares.
 
-    ``confusion`` is ``{"labels": [...], "matrix": [[counts]]}`` from ``metrics.json``. With more than
-    ``max_labels`` labels only the ones with the most errors are drawn, so the cells stay readable.
+    With more than ``max_labels`` labels only the ones with the most errors are drawn, so the cells stay readable.
     """
-    labels = list(confusion["labels"])
-    m = np.asarray(confusion["matrix"], dtype=float)
+    labels = list(confusion.labels)
+    m = np.asarray(confusion.matrix, dtype=float)
     keep = np.flatnonzero(m.sum(axis=1) + m.sum(axis=0))
     if len(keep) > max_labels:
         errors = m.sum(axis=1) - np.diag(m) + m.sum(axis=0) - np.diag(m)
@@ -160,15 +161,15 @@ def confusion_heatmap(confusion: dict, max_labels: int = 40, height: int = 480) 
     return fig
 
 
-def per_class_bars(per_class: dict, height: int = 320) -> go.Figure:
+def per_class_bars(per_class: dict[str, PerClass], height: int = 320) -> go.Figure:
     """Per-class kNN accuracy, worst first, with each class's number of queries on hover."""
-    items = sorted(per_class.items(), key=lambda kv: (kv[1]["accuracy"], kv[0]))
+    items = sorted(per_class.items(), key=lambda kv: (kv[1].accuracy, kv[0]))
     fig = go.Figure(
         go.Bar(
             x=[k for k, _ in items],
-            y=[v["accuracy"] for _, v in items],
-            customdata=[v["n"] for _, v in items],
-            marker_color=[PALETTE[3] if v["accuracy"] < 0.9 else PALETTE[0] for _, v in items],
+            y=[v.accuracy for _, v in items],
+            customdata=[v.n for _, v in items],
+            marker_color=[PALETTE[3] if v.accuracy < 0.9 else PALETTE[0] for _, v in items],
             hovertemplate="%{x}: %{y:.1%} of %{customdata} queries<extra></extra>",
         )
     )
@@ -183,10 +184,10 @@ def per_class_bars(per_class: dict, height: int = 320) -> go.Figure:
 
 
 def threshold_curve(
-    curve: Sequence[dict], threshold: float, chosen: float | None = None, height: int = 320
+    curve: Sequence[CurvePoint], threshold: float, chosen: float | None = None, height: int = 320
 ) -> go.Figure:
     """Accuracy and coverage of known queries, and unknowns wrongly accepted, against the distance threshold."""
-    t = [p["threshold"] for p in curve]
+    t = [p.threshold for p in curve]
     fig = go.Figure()
     for key, name, color in (
         ("accuracy", "accuracy of answered queries", PALETTE[2]),
@@ -196,7 +197,7 @@ def threshold_curve(
         fig.add_trace(
             go.Scatter(
                 x=t,
-                y=[p[key] for p in curve],
+                y=[getattr(p, key) for p in curve],
                 name=name,
                 mode="lines",
                 line=dict(color=color),
@@ -224,12 +225,12 @@ def threshold_curve(
     return fig
 
 
-def at_threshold(curve: Sequence[dict], value: float) -> dict:
+def at_threshold(curve: Sequence[CurvePoint], value: float) -> CurvePoint:
     """The curve point nearest ``value`` (the slider's reading)."""
-    return min(curve, key=lambda p: abs(p["threshold"] - value))
+    return min(curve, key=lambda p: abs(p.threshold - value))
 
 
-def reliability_diagram(before: dict, after: dict, height: int = 320) -> go.Figure:
+def reliability_diagram(before: Reliability, after: Reliability, height: int = 320) -> go.Figure:
     """Confidence against the share actually right, per confidence bin: the raw vote share and the calibrated
     probability, with the diagonal a calibrated model would follow. Marker size is the bin's count."""
     fig = go.Figure(
@@ -243,16 +244,16 @@ def reliability_diagram(before: dict, after: dict, height: int = 320) -> go.Figu
         )
     )
     for name, data, color in (("vote share", before, "#BCBD22"), ("calibrated", after, PALETTE[0])):
-        bins = data["bins"]
+        bins = data.bins
         fig.add_trace(
             go.Scatter(
-                x=[b["confidence"] for b in bins],
-                y=[b["accuracy"] for b in bins],
+                x=[b.confidence for b in bins],
+                y=[b.accuracy for b in bins],
                 mode="lines+markers",
-                name=f"{name} (ECE {data['ece']:.3f})",
+                name=f"{name} (ECE {data.ece:.3f})",
                 line=dict(color=color),
-                marker=dict(size=[6 + 14 * np.sqrt(b["count"] / max(1, data["n"])) for b in bins]),
-                customdata=[b["count"] for b in bins],
+                marker=dict(size=[6 + 14 * np.sqrt(b.count / max(1, data.n)) for b in bins]),
+                customdata=[b.count for b in bins],
                 hovertemplate="confidence %{x:.2f}<br>right %{y:.2f}<br>%{customdata} images<extra></extra>",
             )
         )

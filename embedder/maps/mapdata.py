@@ -53,7 +53,7 @@ def before_embeddings(
     run, device: str = "cpu", progress: ProgressFn | None = None, version: str | None = None
 ) -> np.ndarray:
     """(N, D') the gallery embedded by the network before training (``before_kind``): the same images, the same
-    transform; decoded a batch at a time. Stored in the run of ``version`` (``project.run_version``; None: the
+    transform; decoded a batch at a time. Stored in the run of ``version`` (``bundle_read.run_version``; None: the
     run as it is now); ``progress`` may raise to stop it (e.g. ``Cancelled``)."""
     from ..images.transforms import eval_transform
     from ..network.embed import embed_images

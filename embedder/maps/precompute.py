@@ -21,8 +21,9 @@ import numpy as np
 
 from ..errors import Cancelled, EmbedderError
 from ..progress import Progress, Reporter, Stage, silent
+from ..runs.bundle_read import run_version
 from . import mapdata
-from .project import MapKey, cached_project, fingerprint, map_file, run_version, stored_projection
+from .project import MapKey, cached_project, fingerprint, map_file, stored_projection
 
 NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 # Relative cost of each map, for the share done and the time left (PCA is milliseconds; a t-SNE or UMAP fit and

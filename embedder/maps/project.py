@@ -14,7 +14,6 @@ under the run's write lock (runs/lock.py) and only into the run they were comput
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbedderError
+from ..runs.bundle_read import run_version
 
 METHODS = ("pca", "tsne", "umap")
 FIT_CAP = 10_000  # t-SNE / UMAP fit on at most this many points; the rest are placed by their nearest sample points
@@ -237,22 +237,6 @@ def stored_array(run_dir: str | os.PathLike, name: str, shape: tuple[int | None,
     if value.ndim == len(shape) and all(w is None or w == g for w, g in zip(shape, value.shape)):
         return value
     return None
-
-
-def run_version(run_dir: str | os.PathLike) -> str | None:
-    """What tells one write of a run from the next: the gallery checksum its config.json records (a run written
-    before checksums: config.json's modification time); None when it is not a run. Every write swaps in a new
-    folder with a new config.json, so a run that changed has another version."""
-    from ..runs.bundle import is_run
-
-    if not is_run(run_dir):
-        return None
-    config = Path(run_dir) / "config.json"
-    try:
-        checksum = (json.loads(config.read_text()).get("checksums") or {}).get("gallery.npz")
-        return str(checksum) if checksum else f"mtime:{config.stat().st_mtime_ns}"
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _read_cached(path: Path, n: int, dims: int, method: str) -> Projection | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..search.graph import GRAPH_FILE
 from ..search.shards import SHARD_FILE, coverage_problem
 from ..settings import setting_of, value_problem
 from . import limits, schemas
-from .bundle import BUNDLE_FILES, CHECKSUMS, IndexStats, Manifest, index_files, model_file
+from .bundle import BUNDLE_FILES, CHECKSUMS, IndexStats, Manifest, index_files, is_run, model_file
 from .folders import recover, sha256
 
 NEVER_LOADED = "which are never loaded (they could run code)"  # a planted pickle, in model.pt or gallery.npz
@@ -89,6 +90,20 @@ def data_folders(path: Path) -> list[Path] | None:
     except (OSError, ValueError, AttributeError, EmbedderError):
         return None
     return [Path(p).expanduser().resolve() for p in paths if isinstance(p, str) and p and p != "demo"]
+
+
+def run_version(path: str | os.PathLike) -> str | None:
+    """What tells one write of a run from the next: the gallery checksum its config.json records (a run written
+    before checksums: config.json's modification time); None when it is not a run. Every write swaps in a new
+    folder with a new config.json, so a run that changed has another version."""
+    path = Path(path)
+    if not is_run(path):
+        return None
+    try:
+        checksum = (_bounded_json(path, "config.json").get("checksums") or {}).get("gallery.npz")
+        return str(checksum) if checksum else f"mtime:{(path / 'config.json').stat().st_mtime_ns}"
+    except (OSError, AttributeError, EmbedderError):
+        return None
 
 
 def _manifest_problem(manifest: Manifest) -> str | None:

@@ -22,6 +22,7 @@ from ..search.index import GalleryIndex, open_index
 from . import bundle, bundle_read
 from . import corrections as overlay
 from .bundle import check_out, is_run  # noqa: F401  (re-exported: what callers ask of run folders)
+from .records import Metrics
 
 GALLERY_PARTS = ("train", "val", "unseen_val", "unseen_test")  # every image but the held-out test queries
 RECORDED_PARTS = ("test", "val", "unseen_val", "unseen_test")  # kept in split.json as [relative path, label]
@@ -60,8 +61,8 @@ class Run:
     gallery_embeddings: np.ndarray  # (N, D) float32
     split: dict[str, list]  # "test": [[relpath, label_name], ...], "val": ..., "queries_root": str | None
     info: dict  # the rest of config.json (index stats, versions, created, kept, notes)
-    history: list[dict] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)  # open-ended rows (history.json), read by the training curves
+    metrics: dict = field(default_factory=dict)  # metrics.json as written: what verbs/ fill; read it as ``record``
     onnx: OnnxInput | None = None  # an imported network's preprocessing; None for a network trained here
     novelty_reference: np.ndarray | None = None  # (R, F) float16: what novelty.py measures a query against
     novelty_rows: np.ndarray | None = None  # (R,) the gallery rows the reference was taken from
@@ -74,6 +75,12 @@ class Run:
     def __post_init__(self) -> None:
         if self.train_config.k is None:  # training chooses k; a run assembled otherwise votes with the default
             self.train_config = replace(self.train_config, k=DEFAULT_K)
+
+    @property
+    def record(self) -> Metrics:
+        """The run's metrics as typed records (records.py): what pages, the CLI and predict read. Parsed from
+        ``metrics`` on each call (a few dozen fields), so it never lags a writer filling that dict; take it once."""
+        return Metrics.of(self.metrics)
 
     @property
     def name(self) -> str:

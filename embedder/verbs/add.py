@@ -25,6 +25,7 @@ from ..errors import EmbedderError
 from ..images.data import ImageSet, is_inside, scan_folder
 from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.lock import training_under_way, writing
+from ..runs.records import NotReevaluated
 from ..runs.run import Run, is_run, load_run
 from ..training.checkpoint import work_dir
 from .finish import index_gallery, write_run
@@ -236,9 +237,9 @@ def _record(run: Run, root: Path, added: Added) -> None:
         "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     run.info["additions"] = [*run.info.get("additions", []), entry]
-    before = run.metrics.get("not_reevaluated", {})
+    before = run.record.not_reevaluated or NotReevaluated()
     run.metrics["not_reevaluated"] = {
-        "images": before.get("images", 0) + added.added,
-        "new_classes": [*before.get("new_classes", []), *added.new_classes],
+        "images": (before.images or 0) + added.added,
+        "new_classes": [*before.new_classes, *added.new_classes],
         "note": NOT_REEVALUATED,
     }

@@ -23,6 +23,7 @@ from ..errors import Cancelled
 from ..images.data import cap
 from ..progress import Progress, Reporter, Stage
 from ..runs.lock import writing
+from ..runs.records import Metrics
 from ..runs.run import Run, split_record
 from ..search.index import GalleryIndex, build_index
 from ..training.plan import Plan
@@ -35,9 +36,14 @@ from ..training.validate import MAX_QUERIES
 class TrainResult:
     run_dir: Path
     history: list[dict]
-    metrics: dict
+    metrics: dict  # metrics.json as written
     kept: str  # which model the run keeps (an epoch, the network before training, pretrained features) and why
     notes: list[str]
+
+    @property
+    def record(self) -> Metrics:
+        """The metrics as typed records (records.py)."""
+        return Metrics.of(self.metrics)
 
 
 def guarded(report: Reporter, stop: Callable[[], bool]) -> Reporter:

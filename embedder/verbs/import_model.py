@@ -24,6 +24,7 @@ from ..onnx.input import transform as onnx_transform
 from ..onnx.model import OnnxEmbedder, graph_input, parse, probe
 from ..progress import Progress, Reporter, Stage, silent
 from ..runs.lock import training, writing
+from ..runs.records import Evaluation
 from ..runs.run import gallery_rows
 from ..settings import check_settings, setting
 from ..training.plan import Plan, check_folders, plan
@@ -187,17 +188,17 @@ def baseline_model(pl: Plan, cfg: ImportConfig) -> ModelConfig | None:
     return choose_model(tc, pl.images)[0]
 
 
-def verdict(test: dict) -> str:
+def verdict(test: Evaluation) -> str:
     """One plain sentence: does the imported network label held-out images better than each baseline?"""
     from ..answers.metrics import wilson_interval
 
-    acc, n = test.get("knn_accuracy"), test.get("n_queries", 0)
-    if acc is None or not test.get("baselines"):
+    acc, n = test.knn_accuracy, test.n_queries or 0
+    if acc is None or not test.baselines:
         return "no held-out queries were scored, so it was not compared with the baselines"
     low, high = wilson_interval(round(acc * n), n)
     parts = []
-    for name, b in test["baselines"].items():
-        other, what = b.get("knn_accuracy"), name.replace("_", " ")
+    for name, b in test.baselines.items():
+        other, what = b.knn_accuracy, name.replace("_", " ")
         if other is None:
             continue
         if other < low:
@@ -257,7 +258,7 @@ def _import(
     novelty.build(run, report, tc.seed)
     test = evaluate_into(run, pl, run.train_config, report)
     if test is not None:
-        notes.append(verdict(test))
+        notes.append(verdict(Evaluation.of(test)))
         report(Progress(Stage.NOTE, message=notes[-1]))
     write_run(run, report, tc.overwrite)
     report(Progress(Stage.DONE, message=str(run.path)))

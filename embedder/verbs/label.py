@@ -207,8 +207,9 @@ def label_folder(
         raise EmbedderError(f"no images found under {root}")
     output = _Output(out, options)
     done = Labelled(out, root, len(files), resumed=len(output.done))
-    done.notes.append(promise(run.metrics))
-    swallows = unknown_swallows(run.metrics)
+    record = run.record
+    done.notes.append(promise(record))
+    swallows = unknown_swallows(record)
     if swallows and options.unknown:
         done.notes.append(swallows)
     for note in done.notes:

@@ -27,6 +27,7 @@ from ..network.embed import embed_images
 from ..network.model import resolve_device
 from ..progress import Progress, Reporter, Stage, counter, silent
 from ..runs.lock import training
+from ..runs.records import Evaluation, Metrics, Scores, Standing, Upgrade
 from ..runs.run import Run, gallery_rows, is_run, load_run
 from ..runs.writes import WriteRefused
 from ..training.checkpoint import checkpoint_file, load_checkpoint, remove_work_dir, work_dir
@@ -164,11 +165,11 @@ def _may_answer_now(out: Path, report: Reporter) -> bool:
     training left unfinished (``improving``, or cancelled). A finished run keeps answering until this training
     ends."""
     try:
-        metrics = load_run(out).metrics if is_run(out) else None
+        record = load_run(out).record if is_run(out) else None
     except EmbedderError:  # damaged: replaced at the end, as it always was
-        metrics = {}
-    cancelled = (metrics or {}).get("upgrade", {}).get("result") == "cancelled"
-    finished = metrics is not None and not metrics.get("improving") and not cancelled
+        record = Metrics()
+    cancelled = record is not None and record.upgrade is not None and record.upgrade.result == "cancelled"
+    finished = record is not None and not record.improving and not cancelled
     if finished:
         report(Progress(Stage.NOTE, message=f"{out.name} keeps answering with its current run until training ends"))
     return not finished
@@ -178,7 +179,7 @@ def _still_improving(out: Path) -> bool:
     """Whether the run at ``out`` is this training's first answer, not yet replaced nor closed (its record says
     ``improving``): a cancel then says so in it; a run written whole before the cancel stays as it is."""
     try:
-        return is_run(out) and load_run(out).metrics.get("improving") is not None
+        return is_run(out) and load_run(out).record.improving is not None
     except EmbedderError:
         return False
 
@@ -198,13 +199,13 @@ def _answer_first(run: Run, pl: Plan, cfg: TrainConfig, first: First, report: Re
 
 def _queryable(run: Run, first: First, seconds: float) -> str:
     """``queryable now: RUN (...)``: what the run holds, its estimated label accuracy, and the time taken."""
-    m = first.candidate.score.metrics
+    m = Scores.of(first.candidate.score.metrics)
     estimate = ""
-    if "label_accuracy" in m:
-        low, high = m["label_accuracy_ci"]
-        on = "out-of-fold" if m.get("scored_on") else "validation"
-        estimate = f"; estimated label accuracy {m['label_accuracy']:.3f} [{low:.2f}, {high:.2f}] on "
-        estimate += f"{m['n_scored']:,} {on} images"
+    if m.label_accuracy is not None:
+        low, high = m.label_accuracy_ci
+        on = "out-of-fold" if m.scored_on else "validation"
+        estimate = f"; estimated label accuracy {m.label_accuracy:.3f} [{low:.2f}, {high:.2f}] on "
+        estimate += f"{m.n_scored:,} {on} images"
     return (
         f"queryable now: {run.path} ({first.candidate.name}, {len(run.gallery_paths):,} gallery images in "
         f"{len(run.classes)} classes{estimate}) after {seconds:.0f} s"
@@ -214,7 +215,7 @@ def _queryable(run: Run, first: First, seconds: float) -> str:
 def _keep_first(run: Run, pl: Plan, cfg: TrainConfig, report: Reporter, why: str, evaluated: bool):
     """The first answer stays the run, its record saying why; where a finished run had been answering meanwhile,
     the first answer is evaluated and written now."""
-    report(Progress(Stage.NOTE, message=f"the run keeps {run.metrics['kept'].split(':')[0]}: {why}"))
+    report(Progress(Stage.NOTE, message=f"the run keeps {run.record.kept.split(':')[0]}: {why}"))
     if not evaluated:
         evaluate_into(run, pl, cfg, report)
     _record_upgrade(run, {"result": "kept", "why": why}, report, overwrite=cfg.overwrite)
@@ -242,7 +243,7 @@ def _finish(pl: Plan, cfg: TrainConfig, fitted: Fitted, report: Reporter, ray, b
     write_run(run, report, cfg.overwrite)
     remove_work_dir(work_dir(out))
     if before is not None:
-        report(Progress(Stage.NOTE, message=_upgrade_note(run.metrics["upgrade"])))
+        report(Progress(Stage.NOTE, message=_upgrade_note(run.record.upgrade)))
     report(Progress(Stage.DONE, message=str(out)))
     return TrainResult(out, fitted.history, run.metrics, fitted.kept, pl.notes)
 
@@ -251,19 +252,20 @@ def _before_after(before: Run, after: Run) -> dict:
     """The label accuracy of the first answer and of the trained network on validation (out-of-fold) images and,
     where there are held-out queries, on those."""
     pick = lambda m: {  # noqa: E731
-        "kept": m.get("kept", ""),
-        "validation": (m.get("validation") or {}).get("label_accuracy"),
-        "test": (m.get("test") or {}).get("knn_accuracy"),
+        "kept": m.kept or "",
+        "validation": (m.validation or Scores()).label_accuracy,
+        "test": (m.test or Evaluation()).knn_accuracy,
     }
-    return {"before": pick(before.metrics), "after": pick(after.metrics)}
+    return {"before": pick(before.record), "after": pick(after.record)}
 
 
-def _upgrade_note(upgrade: dict) -> str:
-    b, a = upgrade["before"], upgrade["after"]
-    which = "test" if b.get("test") is not None and a.get("test") is not None else "validation"
-    if b.get(which) is None or a.get(which) is None:
+def _upgrade_note(upgrade: Upgrade) -> str:
+    b, a = upgrade.before or Standing(), upgrade.after or Standing()
+    on_test = b.test is not None and a.test is not None
+    which, was, now = ("test", b.test, a.test) if on_test else ("validation", b.validation, a.validation)
+    if was is None or now is None:
         return "training replaced the first answer"
-    return f"training replaced the first answer: label accuracy on {which} images {b[which]:.3f} -> {a[which]:.3f}"
+    return f"training replaced the first answer: label accuracy on {which} images {was:.3f} -> {now:.3f}"
 
 
 def _now() -> str:

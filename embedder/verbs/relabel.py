@@ -27,6 +27,7 @@ from ..progress import Progress, Reporter, Stage, silent
 from ..runs import bundle
 from ..runs.corrections import FILE, Change, Event, Removal, class_index, now, who
 from ..runs.lock import training_under_way, writing
+from ..runs.records import Evaluation
 from ..runs.run import Run, load_run
 from ..training.checkpoint import work_dir
 from .finish import index_gallery
@@ -259,9 +260,9 @@ def _finish(run: Run, state: _State, done: Relabelled, report: Reporter) -> Rela
         return done
     rows_changed = state.finish(report)
     done.new_classes = [c for c in run.classes if c not in state.classes_before]
-    before = (run.metrics.get("test") or {}).get("precision_at_1")
+    before = (run.record.test or Evaluation()).precision_at_1
     rescore(run, report)
-    done.p_at_1 = (before, (run.metrics.get("test") or {}).get("precision_at_1"))
+    done.p_at_1 = (before, (run.record.test or Evaluation()).precision_at_1)
     report(Progress(Stage.WRITE, message=f"writing {run.path}"))
     if rows_changed:
         run.save()

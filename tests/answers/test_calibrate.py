@@ -5,6 +5,7 @@ import pytest
 
 from embedder.answers.calibrate import Answers, calibrated_on, open_set
 from embedder.answers.metrics import Labelled
+from embedder.runs.records import Confidence, Metrics
 from tests.helpers import unit as _unit
 
 GALLERY = _unit([[1, 0.00], [1, 0.05], [1, -0.05], [0.00, 1], [0.05, 1], [-0.05, 1]])
@@ -30,7 +31,7 @@ def test_fit_confidence__learns_that_split_votes_are_wrong_more_often():
     truth = rng.uniform(size=2000) < share  # by construction P(right) = share
     cal = fit_confidence(np.stack([share, nearest], 1), truth)
     assert cal["kind"] == "logistic" and cal["n"] == 2000
-    p = apply_confidence(cal, np.array([[0.4, 0.3], [0.95, 0.3]]))
+    p = apply_confidence(Confidence.of(cal), np.array([[0.4, 0.3], [0.95, 0.3]]))
     assert p[0] == pytest.approx(0.4, abs=0.08) and p[1] == pytest.approx(0.95, abs=0.05)
 
 
@@ -43,9 +44,9 @@ def test_fit_confidence__without_distance_reads_the_vote_share_alone():
     truth = rng.uniform(size=2000) < share * (1.2 - nearest)  # the distance matters here ...
     cal = fit_confidence(np.stack([share, nearest], 1), truth, distance=False)
     assert cal["kind"] == "logistic" and cal["coef"][1] == 0.0  # ... but another network's distances do not transfer
-    near, far = apply_confidence(cal, np.array([[0.9, 0.1], [0.9, 0.6]]))
+    near, far = apply_confidence(Confidence.of(cal), np.array([[0.9, 0.1], [0.9, 0.6]]))
     assert near == far
-    low, high = apply_confidence(cal, np.array([[0.4, 0.3], [0.95, 0.3]]))
+    low, high = apply_confidence(Confidence.of(cal), np.array([[0.4, 0.3], [0.95, 0.3]]))
     assert low < high - 0.2
 
 
@@ -54,7 +55,7 @@ def test_fit_confidence__all_right_on_validation_gives_the_smoothed_rate_not_cer
 
     cal = fit_confidence(np.array([[1.0, 0.2]] * 38), np.ones(38, dtype=bool))
     assert cal == {"kind": "constant", "value": 39 / 40, "n": 38, "right": 38}
-    assert apply_confidence(cal, np.array([[0.5, 0.9]])).tolist() == [39 / 40]
+    assert apply_confidence(Confidence.of(cal), np.array([[0.5, 0.9]])).tolist() == [39 / 40]
     assert apply_confidence(None, np.array([[0.5, 0.9]])).tolist() == [0.5]  # no calibration: the vote share
 
 
@@ -119,15 +120,14 @@ def test_answers__a_query_whose_class_the_gallery_lacks_is_left_out_as_open_set_
             "labelled right: with none wrong to learn from it says 92% for every answer",
         ),
         ({"confidence": None, "unknown": {"calibrated_on": "validation"}}, "validation images"),
-        ({"confidence": {"n": "many", "right": 3}}, "validation images"),  # a run's file may hold anything
         ({"confidence": {"n": 5, "right": 9}}, "validation images"),
     ],
 )
 def test_calibrated_on__says_how_many_answers_and_whether_that_is_enough(metrics, words):
-    assert calibrated_on(metrics) == words
+    assert calibrated_on(Metrics.of(metrics)) == words
 
 
 def test_calibrated_on__for_the_threshold_says_nothing_of_a_constant_confidence():
     metrics = {"confidence": {"kind": "constant", "n": 10, "right": 10}, "unknown": {"calibrated_on": "validation"}}
-    words = calibrated_on(metrics, confidence=False)
+    words = calibrated_on(Metrics.of(metrics), confidence=False)
     assert words == "10 validation images, 10 of them labelled right: so few that it is a rough estimate"

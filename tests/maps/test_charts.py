@@ -1,6 +1,7 @@
 """Charts of a run's numbers."""
 
 from embedder.maps.charts import metrics_rows, training_curves
+from embedder.runs.records import Evaluation, Reliability
 
 
 def test_training_curves__three_panels_and_best_epochs_marked():
@@ -23,7 +24,8 @@ def test_metrics_rows__trained_then_baselines():
         "knn_accuracy": 0.95,
         "baselines": {"raw_pixels": {"precision_at_1": 0.5}},
     }
-    rows = metrics_rows(test)
+    record = Evaluation.of(test)
+    rows = metrics_rows(record, record.baselines)
     assert rows[0] == {"model": "trained (triplet)", "P@1": 0.9, "R-Precision": 0.8, "MAP@R": 0.7, "kNN accuracy": 0.95}
     assert rows[1] == {"model": "raw pixels", "P@1": 0.5, "R-Precision": None, "MAP@R": None, "kNN accuracy": None}
 
@@ -36,6 +38,6 @@ def test_reliability_diagram__diagonal_then_both_curves_named_with_their_ece():
         "ece": 0.14,
         "n": 6,
     }
-    fig = reliability_diagram(data, {**data, "ece": 0.02})
+    fig = reliability_diagram(Reliability.of(data), Reliability.of({**data, "ece": 0.02}))
     assert [t.name for t in fig.data] == ["perfectly calibrated", "vote share (ECE 0.140)", "calibrated (ECE 0.020)"]
     assert list(fig.data[1].x) == [0.55, 0.95] and list(fig.data[1].y) == [0.5, 0.75]
