@@ -7,6 +7,7 @@ Sets as bench_labels.py names them, plus "photos245": 245 of the cats_dogs train
 a seeded draw), the 200 `val` photos as queries: a newcomer's small folder.
 
     python -m bench.bench_answer [--sets digits photos245 few finegrained photos] [--seed 0] [--json out.json]
+        [--set cv_patience=4 ...]   (a recipe to compare: TrainConfig fields, values as JSON or plain text)
 
 Run from an older checkout, the same script measures the previous recipe (it has no first answer: the run
 answers when training has finished).
@@ -51,14 +52,27 @@ def settings(name: str, tmp: Path) -> dict:
 def _accuracy(test: dict | None) -> dict | None:
     if not test:
         return None
-    return {k: test.get(k) for k in ("precision_at_1", "knn_accuracy")} | {
+    return {k: test.get(k) for k in ("precision_at_1", "knn_accuracy", "map_at_r")} | {
         "knn_accuracy_at_5": (test.get("knn_accuracy_by_k") or {}).get("5")
     }
 
 
-def run_one(name: str, seed: int, tmp: Path) -> dict:
-    """Train set ``name`` once; the times (with the load average then) and the accuracies at each."""
-    cfg = TrainConfig(**settings(name, tmp), out=f"{tmp}/{name}-{seed}", seed=seed)
+def overrides(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as TrainConfig fields: a value that reads as JSON is taken as such, else as text."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def run_one(name: str, seed: int, tmp: Path, recipe: dict | None = None) -> dict:
+    """Train set ``name`` once (``recipe``: TrainConfig fields over the defaults); the times (with the load
+    average then) and the accuracies at each."""
+    cfg = TrainConfig(**settings(name, tmp) | (recipe or {}), out=f"{tmp}/{name}-{seed}", seed=seed)
     marks: dict = {}
     t0 = time.perf_counter()
 
@@ -77,6 +91,7 @@ def run_one(name: str, seed: int, tmp: Path) -> dict:
     return {
         "set": name,
         "seed": seed,
+        "recipe": recipe or {},
         "queryable_s": marks.get("queryable", final)[0],
         "queryable_load": marks.get("queryable", final)[1],
         "final_s": final[0],
@@ -85,6 +100,10 @@ def run_one(name: str, seed: int, tmp: Path) -> dict:
         "final": _accuracy(result.metrics.get("test")),
         "upgrade": upgrade.get("result"),
         "kept": result.kept,
+        "history": [
+            {k: h.get(k) for k in ("epoch", "seconds", "val_label_accuracy", "val_map_at_r", "best")}
+            for h in result.history
+        ],
         "baselines": {b: _accuracy(m) for b, m in baselines.items()},
     }
 
@@ -108,9 +127,10 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["digits", "photos245", "few", "finegrained"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the rows here as well")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="a recipe: TrainConfig fields")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_one(name, args.seed, Path(tmp)) for name in args.sets]
+        rows = [run_one(name, args.seed, Path(tmp), overrides(args.set)) for name in args.sets]
     summary(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -171,6 +171,14 @@ class TrainConfig:
     folds: int = setting(
         4, "cross-validation folds (--selection cv, or auto on small data)", low=2, high=10, label="Folds"
     )
+    cv_patience: int = setting(
+        5,
+        "early stopping of a cross-validation: epochs without a better pooled score (each epoch is scored on every "
+        "image, so it decides sooner than --patience on a validation share; and each costs --folds networks)",
+        low=1,
+        high=1000,
+        label="Patience of a cross-validation (epochs)",
+    )
     unseen_classes: float | None = share(
         None,
         "share of classes never trained on, to validate and test retrieval of new classes; unset = 0.2 from 20 "

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from ..cores import one_core, small
 from ..errors import EmbedderError
 from ..images.data import load_image
-from .fast import FAST_FROM, for_cpu
+from .fast import for_cpu, pays
 
 CACHE_ENV = "EMBEDDER_DECODE_CACHE_MB"
 DEFAULT_CACHE_MB = 256
@@ -146,8 +146,8 @@ def embed_images(
 ) -> np.ndarray:
     """Embed PIL images or image paths with ``fn`` (a model in eval mode, or one of its methods).
 
-    With ``fast`` (a fixed network on the CPU) ``fn`` is run by onnxruntime from ``network.fast.FAST_FROM`` images
-    on, where its export agrees with torch.
+    With ``fast`` (a fixed network on the CPU) ``fn`` is run by onnxruntime where the work pays for the export
+    (``network.fast.pays``) and the export agrees with torch.
 
     Images given as paths are decoded by ``loader`` in a pool of threads (``decode_threads``), a few batches ahead
     of the network, so memory holds those batches and the (N, D) output, which is written in place as batches
@@ -165,7 +165,7 @@ def embed_images(
             stack.enter_context(one_core())  # an upload: the network on this thread's core alone (cores.py)
         for batch in _batches(_ImageList(images, transform, loader), batch_size, pool, pin):
             batch = batch.to(device, non_blocking=pin)
-            if fast and done == 0 and len(images) >= FAST_FROM and torch.device(device).type == "cpu":
+            if fast and done == 0 and pays(len(images), batch) and torch.device(device).type == "cpu":
                 fn = for_cpu(fn, batch)
             z = fn(batch)  # (B, D)
             if flip_tta:

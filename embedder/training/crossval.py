@@ -192,7 +192,7 @@ def cross_validate(pl: Plan, cfg: TrainConfig, report: Reporter, stop: Callable[
     )
     best, top, history, bad = start, start.score, [], 0
     for epoch in range(1, cfg.epochs + 1):
-        if bad >= cfg.patience or best.score.perfect:
+        if bad >= cfg.cv_patience or best.score.perfect:
             break
         stats, pooled = _epoch(nets, cfg, epoch, how, report, stop)
         stats.best = improves(pooled, best.score, top)
@@ -202,7 +202,7 @@ def cross_validate(pl: Plan, cfg: TrainConfig, report: Reporter, stop: Callable[
         for fold in nets if stats.best and plain is not None and cfg.average_share < 1 else []:
             fold.best_state = copy.deepcopy(fold.loop.model.state_dict())
         last = (best.epoch or 0) * stats.seconds / max(1, len(nets) - 1)  # one network on all images, to the best
-        left = 0.0 if best.score.perfect else seconds_left(epoch, bad, cfg.epochs, cfg.patience, stats.seconds, last)
+        left = 0.0 if best.score.perfect else seconds_left(epoch, bad, cfg.epochs, cfg.cv_patience, stats.seconds, last)
         report(epoch_ended(epoch, cfg.epochs, stats, left))
     return start, best, plain, _averaged(nets, best, cfg, how, report) if plain is not None else None, history
 

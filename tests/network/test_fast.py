@@ -38,7 +38,13 @@ def test_embed_images__fast_from_enough_images_gives_the_same_embeddings(monkeyp
     net, rng = _net(), np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(12)]
     plain = embed_images(net, images, ToTensor(), batch_size=4)
-    monkeypatch.setattr("embedder.network.embed.FAST_FROM", 10)
+    monkeypatch.setattr("embedder.network.fast.FAST_PIXELS", 10 * 32 * 32)
     exported = embed_images(net, images, ToTensor(), batch_size=4, fast=True)
     assert isinstance(fast._EXPORTED.get(net), OnnxRuntimeModule)  # it did go through onnxruntime
     np.testing.assert_allclose(exported, plain, atol=1e-5)
+
+
+def test_pays__photos_from_a_few_dozen_tiny_images_from_thousands():
+    photo, tiny = torch.zeros(1, 3, 224, 224), torch.zeros(1, 3, 32, 32)
+    assert fast.pays(64, photo) and not fast.pays(63, photo)
+    assert not fast.pays(1_000, tiny) and fast.pays(4_000, tiny)

@@ -131,3 +131,12 @@ def test_train__a_pretrained_backbone_also_scores_its_best_epoch_averaged_with_t
         assert len(averaged) == 1, names  # scored on the same validation images as the rest
         scored = result.metrics["validation_candidates"][averaged[0]]
         assert scored["n_scored"] == result.metrics["validation_candidates"][names[0]]["n_scored"]
+
+
+@pytest.mark.slow
+def test_train__cross_validation_stops_after_its_own_patience_not_the_holdouts(demo_cache, tmp_path):
+    data = digits_subset(demo_cache, tmp_path / "data", per_class=15)
+    c = _cfg(data, tmp_path / "run", selection="cv", folds=2, epochs=30, patience=100, cv_patience=2)
+    history = train(c).history
+    best = max(h["epoch"] for h in history if h["best"])
+    assert len(history) <= best + 2 < 30, [(h["epoch"], h["best"]) for h in history]

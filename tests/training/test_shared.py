@@ -58,3 +58,15 @@ def test_views__the_same_views_whatever_the_order_and_another_set_each_epoch(pho
     assert not torch.allclose(a1, a2)  # a fresh augmentation every epoch
     assert first.views(1, seed=0) is a1  # kept: the last network's epochs reuse them
     assert not torch.allclose(_stages(net, n_frozen, photos).views(1, seed=1), a1)
+
+
+def test_frozen__on_the_cpu_the_frozen_stages_run_through_onnxruntime_and_agree_with_torch(photos):
+    from embedder.network.fast import OnnxRuntimeModule
+
+    net, n_frozen = _network(0)
+    stages = _stages(net, n_frozen, photos)
+    acts = stages.still(photos)
+    assert isinstance(stages._run, OnnxRuntimeModule)  # every view of every epoch goes the fast way
+    with torch.no_grad():
+        x = torch.stack([eval_transform(MC)(load_image(p)) for p in photos])
+        np.testing.assert_allclose(acts, net.backbone.run(x, 0, n_frozen).numpy(), atol=1e-5)
