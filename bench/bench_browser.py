@@ -24,6 +24,16 @@ from PIL import Image
 from bench.common import table
 
 K = 5
+# The page's script runs, with their times: when the upload's run started and when it ended, beside the answer.
+STATES = """window.__states = [];
+new MutationObserver((changes) => {
+  for (const c of changes) {
+    const s = c.target.getAttribute("data-test-script-state");
+    if (s !== c.oldValue) window.__states.push([performance.now(), s]);
+  }
+}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                      attributeFilter: ["data-test-script-state"]});"""
+ENDED = "t => window.__states.some(([at, s]) => at > t && s === 'notRunning')"
 
 
 def uploads(n: int, seed: int = 0) -> list[bytes]:
@@ -57,43 +67,61 @@ def server_ms(run_dir: Path, images: list[bytes]) -> float:
     return float(np.median(times))
 
 
-def browser_ms(run_dir: Path, images: list[bytes], log: Path) -> list[float]:
-    """ms from the file chooser to the K-th neighbour drawn, one upload at a time on the Query page."""
+def browser_ms(run_dir: Path, images: list[bytes], log: Path) -> list[dict]:
+    """ms from the file chooser to the K-th neighbour drawn (``answer``), and to the page's script run starting
+    (``started``) and ending (``ended``; the map is drawn after the neighbours), one upload per fresh Query page (a
+    new session, as a user who drops one image: in one tab the uploader keeps every file, and the first answer's
+    neighbours would still be on the page when the next upload's clock stops)."""
     from playwright.sync_api import expect, sync_playwright
 
     from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS, _open, _serve, _tab
 
-    env = {"EMBEDDER_RUNS_DIR": str(run_dir.parent), "EMBEDDER_RUN": str(run_dir)}
+    # The run's map is stored (a served run's is, once its map job has run): no job computes t-SNE or UMAP of the
+    # 100k gallery on the same cores while the clock runs.
+    env = {"EMBEDDER_RUNS_DIR": str(run_dir.parent), "EMBEDDER_RUN": str(run_dir), "EMBEDDER_BACKGROUND_MAPS": "0"}
     times = []
     with _serve(env, log) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        with _tab(browser, timeout_ms=600_000) as page:
-            _open(page, f"{url}/query", "Query")
-            upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
-            for i, data in enumerate(images):
-                caption = page.locator('[data-testid="stImageCaption"]', has_text="d = ")
+        for i, data in enumerate(images):
+            with _tab(browser, timeout_ms=300_000) as page:
+                page.add_init_script(STATES)
+                _open(page, f"{url}/query", "Query")
+                upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+                mine = page.locator('[data-testid="stImageCaption"]', has_text=f"new-{i}.png")
+                neighbour = page.locator('[data-testid="stImageCaption"]', has_text="d = ")
+                start = page.evaluate("performance.now()")
                 t0 = time.perf_counter()
                 upload.set_input_files(files=[{"name": f"new-{i}.png", "mimeType": "image/png", "buffer": data}])
-                page.wait_for_function(f"() => document.body.innerText.includes('new-{i}.png')")
-                expect(caption.nth(K - 1)).to_be_visible()
-                times.append(1000 * (time.perf_counter() - t0))
+                expect(mine).to_be_visible()  # the answer for this upload, not the uploader's list of files
+                expect(neighbour.nth(K - 1)).to_be_visible()
+                answer = 1000 * (time.perf_counter() - t0)
+                page.wait_for_function(ENDED, arg=start)
+                states = [(at - start, s) for at, s in page.evaluate("window.__states") if at > start]
+                started = next(at for at, s in states if s == "running")
+                ended = next(at for at, s in states if s == "notRunning" and at > started)
+                times.append({"answer": answer, "started": started, "ended": ended})
         browser.close()
     return times
 
 
 def run(gallery: int, n_uploads: int) -> str:
+    from embedder.maps.precompute import MapSpec, precompute
     from tests.helpers import synthetic_run
 
     with tempfile.TemporaryDirectory() as folder:
         run_dir = synthetic_run(Path(folder) / "runs" / "big", n=gallery, method="exact")
+        precompute(run_dir, specs=(MapSpec("pca", 2),))  # the map the Query page draws by default
         images = uploads(n_uploads + 1)
         load = os.getloadavg()[0]
         browser = browser_ms(run_dir, images, Path(folder) / "server.log")[1:]  # the first warms the page up
         server = server_ms(run_dir, images)
         after = os.getloadavg()[0]
-    median = float(np.median(browser))
+    median = float(np.median([t["answer"] for t in browser]))
+    started, ended = (float(np.median([t[key] for t in browser])) for key in ("started", "ended"))
     rows = [
         ["browser: file chooser -> K-th neighbour drawn", f"{median:.0f}", "1.00"],
+        ["  file chooser -> the page's script run starts", f"{started:.0f}", f"{started / median:.3f}"],
+        ["  file chooser -> that run ends (the map drawn after the answer)", f"{ended:.0f}", f"{ended / median:.3f}"],
         ["server's own work (decode, embed, search, vote, thumbnails)", f"{server:.1f}", f"{server / median:.3f}"],
     ]
     verdict = "met" if median <= 500 else f"**missed** ({median:.0f} ms)"

@@ -12,6 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..cores import one_core, small
 from ..errors import EmbedderError
 from ..images.data import load_image
 from .fast import for_cpu, pays
@@ -156,8 +158,11 @@ def embed_images(
     """
     out: np.ndarray | None = None
     done, pin = 0, torch.device(device).type == "cuda"
-    pool = ThreadPoolExecutor(decode_threads(), thread_name_prefix="embed-decode")
-    try:
+    with ExitStack() as stack:
+        pool = ThreadPoolExecutor(decode_threads(), thread_name_prefix="embed-decode")
+        stack.callback(pool.shutdown, wait=True, cancel_futures=True)  # an error or a cancel stops the decoding at once
+        if small(len(images)):
+            stack.enter_context(one_core())  # an upload: the network on this thread's core alone (cores.py)
         for batch in _batches(_ImageList(images, transform, loader), batch_size, pool, pin):
             batch = batch.to(device, non_blocking=pin)
             if fast and done == 0 and pays(len(images), batch) and torch.device(device).type == "cpu":
@@ -172,8 +177,6 @@ def embed_images(
             done += len(z)
             if progress is not None:
                 progress(done, len(images))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # an error or a cancel stops the decoding at once
     if out is None:
         return np.zeros((0, 0), dtype=np.float32)
     return out

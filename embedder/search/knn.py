@@ -15,14 +15,20 @@ searched about that mean (``search_frame``): a translation changes no distance, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..cores import one_core, small
+
 NEAR_PARALLEL = 0.5  # the gallery mean's share of its rows' squared length from which it is searched about the mean
 BLOCK_ELEMENTS = 1 << 24  # query rows x gallery rows per distance block: 64 MB of float32
 MAX_QUERY_ROWS = 2048  # queries per block; with them the gallery is read 8,192 rows at a time
+# A few queries against a gallery of at most this many floats (64 MB: 100k x 128) are searched on one core
+# (cores.py); a larger gallery is read from memory faster by every core on a quiet machine.
+ONE_CORE_ELEMENTS = 1 << 24
 
 
 def as_float32(x: np.ndarray) -> np.ndarray:
@@ -181,14 +187,16 @@ def topk(
     g_step = max(k, min(len(gallery), block_elements // q_rows))
     q_step = max(1, block_elements // g_step)
     centre, g_norms = frame_centre(gallery) if gallery_norms is None else (None, gallery_norms)  # (D,) or None, (N,)
-    for start in range(0, len(queries), q_step):
-        q = as_float32(queries[start : start + q_step])  # (q, D)
-        q = q - centre if centre is not None else q
-        rules = (*_block_rules(start, len(q), exclude, other_label), centre)
-        d2, i = _query_block(q, gallery, g_norms, k, g_step, rules)
-        idx[start : start + len(q)], dist[start : start + len(q)] = _nearest_first(d2, i)
-        if progress is not None:
-            progress(start + len(q), len(queries))
+    one = small(len(queries)) and gallery.size <= ONE_CORE_ELEMENTS  # an upload's query: cores.py
+    with one_core(blas=True) if one else nullcontext():
+        for start in range(0, len(queries), q_step):
+            q = as_float32(queries[start : start + q_step])  # (q, D)
+            q = q - centre if centre is not None else q
+            rules = (*_block_rules(start, len(q), exclude, other_label), centre)
+            d2, i = _query_block(q, gallery, g_norms, k, g_step, rules)
+            idx[start : start + len(q)], dist[start : start + len(q)] = _nearest_first(d2, i)
+            if progress is not None:
+                progress(start + len(q), len(queries))
     return idx, dist
 
 
