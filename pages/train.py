@@ -8,7 +8,7 @@ import streamlit as st
 from embedder.config import TrainConfig
 from embedder.errors import EmbedderError
 from embedder.verbs.import_model import ImportConfig
-from ui import access, forms, jobs, state, training, uploads, widgets
+from ui import access, forms, state, training, uploads, widgets
 
 state.require_app(__file__)
 
@@ -87,12 +87,7 @@ if submitted:
 if st.session_state.get(JOB):
     st.subheader(f"Training {Path(st.session_state[JOB]).name}")
     widgets.job_panel(Path(st.session_state[JOB]))
-others = [j for j in jobs.registry().all() if j.active and str(j.out) != st.session_state.get(JOB)]
-for job in others:
-    st.caption(
-        f"Also {'training' if job.running else 'waiting to train'}: **{job.out.name}** — "
-        + (job.describe() if job.running else "queued")
-    )
+widgets.other_jobs(st.session_state.get(JOB))
 widgets.skipped_files(state.active_run_path())
 
 st.subheader("What the model learns from: triplets")

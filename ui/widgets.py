@@ -150,6 +150,20 @@ def _job_view(out: str, show_curves: bool, cancel: bool, until_queryable: bool =
         st.caption(f":material/info: {access.public(note)}")
 
 
+def other_jobs(own: str | None) -> None:
+    """The other trainings of this server, kept current while any is active: a list drawn once would go on
+    saying "Also training" about a job that has since been cancelled or finished."""
+    active = any(j.active and str(j.out) != own for j in jobs.registry().all())
+    st.fragment(run_every=POLL_SECONDS if active else None)(_other_jobs_view)(own)
+
+
+def _other_jobs_view(own: str | None) -> None:
+    for job in jobs.registry().all():
+        if job.active and str(job.out) != own:
+            doing = "training" if job.running else "waiting to train"
+            st.caption(f"Also {doing}: **{job.out.name}** — " + (job.describe() if job.running else "queued"))
+
+
 def _announce_finish(job: jobs.TrainJob) -> None:
     if job.status == "done":
         st.success(f"Run **{job.out.name}** is ready and active.", icon=":material/check_circle:")
