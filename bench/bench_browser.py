@@ -2,7 +2,8 @@
 
 A run with a 100,000-image gallery (``tests.helpers.synthetic_run``: the small CNN, generated embeddings, real
 thumbnails) is served by ``streamlit run app.py``; Chromium (Playwright) opens the Query page and, for each of a
-few new images, the clock runs from handing the file to the file chooser to the K-th neighbour's thumbnail drawn.
+few new images, the browser's own clock runs from the file reaching the page (the file input's change event, as a
+user's drop) to the first frame drawn with the K-th neighbour in it.
 The server's own work for an upload (decode, embed, search, vote, the neighbours' thumbnails encoded) is timed in
 this process on the same run. Times are medians; the load average is printed beside them.
 
@@ -33,7 +34,23 @@ new MutationObserver((changes) => {
   }
 }).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
                       attributeFilter: ["data-test-script-state"]});"""
-ENDED = "t => window.__states.some(([at, s]) => at > t && s === 'notRunning')"
+ENDED = """t => { const after = window.__states.filter(([at]) => at > t);
+  const run = after.findIndex(([, s]) => s === "running");
+  return run >= 0 && after.slice(run).some(([, s]) => s === "notRunning"); }"""
+# When the answer is drawn, by the browser's clock: the first frame after this upload's caption and K neighbours'
+# captions are in the page. (Playwright's expect polls at growing intervals, up to 1 s apart: its clock would add
+# up to a poll interval to every answer.)
+ANSWERED = f"""window.__answered = null;
+window.__chosen = null;  // the file reaches the page: the moment a user's drop would
+document.addEventListener("change", (e) => {{
+  if (e.target.type === "file") window.__chosen = window.__chosen ?? performance.now();
+}}, true);
+new MutationObserver(() => {{
+  if (window.__answered !== null || !window.__upload) return;
+  const captions = [...document.querySelectorAll('[data-testid="stImageCaption"]')].map((c) => c.textContent);
+  if (captions.includes(window.__upload) && captions.filter((c) => c.includes("d = ")).length >= {K})
+    requestAnimationFrame(() => {{ window.__answered = window.__answered ?? performance.now(); }});
+}}).observe(document, {{subtree: true, childList: true, characterData: true}});"""
 
 
 def uploads(n: int, seed: int = 0) -> list[bytes]:
@@ -68,7 +85,7 @@ def server_ms(run_dir: Path, images: list[bytes]) -> float:
 
 
 def browser_ms(run_dir: Path, images: list[bytes], log: Path) -> list[dict]:
-    """ms from the file chooser to the K-th neighbour drawn (``answer``), and to the page's script run starting
+    """ms from the file reaching the page to the K-th neighbour drawn (``answer``), to the page's script run starting
     (``started``) and ending (``ended``; the map is drawn after the neighbours), one upload per fresh Query page (a
     new session, as a user who drops one image: in one tab the uploader keeps every file, and the first answer's
     neighbours would still be on the page when the next upload's clock stops)."""
@@ -85,16 +102,18 @@ def browser_ms(run_dir: Path, images: list[bytes], log: Path) -> list[dict]:
         for i, data in enumerate(images):
             with _tab(browser, timeout_ms=300_000) as page:
                 page.add_init_script(STATES)
+                page.add_init_script(ANSWERED)
                 _open(page, f"{url}/query", "Query")
                 upload = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
                 mine = page.locator('[data-testid="stImageCaption"]', has_text=f"new-{i}.png")
                 neighbour = page.locator('[data-testid="stImageCaption"]', has_text="d = ")
-                start = page.evaluate("performance.now()")
-                t0 = time.perf_counter()
+                page.evaluate(f"window.__upload = 'new-{i}.png'")
                 upload.set_input_files(files=[{"name": f"new-{i}.png", "mimeType": "image/png", "buffer": data}])
                 expect(mine).to_be_visible()  # the answer for this upload, not the uploader's list of files
                 expect(neighbour.nth(K - 1)).to_be_visible()
-                answer = 1000 * (time.perf_counter() - t0)
+                page.wait_for_function("window.__answered !== null")
+                start = page.evaluate("window.__chosen")  # Playwright's own hand-over (12-110 ms) is not the app's
+                answer = page.evaluate("window.__answered") - start
                 page.wait_for_function(ENDED, arg=start)
                 states = [(at - start, s) for at, s in page.evaluate("window.__states") if at > start]
                 started = next(at for at, s in states if s == "running")
@@ -119,9 +138,9 @@ def run(gallery: int, n_uploads: int) -> str:
     median = float(np.median([t["answer"] for t in browser]))
     started, ended = (float(np.median([t[key] for t in browser])) for key in ("started", "ended"))
     rows = [
-        ["browser: file chooser -> K-th neighbour drawn", f"{median:.0f}", "1.00"],
-        ["  file chooser -> the page's script run starts", f"{started:.0f}", f"{started / median:.3f}"],
-        ["  file chooser -> that run ends (the map drawn after the answer)", f"{ended:.0f}", f"{ended / median:.3f}"],
+        ["browser: file in the page -> K-th neighbour drawn", f"{median:.0f}", "1.00"],
+        ["  file in the page -> the page's script run starts", f"{started:.0f}", f"{started / median:.3f}"],
+        ["  file in the page -> that run ends (the map after the answer)", f"{ended:.0f}", f"{ended / median:.3f}"],
         ["server's own work (decode, embed, search, vote, thumbnails)", f"{server:.1f}", f"{server / median:.3f}"],
     ]
     verdict = "met" if median <= 500 else f"**missed** ({median:.0f} ms)"
