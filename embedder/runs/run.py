@@ -66,6 +66,9 @@ class Run:
     onnx: OnnxInput | None = None  # an imported network's preprocessing; None for a network trained here
     novelty_reference: np.ndarray | None = None  # (R, F) float16: what novelty.py measures a query against
     novelty_rows: np.ndarray | None = None  # (R,) the gallery rows the reference was taken from
+    # (N, F) float16: the gallery in features that never saw a label (a pretrained backbone's first answer), where
+    # insights judge the labels: a network fine-tuned on wrong labels has learnt them (findings.py). None: none kept.
+    label_free: np.ndarray | None = None
     # Labels corrected and images taken out since the gallery was written (corrections.py): gallery_labels above
     # are the corrected ones; gallery.npz keeps what it was written with.
     corrections: overlay.Corrections = field(default_factory=overlay.Corrections)
@@ -213,6 +216,7 @@ class Run:
                     if self.novelty_reference is not None
                     else {}
                 ),
+                **({"label_free": self.label_free.astype(np.float16)} if self.label_free is not None else {}),
             },
             "index": self.index(),
             "split.json": self.split,
@@ -250,6 +254,7 @@ class Run:
             onnx=manifest.onnx,
             novelty_reference=got["novelty_reference"],
             novelty_rows=got["novelty_rows"],
+            label_free=got["label_free"],
             corrections=overlay.read(path, got["checksums"]),
         )
         centre = run.info.get("centre")

@@ -34,6 +34,9 @@ from .validate import Score, ValidationSet
 
 PIXEL_SIDE = 16  # the side pixels are compared at: on the digits 8, 16 and 32 px label alike (BENCHMARKS.md)
 RAW_MAX_BYTES = 256 << 20  # raw pixels are a candidate while the gallery's rows of them fit in this much memory
+# A run keeps its gallery's pretrained features, to judge its labels in (label_free), up to this many images:
+# float16, 1,280 a row for EfficientNet-Lite0 (51 MB at the limit). Past it, insights judge in the network's space.
+LABEL_FREE_MAX = 20_000
 
 
 @dataclass
@@ -62,11 +65,26 @@ def score_fixed(emb: np.ndarray, rows: np.ndarray, pl: Plan, cfg: TrainConfig, f
     return vs.score(at(vs.rows), labels, k)
 
 
+def pretrained_features(model_config) -> EmbeddingNet:
+    """The backbone's plain pooled features, as it was pretrained (no head, nothing learnt from labels)."""
+    return EmbeddingNet(replace(model_config, dim=None)).eval()
+
+
+def label_free(first: First, model_config) -> np.ndarray | None:
+    """(N, F) float16: the first answer's gallery embeddings, kept to judge the labels in (insights/findings.py),
+    when they are a pretrained backbone's features (which never saw a label) and the gallery is small enough;
+    else None. Pixels are label-free too, but on the digits they judge worse than a network trained from scratch
+    (BENCHMARKS.md, "The labelling loop")."""
+    if not model_config.pretrained or len(first.emb) > LABEL_FREE_MAX:
+        return None
+    return first.emb.astype(np.float16)
+
+
 def _pretrained(
     pl: Plan, cfg: TrainConfig, rows, device, report: Reporter
 ) -> list[tuple[str, EmbeddingNet, np.ndarray]]:
     mc = replace(pl.model_config, dim=None)
-    net = EmbeddingNet(mc).to(device).eval()
+    net = pretrained_features(pl.model_config).to(device)
     emb = embed_images(
         net,
         [pl.images.paths[i] for i in rows],

@@ -28,6 +28,7 @@ from ..runs.lock import training_under_way, writing
 from ..runs.records import NotReevaluated
 from ..runs.run import Run, is_run, load_run
 from ..training.checkpoint import work_dir
+from ..training.first import LABEL_FREE_MAX, pretrained_features
 from .finish import index_gallery, write_run
 
 NOT_REEVALUATED = (
@@ -209,6 +210,7 @@ def _append(run: Run, root: Path, images: ImageSet, device: str, report: Reporte
     run.gallery_paths = [*run.gallery_paths, *(_stored_path(run, p) for p in paths)]
     run.gallery_labels = np.concatenate([run.gallery_labels, np.array([index_of[n] for n in names], dtype=np.int64)])
     run.gallery_embeddings = np.concatenate([run.gallery_embeddings, emb]).astype(np.float32)
+    run.label_free = _grown_label_free(run, paths, device, report)
     back = set(run.gallery_paths[old_n:])  # an image taken out before and added now is no longer "taken out"
     run.corrections.removed = [r for r in run.corrections.removed if r.path not in back]
     run._index = index_gallery(run.gallery_embeddings, run.train_config, report, previous=run.index())
@@ -219,6 +221,16 @@ def _append(run: Run, root: Path, images: ImageSet, device: str, report: Reporte
     _record(run, root, result)
     result.index = run._index.stats()
     return result
+
+
+def _grown_label_free(run: Run, paths: list[Path], device: str, report: Reporter) -> np.ndarray | None:
+    """The run's label-free features (first.py) with the added images' beside them, so their labels are judged where
+    no label was learnt too; None when the run keeps none, or the gallery grows past what a run keeps."""
+    if run.label_free is None or len(run.label_free) + len(paths) > LABEL_FREE_MAX:
+        return None
+    progress = counter(report, Stage.EMBED, "the added images, with the pretrained features")
+    new = run.embed(paths, device=device, progress=progress, fn=pretrained_features(run.model_config).to(device))
+    return np.concatenate([run.label_free, new.astype(np.float16)])
 
 
 def _write(run: Run, report: Reporter) -> None:

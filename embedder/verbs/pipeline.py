@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ..runs.writes import WriteRefused
 from ..training.checkpoint import checkpoint_file, load_checkpoint, remove_work_dir, work_dir
 from ..training.crossval import fit_cv, folds, merged, use_cv
 from ..training.distributed import world
-from ..training.first import First, first_model
+from ..training.first import First, first_model, label_free
 from ..training.plan import Plan, check_folders, plan
 from ..training.train import Fitted, fit
 from .finish import TrainResult, evaluate_into, finish_run, guarded, write_run
@@ -124,6 +125,7 @@ def _train(cfg: TrainConfig, report: Reporter, should_stop, ray: str | None, sta
         first = first_model(pl, cfg, device, checked, folds(pl, cfg) if cv else None)
         first_plan = merged(pl) if cv else pl
         run = finish_run(first_plan, cfg, first.fitted, first.rows, first.emb, checked)
+        run.label_free = label_free(first, pl.model_config)
         answering = _may_answer_now(out, report)
         try:
             if answering:
@@ -139,7 +141,7 @@ def _train(cfg: TrainConfig, report: Reporter, should_stop, ray: str | None, sta
                 run.metrics["validation_candidates"] = fitted.validation["validation_candidates"]
                 run.info["kept"] = fitted.kept
                 return _keep_first(run, first_plan, cfg, checked, "training did not beat it", answering)
-            return _finish(pl, cfg, fitted, checked, ray, run if answering else None)
+            return _finish(pl, cfg, fitted, checked, ray, FirstRun(run, answering, first.rows))
         except Cancelled:
             if answering and _still_improving(out):  # the first answer stays, saying training was cancelled
                 _record_upgrade(run, {"result": "cancelled"}, silent)  # the app's reporter raises once cancelled
@@ -231,12 +233,24 @@ def _record_upgrade(run: Run, outcome: dict, report: Reporter, overwrite: bool =
     write_run(run, report, overwrite)
 
 
-def _finish(pl: Plan, cfg: TrainConfig, fitted: Fitted, report: Reporter, ray, before: Run | None):
-    """The trained network's run, evaluated and written in place of the first answer (``before``, when it was
-    answering; its evaluation lends the baselines, which do not depend on the network)."""
+@dataclass
+class FirstRun:
+    """The first answer's run, as the trained network's run takes over from it."""
+
+    run: Run  # its label-free features go on into the trained run
+    answering: bool  # it was written and answered meanwhile: its evaluation lends the baselines
+    rows: np.ndarray  # (N,) its gallery rows into the plan's images
+
+
+def _finish(pl: Plan, cfg: TrainConfig, fitted: Fitted, report: Reporter, ray, first: FirstRun | None):
+    """The trained network's run, evaluated and written in place of the first answer (when it was answering, its
+    evaluation lends the baselines, which do not depend on the network)."""
     out = Path(cfg.out).expanduser().resolve()
     rows, emb = embed_gallery(pl, fitted, cfg, resolve_device(cfg.device), report, ray)
     run = finish_run(pl, cfg, fitted, rows, emb, report)
+    free = first.run.label_free if first is not None else None
+    run.label_free = free if free is not None and np.array_equal(first.rows, rows) else None
+    before = first.run if first is not None and first.answering else None
     evaluate_into(run, pl, cfg, report, before.metrics.get("test") if before is not None else None)
     if before is not None:
         run.metrics["upgrade"] = {"result": "replaced", **_before_after(before, run), "at": _now()}

@@ -113,7 +113,9 @@ class _State:
         self.events.append(Event(self.batch, action, stored, target, before, self.by, self.when))
         if target is OUT:
             embedding = base64.b64encode(self.run.gallery_embeddings[row].astype("<f4").tobytes()).decode()
-            self.removals[stored] = Removal(stored, was, before, embedding, self.by, self.when)
+            free = self.run.label_free
+            free = None if free is None else base64.b64encode(free[row].astype("<f2").tobytes()).decode()
+            self.removals[stored] = Removal(stored, was, before, embedding, self.by, self.when, free)
             self.changes.pop(stored, None)
             self.out_rows.add(row)
             return "removed"
@@ -152,17 +154,30 @@ class _State:
             ]
             run.gallery_labels = np.concatenate([run.gallery_labels, np.array(labels, dtype=np.int64)])
             run.gallery_embeddings = np.concatenate([run.gallery_embeddings, np.stack(vectors)]).astype(np.float32)
+            run.label_free = _label_free_back(run.label_free, self.back)
         if not len(run.gallery_paths):
             raise EmbedderError("that would take every image out of the gallery: keep at least one")
         run._index = index_gallery(run.gallery_embeddings, run.train_config, report)
         return True
 
 
+def _label_free_back(free: np.ndarray | None, back: list) -> np.ndarray | None:
+    """The run's label-free features with the rows of the images put ``back`` appended; None (the labels are then
+    judged in the network's space) when one of them was taken out without any kept."""
+    vectors = [r.label_free_vector() for r in back]
+    if free is None or any(v is None or len(v) != free.shape[1] for v in vectors):
+        return None
+    return np.concatenate([free, np.stack(vectors)]).astype(np.float16)
+
+
 def _keep_rows(run: Run, keep: np.ndarray) -> None:
-    """Only the gallery rows ``keep`` (sorted), and the novelty reference's rows among them renumbered."""
+    """Only the gallery rows ``keep`` (sorted): their label-free features, and the novelty reference's rows among
+    them renumbered."""
     run.gallery_paths = [run.gallery_paths[i] for i in keep]
     run.gallery_labels = run.gallery_labels[keep]
     run.gallery_embeddings = run.gallery_embeddings[keep]
+    if run.label_free is not None:
+        run.label_free = run.label_free[keep]
     if run.novelty_rows is not None:
         new_row = np.full(max(int(keep.max(initial=-1)), int(run.novelty_rows.max(initial=-1))) + 1, -1)
         new_row[keep] = np.arange(len(keep))

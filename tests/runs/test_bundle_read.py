@@ -231,3 +231,29 @@ def test_newer_schema_says_so(tmp_path, digits_run):
     (run_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(EmbedderError, match="schema version 99"):
         load_run(run_dir)
+
+
+@pytest.mark.parametrize(
+    "make, named",
+    [
+        (lambda n: np.zeros((n, 8)), "label-free features"),  # float64, not float16
+        (lambda n: np.full((n, 8), np.inf, np.float16), "label-free features"),
+        (lambda n: np.zeros((n - 1, 8), np.float16), "shapes"),  # a row short of the gallery
+        (lambda n: np.zeros(n, np.float16), "shapes"),
+    ],
+)
+def test_damaged_label_free_features_are_named(tmp_path, digits_run, make, named):
+    with np.load(digits_run / "gallery.npz") as npz:
+        n = len(npz["labels"])
+    run_dir = _with_gallery(digits_run, tmp_path / "run", label_free=make(n))
+    with pytest.raises(EmbedderError) as info:
+        load_run(run_dir)
+    _one_line(info, "gallery.npz", named)
+
+
+def test_label_free_features_of_every_gallery_image_load(tmp_path, digits_run):
+    with np.load(digits_run / "gallery.npz") as npz:
+        n = len(npz["labels"])
+    features = np.random.default_rng(0).standard_normal((n, 8)).astype(np.float16)
+    run = load_run(_with_gallery(digits_run, tmp_path / "run", label_free=features))
+    np.testing.assert_array_equal(run.label_free, features)

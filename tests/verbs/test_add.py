@@ -189,3 +189,18 @@ def test_add__a_writer_that_holds_the_run_too_long_is_named(run_dir, tmp_path, m
     with writing_elsewhere(run_dir), pytest.raises(EmbedderError, match=r"being written by another process \(still"):
         add_images(run_dir, folder)
     assert load_run(run_dir).gallery_paths == before
+
+
+def test_add__the_added_images_join_the_pretrained_features_labels_are_judged_in(photo_run, tmp_path):
+    from embedder.training.first import pretrained_features
+    from tests.helpers import copy_run
+
+    run_dir = copy_run(photo_run, tmp_path / "runs" / "photos")
+    before = load_run(run_dir)
+    more = make_shapes_folder(tmp_path / "more", per_class=2, size=96, seed=7)
+    assert add_images(run_dir, more).added == 6
+    run = load_run(run_dir)
+    assert run.label_free.shape == (len(before.gallery_paths) + 6, 1280)
+    np.testing.assert_array_equal(run.label_free[: len(before.gallery_paths)], before.label_free)
+    new = run.embed(run.gallery_files()[-6:], fn=pretrained_features(run.model_config))
+    np.testing.assert_allclose(run.label_free[-6:].astype(np.float32), new, atol=2e-3)

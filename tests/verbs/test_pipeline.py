@@ -285,3 +285,16 @@ def test_train__while_it_trains_the_run_answers_add_is_refused_and_a_second_trai
         stop.set()
         thread.join(120)
     assert seen == ["cancelled"] and load_run(out).metrics["upgrade"]["result"] == "cancelled"
+
+
+def test_train__a_pretrained_run_keeps_its_gallerys_pretrained_features_to_judge_labels_in(photo_run, digits_run):
+    from embedder.runs.run import load_run
+    from embedder.training.first import pretrained_features
+
+    run = load_run(photo_run)
+    assert run.label_free is not None and run.label_free.dtype == np.float16
+    assert run.label_free.shape == (len(run.gallery_paths), 1280)
+    # row for row each gallery image's own pretrained features, whether training replaced the first answer or not
+    again = run.embed(run.gallery_files(), fn=pretrained_features(run.model_config))
+    np.testing.assert_allclose(run.label_free.astype(np.float32), again, atol=2e-3)
+    assert load_run(digits_run).label_free is None  # a network trained from scratch is judged in its own space

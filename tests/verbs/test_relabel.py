@@ -158,3 +158,18 @@ def test_relabel__waits_for_another_writer_then_refuses(run_dir, monkeypatch):
     with writing_elsewhere(run_dir), pytest.raises(EmbedderError, match=r"being written by another process \(still"):
         relabel(run_dir, [LabelRow(run.gallery_paths[0], "hexagon")])
     assert not load_run(run_dir).corrections
+
+
+def test_relabel__taken_out_and_put_back_keeps_each_images_label_free_features(photo_run, tmp_path):
+    run_dir = copy_run(photo_run, tmp_path / "runs" / "photos")
+    run = load_run(run_dir)
+    own = {p: run.label_free[i] for i, p in enumerate(run.gallery_paths)}
+    relabel(run_dir, [LabelRow(p, None) for p in run.gallery_paths[2:4]])
+    smaller = load_run(run_dir)
+    assert smaller.label_free.shape == (len(run.gallery_paths) - 2, 1280)
+    undo_last(run_dir)
+    back = load_run(run_dir)
+    for i, p in enumerate(back.gallery_paths):
+        np.testing.assert_array_equal(back.label_free[i], own[p])
+    for i, p in enumerate(smaller.gallery_paths):
+        np.testing.assert_array_equal(smaller.label_free[i], own[p])
