@@ -3,8 +3,9 @@
 For each set a clean copy and a copy with planted wrong labels (files copied into another class's folder) are
 trained with the defaults, beside held-out queries that are clean and never used for any choice. Then:
 
-- the mislabel ranking (``mislabels --json``, ours) next to cleanlab's ``find_label_issues`` on the same
-  leave-one-out k-NN vote probabilities: how many planted errors each puts in its top 30;
+- the mislabel ranking (``mislabels --json``: judged in the run's pretrained features where it keeps them, with
+  cleanlab, else in its network's space with ours), next to ours and cleanlab's ``find_label_issues`` on the same
+  leave-one-out k-NN vote probabilities in that space: how many planted errors each puts in its top 30;
 - ``relabel`` with the top 30 suggestions: planted errors fixed, right labels changed, every image file
   byte-identical before and after;
 - held-out P@1 of the clean run, the planted run, the planted run with its gallery corrected (no retraining) and
@@ -140,29 +141,32 @@ def _outcome(rows_suggested: list[tuple[int, int]], planted, right) -> dict:
 
 
 def rankings(run_dir: Path, truth: dict[str, str]) -> tuple[list[dict], dict]:
-    """The top ``TOP`` of ``mislabels --json`` (its default: the clear suspects) and how each ranking does on the
-    planted errors: ours as listed, ours over every flagged image, and cleanlab's find_label_issues on the same
-    leave-one-out vote probabilities (its own flagged list, ranked by self-confidence)."""
-    from embedder.insights.findings import CLEAR_SCORE, cleanlab_mislabels, gallery_findings, vote_probabilities
+    """The top ``TOP`` of ``mislabels --json`` (its default: the clear suspects, judged where the run judges them)
+    and how each ranking does on the planted errors, in that space: the default's list, ours (clear, and every
+    flagged image) and cleanlab's find_label_issues on the same leave-one-out vote probabilities."""
+    from embedder.insights.findings import judge_labels
     from embedder.runs.run import load_run
 
     run = load_run(run_dir)
-    found, files = gallery_findings(run), run.gallery_files()
+    files = run.gallery_files()
     planted = lambda row: files[row].name in truth
     right = lambda row, label: truth.get(files[row].name) == run.classes[label]
-    listed = [s for s in found.mislabels if s.score >= CLEAR_SCORE][:TOP]
+    default = judge_labels(run)
+    listed = default.clear[:TOP]
     top = [
         {"path": str(files[s.row]), "label": run.classes[s.label], "suggested": run.classes[s.suggested]}
         for s in listed
     ]
-    probs = vote_probabilities(run.gallery_labels, found.neighbours, len(run.classes))
-    theirs = cleanlab_mislabels(run.gallery_labels, found.neighbours, len(run.classes))
+    ours, theirs = (judge_labels(run, method=m) for m in ("ours", "cleanlab"))
+    pairs = lambda suspects: [(s.row, s.suggested) for s in suspects[:TOP]]  # noqa: E731
     compare = {
-        "ours": _outcome([(s.row, s.suggested) for s in listed], planted, right),
-        "ours_every_flagged": _outcome([(s.row, s.suggested) for s in found.mislabels[:TOP]], planted, right),
-        "cleanlab": _outcome([(int(r), int(probs[r].argmax())) for r in theirs[:TOP]], planted, right),
+        f"default ({default.method})": _outcome(pairs(listed), planted, right),
+        "ours": _outcome(pairs(ours.clear), planted, right),
+        "ours_every_flagged": _outcome(pairs(ours.suspects), planted, right),
+        "cleanlab": _outcome(pairs(theirs.clear), planted, right),
     }
-    compare["ours"]["flagged"], compare["cleanlab"]["flagged"] = len(found.mislabels), len(theirs)
+    compare["ours"]["flagged"], compare["cleanlab"]["flagged"] = len(ours.suspects), len(theirs.clear)
+    compare["judged_in"] = default.space
     return top, compare
 
 
@@ -266,7 +270,10 @@ def report(row: dict) -> None:
     f = lambda m: f"{m['p_at_1']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}] (n={m['n']})"
     r, lab = row["relabel"], row["label_new"]
     print(f"\n{row['set']}: {row['planted']} planted wrong labels; load {row['load']}")
+    print(f"  labels judged in {row['rankings']['judged_in']}")
     for who, c in row["rankings"].items():
+        if who == "judged_in":
+            continue
         print(
             f"  {who:<18} lists {c['listed']} (of its top {TOP}): {c['planted_in_list']} planted; accepting them fixes "
             f"{c['fixed_if_accepted']} and changes {c['right_labels_changed_if_accepted']} right labels"

@@ -13,7 +13,14 @@ import streamlit as st
 
 from embedder.insights import export
 from embedder.insights.explain import BatchDraw, Explanation, explain_batch
-from embedder.insights.findings import CLEAR_SCORE, GalleryFindings, LeakFindings, gallery_findings, leak_findings
+from embedder.insights.findings import (
+    CLEAR_SCORE,
+    GalleryFindings,
+    Judgement,
+    LeakFindings,
+    gallery_findings,
+    leak_findings,
+)
 
 from . import cache, corrections, widgets
 
@@ -49,23 +56,19 @@ def _query_name(path) -> str:
 
 
 def mislabels(run, found: GalleryFindings) -> None:
-    suspects = found.mislabels
+    suspects, judged = found.mislabels, found.judgement
     files, names = run.gallery_files(), run.label_names(run.gallery_labels)
     st.caption(
-        f"**{len(suspects)}** of {len(files):,} gallery images have neighbours that mostly carry another label. "
-        f"Ranked by how many of their {found.neighbours.idx.shape[1]} nearest disagree, times how much nearer the "
-        "other label is than their own: a flipped label sits inside another class, an odd but right one between two."
+        f"**{len(suspects)}** of {len(files):,} gallery images have neighbours that mostly carry another label, "
+        f"judged in **{judged.space}**" + _how_judged(judged)
     )
     corrections.announce()
     corrections.panel(run, "insights-corrections")
     if not suspects:
         st.success("No image's neighbours outvote its label.")
         return
-    clear = sum(s.score >= CLEAR_SCORE for s in suspects)
-    st.caption(
-        f"**{clear}** of them are clear (score ≥ {CLEAR_SCORE}: every neighbour disagrees and the image's own label "
-        "is at least twice as far as another): their suggestions are the ones worth accepting at once."
-    )
+    clear = len(judged.clear)
+    st.caption(f"**{clear}** of them are clear: {_why_clear(judged)}. Their suggestions are the ones worth accepting.")
     corrections.accept_top(run, suspects, "insights-suspects", clear)
     for rank, s in enumerate(suspects[:SHOW_SUSPECTS], start=1):
         with st.container(border=True, key=f"suspect-{rank}"):
@@ -88,6 +91,7 @@ def mislabels(run, found: GalleryFindings) -> None:
             "suggested": run.classes[s.suggested],
             "score": round(s.score, 4),
             "disagreement": round(s.disagreement, 3),
+            "clear": s.clear,
         }
         for s in suspects
     ]
@@ -98,6 +102,27 @@ def mislabels(run, found: GalleryFindings) -> None:
         mime="text/csv",
         key="insights-mislabels-csv",
         icon=":material/download:",
+    )
+
+
+def _how_judged(judged: Judgement) -> str:
+    if judged.method == "cleanlab":
+        return " (a network fine-tuned on wrong labels learns them, so its own space would hide them)."
+    return (
+        f". Ranked by how many of their {judged.neighbours.idx.shape[1]} nearest disagree, times how much nearer the "
+        "other label is than their own: a flipped label sits inside another class, an odd but right one between two."
+    )
+
+
+def _why_clear(judged: Judgement) -> str:
+    if judged.method == "cleanlab":
+        return (
+            f"cleanlab's find_label_issues lists them from each image's {judged.neighbours.idx.shape[1]} nearest "
+            "(its own label unlikely for its class)"
+        )
+    return (
+        f"score ≥ {CLEAR_SCORE}: every neighbour disagrees and the image's own label is at least twice as far as "
+        "another"
     )
 
 

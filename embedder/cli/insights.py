@@ -26,18 +26,19 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--min-score",
         type=float,
-        default=CLEAR_SCORE,
-        help=f"list only suspects scoring at least this (default: {CLEAR_SCORE}, the clear ones: with every neighbour "
-        "disagreeing, the image's own label at least twice as far as another; cleanlab: its own label less likely "
-        "than not); 0 lists every image the vote disagrees with",
+        default=None,
+        help="list every suspect scoring at least this (0: every image the vote disagrees with); default: the clear "
+        f"ones (ours: score >= {CLEAR_SCORE}, with every neighbour disagreeing the image's own label at least twice "
+        "as far as another; cleanlab: the images its find_label_issues lists)",
     )
     p.add_argument(
         "--method",
-        default="ours",
-        choices=("ours", "cleanlab"),
-        help="ours: the neighbours' disagreement times how much nearer the other label is (measured better on planted "
-        "errors, BENCHMARKS.md); cleanlab: find_label_issues on the same leave-one-out vote probabilities, ranked "
-        "by self-confidence (score: 1 - the probability of the image's own label)",
+        default="auto",
+        choices=("auto", "ours", "cleanlab"),
+        help="auto: cleanlab where the run keeps its pretrained features (the labels are judged in them: a network "
+        "fine-tuned on wrong labels has learnt them), else ours (BENCHMARKS.md, 'The labelling loop'); ours: the "
+        "neighbours' disagreement times how much nearer the other label is; cleanlab: find_label_issues on the "
+        "leave-one-out vote probabilities (score: 1 - the probability of the image's own label)",
     )
 
     p = sub.add_parser("duplicates", help="near-duplicate gallery images, and held-out queries leaked into the gallery")
@@ -90,37 +91,34 @@ def _emit(rows: list[dict], as_json: bool, columns: list[str]) -> None:
         print("  ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns))
 
 
-def _ranked(run, found, method: str) -> list[tuple[int, int, float]]:
-    """(row, suggested label, score) of each suspect, most suspect first, by ``method``."""
-    if method == "ours":
-        return [(s.row, s.suggested, s.score) for s in found.mislabels]
-    from ..insights.findings import cleanlab_mislabels, vote_probabilities
-
-    labels, nb, n = run.gallery_labels, found.neighbours, len(run.classes)
-    probs = vote_probabilities(labels, nb, n)
-    return [(int(r), int(probs[r].argmax()), float(1 - probs[r, labels[r]])) for r in cleanlab_mislabels(labels, nb, n)]
-
-
 def cmd_mislabels(args) -> int:
+    from ..insights.findings import judge_labels
+
     _check(args)
     run, found = _findings(args)
     files = run.gallery_files()
-    everything = _ranked(run, found, args.method)
-    ranked = [r for r in everything if r[2] >= args.min_score]
+    judged = found.judgement
+    if args.method not in ("auto", judged.method):
+        judged = judge_labels(run, args.k, args.method, nb=found.neighbours)
+    if args.min_score is None:
+        listed = judged.clear
+    else:
+        listed = [s for s in judged.suspects if s.score >= args.min_score]
     rows = [
         {
-            "path": str(files[row]),
-            "label": run.classes[run.gallery_labels[row]],
-            "suggested": run.classes[suggested],
-            "score": round(score, 4),
+            "path": str(files[s.row]),
+            "label": run.classes[s.label],
+            "suggested": run.classes[s.suggested],
+            "score": round(s.score, 4),
         }
-        for row, suggested, score in ranked[: args.top]
+        for s in listed[: args.top]
     ]
     if not args.json:
-        weaker = len(everything) - len(ranked)
+        weaker = len(judged.suspects) - len(listed)
         print(
-            f"{len(ranked)} suspected mislabels among {len(files):,} gallery images"
-            + (f" ({weaker} weaker below score {args.min_score}: --min-score 0 lists them)" if weaker else "")
+            f"{len(listed)} suspected mislabels among {len(files):,} gallery images, judged in {judged.space} "
+            f"({judged.method})"
+            + (f"; {weaker} weaker (--min-score 0 lists them)" if weaker else "")
             + "; score label suggested"
         )
     _emit(rows, args.json, ["score", "label", "suggested", "path"])

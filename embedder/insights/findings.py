@@ -79,8 +79,9 @@ class Suspect:
     suggested: int  # the distance-weighted vote of its neighbours
     score: float  # disagreement x (1 - d(nearest other label) / d(nearest own label)), in [0, 1]
     disagreement: float  # share of its k nearest that carry another label
-    neighbours: np.ndarray  # (k,) gallery rows, nearest first
+    neighbours: np.ndarray  # (k,) gallery rows, nearest first, in the space the labels were judged in
     distances: np.ndarray  # (k,)
+    clear: bool = False  # the evidence is strong enough to accept the suggestion (``Judgement``)
 
 
 def mislabel_scores(labels: np.ndarray, nb: Neighbours, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +111,14 @@ def suspected_mislabels(labels: np.ndarray, nb: Neighbours, same: np.ndarray, vo
     order = flagged[np.lexsort((flagged, -disagreement[flagged], -scores[flagged]))]
     return [
         Suspect(
-            int(r), int(labels[r]), int(suggested[r]), float(scores[r]), float(disagreement[r]), nb.idx[r], nb.dist[r]
+            int(r),
+            int(labels[r]),
+            int(suggested[r]),
+            float(scores[r]),
+            float(disagreement[r]),
+            nb.idx[r],
+            nb.dist[r],
+            bool(scores[r] >= CLEAR_SCORE),
         )
         for r in order
     ]
@@ -139,6 +147,74 @@ def cleanlab_mislabels(labels: np.ndarray, nb: Neighbours, n_classes: int) -> np
     compact = np.searchsorted(present, labels)
     ranked = find_label_issues(compact, probs[:, present], return_indices_ranked_by="self_confidence")
     return np.asarray(ranked, dtype=np.int64)
+
+
+def cleanlab_suspects(labels: np.ndarray, nb: Neighbours, n_classes: int) -> list[Suspect]:
+    """Suspects as cleanlab ranks them: the images ``cleanlab_mislabels`` lists first, in its order and clear (their
+    suggestion: the likeliest other label), then every other image whose neighbours' vote picks another label, by
+    score. Score: 1 - the leave-one-out probability of the image's own label."""
+    probs = vote_probabilities(labels, nb, n_classes)
+    n = len(labels)
+    own = probs[np.arange(n), labels]
+    listed = cleanlab_mislabels(labels, nb, n_classes)
+    others = probs.copy()
+    others[np.arange(n), labels] = -1.0
+    rest = np.setdiff1d(np.flatnonzero(probs.argmax(axis=1) != labels), listed)
+    rest = rest[np.lexsort((rest, own[rest]))]
+    disagreement = (labels[nb.idx] != labels[:, None]).mean(axis=1)
+    return [
+        Suspect(
+            int(r),
+            int(labels[r]),
+            int(others[r].argmax()),
+            float(1 - own[r]),
+            float(disagreement[r]),
+            nb.idx[r],
+            nb.dist[r],
+            clear=i < len(listed),
+        )
+        for i, r in enumerate(np.concatenate([listed, rest]))
+    ]
+
+
+@dataclass
+class Judgement:
+    """The gallery's suspected mislabels, and where and how they were judged."""
+
+    suspects: list[Suspect]  # most suspect first; the clear ones first
+    neighbours: Neighbours  # in the space the labels were judged in
+    space: str  # that space, in words
+    method: str  # "ours" (``suspected_mislabels``) or "cleanlab" (``cleanlab_suspects``)
+
+    @property
+    def clear(self) -> list[Suspect]:
+        return [s for s in self.suspects if s.clear]
+
+
+def judge_labels(
+    run, k: int = MISLABEL_K, method: str = "auto", nb: Neighbours | None = None, progress=None
+) -> Judgement:
+    """Judge the gallery's labels where a network has not learnt them. A run that keeps label-free features
+    (``run.label_free``: a pretrained backbone's, first.py) is judged in them, by default with cleanlab: a network
+    fine-tuned on flipped labels has learnt them, so in its space a flipped image sits among its wrong class (on
+    cats_dogs with 20 of 400 labels flipped, its clear suspects held 1 of them; cleanlab in the pretrained
+    features 17, with 3 right labels; BENCHMARKS.md). Otherwise the network's own embeddings (``nb``: their
+    neighbours, when already found) are judged, by default with ours (on the digits, a network trained from scratch
+    on them: 20 of 20, no right label). ``method``: "auto", "ours" or "cleanlab"."""
+    free = run.label_free
+    if free is not None:
+        emb = free.astype(np.float32)
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        nb, space = gallery_neighbours(emb, k, progress=progress), "the pretrained features, which never saw a label"
+    else:
+        emb, space = run.gallery_embeddings, "the network's embeddings"
+        if nb is None or nb.idx.shape[1] != min(k, len(emb) - 1):
+            nb = gallery_neighbours(emb, k, index=run.index() if len(emb) > EXACT_LIMIT else None, progress=progress)
+    method = ("cleanlab" if free is not None else "ours") if method == "auto" else method
+    labels = run.gallery_labels
+    if method == "cleanlab":
+        return Judgement(cleanlab_suspects(labels, nb, len(run.classes)), nb, space, method)
+    return Judgement(suspected_mislabels(labels, nb, nearest_same_label(emb, labels)), nb, space, method)
 
 
 @dataclass
@@ -238,28 +314,30 @@ def outliers(nb: Neighbours) -> list[Outlier]:
 class GalleryFindings:
     """Everything the gallery says about itself; computed once per run (the app caches it)."""
 
-    neighbours: Neighbours
-    mislabels: list[Suspect]
+    neighbours: Neighbours  # in the network's space, where duplicates and outliers are found
+    judgement: Judgement  # the suspected mislabels
     duplicates: list[Pair]
     outliers: list[Outlier]
     threshold: float  # the near-duplicate distance used
+
+    @property
+    def mislabels(self) -> list[Suspect]:
+        return self.judgement.suspects
 
 
 def gallery_findings(run, k: int = MISLABEL_K, threshold: float | None = None, progress: Reporter | None = None):
     """Mislabels, near-duplicates and outliers of ``run``'s gallery from one neighbour search."""
     report = progress or silent
-    emb, labels = run.gallery_embeddings, run.gallery_labels
+    emb = run.gallery_embeddings
 
     def step(done: int, total: int) -> None:
         report(Progress(Stage.EVALUATE, done=done, total=total, message="neighbours of every gallery image"))
 
     nb = gallery_neighbours(emb, k, index=run.index() if len(emb) > EXACT_LIMIT else None, progress=step)
-    report(Progress(Stage.EVALUATE, message="nearest image of each label"))
-    same = nearest_same_label(emb, labels)
+    report(Progress(Stage.EVALUATE, message="judging every gallery image's label"))
+    judgement = judge_labels(run, k, nb=nb, progress=step)
     threshold = duplicate_threshold(nb) if threshold is None else threshold
-    return GalleryFindings(
-        nb, suspected_mislabels(labels, nb, same), near_duplicates(nb, threshold), outliers(nb), threshold
-    )
+    return GalleryFindings(nb, judgement, near_duplicates(nb, threshold), outliers(nb), threshold)
 
 
 @dataclass

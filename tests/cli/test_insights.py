@@ -137,3 +137,11 @@ def test_bundle_zip__only_the_runs_own_files(planted_run, tmp_path):
     names = zipfile.ZipFile(buf).namelist()
     assert sorted(names) == sorted(f"run/{n}" for n in BUNDLE_FILES if (run_dir / n).exists())
     assert "run/notes.txt" not in names and "run/model.pt" in names
+
+
+def test_cli_mislabels__a_pretrained_run_says_its_labels_are_judged_in_the_pretrained_features(photo_run, capsys):
+    assert main(["mislabels", str(photo_run), "--min-score", "0"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert "judged in the pretrained features, which never saw a label (cleanlab)" in head
+    assert main(["mislabels", str(photo_run), "--method", "ours"]) == 0
+    assert "judged in the pretrained features, which never saw a label (ours)" in capsys.readouterr().out

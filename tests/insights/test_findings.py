@@ -261,3 +261,38 @@ def test_planted_run__cleanlab_flags_the_flipped_labels_too(planted):
     top = {run.gallery_paths[r] for r in ranked[:n]}
     print(f"cleanlab: {len(top & set(truth['flipped']))} of the {n} flipped in its top {n}")
     assert len(top & set(truth["flipped"])) >= n // 2
+
+
+def test_judge_labels__a_run_keeping_label_free_features_finds_the_flips_its_network_learnt(planted):
+    """A network fine-tuned on wrong labels learns them: here each flipped image is moved into the class it is
+    labelled with (as a memorising network would place it). Judged there, none is a clear suspect; judged in the
+    label-free features the run keeps (the trained space before the move), the flipped ones come first, each with
+    its true digit suggested."""
+    from dataclasses import replace
+
+    from embedder.insights.findings import judge_labels
+
+    run, truth, _ = planted
+    flipped = [run.gallery_paths.index(p) for p in truth["flipped"]]
+    honest, labels = run.gallery_embeddings, run.gallery_labels
+    learnt = honest.copy()
+    rng = np.random.default_rng(0)
+    for r in flipped:  # next to a random image of the label it was given
+        twin = rng.choice(np.setdiff1d(np.flatnonzero(labels == labels[r]), flipped))
+        moved = honest[twin] + 0.01 * rng.standard_normal(honest.shape[1])
+        learnt[r] = moved / np.linalg.norm(moved)
+    memorising = replace(run, gallery_embeddings=learnt, label_free=None, _index=None)
+    hidden = judge_labels(memorising)
+    assert hidden.method == "ours" and not {s.row for s in hidden.clear} & set(flipped)
+
+    kept = replace(memorising, label_free=honest.astype(np.float16))
+    judged = judge_labels(kept)
+    assert (judged.method, judged.space) == ("cleanlab", "the pretrained features, which never saw a label")
+    n = len(flipped)
+    top = judged.suspects[:n]
+    assert all(s.clear for s in top[: len(judged.clear)])
+    assert len({s.row for s in top} & set(flipped)) >= 0.75 * n
+    for s in top:
+        if s.row in flipped:  # moved from digit d into d+1's folder
+            assert int(run.classes[s.suggested]) == int(run.classes[s.label]) - 1
+    assert [s.row for s in gallery_findings(kept).mislabels] == [s.row for s in judged.suspects]  # Insights' list
