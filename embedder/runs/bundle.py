@@ -8,7 +8,9 @@ A run folder holds:
     model.pt       the network's state_dict (loaded with weights_only=True), or
     model.onnx     a network imported from an ONNX file (run by onnxruntime only; see onnx_model.py)
     gallery.npz    gallery embeddings (N, D), labels (N,), paths relative to the data root, and the novelty
-                   reference (R, F) float16 and its gallery rows (R,) (novelty.py; absent in older runs) (no pickles)
+                   reference (R, F) float16 and its gallery rows (R,) (novelty.py; absent in older runs), and the
+                   label-free features (N, F) float16 labels are judged in (training/first.py; pretrained backbones
+                   only) (no pickles)
     split.json     the held-out evaluation queries (and validation images) as [relative path, label]
     index.ann      the Annoy index over the gallery embeddings, or for a gallery past ``shard_items`` rows
     index-<n>.ann  one Annoy index per shard of contiguous gallery rows (config.json: index.shards, their rows)
