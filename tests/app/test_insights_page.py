@@ -68,3 +68,17 @@ def test_explore__colour_by_suspected_mislabel_lights_up_the_planted_flips(plant
     paths = load_run(run_dir).gallery_paths
     flipped = [paths.index(p) for p in truth["flipped"]]
     assert np.median(shade[flipped]) > 50 and np.median(shade) == 0
+
+
+def test_insights__a_pretrained_run_says_its_labels_are_judged_in_the_pretrained_features(
+    monkeypatch, tmp_path, photo_run
+):
+    monkeypatch.setenv("EMBEDDER_RUNS_DIR", str(photo_run.parent))
+    monkeypatch.setenv("EMBEDDER_RUN", str(photo_run))
+    monkeypatch.setenv("EMBEDDER_DATA_ROOTS", str(tmp_path))
+    monkeypatch.delenv("EMBEDDER_PASSWORD", raising=False)
+    at = open_app("pages/insights.py")
+    assert not at.exception and not at.error
+    text = page_text(at)
+    assert "judged in **the pretrained features, which never saw a label**" in text
+    assert "find_label_issues lists them" in text or "neighbours outvote its label" in text
