@@ -283,6 +283,10 @@ class JobSettings:
     )
 
 
+# The stages in the order their settings are shown
+STAGES = (DataSettings, ModelSettings, TrainingSettings, SelectionSettings, IndexSettings, JobSettings)
+
+
 # Field order is stage order (a dataclass lists its bases' fields from the last base to the first), so --help and the
 # Train page show them stage by stage.
 @dataclass

@@ -57,10 +57,11 @@ def config_form(cls, key_prefix: str, columns: int = 4) -> dict:
     main = [(f, s) for f, s in settings_of(cls) if s.app and s.main]
     _rows(cls, main, key_prefix, columns, values)
     with st.expander("More settings"):
-        for group in groups_of(cls):
+        groups = groups_of(cls)
+        for group in groups:
             rest = [(f, s) for f, s in group.settings if s.app and not s.main]
-            if rest and group.title:
-                st.markdown(f"**{group.title}**", help=group.about)
+            if rest and len(groups) > 1:  # a config of stages: each under its heading
+                st.markdown(f"**{group.title or 'Other'}**", help=group.about)
             _rows(cls, rest, key_prefix, columns, values)
     return values
 
