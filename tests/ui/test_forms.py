@@ -78,6 +78,7 @@ def test_more_settings__each_stage_under_its_heading_in_stage_order():
     from dataclasses import fields
 
     from embedder.config import STAGES
+
     at = AppTest.from_function(_form_script).run()
     (more,) = [e for e in at.expander if e.label == "More settings"]
     under, heading = {}, None
