@@ -240,7 +240,7 @@ class SelectionSettings:
 
 @dataclass
 class IndexSettings:
-    """The Annoy index over the gallery (whether it or exact search answers is measured)."""
+    """The Annoy index over the gallery (it answers only where it measurably beats exact search)."""
 
     title: ClassVar[str] = "Index"  # its heading in --help and on the Train page
 
@@ -293,6 +293,8 @@ STAGES = (DataSettings, ModelSettings, TrainingSettings, SelectionSettings, Inde
 class TrainConfig(JobSettings, IndexSettings, SelectionSettings, TrainingSettings, ModelSettings, DataSettings):
     """One training run: every stage's settings side by side, so a run's config.json, the CLI's flags and
     ``TrainConfig(epochs=5, ...)`` stay flat; ``stage`` gives a stage its own settings alone."""
+
+    title: ClassVar[str | None] = None  # not a stage (else it would read as its first base's, "Run")
 
     def stage(self, cls: type[S]) -> S:
         """This run's settings of one stage (``IndexSettings``, ...) and nothing else."""
