@@ -1,5 +1,5 @@
-"""Every setting of the pipeline, described once: one dataclass per stage (data and split, model, training, model
-choice, index, run), each field with its help, range and choices. ``TrainConfig`` holds them all side by side. The
+"""Every setting of the pipeline, described once: one dataclass per stage (data and split, model, training,
+selection, index, run), each field with its help, range and choices. ``TrainConfig`` holds them all side by side. The
 CLI's flags (cli/args.py, one group a stage) and the Train page's widgets (ui/forms.py) are generated from these
 fields, and ``validate`` checks them, so the three never disagree."""
 
@@ -199,7 +199,7 @@ class TrainingSettings:
 class SelectionSettings:
     """How the kept network, the neighbours that vote and the "unknown" threshold are chosen."""
 
-    title: ClassVar[str] = "Model choice"  # its heading in --help and on the Train page
+    title: ClassVar[str] = "Selection"  # its heading in --help and on the Train page
 
     selection: str = setting(
         "auto",
