@@ -1,10 +1,12 @@
-"""Every setting of the pipeline, described once: one dataclass per stage, each field with its help, range and
-choices. The CLI's flags (cli.py) and the Train page's widgets (ui/forms.py) are generated from these fields,
-and ``validate`` checks them, so the three never disagree."""
+"""Every setting of the pipeline, described once: one dataclass per stage (data and split, model, training,
+selection, index, run), each field with its help, range and choices. ``TrainConfig`` holds them all side by side. The
+CLI's flags (cli/args.py, one group a stage) and the Train page's widgets (ui/forms.py) are generated from these
+fields, and ``validate`` checks them, so the three never disagree."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import ClassVar, TypeVar
 
 from .settings import Setting, check_settings, setting, setting_of, share, value_problem
 
@@ -29,20 +31,49 @@ ONNX_IMAGE_SIZE = Setting(
     label="Input size",
     main=True,
 )
+S = TypeVar("S")  # a stage's settings dataclass
 
 
 @dataclass
-class TrainConfig:
-    """One training run: data, model, triplet training, evaluation and the index."""
+class DataSettings:
+    """The labelled images, the evaluation queries, and the shares of each class held out."""
+
+    title: ClassVar[str] = "Data and split"  # its heading in --help and on the Train page
 
     data: str = setting(
         "demo", 'an ImageFolder root (root/<label>/<image>), or "demo" for the bundled digits', app=False
     )
-    out: str = setting(
-        "runs/demo",
-        "the run folder to write; replaced atomically when training succeeds (only ever a run folder)",
-        app=False,
+    queries: str | None = setting(
+        None, "a separate ImageFolder of evaluation queries instead of a held-out split", app=False
     )
+    labels: str | None = setting(
+        None,
+        "a CSV of corrected labels (path,label; action=remove leaves an image out; paths absolute or relative to the "
+        "data folder), such as a run's exported corrections: training learns from these instead of the folders' "
+        "labels; the image files are not touched",
+        label="Corrected labels (CSV)",
+    )
+    test_fraction: float = share(
+        0.2, "share of each class held out as evaluation queries (0 with --queries)", "Held-out test share"
+    )
+    val_fraction: float = share(
+        0.1, "share of each class used to choose the kept model (never trained on)", "Validation share"
+    )
+    unseen_classes: float | None = share(
+        None,
+        "share of classes never trained on, to validate and test retrieval of new classes; unset = 0.2 from 20 "
+        "classes up",
+        "Classes never trained on",
+        below=0.8,
+    )
+
+
+@dataclass
+class ModelSettings:
+    """The network and the side of its input images."""
+
+    title: ClassVar[str] = "Model"  # its heading in --help and on the Train page
+
     backbone: str = setting(
         "auto",
         "network: auto picks convnet for tiny images (<= 64 px) and efficientnet_lite0 for photos",
@@ -57,14 +88,6 @@ class TrainConfig:
         label="Pretrained weights",
     )
     dim: int = setting(128, "embedding size of the head", low=2, high=4096, label="Embedding size")
-    epochs: int = setting(
-        40,
-        "maximum epochs (the cosine schedule spans them); early stopping may end sooner",
-        low=0,
-        high=10_000,
-        label="Epochs (max)",
-        main=True,
-    )
     image_size: int | None = setting(
         None,
         "input side in pixels; unset = 32 for tiny images with the convnet, "
@@ -72,6 +95,22 @@ class TrainConfig:
         low=8,
         high=1024,
         label="Image size",
+    )
+
+
+@dataclass
+class TrainingSettings:
+    """The loss and its batches, the optimiser and its schedule, and when training stops."""
+
+    title: ClassVar[str] = "Training"  # its heading in --help and on the Train page
+
+    epochs: int = setting(
+        40,
+        "maximum epochs (the cosine schedule spans them); early stopping may end sooner",
+        low=0,
+        high=10_000,
+        label="Epochs (max)",
+        main=True,
     )
     margin: float = setting(
         0.2, "triplet margin, in L2 distance between unit vectors", low=0.001, high=2.0, step=0.05, label="Margin"
@@ -154,12 +193,14 @@ class TrainConfig:
     patience: int = setting(
         10, "early stopping: epochs without a better validation score", low=1, high=1000, label="Patience (epochs)"
     )
-    test_fraction: float = share(
-        0.2, "share of each class held out as evaluation queries (0 with --queries)", "Held-out test share"
-    )
-    val_fraction: float = share(
-        0.1, "share of each class used to choose the kept model (never trained on)", "Validation share"
-    )
+
+
+@dataclass
+class SelectionSettings:
+    """How the kept network, the neighbours that vote and the "unknown" threshold are chosen."""
+
+    title: ClassVar[str] = "Selection"  # its heading in --help and on the Train page
+
     selection: str = setting(
         "auto",
         "how the kept model is chosen: holdout (on the validation share), cv (k-fold cross-validation over the "
@@ -179,23 +220,6 @@ class TrainConfig:
         high=1000,
         label="Patience of a cross-validation (epochs)",
     )
-    unseen_classes: float | None = share(
-        None,
-        "share of classes never trained on, to validate and test retrieval of new classes; unset = 0.2 from 20 "
-        "classes up",
-        "Classes never trained on",
-        below=0.8,
-    )
-    queries: str | None = setting(
-        None, "a separate ImageFolder of evaluation queries instead of a held-out split", app=False
-    )
-    labels: str | None = setting(
-        None,
-        "a CSV of corrected labels (path,label; action=remove leaves an image out; paths absolute or relative to the "
-        "data folder), such as a run's exported corrections: training learns from these instead of the folders' "
-        "labels; the image files are not touched",
-        label="Corrected labels (CSV)",
-    )
     k: int | None = setting(
         None,
         "neighbours that vote on a label; unset = chosen on validation among 1, 3, 5, 10 and 20: 5 unless another "
@@ -212,8 +236,16 @@ class TrainConfig:
         step=0.01,
         label='"Unknown" target precision',
     )
+
+
+@dataclass
+class IndexSettings:
+    """The Annoy index over the gallery (it answers only where it measurably beats exact search)."""
+
+    title: ClassVar[str] = "Index"  # its heading in --help and on the Train page
+
     n_trees: int = setting(
-        20, "Annoy trees; search_k is then raised until recall@10 >= 0.99", low=1, high=1000, label="Annoy trees"
+        20, "Annoy trees; search_k is then raised until recall@10 reaches 0.95", low=1, high=1000, label="Annoy trees"
     )
     shard_items: int = setting(
         1_000_000,
@@ -223,11 +255,24 @@ class TrainConfig:
         high=2**31 - 1,
         label="Images per index shard",
     )
-    batch_size_embed: int = setting(
-        64, "images per forward pass when embedding", low=1, high=4096, label="Embedding batch size"
+
+
+@dataclass
+class JobSettings:
+    """Where the run is written, its seed and device, and whether it resumes or replaces."""
+
+    title: ClassVar[str] = "Run"  # its heading in --help and on the Train page
+
+    out: str = setting(
+        "runs/demo",
+        "the run folder to write; replaced atomically when training succeeds (only ever a run folder)",
+        app=False,
     )
     seed: int = setting(0, "random seed: same seed, same data -> same run on CPU", low=0, high=2**31 - 1, label="Seed")
     device: str = setting("auto", "auto uses CUDA when present", choices=DEVICES, label="Device")
+    batch_size_embed: int = setting(
+        64, "images per forward pass when embedding", low=1, high=4096, label="Embedding batch size"
+    )
     resume: bool = setting(
         False, "continue an interrupted training of the same --out from its last checkpoint", app=False
     )
@@ -236,6 +281,24 @@ class TrainConfig:
         "allow --out to be an existing empty folder (a folder holding files that are not a run is never replaced)",
         app=False,
     )
+
+
+# The stages in the order their settings are shown
+STAGES = (DataSettings, ModelSettings, TrainingSettings, SelectionSettings, IndexSettings, JobSettings)
+
+
+# Field order is stage order (a dataclass lists its bases' fields from the last base to the first), so --help and the
+# Train page show them stage by stage.
+@dataclass
+class TrainConfig(JobSettings, IndexSettings, SelectionSettings, TrainingSettings, ModelSettings, DataSettings):
+    """One training run: every stage's settings side by side, so a run's config.json, the CLI's flags and
+    ``TrainConfig(epochs=5, ...)`` stay flat; ``stage`` gives a stage its own settings alone."""
+
+    title: ClassVar[str | None] = None  # not a stage (else it would read as its first base's, "Run")
+
+    def stage(self, cls: type[S]) -> S:
+        """This run's settings of one stage (``IndexSettings``, ...) and nothing else."""
+        return cls(**{f.name: getattr(self, f.name) for f in fields(cls)})
 
     def validate(self) -> None:
         """Raises EmbedderError naming the first setting out of its range or choices."""
@@ -280,11 +343,11 @@ class ModelConfig:
 
     def problem(self) -> str | None:
         """Why this config cannot describe a network (read from a file, so anything may be in it), or None. Its
-        size and embedding are held to the ranges of the settings that made them: TrainConfig's for a network
+        size and embedding are held to the ranges of the settings that made them: ModelSettings' for a network
         trained here, import-model's for an imported one."""
         imported = self.backbone == IMPORTED
-        size = ONNX_IMAGE_SIZE if imported else setting_of(TrainConfig, "image_size")
-        dim = Setting("", low=2, high=MAX_DIM) if imported else setting_of(TrainConfig, "dim")
+        size = ONNX_IMAGE_SIZE if imported else setting_of(ModelSettings, "image_size")
+        dim = Setting("", low=2, high=MAX_DIM) if imported else setting_of(ModelSettings, "dim")
         checks = [
             (None if self.backbone in (*BACKBONES[1:], IMPORTED, PIXELS) else f"unknown backbone '{self.backbone}'"),
             value_problem(dim, self.dim, "model.dim"),
@@ -302,8 +365,10 @@ class ModelConfig:
 
 
 @dataclass
-class IndexConfig:
-    n_trees: int = 20  # more trees: better recall, bigger file
+class IndexConfig(IndexSettings):
+    """How the gallery's index is built and chosen: a run's index settings (``IndexSettings``, the defaults of
+    ``--n-trees`` and ``--shard-items``) and the tuning no flag exposes."""
+
     # recall@10 against exact search that Annoy's search_k and the graph's ef are raised to reach. At 0.95 the 10-NN
     # vote gives exact search's label for 99-100% of held-out queries (bench_knn, "kNN label = exact's").
     target_recall: float = 0.95
@@ -313,10 +378,12 @@ class IndexConfig:
     method: str = "auto"
     min_speedup: float = 1.5  # auto picks Annoy only this many times faster than exact search: exact is never wrong
     on_disk_items: int = 500_000  # from this gallery size Annoy builds in a file, not in memory (on_disk_build)
-    # Above this gallery size, one Annoy index per this many rows: built one at a time, queried together
-    # (index_shards.py); small galleries keep the single index.
-    shard_items: int = 1_000_000
     # From this gallery size "auto" also builds and times the HNSW graph (search/graph.py); below it exact search
     # answers in about a millisecond, and a graph would not repay its build.
     graph_min_items: int = 50_000
     graph_threads: int = 0  # threads inserting into the graph, 0: every core (1: two builds are byte-identical)
+
+    @classmethod
+    def of(cls, settings: IndexSettings, seed: int) -> IndexConfig:
+        """A run's index settings with its seed; the tuning at its defaults."""
+        return cls(**asdict(settings), seed=seed)

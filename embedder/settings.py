@@ -1,6 +1,7 @@
 """How a config field is described once and shown, parsed and checked from that one description: its help, range
 and choices (``Setting``). The CLI's flags (cli.py) and the Train page's widgets (ui/forms.py) are made from these
-descriptions, and ``check_settings`` checks a config against them."""
+descriptions, and ``check_settings`` checks a config against them. A config made of stage dataclasses shows its
+settings grouped by stage (``groups_of``)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,32 @@ def share(default: float | None, help: str, label: str, below: float | None = 1.
 def settings_of(cls) -> list[tuple[Any, Setting]]:
     """(dataclass field, Setting) of every described field of ``cls``, in declaration order."""
     return [(f, f.metadata["setting"]) for f in fields(cls) if "setting" in f.metadata]
+
+
+@dataclass(frozen=True)
+class Group:
+    """The described fields one stage dataclass declares, under its heading: a group of flags in --help, a group
+    of widgets on the Train page. ``title`` is None for fields declared outside any stage."""
+
+    title: str | None
+    about: str | None  # the stage's docstring: one line on what its settings decide
+    settings: list[tuple[Any, Setting]]
+
+
+def groups_of(cls) -> list[Group]:
+    """``cls``'s described fields grouped by the dataclass that declares each, in field order. A stage is a
+    dataclass with a ``title`` class variable (``ModelSettings``, ...); a config made of stages (``TrainConfig``)
+    gets one group a stage, a config with none one untitled group."""
+    groups: list[Group] = []
+    owners: list[type] = []
+    for f, s in settings_of(cls):
+        owner = next(c for c in cls.__mro__ if f.name in vars(c).get("__annotations__", {}))
+        if not owners or owners[-1] is not owner:
+            title = vars(owner).get("title")
+            groups.append(Group(title, owner.__doc__ if title else None, []))
+            owners.append(owner)
+        groups[-1].settings.append((f, s))
+    return groups
 
 
 def value_problem(s: Setting, value: Any, name: str) -> str | None:

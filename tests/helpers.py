@@ -13,6 +13,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The ``train`` section of a run's config.json as written before the settings were split into stages (schema 2, the
+# fields in their old order, before --finetune and --cv-patience existed): flat, as it still is.
+TRAIN_OF_SCHEMA_2 = {
+    "data": "/tmp/lab/e0/shapes", "out": "/tmp/lab/e0/runs/r", "backbone": "auto", "pretrained": None, "dim": 16,
+    "epochs": 0, "image_size": None, "margin": 0.2, "loss": "triplet", "miner": "semihard", "classes_per_batch": 3,
+    "per_class": 4, "lr": 0.001, "backbone_lr": 0.0001, "schedule": "cosine", "weight_decay": 0.0001,
+    "freeze_bn": True, "freeze_fraction": 0.75, "average_share": 0.5, "patience": 10, "test_fraction": 0.2,
+    "val_fraction": 0.1, "selection": "holdout", "folds": 4, "unseen_classes": None, "queries": None, "labels": None,
+    "k": 5, "target_precision": 0.95, "n_trees": 20, "shard_items": 1000000, "batch_size_embed": 64, "seed": 0,
+    "device": "auto", "resume": False, "overwrite": False,
+}  # fmt: skip
+
+
 def unit(rows) -> np.ndarray:
     """Rows scaled to unit length, float32: hand-placed embeddings."""
     x = np.asarray(rows, dtype=np.float32)

@@ -7,9 +7,18 @@ from dataclasses import fields
 
 import pytest
 
-from embedder.config import ModelConfig, TrainConfig
+from embedder.config import (
+    STAGES,
+    IndexConfig,
+    IndexSettings,
+    ModelConfig,
+    SelectionSettings,
+    TrainConfig,
+    TrainingSettings,
+)
 from embedder.errors import EmbedderError
-from embedder.settings import check_settings, field_type, settings_of
+from embedder.settings import check_settings, field_type, setting_of, settings_of
+from tests.helpers import TRAIN_OF_SCHEMA_2
 
 
 @pytest.mark.parametrize(
@@ -128,3 +137,49 @@ def test_from_dict__ignores_what_it_does_not_know_and_round_trips():
 )
 def test_model_config_problem__what_a_file_may_hold_that_no_network_can_be_built_from(changes, problem):
     assert ModelConfig(**changes).problem() == problem
+
+
+def test_stages__every_train_field_belongs_to_exactly_one_stage_in_the_order_they_are_shown():
+    owners = {
+        f.name: [stage.__name__ for stage in STAGES if f.name in {g.name for g in fields(stage)}]
+        for f in fields(TrainConfig)
+    }
+    assert {name: len(stages) for name, stages in owners.items()} == {f.name: 1 for f in fields(TrainConfig)}
+    assert sum(len(fields(stage)) for stage in STAGES) == len(fields(TrainConfig))
+    assert [f.name for f in fields(TrainConfig)] == [f.name for stage in STAGES for f in fields(stage)]
+    assert owners["n_trees"] == ["IndexSettings"] and owners["backbone"] == ["ModelSettings"]
+
+
+def test_stage__a_view_carries_its_own_settings_and_nothing_else():
+    cfg = TrainConfig(n_trees=7, shard_items=500, seed=3, epochs=2, margin=0.3)
+    index = cfg.stage(IndexSettings)
+    assert index == IndexSettings(n_trees=7, shard_items=500)
+    assert not hasattr(index, "seed") and not hasattr(index, "epochs")
+    training = cfg.stage(TrainingSettings)
+    assert (training.epochs, training.margin) == (2, 0.3) and not hasattr(training, "n_trees")
+    assert [f.name for f in fields(training)] == [f.name for f in fields(TrainingSettings)]
+
+
+def test_index_config__its_run_settings_and_their_defaults_are_the_index_stages():
+    assert IndexConfig().n_trees == IndexSettings().n_trees == TrainConfig().n_trees
+    assert IndexConfig().shard_items == IndexSettings().shard_items == TrainConfig().shard_items
+    shared = {f.name for f in fields(IndexSettings)}
+    assert {f.name for f in fields(IndexConfig)} >= shared
+    for f in fields(IndexConfig):
+        if f.name in shared:  # the same field, not a copy with its own default
+            assert f.metadata["setting"] is setting_of(IndexSettings, f.name)
+    config = IndexConfig.of(TrainConfig(n_trees=7, shard_items=500).stage(IndexSettings), seed=3)
+    assert (config.n_trees, config.shard_items, config.seed) == (7, 500, 3)
+    assert config.target_recall == IndexConfig().target_recall  # the tuning no flag sets stays at its default
+
+
+def test_from_dict__an_old_flat_train_section_loads_into_the_same_config():
+    cfg = TrainConfig.from_dict(TRAIN_OF_SCHEMA_2)
+    assert {k: v for k, v in cfg.to_dict().items() if k in TRAIN_OF_SCHEMA_2} == TRAIN_OF_SCHEMA_2
+    assert (cfg.finetune, cfg.cv_patience) == (True, 5)  # what it lacks: today's defaults
+    assert cfg.to_dict() == {
+        **TRAIN_OF_SCHEMA_2,
+        "finetune": True,
+        "cv_patience": 5,
+    }  # written back flat, nothing nested
+    assert cfg.stage(TrainingSettings).classes_per_batch == 3 and cfg.stage(SelectionSettings).selection == "holdout"

@@ -1,11 +1,12 @@
 """Widgets made from a config dataclass's field descriptions (embedder.settings.Setting), so the Train page offers
-exactly the settings the CLI has, with the same help, ranges and choices."""
+exactly the settings the CLI has, with the same help, ranges and choices, grouped by stage as ``--help`` groups
+its flags."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from embedder.settings import Setting, default_of, field_type, settings_of
+from embedder.settings import Setting, default_of, field_type, groups_of, settings_of
 
 TRI_STATE = {"auto": None, "yes": True, "no": False}  # a bool that may be left unset
 
@@ -50,15 +51,23 @@ def widget(where, cls, name: str, s: Setting, default, key: str):
 
 def config_form(cls, key_prefix: str, columns: int = 4) -> dict:
     """Every field of ``cls`` the app offers (``Setting.app``): the main ones in a row, the rest under
-    "More settings". Returns {field name: value}; call it inside an ``st.form``."""
-    shown = [(f, s) for f, s in settings_of(cls) if s.app]
+    "More settings", stage by stage under each stage's heading (``groups_of``). Returns {field name: value}; call
+    it inside an ``st.form``."""
     values = {}
-    main = [(f, s) for f, s in shown if s.main]
-    for cell, (f, s) in zip(st.columns(columns), main):
-        values[f.name] = widget(cell, cls, f.name, s, default_of(f), f"{key_prefix}{f.name}")
-    rest = [(f, s) for f, s in shown if not s.main]
+    main = [(f, s) for f, s in settings_of(cls) if s.app and s.main]
+    _rows(cls, main, key_prefix, columns, values)
     with st.expander("More settings"):
-        for start in range(0, len(rest), columns):
-            for cell, (f, s) in zip(st.columns(columns), rest[start : start + columns]):
-                values[f.name] = widget(cell, cls, f.name, s, default_of(f), f"{key_prefix}{f.name}")
+        groups = groups_of(cls)
+        for group in groups:
+            rest = [(f, s) for f, s in group.settings if s.app and not s.main]
+            if rest and len(groups) > 1:  # a config of stages: each under its heading
+                st.markdown(f"**{group.title or 'Other'}**", help=group.about)
+            _rows(cls, rest, key_prefix, columns, values)
     return values
+
+
+def _rows(cls, shown: list, key_prefix: str, columns: int, values: dict) -> None:
+    """The widgets of ``shown`` ((field, Setting) pairs) in rows of ``columns``; their values into ``values``."""
+    for start in range(0, len(shown), columns):
+        for cell, (f, s) in zip(st.columns(columns), shown[start : start + columns]):
+            values[f.name] = widget(cell, cls, f.name, s, default_of(f), f"{key_prefix}{f.name}")

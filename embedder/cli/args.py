@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import TrainConfig
-from ..settings import field_type, settings_of
+from ..settings import Setting, field_type, groups_of
 from . import insights as cli_insights
 from . import labelling as cli_labelling
 
@@ -19,31 +19,39 @@ DESCRIPTION = (
 
 
 def add_settings(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per described field of the config dataclass ``cls``, its help and default from the field."""
-    for f, s in settings_of(cls):
-        flag, kind = "--" + f.name.replace("_", "-"), field_type(cls, f.name)
-        default = f" (default: {f.default})" if f.default not in (None, False, True) else ""
-        if kind is bool and f.default is None:  # three states: unset, --x, --no-x
-            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=s.help)
-            parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_false", help=f"the opposite of {flag}")
-        elif kind is bool:
-            parser.add_argument(
-                flag if not f.default else "--no-" + flag[2:],
-                dest=f.name,
-                default=f.default,
-                action="store_false" if f.default else "store_true",
-                help=f"turn off (on by default): {s.help}" if f.default else s.help,  # the flag says --no-
-            )
-        else:
-            bounds = f" [{s.bounds_text()}]" if s.bounds_text() else ""
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                type=kind,
-                default=f.default,
-                choices=s.choices,
-                help=f"{s.help}{default}{bounds}".replace("%", "%%"),
-            )
+    """One flag per described field of the config dataclass ``cls``, its help and default from the field; the
+    flags of each stage (``TrainConfig``'s model, training, ...) under the stage's heading in --help."""
+    for group in groups_of(cls):
+        where = parser.add_argument_group(group.title, group.about) if group.title else parser
+        for f, s in group.settings:
+            _add_flag(where, cls, f, s)
+
+
+def _add_flag(parser, cls, f, s: Setting) -> None:
+    """The flag of field ``f`` (described by ``s``) of ``cls``: --name, or --no-name for what is on by default."""
+    flag, kind = "--" + f.name.replace("_", "-"), field_type(cls, f.name)
+    default = f" (default: {f.default})" if f.default not in (None, False, True) else ""
+    if kind is bool and f.default is None:  # three states: unset, --x, --no-x
+        parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=s.help)
+        parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_false", help=f"the opposite of {flag}")
+    elif kind is bool:
+        parser.add_argument(
+            flag if not f.default else "--no-" + flag[2:],
+            dest=f.name,
+            default=f.default,
+            action="store_false" if f.default else "store_true",
+            help=f"turn off (on by default): {s.help}" if f.default else s.help,  # the flag says --no-
+        )
+    else:
+        bounds = f" [{s.bounds_text()}]" if s.bounds_text() else ""
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=kind,
+            default=f.default,
+            choices=s.choices,
+            help=f"{s.help}{default}{bounds}".replace("%", "%%"),
+        )
 
 
 class _Parser(argparse.ArgumentParser):

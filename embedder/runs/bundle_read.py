@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import IMPORTED, MAX_DIM, SCHEMA_VERSION, TrainConfig
+from ..config import IMPORTED, MAX_DIM, SCHEMA_VERSION, IndexSettings
 from ..errors import EmbedderError, one_line
 from ..search.graph import GRAPH_FILE
 from ..search.shards import SHARD_FILE, coverage_problem
@@ -118,7 +118,7 @@ def _manifest_problem(manifest: Manifest) -> str | None:
         None if (manifest.onnx is not None) == (manifest.model.backbone == IMPORTED) else ONNX_DISAGREES,
         manifest.onnx.problem() if manifest.onnx is not None else None,
         None if Path(manifest.data_root).is_absolute() else f"data_root {manifest.data_root!r} is not absolute",
-        value_problem(setting_of(TrainConfig, "n_trees"), index.n_trees, "index.n_trees"),
+        value_problem(setting_of(IndexSettings, "n_trees"), index.n_trees, "index.n_trees"),
         None if index.search_k >= -1 and index.size >= 0 else "index.search_k or index.size is negative",
         None if 0 <= index.recall_at_10 <= 1 else f"index.recall_at_10 {index.recall_at_10} is not a share",
         _shards_problem(index),

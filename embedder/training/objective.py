@@ -1,5 +1,6 @@
 """What training minimises and how fast it moves: the loss and its miner, the optimizer's parameter groups, and the
-learning-rate schedule (pytorch-metric-learning and torch; ``train.py`` runs the epochs)."""
+learning-rate schedule (pytorch-metric-learning and torch; ``train.py`` runs the epochs). Each reads the training
+stage's settings alone."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import math
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainingSettings
 from ..network.model import EmbeddingNet
 
 PROXY_LR = 10  # proxies learn this many times faster than the head (Kim et al. 2020: 100, with a 100x smaller lr)
 
 
-def loss_and_miner(cfg: TrainConfig, n_classes: int, dim: int):
+def loss_and_miner(cfg: TrainingSettings, n_classes: int, dim: int):
     """The loss and the miner that picks what it learns from (None: the loss takes the whole batch), by name
     (pytorch-metric-learning). ``n_classes`` and ``dim`` size the proxies of a proxy loss."""
     from pytorch_metric_learning import losses, miners
@@ -29,7 +30,7 @@ def loss_and_miner(cfg: TrainConfig, n_classes: int, dim: int):
     )
 
 
-def optimizer_for(model: EmbeddingNet, cfg: TrainConfig, loss_fn: torch.nn.Module) -> torch.optim.Optimizer:
+def optimizer_for(model: EmbeddingNet, cfg: TrainingSettings, loss_fn: torch.nn.Module) -> torch.optim.Optimizer:
     """Adam with a gentler learning rate for a pretrained backbone than for the head, and a faster one for what
     the loss learns (proxies)."""
     backbone_lr = cfg.backbone_lr if model.config.pretrained else cfg.lr
@@ -43,7 +44,7 @@ def optimizer_for(model: EmbeddingNet, cfg: TrainConfig, loss_fn: torch.nn.Modul
     return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
+def set_learning_rate(optimizer: torch.optim.Optimizer, cfg: TrainingSettings, epoch: int) -> None:
     """The epoch's learning rates from the schedule; a function of the epoch alone, so --resume repeats it."""
     factor = 1.0
     if cfg.schedule == "cosine":

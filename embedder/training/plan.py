@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ModelConfig, TrainConfig
+from ..config import ModelConfig, ModelSettings, TrainConfig
 from ..errors import EmbedderError
 from ..images.data import ImageSet, resolve_data, scan_folder, stratified_split
 from ..images.label_file import read as read_labels
@@ -47,8 +47,8 @@ class Plan:
         }
 
 
-def choose_model(cfg: TrainConfig, images: ImageSet) -> tuple[ModelConfig, list[str]]:
-    """Resolve ``auto`` backbone, pretrained weights and image size from the config and the data."""
+def choose_model(cfg: ModelSettings, images: ImageSet) -> tuple[ModelConfig, list[str]]:
+    """Resolve ``auto`` backbone, pretrained weights and image size from the model settings and the data."""
     notes = []
     short_sides = [min(s) for s in images.sizes] or [224]
     tiny = float(np.median(short_sides)) <= TINY_SIDE

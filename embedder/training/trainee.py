@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import TrainConfig
+from ..config import TrainingSettings
 from ..network.model import EmbeddingNet, freeze_leading
 from .plan import Plan
 
@@ -21,7 +21,7 @@ class Trainee:
     device: torch.device | str
 
 
-def new_network(pl: Plan, cfg: TrainConfig, seed: int, device) -> Trainee:
+def new_network(pl: Plan, cfg: TrainingSettings, seed: int, device) -> Trainee:
     """A network to train, seeded, in eval mode, and how many of a pretrained backbone's stages are frozen."""
     torch.manual_seed(seed)
     model = EmbeddingNet(pl.model_config).to(device).eval()

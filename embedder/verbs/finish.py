@@ -18,7 +18,7 @@ import numpy as np
 from ..answers import novelty
 from ..answers.calibrate import Answers, fit_confidence
 from ..answers.evaluate import evaluate_run
-from ..config import DEFAULT_K, IndexConfig, TrainConfig
+from ..config import DEFAULT_K, IndexConfig, IndexSettings, TrainConfig
 from ..errors import Cancelled
 from ..images.data import cap
 from ..progress import Progress, Reporter, Stage
@@ -63,7 +63,7 @@ def index_gallery(
     """The gallery's index with the run's settings; ``previous`` (the index before the gallery grew) lends the
     shards that stay the same. Progress counts the Annoy files built."""
     report(Progress(Stage.INDEX, message=f"building and timing the index over {len(emb):,} images"))
-    config = IndexConfig(n_trees=cfg.n_trees, seed=cfg.seed, shard_items=cfg.shard_items)
+    config = IndexConfig.of(cfg.stage(IndexSettings), seed=cfg.seed)
     progress = lambda done, total: report(Progress(Stage.INDEX, done=done, total=total))
     return build_index(emb, config, previous=previous, progress=progress)
 

@@ -63,3 +63,24 @@ def test_docs__the_flags_it_names_first_show_the_parsers_defaults_and_choices():
             assert float(shown) == action.default, f"docs/cli.md shows {flag} {shown}, the default is {action.default}"
         checked += 1
     assert checked >= 6
+
+
+def test_train_help__flags_grouped_under_their_stage_one_heading_each(capsys):
+    from dataclasses import fields
+
+    from embedder.config import STAGES
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    headings = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert headings == ["options", *(stage.title for stage in STAGES)]  # one heading a stage, in stage order
+    sections = dict(zip(headings, re.split(r"^\S.*:$", text, flags=re.M)[1:]))
+    for stage in STAGES:
+        section = sections[stage.title]
+        assert " ".join(stage.__doc__.split()) in " ".join(section.split())  # the stage's line under its heading
+        for f in fields(stage):
+            flag = "--" + ("no-" if f.default is True else "") + f.name.replace("_", "-")
+            assert re.search(rf"^  {flag}\b", section, flags=re.M), (stage.title, flag)
+    assert re.search(r"^  --n-trees\b", sections["Index"], flags=re.M)
+    assert not re.search(r"^  --n-trees\b", sections["Training"], flags=re.M)

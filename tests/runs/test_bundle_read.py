@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from embedder.config import IndexSettings
 from embedder.errors import EmbedderError
 from embedder.runs.run import load_run
-from tests.helpers import Payload, copy_run, rewrite_checksums
+from tests.helpers import TRAIN_OF_SCHEMA_2, Payload, copy_run, rewrite_checksums
 
 
 def _one_line(exc_info, *parts):
@@ -183,6 +184,18 @@ def test_schema_1_runs_without_checksums_still_load(tmp_path, digits_run):
     (run_dir / "checksums.json").unlink()
     run = load_run(run_dir)
     assert len(run.gallery_paths) == len(load_run(digits_run).gallery_paths)
+
+
+def test_a_flat_train_section_written_before_the_stages_loads_into_the_same_config(tmp_path, digits_run):
+    run_dir = copy_run(digits_run, tmp_path / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    train = config["train"]
+    config["train"] = {name: train[name] for name in TRAIN_OF_SCHEMA_2}  # the old order, no finetune, no cv_patience
+    (run_dir / "config.json").write_text(json.dumps(config))
+    rewrite_checksums(run_dir)
+    loaded = load_run(run_dir).train_config
+    assert loaded.to_dict() == {**load_run(digits_run).train_config.to_dict(), "finetune": True, "cv_patience": 5}
+    assert loaded.stage(IndexSettings) == IndexSettings(n_trees=train["n_trees"], shard_items=train["shard_items"])
 
 
 def _as_schema_2(run_dir):

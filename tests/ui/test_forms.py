@@ -65,3 +65,31 @@ def test_the_train_page_offers_every_setting_the_cli_has_except_the_folders():
     offered = {w.key[2:] for kind in kinds for w in at.get(kind) if w.key}
     described = {f.name for f, s in settings_of(TrainConfig)}
     assert offered | {"data", "out", "queries", "resume", "overwrite"} == described | {"fancy_knob"}
+
+
+def _walk(node):
+    """``node`` and everything inside it, in the order the page shows them."""
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from _walk(child)
+
+
+def test_more_settings__each_stage_under_its_heading_in_stage_order():
+    from dataclasses import fields
+
+    from embedder.config import STAGES
+
+    at = AppTest.from_function(_form_script).run()
+    (more,) = [e for e in at.expander if e.label == "More settings"]
+    under, heading = {}, None
+    for n in _walk(more):
+        if type(n).__name__ == "Markdown":
+            heading = n.value.strip("*")
+            under[heading] = []
+        elif getattr(n, "key", None):
+            under[heading].append(n.key[2:])
+    stage_of = {f.name: stage.title for stage in STAGES for f in fields(stage)}
+    assert list(under) == [*(stage.title for stage in STAGES), "Other"]  # a field of no stage comes last
+    for title, keys in under.items():
+        assert keys and all(stage_of.get(key, "Other") == title for key in keys), (title, keys)
+    assert under["Other"] == ["fancy_knob"] and "n_trees" in under["Index"]
