@@ -64,13 +64,13 @@ def groups_of(cls) -> list[Group]:
     dataclass with a ``title`` class variable (``ModelSettings``, ...); a config made of stages (``TrainConfig``)
     gets one group a stage, a config with none one untitled group."""
     groups: list[Group] = []
-    owners: list[type] = []
+    last = None
     for f, s in settings_of(cls):
         owner = next(c for c in cls.__mro__ if f.name in vars(c).get("__annotations__", {}))
-        if not owners or owners[-1] is not owner:
+        if owner is not last:
             title = vars(owner).get("title")
             groups.append(Group(title, owner.__doc__ if title else None, []))
-            owners.append(owner)
+            last = owner
         groups[-1].settings.append((f, s))
     return groups
 

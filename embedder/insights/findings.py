@@ -84,11 +84,16 @@ class Suspect:
     clear: bool = False  # the evidence is strong enough to accept the suggestion (``Judgement``)
 
 
+def _disagreement(labels: np.ndarray, nb: Neighbours) -> np.ndarray:
+    """(N,) the share of each image's neighbours that carry another label."""
+    return (labels[nb.idx] != labels[:, None]).mean(axis=1)
+
+
 def mislabel_scores(labels: np.ndarray, nb: Neighbours, same: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N,) scores and (N,) disagreements; see ``Suspect.score``. An image counts as mislabelled when its
     neighbours disagree *and* the other label is much nearer than its own: a flipped label sits inside another
     class, an odd but correctly labelled image sits between classes (ratio near 1, score near 0)."""
-    disagreement = (labels[nb.idx] != labels[:, None]).mean(axis=1)  # (N,)
+    disagreement = _disagreement(labels, nb)
     other = np.where(labels[nb.idx] != labels[:, None], nb.dist, np.inf).min(axis=1)  # (N,) within the k
     ratio = np.divide(other, same, out=np.ones_like(other), where=same > 0)  # a same-label twin at 0: not suspect
     return disagreement * np.clip(1 - ratio, 0, 1), disagreement
@@ -140,9 +145,13 @@ def cleanlab_mislabels(labels: np.ndarray, nb: Neighbours, n_classes: int) -> np
     """Gallery rows cleanlab's ``find_label_issues`` flags on ``vote_probabilities``, most likely mislabelled first
     (ranked by self-confidence): the well-kept alternative ``suspected_mislabels`` is measured against
     (bench/bench_relabel.py)."""
+    return _cleanlab_ranked(labels, vote_probabilities(labels, nb, n_classes))
+
+
+def _cleanlab_ranked(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``cleanlab_mislabels`` on the (N, C) probabilities already computed."""
     from cleanlab.filter import find_label_issues
 
-    probs = vote_probabilities(labels, nb, n_classes)
     present = np.unique(labels)  # cleanlab wants every class it is told of to have images: compact them
     compact = np.searchsorted(present, labels)
     ranked = find_label_issues(compact, probs[:, present], return_indices_ranked_by="self_confidence")
@@ -156,12 +165,12 @@ def cleanlab_suspects(labels: np.ndarray, nb: Neighbours, n_classes: int) -> lis
     probs = vote_probabilities(labels, nb, n_classes)
     n = len(labels)
     own = probs[np.arange(n), labels]
-    listed = cleanlab_mislabels(labels, nb, n_classes)
+    listed = _cleanlab_ranked(labels, probs)
     others = probs.copy()
     others[np.arange(n), labels] = -1.0
     rest = np.setdiff1d(np.flatnonzero(probs.argmax(axis=1) != labels), listed)
     rest = rest[np.lexsort((rest, own[rest]))]
-    disagreement = (labels[nb.idx] != labels[:, None]).mean(axis=1)
+    disagreement = _disagreement(labels, nb)
     return [
         Suspect(
             int(r),
