@@ -372,7 +372,7 @@ class IndexConfig(IndexSettings):
     # recall@10 against exact search that Annoy's search_k and the graph's ef are raised to reach. At 0.95 the 10-NN
     # vote gives exact search's label for 99-100% of held-out queries (bench_knn, "kNN label = exact's").
     target_recall: float = 0.95
-    recall_sample: int = 200  # probe queries used when measuring recall
+    recall_sample: int = 500  # probe queries used when measuring recall: fewer must clear the target by more
     seed: int = 0
     # "auto": Annoy or the HNSW graph only where one measurably beats exact search; or force "exact" / "annoy" / "graph"
     method: str = "auto"
