@@ -71,6 +71,38 @@ def test_graph__the_same_query_gets_the_same_neighbours_every_time_and_after_loa
     assert loaded.query(queries, 10)[0].tolist() == first[0].tolist()
 
 
+def test_graph__unit_vectors_are_kept_in_8_bits_a_smaller_file_with_the_same_neighbours_and_exact_distances(tmp_path):
+    import voyager
+
+    gallery, queries = _clusters(3000, 100, dim=64, noise=0.9)
+    want, _ = topk(queries, gallery, 10)
+    eight = build_graph(gallery, IndexConfig(graph_threads=1))
+    full = build_graph(gallery * 2, IndexConfig(graph_threads=1))  # not unit vectors: float32, the same geometry
+    assert eight.parts[0].storage_data_type == voyager.StorageDataType.Float8
+    assert full.parts[0].storage_data_type == voyager.StorageDataType.Float32
+    (tmp_path / "8").mkdir(), (tmp_path / "32").mkdir()  # 64-d: the vectors shrink 4x, the links do not
+    eight.save_into(tmp_path / "8"), full.save_into(tmp_path / "32")
+    assert (tmp_path / "8/graph.voy").stat().st_size < 0.7 * (tmp_path / "32/graph.voy").stat().st_size
+    rows, d = eight.query(queries, gallery, 10, 64)
+    assert _recall(rows, want) >= _recall(full.query(queries, gallery * 2, 10, 64)[0], want) - 0.01
+    assert _recall(rows, want) >= 0.95
+    np.testing.assert_allclose(d, np.linalg.norm(gallery[rows] - queries[:, None], axis=2), atol=1e-5)
+    loaded = open_graph(tmp_path / "8", gallery, [{"file": "graph.voy", "start": 0, "stop": 3000}])
+    assert loaded.query(queries, gallery, 10, 64)[0].tolist() == rows.tolist()
+
+
+def test_open_graph__a_float32_graph_of_unit_vectors_from_before_loads_and_answers(tmp_path):
+    import voyager
+
+    gallery, queries = _clusters(1500, 20)
+    old = voyager.Index(voyager.Space.Euclidean, 16, M=32, ef_construction=200)  # what runs wrote before 8 bits
+    old.add_items(gallery, num_threads=1)
+    old.save(str(tmp_path / "graph.voy"))
+    graph = open_graph(tmp_path, gallery, [{"file": "graph.voy", "start": 0, "stop": 1500}])
+    rows, _ = graph.query(queries, gallery, 10, 64)
+    assert rows.shape == (20, 10) and _recall(rows, topk(queries, gallery, 10)[0]) >= 0.95
+
+
 def test_graph__one_thread_builds_with_one_seed_are_byte_identical(tmp_path):
     gallery, _ = _clusters(1500, 1)
     config = IndexConfig(seed=3, graph_threads=1)
