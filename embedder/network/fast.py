@@ -38,6 +38,9 @@ class OnnxRuntimeModule:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = max(1, torch.get_num_threads())
+        # threads that wait by sleeping, not spinning: the decoding threads need the same cores between batches
+        # (Lite0 on 2 cores, 300 photos: 113-116 against 107 images/s)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
