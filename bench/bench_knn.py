@@ -244,7 +244,7 @@ def size_section(
     centres = rng.standard_normal((CLASSES, DIM), np.float32)
     gallery, g_labels = mixture(n, centres, SPREAD[n], rng)
     queries, q_labels = mixture(queries_n, centres, SPREAD[n], rng)
-    probes, _ = mixture(200, centres, SPREAD[n], rng)
+    probes, _ = mixture(IndexConfig().recall_sample, centres, SPREAD[n], rng)
     truth, _ = topk(queries, gallery, K)
     exact_vote = vote(g_labels[truth])
     one_nn = float(np.mean(g_labels[truth[:, 0]] == q_labels))
@@ -349,7 +349,7 @@ def pick_only(n: int, queries_n: int) -> str:
     centres = rng.standard_normal((CLASSES, DIM), np.float32)
     gallery, g_labels = mixture(n, centres, SPREAD[n], rng)
     queries, _ = mixture(queries_n, centres, SPREAD[n], rng)
-    probes, _ = mixture(200, centres, SPREAD[n], rng)
+    probes, _ = mixture(IndexConfig().recall_sample, centres, SPREAD[n], rng)
     truth, _ = topk(queries, gallery, K)
     load = os.getloadavg()
     pick = product_pick(gallery, probes, queries, truth)
@@ -357,6 +357,14 @@ def pick_only(n: int, queries_n: int) -> str:
             f"before the build, {os.getloadavg()[0]:.1f} after)")  # fmt: skip
     lines = [head, "", pick_lines(n, pick), goal_line(n, pick)]
     if pick["index"].graph is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            files = pick["index"].graph.save_into(Path(folder))
+            mb = sum((Path(folder) / f).stat().st_size for f in files) / 2**20
+        lines += [
+            "",
+            f"The graph's file: {mb:,.0f} MB ({len(files)} file(s)); the float32 gallery "
+            f"{gallery.nbytes / 2**20:,.0f} MB.",
+        ]
         curve = graph_curve(pick["index"].graph, gallery, queries, truth, g_labels, vote(g_labels[truth]))
         lines += ["", "The product's graph at other search depths (recall@10 at ms/query): "
                   + ", ".join(f"ef {r['ef']}: {r['recall']:.3f} at {r['ms']:.3f}" for r in curve)]  # fmt: skip

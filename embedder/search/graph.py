@@ -114,6 +114,7 @@ class Graph:
         self.starts = np.asarray(starts, dtype=np.int64)  # (S,) the first gallery row of each graph
         self.sizes = np.array([p.num_elements for p in parts], dtype=np.int64)  # (S,)
         self.sharded = sharded  # one file per shard (graph-<n>.voy), else the one graph.voy
+        self.asked = [CANDIDATES if _eight_bit(p) else 1 for p in parts]  # candidates a graph gives per neighbour
 
     @property
     def size(self) -> int:
@@ -124,8 +125,8 @@ class Graph:
         times k from an 8-bit graph), searched ``ef`` deep (ef >= k), side by side (the re-rank orders them)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         found = []
-        for part, start, size in zip(self.parts, self.starts, self.sizes):
-            want = int(min(k * CANDIDATES if _eight_bit(part) else k, size))
+        for part, start, size, times in zip(self.parts, self.starts, self.sizes, self.asked):
+            want = int(min(k * times, size))
             ids, _ = part.query(vectors, want, num_threads=1 if len(vectors) == 1 else -1, query_ef=max(ef, want))
             found.append(np.asarray(ids, dtype=np.int64).reshape(len(vectors), want) + start)
         return found[0] if len(found) == 1 else np.concatenate(found, axis=1)

@@ -78,32 +78,56 @@ def reaches(per_probe: np.ndarray, target: float) -> bool:
     return bool(low >= target)
 
 
+def _tune(at: Callable[[int], tuple[np.ndarray, float]], first: int, grow, last: int, give_up_ms: float, target):
+    """The cheapest setting that surely reaches ``target``: from ``first``, ``grow`` it until ``at(setting)`` ->
+    (each probe's recall, ms per query) reaches it, the setting is ``last`` or slower than ``give_up_ms``; then
+    halve the step back to within a sixteenth. Returns (setting, mean recall, ms per query)."""
+    setting, below = first, None
+    while True:
+        got, ms = at(setting)
+        if reaches(got, target):
+            break
+        if setting >= last or ms > give_up_ms:
+            return int(setting), float(got.mean()), ms
+        below, setting = setting, min(grow(setting), last)
+    while below is not None and setting - below > max(1, setting // 16):
+        middle = (below + setting) // 2
+        got_m, ms_m = at(middle)
+        if reaches(got_m, target):
+            setting, got, ms = middle, got_m, ms_m
+        else:
+            below = middle
+    return int(setting), float(got.mean()), ms
+
+
 def tune_annoy(annoy, probe_set: Probes, config: IndexConfig, give_up_ms: float) -> tuple[int, float, float]:
-    """Raise ``search_k`` until Annoy's recall surely reaches the target (``reaches``), search is exhaustive, or
-    Annoy is slower than ``give_up_ms`` (more search_k only costs more): (search_k, mean recall, ms per query)."""
+    """The cheapest ``search_k`` at which Annoy's recall surely reaches the target (``reaches``; doubled, then
+    narrowed), else where search is exhaustive or slower than ``give_up_ms`` (more only costs more):
+    (search_k, mean recall, ms per query)."""
     vectors, truth, skip = probe_set.vectors, probe_set.truth, probe_set.skip
     exhaustive = annoy.get_n_items() * config.n_trees  # far beyond this Annoy is already visiting every item
     k = truth.shape[1] + (skip is not None)
-    search_k = max(truth.shape[1] * config.n_trees, 100)
-    while True:
-        found = lambda i, v, n, s=search_k: annoy.get_nns_by_vector(v.tolist(), n, search_k=s)
-        got = recall(found, vectors, truth, skip)
-        ms = best_ms(lambda v, s=search_k: annoy.get_nns_by_vector(v.tolist(), k, search_k=s), vectors)
-        if reaches(got, config.target_recall) or search_k >= exhaustive or ms > give_up_ms:
-            return int(search_k), float(got.mean()), ms
-        search_k = min(search_k * 2, exhaustive)
+
+    def at(search_k: int) -> tuple[np.ndarray, float]:
+        found = lambda i, v, n: annoy.get_nns_by_vector(v.tolist(), n, search_k=search_k)  # noqa: E731
+        ms = best_ms(lambda v: annoy.get_nns_by_vector(v.tolist(), k, search_k=search_k), vectors)
+        return recall(found, vectors, truth, skip), ms
+
+    first = max(truth.shape[1] * config.n_trees, 100)
+    return _tune(at, first, lambda s: s * 2, max(first, exhaustive), give_up_ms, config.target_recall)
 
 
 def tune_graph(graph, gallery, probe_set: Probes, config: IndexConfig, give_up_ms: float):
-    """Raise the graph's search depth ``ef`` until its recall surely reaches the target (``reaches``), the depth
-    covers the gallery, or the graph is slower than ``give_up_ms``: (ef, mean recall, ms per query, re-ranking
-    included)."""
+    """The cheapest search depth ``ef`` at which the graph's recall surely reaches the target (``reaches``; raised
+    by half, then narrowed), else where it covers the gallery or is slower than ``give_up_ms``: (ef, mean recall,
+    ms per query, re-ranking included)."""
     vectors, truth, skip = probe_set.vectors, probe_set.truth, probe_set.skip
     k = truth.shape[1] + (skip is not None)
-    ef = max(EF_START, k)
-    while True:
-        got = recall(lambda i, v, n, e=ef: graph.query(v[None], gallery, n, e)[0][0].tolist(), vectors, truth, skip)
-        ms = best_ms(lambda v, e=ef: graph.query(v[None], gallery, k, e), vectors)
-        if reaches(got, config.target_recall) or ef >= min(graph.size, EF_MAX) or ms > give_up_ms:
-            return int(ef), float(got.mean()), ms
-        ef = min(ef * 3 // 2, EF_MAX)  # finer than doubling: cost grows with ef, the cheapest ef that reaches it
+
+    def at(ef: int) -> tuple[np.ndarray, float]:
+        got = recall(lambda i, v, n: graph.query(v[None], gallery, n, ef)[0][0].tolist(), vectors, truth, skip)
+        return got, best_ms(lambda v: graph.query(v[None], gallery, k, ef), vectors)
+
+    first = max(EF_START, k)
+    last = max(first, min(graph.size, EF_MAX))
+    return _tune(at, first, lambda ef: ef * 3 // 2, last, give_up_ms, config.target_recall)

@@ -43,7 +43,7 @@ def test_build_index__agrees_with_exact_search_and_reports_recall():
         "search_k": index.search_k,
         "size": 500,
     }
-    assert stats["probes"] == 200 and stats["probe_kind"] == "gallery, self excluded"
+    assert stats["probes"] == 500 and stats["probe_kind"] == "gallery, self excluded"  # IndexConfig.recall_sample
 
 
 def test_build_index__small_gallery_returns_all_items():

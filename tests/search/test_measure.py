@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from embedder.config import IndexConfig
+from embedder.search.graph import build_graph
 from embedder.search.index import build_index
 from embedder.search.knn import topk
-from embedder.search.measure import reaches
+from embedder.search.measure import Probes, reaches, tune_graph
 from tests.helpers import unit
 
 
@@ -34,3 +35,21 @@ def test_build_index__a_graph_tuned_on_few_probes_still_gives_held_out_queries_i
     want, _ = topk(queries, gallery, 10)
     held_out = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), want.tolist())])
     assert index.recall_at_10 >= 0.95 and held_out >= 0.95, (index.ef, index.recall_at_10, held_out)
+
+
+def test_tune_graph__the_depth_is_the_cheapest_that_surely_reaches_the_target_not_the_next_rung_of_a_ladder():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(50, 64))
+    draw = lambda n: unit(centres[rng.integers(0, 50, n)] + 2.0 * rng.normal(size=(n, 64)))  # noqa: E731
+    gallery, probes = draw(20_000), draw(300)
+    truth, _ = topk(probes, gallery, 10)
+    graph = build_graph(gallery, IndexConfig(graph_threads=1))
+    ef, mean, _ = tune_graph(graph, gallery, Probes(probes, truth, None), IndexConfig(), np.inf)
+
+    def surely(depth: int) -> bool:
+        rows = graph.query(probes, gallery, 10, depth)[0]
+        return reaches(np.array([len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), truth.tolist())]), 0.95)
+
+    assert surely(ef) and mean >= 0.95
+    assert not surely(ef - max(1, ef // 16) - 1)  # a sixteenth shallower falls short
+    assert ef not in {16, 24, 36, 54, 81, 121, 181, 271}  # not merely the first rung of the ladder that reached
