@@ -147,3 +147,20 @@ def test_image_dataset__transformed_image_and_int_label_through_the_loader(photo
     x, y = ds[1]
     assert x.shape == (3, 4, 4) and y == 0 and type(y) is int
     assert x[2].mean() > 0.7 and x[0].mean() < 0.1  # the blue image
+
+
+def test_embed_images__each_image_gets_exactly_what_its_transform_gives_when_batches_are_normalised_at_once(tmp_path):
+    from embedder.config import ModelConfig
+    from embedder.images.transforms import eval_transform
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate([(40, 30), (64, 64), (90, 41), (33, 70)] * 10):  # 40 images: batches of 16 and 8
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1], quality=90)
+    grey = Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8))  # a PIL image given as is, not RGB
+    for config in (ModelConfig(backbone="convnet", image_size=32), ModelConfig(image_size=24, resize="crop")):
+        transform = eval_transform(config)
+        got = embed_images(lambda x: x.flatten(1), [*paths, grey], transform, batch_size=24)
+        one_by_one = [transform(load_image(p)) for p in paths] + [transform(grey.convert("RGB"))]
+        assert np.array_equal(got, torch.stack(one_by_one).flatten(1).numpy())
