@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from bench.bench_knn import CLASSES, DIM, SPREAD
+from bench.bench_knn import CLASSES, DIM, SPREAD, recall
 from bench.common import mixture, table
 from embedder.search.graph import EF_CONSTRUCTION, rerank
 from embedder.search.knn import topk
@@ -52,8 +52,7 @@ def sweep(graph, gallery: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
                     ids, _ = graph.query(v[None], k, num_threads=1, query_ef=ef)
                     got.append(rerank(v[None], gallery, np.asarray(ids, dtype=np.int64).reshape(1, -1))[0][0, :10])
                 best = min(best, 1000 * (time.perf_counter() - t0) / len(queries))
-            hits = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(got, truth)])
-            rows.append((ef, k, float(hits), best))
+            rows.append((ef, k, recall(np.array(got), truth), best))
     return rows
 
 

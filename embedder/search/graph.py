@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmbedderError, one_line
+from .knn import squared_norms
 from .shards import shard_ranges
 
 GRAPH_FILE = re.compile(r"graph(-\d{3,6})?\.voy")  # the only graph file names a bundle may record
@@ -53,11 +54,12 @@ UNIT = 1e-3  # rows whose lengths are within this of 1 are unit vectors: they fi
 
 
 def _storage(rows: np.ndarray):
-    """Float8 for unit vectors (every component in [-1, 1]), else float32."""
+    """Float8 for unit vectors (every component in [-1, 1]), else float32; read a chunk at a time (no copy of a
+    million rows)."""
     import voyager
 
-    norms = np.linalg.norm(rows[: min(len(rows), 100_000)], axis=1) if len(rows) else np.ones(1)
-    unit = bool(np.all(np.abs(norms - 1) <= UNIT)) and bool(np.abs(rows).max(initial=0) <= 1)
+    norms = np.sqrt(squared_norms(rows))
+    unit = len(rows) > 0 and bool(np.all(np.abs(norms - 1) <= UNIT)) and rows.min() >= -1 and rows.max() <= 1
     return voyager.StorageDataType.Float8 if unit else voyager.StorageDataType.Float32
 
 
